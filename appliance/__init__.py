@@ -1,0 +1,1 @@
+"""Postern appliance system layer: network, hostname, DNS, config store, certificates."""

@@ -1,0 +1,1 @@
+"""Postern console (Textual)."""
