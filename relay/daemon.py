@@ -1,0 +1,218 @@
+"""postern-relay: the daemon process.
+
+    postern-relay --config /etc/postern/postern.yaml --state-dir /var/lib/postern \
+                  --socket /run/postern/control.sock
+
+Runs in the foreground and logs to stderr (the journal on the appliance). SIGHUP
+reloads the configuration file; a file with problems is refused and the running
+configuration stays. SIGTERM and SIGINT stop it; queued mail stays on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+
+import psutil
+
+from . import VERSION
+from .config import DEFAULT_CONFIG, ConfigError, MtaConfig, load_file
+from .delivery import opportunistic_tls_context
+from .queue.entry import Counters
+from .queue.store import QueueStore
+from .routing import Target, make_resolver
+from .scheduler import Scheduler
+from .smtpd import Receiver
+
+log = logging.getLogger("postern/master")
+
+DEFAULT_STATE_DIR = "/var/lib/postern"
+DEFAULT_SOCKET = "/run/postern/control.sock"
+
+
+def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
+    if not config.tls.enabled:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    return context
+
+
+def local_addresses() -> set[str]:
+    found = {"127.0.0.1", "::1"}
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family in (socket.AF_INET, socket.AF_INET6):
+                found.add(addr.address.split("%")[0])
+    return found
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how we are doing; nothing without NOTIFY_SOCKET."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(path)
+        sock.sendall(state.encode())
+
+
+class Relay:
+    """The daemon's long-lived objects, shared by receiver, scheduler and control API."""
+
+    def __init__(self, config: MtaConfig, config_path: str, state_dir: str, socket_path: str):
+        self.config = config
+        self.config_path = config_path
+        self.socket_path = socket_path
+        self.store = QueueStore(state_dir)
+        self.counters = Counters()
+        self.receiver = Receiver(self)
+        self.scheduler = Scheduler(self)
+        self.client_tls_context = opportunistic_tls_context()
+        self.tls_context = server_tls_context(config)
+        self.resolver = make_resolver(config)
+        self.local_ips = local_addresses()
+        self.servers: dict = {}
+        self._tasks: list[asyncio.Task] = []
+
+    def is_myself(self, target: Target) -> bool:
+        """Would connecting to this target reach one of our own listeners?"""
+        if target.name == self.config.hostname:
+            return True
+        for listen in self.config.listen:
+            if listen.port != target.port:
+                continue
+            wildcard = ipaddress.ip_address(listen.host).is_unspecified
+            if target.ip == listen.host or (wildcard and target.ip in self.local_ips):
+                return True
+        return False
+
+    async def start(self) -> None:
+        self.store.open()
+        entries = await asyncio.to_thread(self.store.load)
+        for entry in entries:
+            self.scheduler.add(entry)
+        log.info("queue loaded: %d messages", len(entries))
+        self._tasks.append(asyncio.get_running_loop().create_task(self.scheduler.run()))
+        await self._update_listeners()
+        log.info("daemon started -- version %s, configuration %s", VERSION, self.config_path)
+
+    async def _update_listeners(self) -> None:
+        """Open listeners the config names and close the others; open sessions carry on."""
+        loop = asyncio.get_running_loop()
+        wanted = set(self.config.listen)
+        for address in list(self.servers):
+            if address not in wanted:
+                self.servers.pop(address).close()
+                log.info("stopped listening on %s", address)
+        for address in self.config.listen:
+            if address not in self.servers:
+                self.servers[address] = await loop.create_server(
+                    self.receiver.protocol, address.host, address.port, reuse_address=True
+                )
+                log.info("listening on %s", address)
+
+    async def reload(self) -> bool:
+        try:
+            config = await asyncio.to_thread(load_file, self.config_path)
+            tls_context = server_tls_context(config)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload refused: %s", problem)
+            return False
+        except (OSError, ssl.SSLError) as error:
+            log.error("reload refused: mta.tls: cannot load the certificate: %s", error)
+            return False
+        previous = self.config
+        self.config = config
+        self.tls_context = tls_context
+        self.resolver = make_resolver(config)
+        self.local_ips = local_addresses()
+        try:
+            await self._update_listeners()
+        except OSError as error:
+            log.error("reload refused: cannot listen: %s", error)
+            self.config = previous
+            self.tls_context = server_tls_context(previous)
+            self.resolver = make_resolver(previous)
+            await self._update_listeners()
+            return False
+        log.info("reload -- configuration %s", self.config_path)
+        return True
+
+    async def stop(self) -> None:
+        for server in self.servers.values():
+            server.close()
+        for task in self._tasks:
+            task.cancel()
+        log.info("daemon stopped; %d messages stay queued", len(self.scheduler.entries))
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    # journald adds its own time stamps; a terminal gets ours.
+    fmt = "%(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("mail.log", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def serve(relay: Relay) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(relay.reload()))
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    await relay.start()
+    sd_notify("READY=1")
+    await stopping.wait()
+    sd_notify("STOPPING=1")
+    await relay.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="postern-relay", description="Postern's SMTP relay daemon")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"appliance YAML file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"queue and state (default {DEFAULT_STATE_DIR})")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--check", action="store_true", help="validate the configuration file and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        config = load_file(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"postern-relay: {problem}", file=sys.stderr)
+        return 1
+    if args.check:
+        print(f"postern-relay: {args.config}: configuration is valid")
+        return 0
+    try:
+        relay = Relay(config, args.config, args.state_dir, args.socket)
+    except (OSError, ssl.SSLError) as error:
+        print(f"postern-relay: mta.tls: cannot load the certificate: {error}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(serve(relay))
+    except OSError as error:
+        print(f"postern-relay: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Delivering mail to a next hop with aiosmtplib.
+
+A `Destination` holds the jobs (a message and its recipients for that next hop)
+waiting for one next hop, and runs up to `destination_concurrency_limit`
+connections to it. Each connection delivers job after job and stays open for a
+moment when it runs out of work, so a burst reuses it. A next hop that cannot be
+reached is marked dead for the minimal backoff time: its other jobs defer at once
+instead of each waiting for their own connection timeout, as Postfix does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
+from .routing import NextHop, RouteError, Target, resolve
+
+log = logging.getLogger("postern/smtp")
+
+CONNECTION_CACHE_TIME = 2.0
+_DSN = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def opportunistic_tls_context() -> ssl.SSLContext:
+    """Built once and shared: STARTTLS when offered, without certificate checks (Postfix's 'may')."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def dsn_of(code: int, message: str) -> str:
+    match = _DSN.match(message)
+    if match and match.group(1) == str(code)[0]:
+        return match.group(0)
+    return f"{str(code)[0]}.0.0"
+
+
+def _reason(error: BaseException) -> str:
+    """Postfix-style short reason: 'Connection refused' rather than a wrapped exception's text."""
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
+        return "Connection timed out"
+    return str(error) or error.__class__.__name__
+
+
+def one_line(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"
+
+
+@dataclass
+class Job:
+    entry: QueueEntry
+    recipients: list[Recipient]
+    hop: NextHop
+    message: bytes
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def settle(self, recipient: Recipient, status: str, dsn: str, reply: str, relay: str = "") -> None:
+        recipient.status = status
+        recipient.dsn = dsn
+        recipient.last_reply = reply
+        recipient.relay = relay
+        recipient.attempts += 1
+        delay = time.time() - self.entry.envelope.arrival
+        log.info(
+            "%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
+            self.entry.id, recipient.address, relay or "none", delay, dsn, status, reply,
+        )
+
+
+class _Connection:
+    def __init__(self, client: aiosmtplib.SMTP, target: Target, encrypted: bool):
+        self.client = client
+        self.target = target
+        self.encrypted = encrypted
+
+    async def close(self) -> None:
+        try:
+            await self.client.quit(timeout=5)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            self.client.close()
+
+
+class ConnectionFailed(Exception):
+    pass
+
+
+class Delivery:
+    """All destinations, and the settings every connection uses."""
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.destinations: dict[NextHop, Destination] = {}
+
+    def submit(self, job: Job) -> None:
+        destination = self.destinations.get(job.hop)
+        if destination is None:
+            destination = self.destinations[job.hop] = Destination(self, job.hop)
+        destination.submit(job)
+
+    def revive_all(self) -> None:
+        for destination in self.destinations.values():
+            destination.dead_until = 0.0
+
+    async def connect(self, hop: NextHop) -> _Connection:
+        relay = self.relay
+        config = relay.config
+        targets = await resolve(relay.resolver, hop)
+        for target in targets:
+            if relay.is_myself(target):
+                raise RouteError("4.4.6", f"mail for {hop.host} loops back to myself")
+        errors = []
+        for target in targets:
+            try:
+                return await self._open(target, config)
+            except ConnectionFailed as error:
+                errors.append(f"connect to {target}: {error}")
+        raise RouteError("4.4.1", errors[-1] if errors else f"no address for {hop.host}")
+
+    async def _open(self, target: Target, config) -> _Connection:
+        timeout = config.delivery.connect_timeout
+        client = aiosmtplib.SMTP(
+            hostname=target.ip,
+            port=target.port,
+            local_hostname=config.outgoing_helo,
+            timeout=config.delivery.command_timeout,
+            start_tls=False,
+            validate_certs=False,
+        )
+        try:
+            await client.connect(timeout=timeout)
+            await client.ehlo()
+        except aiosmtplib.SMTPResponseException as error:
+            client.close()
+            raise ConnectionFailed(f"server refused to talk: {one_line(error.code, error.message)}") from None
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
+            client.close()
+            raise ConnectionFailed(_reason(error)) from None
+        if not client.supports_extension("starttls"):
+            return _Connection(client, target, encrypted=False)
+        try:
+            await client.starttls(tls_context=self.relay.client_tls_context, server_hostname=target.name)
+            await client.ehlo()
+            return _Connection(client, target, encrypted=True)
+        except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
+            # Opportunistic TLS: a broken handshake falls back to plain text, as Postfix's 'may' level does.
+            log.warning("%s: TLS failed (%s); trying again without TLS", target, error)
+            client.close()
+        client = aiosmtplib.SMTP(
+            hostname=target.ip, port=target.port, local_hostname=config.outgoing_helo,
+            timeout=config.delivery.command_timeout, start_tls=False,
+        )
+        try:
+            await client.connect(timeout=timeout)
+            await client.ehlo()
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
+            client.close()
+            raise ConnectionFailed(_reason(error)) from None
+        return _Connection(client, target, encrypted=False)
+
+
+class Destination:
+    def __init__(self, delivery: Delivery, hop: NextHop):
+        self.delivery = delivery
+        self.hop = hop
+        self.jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self.workers = 0
+        self.idle_workers = 0
+        self.dead_until = 0.0
+        self.dead_reason = ""
+
+    @property
+    def limit(self) -> int:
+        return self.delivery.relay.config.delivery.destination_concurrency_limit
+
+    def submit(self, job: Job) -> None:
+        self.jobs.put_nowait(job)
+        if self.idle_workers < self.jobs.qsize() and self.workers < self.limit:
+            self.workers += 1
+            asyncio.get_running_loop().create_task(self._work())
+
+    async def _next_job(self, connected: bool) -> Job | None:
+        if not self.jobs.empty():
+            return self.jobs.get_nowait()
+        if not connected:
+            return None
+        self.idle_workers += 1
+        try:
+            return await asyncio.wait_for(self.jobs.get(), CONNECTION_CACHE_TIME)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self.idle_workers -= 1
+
+    async def _work(self) -> None:
+        connection: _Connection | None = None
+        try:
+            while (job := await self._next_job(connection is not None)) is not None:
+                try:
+                    connection = await self._deliver(job, connection)
+                except Exception as error:  # a bug must not lose the job: defer it
+                    log.exception("%s: delivery failed unexpectedly", job.entry.id)
+                    self._defer_all(job, "4.3.0", f"internal error: {error}")
+                    connection = None
+                finally:
+                    if not job.done.done():
+                        job.done.set_result(None)
+        finally:
+            self.workers -= 1
+            if connection is not None:
+                await connection.close()
+
+    def _defer_all(self, job: Job, dsn: str, reason: str, relay: str = "") -> None:
+        for recipient in job.recipients:
+            if recipient.status not in (SENT, BOUNCED):
+                job.settle(recipient, DEFERRED, dsn, reason, relay)
+
+    async def _deliver(self, job: Job, connection: _Connection | None) -> _Connection | None:
+        """Send one job; returns the connection if it can carry the next one."""
+        if self.dead_until > time.time():
+            self._defer_all(job, "4.4.1", f"delivery temporarily suspended: {self.dead_reason}")
+            return connection
+        if connection is None:
+            try:
+                connection = await self.delivery.connect(self.hop)
+            except RouteError as error:
+                permanent = error.permanent and self.hop.mx and not self._is_configured_relay()
+                if permanent:
+                    for recipient in job.recipients:
+                        job.settle(recipient, BOUNCED, error.dsn, error.text)
+                else:
+                    dsn = error.dsn if error.dsn.startswith("4") else "4" + error.dsn[1:]
+                    self.dead_until = time.time() + self.delivery.relay.config.queue.minimal_backoff_time
+                    self.dead_reason = error.text
+                    self._defer_all(job, dsn, error.text)
+                return None
+        try:
+            await self._transaction(job, connection)
+            return connection
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
+            self._defer_all(job, "4.4.2", f"lost connection with {connection.target} while sending: {error}", str(connection.target))
+            connection.client.close()
+            return None
+
+    def _is_configured_relay(self) -> bool:
+        config = self.delivery.relay.config
+        hops = {config.internal_relay, config.external_relay}
+        return any(self.hop.host == relay.host and self.hop.port == relay.port for relay in hops if relay.host)
+
+    async def _transaction(self, job: Job, connection: _Connection) -> None:
+        client = connection.client
+        relay = str(connection.target)
+        sender = job.entry.envelope.sender
+        try:
+            await client.mail(sender)
+        except aiosmtplib.SMTPResponseException as error:
+            self._settle_by_code(job, job.recipients, error.code, error.message, relay)
+            await client.rset()
+            return
+        accepted = []
+        for recipient in job.recipients:
+            try:
+                await client.rcpt(recipient.address)
+                accepted.append(recipient)
+            except aiosmtplib.SMTPResponseException as error:
+                self._settle_by_code(job, [recipient], error.code, error.message, relay)
+        if not accepted:
+            await client.rset()
+            return
+        try:
+            response = await client.data(job.message)
+        except aiosmtplib.SMTPResponseException as error:
+            self._settle_by_code(job, accepted, error.code, error.message, relay)
+            return
+        for recipient in accepted:
+            job.settle(recipient, SENT, dsn_of(response.code, response.message), one_line(response.code, response.message), relay)
+
+    @staticmethod
+    def _settle_by_code(job: Job, recipients: list[Recipient], code: int, message: str, relay: str) -> None:
+        status = BOUNCED if 500 <= code < 600 else DEFERRED
+        reply = f"host {relay} said: {one_line(code, message)}"
+        for recipient in recipients:
+            job.settle(recipient, status, dsn_of(code, message), reply, relay)

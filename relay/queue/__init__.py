@@ -1,0 +1,1 @@
+"""The durable message queue: on-disk store and the entries the scheduler works on."""

@@ -1,0 +1,113 @@
+"""A queued message as the scheduler and the control API see it: envelope and state, never the body."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+# Per-recipient statuses. A message leaves the queue once no recipient is pending or deferred.
+PENDING = "pending"
+DEFERRED = "deferred"
+SENT = "sent"
+BOUNCED = "bounced"
+FINAL = (SENT, BOUNCED)
+
+# Message states shown to admins (Postfix's queue names).
+ACTIVE = "active"
+HOLD = "hold"
+
+
+@dataclass
+class Recipient:
+    address: str
+    status: str = PENDING
+    attempts: int = 0
+    last_reply: str = ""
+    dsn: str = ""
+    relay: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass
+class Envelope:
+    """What was said in the SMTP session; written once, with the message."""
+
+    id: str
+    sender: str
+    recipients: list[str]
+    arrival: float
+    size: int
+    client: str = ""
+    helo: str = ""
+    protocol: str = "ESMTP"
+    subject: str = ""
+    message_id: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class QueueEntry:
+    envelope: Envelope
+    recipients: list[Recipient]
+    hold: bool = False
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_reply: str = ""
+
+    @classmethod
+    def new(cls, envelope: Envelope) -> QueueEntry:
+        return cls(envelope, [Recipient(address) for address in envelope.recipients])
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def state(self) -> str:
+        if self.hold:
+            return HOLD
+        if self.attempts and self.next_attempt > time.time():
+            return DEFERRED
+        return ACTIVE
+
+    def open_recipients(self) -> list[Recipient]:
+        return [r for r in self.recipients if not r.done]
+
+    def state_dict(self) -> dict:
+        return {
+            "hold": self.hold,
+            "attempts": self.attempts,
+            "next_attempt": self.next_attempt,
+            "last_reply": self.last_reply,
+            "recipients": [asdict(r) for r in self.recipients],
+        }
+
+    def apply_state(self, data: dict) -> None:
+        self.hold = bool(data.get("hold", False))
+        self.attempts = int(data.get("attempts", 0))
+        self.next_attempt = float(data.get("next_attempt", 0.0))
+        self.last_reply = str(data.get("last_reply", ""))
+        saved = {r["address"]: r for r in data.get("recipients", [])}
+        for recipient in self.recipients:
+            if recipient.address in saved:
+                known = saved[recipient.address]
+                recipient.status = known.get("status", PENDING)
+                recipient.attempts = int(known.get("attempts", 0))
+                recipient.last_reply = known.get("last_reply", "")
+                recipient.dsn = known.get("dsn", "")
+                recipient.relay = known.get("relay", "")
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    rejected: int = 0
+    started: float = field(default_factory=time.time)

@@ -1,0 +1,191 @@
+"""The durable on-disk queue.
+
+Layout under `<state-dir>/queue/`:
+
+    tmp/         messages being written; never read by the scheduler
+    msg/<ID>     one file per accepted message: a magic line, the envelope as one
+                 JSON line, then the message exactly as it will be sent (CRLF lines)
+    state/<ID>   delivery state (per-recipient status, attempts, hold), written
+                 atomically whenever it changes; absent for a message never tried
+    corrupt/     damaged files moved aside for an admin to look at
+
+A message is acknowledged only after `commit` has written it to `tmp/`, fsynced
+it, renamed it into `msg/` and fsynced that directory: the rename is the moment
+the message exists. Listing reads the first two lines of each file, never bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from .entry import Envelope, QueueEntry
+
+log = logging.getLogger("postern/queue")
+
+MAGIC = b"POSTERN-QUEUE 1\n"
+_ENVELOPE_LIMIT = 1 << 20
+
+
+class QueueFull(Exception):
+    """The queue's file system has no room: answer 452 4.3.1."""
+
+
+class QueueWriteError(Exception):
+    """Any other failure to make a message durable: answer 451 4.3.0."""
+
+
+class DamagedFile(Exception):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(tmp: Path, final: Path, chunks: list[bytes]) -> None:
+    """Write chunks to tmp, fsync, rename to final, fsync final's directory."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
+
+
+class QueueStore:
+    def __init__(self, state_dir: str | Path):
+        self.root = Path(state_dir) / "queue"
+        self.tmp = self.root / "tmp"
+        self.msg = self.root / "msg"
+        self.state = self.root / "state"
+        self.corrupt = self.root / "corrupt"
+        self._counter = itertools.count()
+
+    def open(self) -> None:
+        for directory in (self.root, self.tmp, self.msg, self.state, self.corrupt):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def new_id(self) -> str:
+        """Queue IDs sort by arrival: microseconds since the epoch, then a counter."""
+        return f"{time.time_ns() // 1000:013X}{next(self._counter) % 4096:03X}"
+
+    # --- writing -------------------------------------------------------------
+
+    async def commit(self, envelope: Envelope, body: bytes) -> QueueEntry:
+        header = json.dumps(envelope.to_dict(), separators=(",", ":")).encode() + b"\n"
+        try:
+            await asyncio.to_thread(
+                _write_durably, self.tmp / envelope.id, self.msg / envelope.id, [MAGIC, header, body]
+            )
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise QueueFull(str(error)) from error
+            raise QueueWriteError(str(error)) from error
+        return QueueEntry.new(envelope)
+
+    def _save_state_sync(self, entry: QueueEntry) -> None:
+        data = json.dumps(entry.state_dict(), separators=(",", ":")).encode()
+        _write_durably(self.tmp / f"{entry.id}.{next(self._counter)}.state", self.state / entry.id, [data])
+
+    async def save_state(self, entry: QueueEntry) -> None:
+        await asyncio.to_thread(self._save_state_sync, entry)
+
+    def _remove_sync(self, queue_id: str) -> None:
+        (self.msg / queue_id).unlink(missing_ok=True)
+        (self.state / queue_id).unlink(missing_ok=True)
+
+    async def remove(self, queue_id: str) -> None:
+        await asyncio.to_thread(self._remove_sync, queue_id)
+
+    # --- reading -------------------------------------------------------------
+
+    def _read_envelope(self, path: Path) -> tuple[Envelope, int]:
+        """The envelope and the offset where the message starts."""
+        with open(path, "rb") as f:
+            magic = f.readline(64)
+            line = f.readline(_ENVELOPE_LIMIT)
+        if magic != MAGIC:
+            raise DamagedFile("not a Postern queue file")
+        if not line.endswith(b"\n"):
+            raise DamagedFile("truncated envelope")
+        try:
+            envelope = Envelope(**json.loads(line))
+        except (ValueError, TypeError) as error:
+            raise DamagedFile(f"unreadable envelope: {error}") from None
+        if envelope.id != path.name or not envelope.recipients:
+            raise DamagedFile("envelope does not match its file")
+        return envelope, len(magic) + len(line)
+
+    def _read_message_sync(self, queue_id: str) -> bytes:
+        path = self.msg / queue_id
+        envelope, offset = self._read_envelope(path)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            body = f.read()
+        if len(body) != envelope.size:
+            raise DamagedFile(f"message is {len(body)} bytes, envelope says {envelope.size}")
+        return body
+
+    async def read_message(self, queue_id: str) -> bytes:
+        return await asyncio.to_thread(self._read_message_sync, queue_id)
+
+    def move_aside(self, queue_id: str, reason: str) -> None:
+        """Keep a damaged message for an admin; never delete it silently."""
+        for directory, suffix in ((self.msg, ""), (self.state, ".state")):
+            source = directory / queue_id
+            if source.exists():
+                os.replace(source, self.corrupt / f"{queue_id}{suffix}")
+        log.error("%s: damaged queue file moved to %s: %s", queue_id, self.corrupt, reason)
+
+    def load(self) -> list[QueueEntry]:
+        """Read every queued message's envelope and state (not bodies), oldest first."""
+        for leftover in self.tmp.iterdir():
+            # Never acknowledged: the client was not told 250 and will retry.
+            log.info("removing unfinished queue file %s", leftover.name)
+            leftover.unlink(missing_ok=True)
+        entries = []
+        for path in sorted(self.msg.iterdir()):
+            try:
+                envelope, _ = self._read_envelope(path)
+                with open(path, "rb") as f:
+                    if os.fstat(f.fileno()).st_size - _ != envelope.size:
+                        raise DamagedFile("message is truncated")
+                entry = QueueEntry.new(envelope)
+                state_path = self.state / path.name
+                if state_path.exists():
+                    try:
+                        entry.apply_state(json.loads(state_path.read_bytes()))
+                    except (ValueError, TypeError, KeyError) as error:
+                        raise DamagedFile(f"unreadable delivery state: {error}") from None
+            except DamagedFile as error:
+                self.move_aside(path.name, str(error))
+                continue
+            entries.append(entry)
+        for orphan in self.state.iterdir():
+            if not (self.msg / orphan.name).exists():
+                orphan.unlink(missing_ok=True)
+        return entries
+
+    def corrupt_files(self) -> list[str]:
+        return sorted(p.name for p in self.corrupt.iterdir())

@@ -1,0 +1,57 @@
+"""Every SMTP reply the relay sends, named once, in Postfix's wording where it has one."""
+
+OK = "250 2.0.0 Ok"
+SENDER_OK = "250 2.1.0 Ok"
+RECIPIENT_OK = "250 2.1.5 Ok"
+QUEUED = "250 2.0.0 Ok: queued as {id}"
+BYE = "221 2.0.0 Bye"
+
+TOO_MANY_CONNECTIONS = "421 4.7.0 {hostname} Error: too many connections, try again later"
+SESSION_TOO_LONG = "421 4.4.2 {hostname} Error: session time limit exceeded"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
+INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"
+QUEUE_WRITE_ERROR = "451 4.3.0 Error: queue file write error"
+
+BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
+RELAY_DENIED = "554 5.7.1 <{rcpt}>: Relay access denied"
+MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
+TOO_MANY_HOPS = "554 5.4.0 Error: too many hops"
+
+# aiosmtpd answers some commands itself, without enhanced status codes; the relay
+# adds the code that class of reply carries (RFC 3463) so every reply has one.
+ENHANCED_DEFAULTS = {
+    "221": "2.0.0",
+    "250": "2.0.0",
+    "421": "4.7.0",
+    "451": "4.3.0",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "535": "5.7.8",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "554": "5.5.0",
+    "555": "5.5.4",
+}
+
+# aiosmtpd's own size replies, reworded as Postfix says them.
+_REWORDED = {
+    "552 Error: message size exceeds fixed maximum message size": MESSAGE_TOO_BIG,
+    "552 Error: Too much mail data": MESSAGE_TOO_BIG,
+    "250 OK": OK,
+    "221 Bye": BYE,
+}
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Add an RFC 3463 enhanced status code to a one-line reply that lacks one."""
+    if reply in _REWORDED:
+        return _REWORDED[reply]
+    code, _, text = reply.partition(" ")
+    if code not in ENHANCED_DEFAULTS or text[:1].isdigit():
+        return reply
+    return f"{code} {ENHANCED_DEFAULTS[code]} {text}"

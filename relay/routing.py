@@ -1,0 +1,148 @@
+"""Where a recipient's mail goes next, and the addresses of that next hop.
+
+Recipients in the relay domains go to the internal relay host; all others to the
+external relay host, or straight to the domain's MX hosts when none is set.
+`mx: true` on a relay host means "look up that name's MX records", like Postfix's
+relayhost without brackets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
+
+from . import addresses
+from .config import MtaConfig
+
+
+@dataclass(frozen=True)
+class NextHop:
+    host: str
+    port: int = 25
+    mx: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}" + ("" if self.mx else " (no MX)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One address to connect to, with the name it was found under."""
+
+    name: str
+    ip: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.ip}]:{self.port}"
+
+
+class RouteError(Exception):
+    """The next hop cannot be reached this time (`permanent` False) or ever (True)."""
+
+    def __init__(self, dsn: str, text: str):
+        super().__init__(text)
+        self.dsn = dsn
+        self.text = text
+
+    @property
+    def permanent(self) -> bool:
+        return self.dsn.startswith("5")
+
+
+def next_hop(config: MtaConfig, domain: str) -> NextHop:
+    literal = addresses.address_literal(domain)
+    if literal:
+        return NextHop(literal, 25, mx=False)
+    if config.is_relay_domain(domain) and config.internal_relay.host:
+        relay = config.internal_relay
+        return NextHop(relay.host, relay.port, relay.mx)
+    if config.external_relay.host:
+        relay = config.external_relay
+        return NextHop(relay.host, relay.port, relay.mx)
+    return NextHop(domain, 25, mx=True)
+
+
+def make_resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:
+    if not config.dns_servers:
+        return dns.asyncresolver.Resolver()
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    servers, port = [], 53
+    for server in config.dns_servers:
+        host, sep, port_text = server.rpartition(":") if server.count(":") == 1 else ("", "", "")
+        servers.append(host if sep else server.strip("[]"))
+        if sep:
+            port = int(port_text)
+    resolver.nameservers = servers
+    resolver.port = port
+    resolver.lifetime = 10.0
+    return resolver
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+async def _addresses(resolver, name: str) -> list[str]:
+    """A and AAAA records of a name; RouteError when it has none."""
+    found, temporary = [], None
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(name, rdtype, search=False)
+            found.extend(str(record) for record in answer)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            continue
+        except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+            temporary = error
+    if found:
+        return found
+    if temporary:
+        raise RouteError("4.4.3", f"Host or domain name not found. Name service error for name={name} type=A: {temporary}")
+    raise RouteError("5.4.4", f"Host or domain name not found. Name service error for name={name} type=A: Host not found")
+
+
+async def resolve(resolver, hop: NextHop, max_addresses: int = 5) -> list[Target]:
+    """The addresses to try for a next hop, best first (MX preference, then record order)."""
+    if _is_ip(hop.host):
+        return [Target(hop.host, hop.host, hop.port)]
+    if not hop.mx:
+        return [Target(hop.host, ip, hop.port) for ip in await _addresses(resolver, hop.host)][:max_addresses]
+    try:
+        answer = await resolver.resolve(hop.host, "MX", search=False)
+    except dns.resolver.NoAnswer:
+        # No MX records: the domain itself is the mail host (RFC 5321 5.1).
+        return [Target(hop.host, ip, hop.port) for ip in await _addresses(resolver, hop.host)][:max_addresses]
+    except dns.resolver.NXDOMAIN:
+        raise RouteError(
+            "5.4.4", f"Host or domain name not found. Name service error for name={hop.host} type=MX: Host not found"
+        ) from None
+    except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+        raise RouteError(
+            "4.4.3", f"Host or domain name not found. Name service error for name={hop.host} type=MX: {error}"
+        ) from None
+    records = [(r.preference, random.random(), str(r.exchange).rstrip(".")) for r in answer]
+    if len(records) == 1 and records[0][2] == "":
+        raise RouteError("5.1.10", f"mail for {hop.host} is not accepted: the domain publishes a null MX (RFC 7505)")
+    targets: list[Target] = []
+    last_error: RouteError | None = None
+    for _, _, exchange in sorted(records):
+        if not exchange:
+            continue
+        try:
+            targets.extend(Target(exchange, ip, hop.port) for ip in await _addresses(resolver, exchange))
+        except RouteError as error:
+            last_error = error
+        if len(targets) >= max_addresses:
+            break
+    if not targets:
+        raise last_error or RouteError("4.4.3", f"no usable MX host for {hop.host}")
+    return targets[:max_addresses]

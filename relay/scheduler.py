@@ -1,0 +1,193 @@
+"""The queue manager: decides when each message is tried and what happens after.
+
+The on-disk queue is the truth; the scheduler keeps every entry's envelope and
+state in memory (never bodies), a heap of due times, and a bounded window of
+messages being delivered. After an attempt a message is removed (every recipient
+sent or bounced), or deferred with Postfix's backoff: the message's age, kept
+between the minimal and maximal backoff time, plus a little jitter. Past the
+queue lifetime its deferred recipients bounce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+from . import addresses, bounce
+from .delivery import Delivery, Job
+from .queue.entry import BOUNCED, DEFERRED, SENT, Envelope, QueueEntry
+from .queue.store import DamagedFile, QueueFull, QueueWriteError
+from .routing import next_hop
+from .smtpd import header_block
+
+if TYPE_CHECKING:
+    from .daemon import Relay
+
+log = logging.getLogger("postern/qmgr")
+
+ACTIVE_LIMIT = 1000
+
+
+def backoff_delay(age: float, minimal: int, maximal: int) -> float:
+    return min(max(age, minimal), maximal) * random.uniform(1.0, 1.1)
+
+
+class Scheduler:
+    def __init__(self, relay: Relay):
+        self.relay = relay
+        self.entries: dict[str, QueueEntry] = {}
+        self.delivery = Delivery(relay)
+        self._due: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._in_flight: set[str] = set()
+        self._window = asyncio.Semaphore(ACTIVE_LIMIT)
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- what the receiver and the control API call -----------------------------
+
+    def add(self, entry: QueueEntry) -> None:
+        self.entries[entry.id] = entry
+        if not entry.hold:
+            self._schedule(entry, entry.next_attempt if entry.attempts else 0.0)
+
+    def flush(self) -> int:
+        """Try every deferred message now (postqueue -f)."""
+        self.delivery.revive_all()
+        count = 0
+        for entry in self.entries.values():
+            if not entry.hold and entry.id not in self._in_flight:
+                entry.next_attempt = 0.0
+                self._schedule(entry, 0.0)
+                count += 1
+        return count
+
+    def busy(self) -> bool:
+        return bool(self._in_flight)
+
+    # --- the loop -------------------------------------------------------------------
+
+    def _schedule(self, entry: QueueEntry, due: float) -> None:
+        heapq.heappush(self._due, (due, next(self._seq), entry.id))
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            now = time.time()
+            while self._due and self._due[0][0] <= now:
+                _, _, queue_id = heapq.heappop(self._due)
+                entry = self.entries.get(queue_id)
+                if entry is None or entry.hold or queue_id in self._in_flight:
+                    continue
+                if entry.attempts and entry.next_attempt > now:
+                    continue  # rescheduled since this heap item was pushed
+                await self._window.acquire()
+                self._in_flight.add(queue_id)
+                task = asyncio.get_running_loop().create_task(self._attempt(entry))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            timeout = max(0.0, self._due[0][0] - time.time()) if self._due else None
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _attempt(self, entry: QueueEntry) -> None:
+        try:
+            try:
+                message = await self.relay.store.read_message(entry.id)
+            except DamagedFile as error:
+                self.relay.store.move_aside(entry.id, str(error))
+                self.entries.pop(entry.id, None)
+                return
+            except FileNotFoundError:
+                self.entries.pop(entry.id, None)  # deleted by an admin meanwhile
+                return
+            tried = entry.open_recipients()
+            by_hop: dict = {}
+            for recipient in tried:
+                hop = next_hop(self.relay.config, addresses.domain_of(recipient.address))
+                by_hop.setdefault(hop, []).append(recipient)
+            jobs = [Job(entry, recipients, hop, message) for hop, recipients in by_hop.items()]
+            for job in jobs:
+                self.delivery.submit(job)
+            await asyncio.gather(*(job.done for job in jobs))
+            await self._after_attempt(entry, tried, message)
+        except Exception:
+            log.exception("%s: could not finish a delivery attempt; it stays queued", entry.id)
+            self._reschedule(entry, "4.3.0 internal error while delivering")
+        finally:
+            self._in_flight.discard(entry.id)
+            self._window.release()
+
+    async def _after_attempt(self, entry: QueueEntry, tried: list, message: bytes) -> None:
+        now = time.time()
+        counters = self.relay.counters
+        queue = self.relay.config.queue
+        expired = now - entry.envelope.arrival >= queue.maximal_queue_lifetime
+        for recipient in tried:
+            if recipient.status == DEFERRED and expired:
+                days = queue.maximal_queue_lifetime / 86400
+                recipient.status = BOUNCED
+                recipient.dsn = "4.4.7"
+                recipient.last_reply = f"message expired after {days:g} days; last error: {recipient.last_reply}"
+                log.info("%s: to=<%s>, status=expired, returned to sender", entry.id, recipient.address)
+        failed = [r for r in tried if r.status == BOUNCED]
+        if failed and not await self._notify_sender(entry, failed, message):
+            for recipient in failed:
+                recipient.status = DEFERRED  # tried again later, and notified then
+            failed = []
+        counters.delivered += sum(1 for r in tried if r.status == SENT)
+        counters.bounced += len(failed)
+        counters.deferred += sum(1 for r in tried if r.status == DEFERRED)
+        if not entry.open_recipients():
+            await self.relay.store.remove(entry.id)
+            self.entries.pop(entry.id, None)
+            log.info("%s: removed", entry.id)
+            return
+        deferred = [r for r in entry.recipients if r.status == DEFERRED]
+        self._reschedule(entry, deferred[-1].last_reply if deferred else "")
+        await self.relay.store.save_state(entry)
+
+    def _reschedule(self, entry: QueueEntry, reply: str) -> None:
+        queue = self.relay.config.queue
+        now = time.time()
+        entry.attempts += 1
+        entry.last_reply = reply
+        delay = backoff_delay(now - entry.envelope.arrival, queue.minimal_backoff_time, queue.maximal_backoff_time)
+        entry.next_attempt = now + delay
+        if not entry.hold:
+            self._schedule(entry, entry.next_attempt)
+
+    async def _notify_sender(self, entry: QueueEntry, failed: list, message: bytes) -> bool:
+        """Queue a DSN to the sender; False if it could not be queued (try again later)."""
+        if not entry.envelope.sender:
+            log.info("%s: not notifying: the sender is the null address <>", entry.id)
+            return True
+        config = self.relay.config
+        body = bounce.build_dsn(config, entry, failed, header_block(message))
+        store = self.relay.store
+        envelope = Envelope(
+            id=store.new_id(),
+            sender="",
+            recipients=[entry.envelope.sender],
+            arrival=time.time(),
+            size=len(body),
+            client="local",
+            protocol="DSN",
+            subject="Undelivered Mail Returned to Sender",
+        )
+        try:
+            notification = await store.commit(envelope, body)
+        except (QueueFull, QueueWriteError) as error:
+            log.error("%s: cannot queue the sender's non-delivery notification: %s", entry.id, error)
+            return False
+        log.info("%s: sender non-delivery notification: %s", entry.id, envelope.id)
+        self.add(notification)
+        return True
