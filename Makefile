@@ -1,0 +1,29 @@
+# Postern: `make run` opens the console on a local sandbox relay; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test bench reliability clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-test-packages
+	scripts/install-test-packages
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	scripts/run-sandbox
+
+test: setup
+	$(BIN)/lint-imports
+	$(BIN)/pytest
+
+bench: setup
+	$(BIN)/python -m bench.relay
+
+clean:
+	rm -rf $(VENV) .run

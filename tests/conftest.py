@@ -1,0 +1,36 @@
+import pytest
+
+from tests.support.net import free_port
+from tests.support.relay import RelayProcess, base_mta
+from tests.support.sink import Sink
+
+
+@pytest.fixture
+def sink():
+    server = Sink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_relay(tmp_path):
+    """Start relays with `base_mta` plus overrides; stopped at the end of the test."""
+    started = []
+
+    def make(next_hop_port: int, start: bool = True, **overrides) -> RelayProcess:
+        port = free_port()
+        mta = {**base_mta(port, next_hop_port), **overrides}
+        workdir = tmp_path / f"relay{len(started)}"
+        workdir.mkdir()
+        relay = RelayProcess(workdir, mta, port)
+        started.append(relay)
+        return relay.start() if start else relay
+
+    yield make
+    for relay in started:
+        relay.kill()
+
+
+@pytest.fixture
+def relay(make_relay, sink):
+    return make_relay(sink.port)

@@ -1,0 +1,73 @@
+"""A next hop that records what it receives: an aiosmtpd server on loopback.
+
+Its answers can be scripted per recipient (`rcpt_replies`) or for DATA
+(`data_reply`), to play a mail server that defers or rejects.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from aiosmtpd.controller import Controller
+
+from .net import free_port, wait_until
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    content: bytes
+    peer: str
+    helo: str
+
+
+class _Handler:
+    def __init__(self, sink: Sink):
+        self.sink = sink
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.sink.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.sink.data_reply:
+            return self.sink.data_reply
+        with self.sink.lock:
+            self.sink.messages.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
+                         session.peer[0], session.host_name or "")
+            )
+        return "250 2.0.0 Ok: recorded"
+
+
+class Sink:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.messages: list[Received] = []
+        self.rcpt_replies: dict[str, str] = {}
+        self.data_reply: str | None = None
+        self.lock = threading.Lock()
+        self._controller: Controller | None = None
+
+    def start(self) -> Sink:
+        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port, ready_timeout=10)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller:
+            self._controller.stop()
+            self._controller = None
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
+        wait_until(lambda: len(self.messages) >= count, timeout, what=f"{count} messages at the sink")
+        return list(self.messages)
+
+    def recipients(self) -> list[str]:
+        return [r for m in self.messages for r in m.recipients]
