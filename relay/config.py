@@ -368,3 +368,18 @@ def load_file(path: str | Path) -> MtaConfig:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def to_dict(config: MtaConfig) -> dict:
+    """The whole running `mta` section, defaults included, in the file's own shape."""
+
+    def plain(value):
+        if isinstance(value, (RelayHost, TlsFiles, QueueTimes, DeliverySettings)):
+            return {k: plain(v) for k, v in value.__dict__.items()}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, (ListenAddress, ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            return str(value)
+        return value
+
+    return {name: plain(getattr(config, name)) for name in MTA_FIELDS}

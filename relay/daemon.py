@@ -24,7 +24,10 @@ import psutil
 
 from . import VERSION
 from .config import DEFAULT_CONFIG, ConfigError, MtaConfig, load_file
+from .control.client import DEFAULT_SOCKET
+from .control.server import ControlServer
 from .delivery import opportunistic_tls_context
+from .events import EventHub, LogBuffer
 from .queue.entry import Counters
 from .queue.store import QueueStore
 from .routing import Target, make_resolver
@@ -34,7 +37,7 @@ from .smtpd import Receiver
 log = logging.getLogger("postern/master")
 
 DEFAULT_STATE_DIR = "/var/lib/postern"
-DEFAULT_SOCKET = "/run/postern/control.sock"
+DEFAULT_GROUP = "postern"
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
@@ -70,12 +73,16 @@ def sd_notify(state: str) -> None:
 class Relay:
     """The daemon's long-lived objects, shared by receiver, scheduler and control API."""
 
-    def __init__(self, config: MtaConfig, config_path: str, state_dir: str, socket_path: str):
+    def __init__(self, config: MtaConfig, config_path: str, state_dir: str, socket_path: str,
+                 socket_group: str = DEFAULT_GROUP, log_buffer: LogBuffer | None = None):
         self.config = config
         self.config_path = config_path
-        self.socket_path = socket_path
         self.store = QueueStore(state_dir)
         self.counters = Counters()
+        self.events = EventHub()
+        self.log_buffer = log_buffer or LogBuffer()
+        self.config_lock = asyncio.Lock()
+        self.control = ControlServer(self, socket_path, socket_group)
         self.receiver = Receiver(self)
         self.scheduler = Scheduler(self)
         self.client_tls_context = opportunistic_tls_context()
@@ -103,8 +110,10 @@ class Relay:
         for entry in entries:
             self.scheduler.add(entry)
         log.info("queue loaded: %d messages", len(entries))
+        self.log_buffer.attach(asyncio.get_running_loop())
         self._tasks.append(asyncio.get_running_loop().create_task(self.scheduler.run()))
         await self._update_listeners()
+        await self.control.start()
         log.info("daemon started -- version %s, configuration %s", VERSION, self.config_path)
 
     async def _update_listeners(self) -> None:
@@ -122,17 +131,20 @@ class Relay:
                 )
                 log.info("listening on %s", address)
 
-    async def reload(self) -> bool:
+    async def reload(self, caller_uid: int | None = None) -> list[str]:
+        """Read the file again and put it in force; returns the problems (none: it worked)."""
+        who = "" if caller_uid is None else f" (by uid {caller_uid})"
         try:
             config = await asyncio.to_thread(load_file, self.config_path)
             tls_context = server_tls_context(config)
         except ConfigError as error:
             for problem in error.problems:
-                log.error("reload refused: %s", problem)
-            return False
+                log.error("reload refused%s: %s", who, problem)
+            return error.problems
         except (OSError, ssl.SSLError) as error:
-            log.error("reload refused: mta.tls: cannot load the certificate: %s", error)
-            return False
+            problem = f"mta.tls: cannot load the certificate: {error}"
+            log.error("reload refused%s: %s", who, problem)
+            return [problem]
         previous = self.config
         self.config = config
         self.tls_context = tls_context
@@ -141,16 +153,19 @@ class Relay:
         try:
             await self._update_listeners()
         except OSError as error:
-            log.error("reload refused: cannot listen: %s", error)
+            problem = f"mta.listen: cannot listen: {error.strerror or error}"
+            log.error("reload refused%s: %s", who, problem)
             self.config = previous
             self.tls_context = server_tls_context(previous)
             self.resolver = make_resolver(previous)
             await self._update_listeners()
-            return False
-        log.info("reload -- configuration %s", self.config_path)
-        return True
+            return [problem]
+        log.info("reload%s -- configuration %s", who, self.config_path)
+        self.events.publish("config")
+        return []
 
     async def stop(self) -> None:
+        await self.control.stop()
         for server in self.servers.values():
             server.close()
         for task in self._tasks:
@@ -158,16 +173,20 @@ class Relay:
         log.info("daemon stopped; %d messages stay queued", len(self.scheduler.entries))
 
 
-def setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> LogBuffer:
+    """Log lines go to stderr and to a buffer the control API's Log.Tail serves."""
     handler = logging.StreamHandler(sys.stderr)
     # journald adds its own time stamps; a terminal gets ours.
     fmt = "%(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(name)s: %(message)s"
     handler.setFormatter(logging.Formatter(fmt))
+    buffer = LogBuffer()
+    buffer.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, buffer]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("mail.log", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    return buffer
 
 
 async def serve(relay: Relay) -> None:
@@ -188,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"appliance YAML file (default {DEFAULT_CONFIG})")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"queue and state (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--socket-group", default=DEFAULT_GROUP,
+                        help=f"admin group allowed on the control socket (default {DEFAULT_GROUP})")
     parser.add_argument("--check", action="store_true", help="validate the configuration file and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    log_buffer = setup_logging(args.verbose)
     try:
         config = load_file(args.config)
     except ConfigError as error:
@@ -202,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"postern-relay: {args.config}: configuration is valid")
         return 0
     try:
-        relay = Relay(config, args.config, args.state_dir, args.socket)
+        relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer)
     except (OSError, ssl.SSLError) as error:
         print(f"postern-relay: mta.tls: cannot load the certificate: {error}", file=sys.stderr)
         return 1

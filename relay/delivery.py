@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import ssl
 import time
@@ -46,11 +47,9 @@ def dsn_of(code: int, message: str) -> str:
 
 def _reason(error: BaseException) -> str:
     """Postfix-style short reason: 'Connection refused' rather than a wrapped exception's text."""
-    cause = error.__cause__ or error.__context__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
+    for candidate in (error.__cause__, error.__context__, error):
+        if isinstance(candidate, OSError) and candidate.errno:
+            return os.strerror(candidate.errno)
     if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
         return "Connection timed out"
     return str(error) or error.__class__.__name__
@@ -110,6 +109,10 @@ class Delivery:
         if destination is None:
             destination = self.destinations[job.hop] = Destination(self, job.hop)
         destination.submit(job)
+
+    def last_errors(self) -> dict[NextHop, tuple[str, float]]:
+        """The latest failure per next hop, for the status page."""
+        return {hop: d.last_error for hop, d in self.destinations.items() if d.last_error}
 
     def revive_all(self) -> None:
         for destination in self.destinations.values():
@@ -181,6 +184,7 @@ class Destination:
         self.idle_workers = 0
         self.dead_until = 0.0
         self.dead_reason = ""
+        self.last_error: tuple[str, float] | None = None
 
     @property
     def limit(self) -> int:
@@ -211,6 +215,9 @@ class Destination:
             while (job := await self._next_job(connection is not None)) is not None:
                 try:
                     connection = await self._deliver(job, connection)
+                    failed = [r for r in job.recipients if r.status in (DEFERRED, BOUNCED)]
+                    if failed:
+                        self.last_error = (failed[-1].last_reply, time.time())
                 except Exception as error:  # a bug must not lose the job: defer it
                     log.exception("%s: delivery failed unexpectedly", job.entry.id)
                     self._defer_all(job, "4.3.0", f"internal error: {error}")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import addresses, bounce
 from .delivery import Delivery, Job
-from .queue.entry import BOUNCED, DEFERRED, SENT, Envelope, QueueEntry
+from .queue.entry import BOUNCED, DEFERRED, PENDING, SENT, Envelope, QueueEntry
 from .queue.store import DamagedFile, QueueFull, QueueWriteError
 from .routing import next_hop
 from .smtpd import header_block
@@ -55,6 +55,7 @@ class Scheduler:
         self.entries[entry.id] = entry
         if not entry.hold:
             self._schedule(entry, entry.next_attempt if entry.attempts else 0.0)
+        self.relay.events.publish("queue")
 
     def flush(self) -> int:
         """Try every deferred message now (postqueue -f)."""
@@ -65,10 +66,64 @@ class Scheduler:
                 entry.next_attempt = 0.0
                 self._schedule(entry, 0.0)
                 count += 1
+        self.relay.events.publish("queue")
         return count
 
     def busy(self) -> bool:
         return bool(self._in_flight)
+
+    async def delete(self, ids: list[str]) -> list[str]:
+        """postsuper -d: gone from the queue, without notifying anyone."""
+        done = []
+        for queue_id in ids:
+            if self.entries.pop(queue_id, None) is not None:
+                await self.relay.store.remove(queue_id)
+                log.info("%s: removed by the administrator", queue_id)
+                done.append(queue_id)
+        self._changed(done)
+        return done
+
+    async def hold(self, ids: list[str]) -> list[str]:
+        """postsuper -h: never tried until released."""
+        done = [e for e in self._found(ids) if not e.hold]
+        for entry in done:
+            entry.hold = True
+            await self.relay.store.save_state(entry)
+            log.info("%s: placed on hold", entry.id)
+        return self._changed([e.id for e in done])
+
+    async def release(self, ids: list[str]) -> list[str]:
+        """postsuper -H: back in the queue, tried at once."""
+        done = [e for e in self._found(ids) if e.hold]
+        for entry in done:
+            entry.hold = False
+            entry.next_attempt = 0.0
+            await self.relay.store.save_state(entry)
+            self._schedule(entry, 0.0)
+            log.info("%s: released from hold", entry.id)
+        return self._changed([e.id for e in done])
+
+    async def requeue(self, ids: list[str]) -> list[str]:
+        """postsuper -r: deferred recipients start afresh and are tried at once (held mail stays held)."""
+        self.delivery.revive_all()
+        done = self._found(ids)
+        for entry in done:
+            entry.next_attempt = 0.0
+            for recipient in entry.open_recipients():
+                recipient.status = PENDING
+            await self.relay.store.save_state(entry)
+            if not entry.hold:
+                self._schedule(entry, 0.0)
+            log.info("%s: requeued", entry.id)
+        return self._changed([e.id for e in done])
+
+    def _found(self, ids: list[str]) -> list[QueueEntry]:
+        return [self.entries[i] for i in ids if i in self.entries]
+
+    def _changed(self, ids: list[str]) -> list[str]:
+        if ids:
+            self.relay.events.publish("queue")
+        return ids
 
     # --- the loop -------------------------------------------------------------------
 
@@ -127,6 +182,9 @@ class Scheduler:
             self._window.release()
 
     async def _after_attempt(self, entry: QueueEntry, tried: list, message: bytes) -> None:
+        self.relay.events.publish("queue")
+        if self.entries.get(entry.id) is not entry:
+            return  # deleted by an administrator while it was being delivered
         now = time.time()
         counters = self.relay.counters
         queue = self.relay.config.queue

@@ -1,0 +1,40 @@
+"""Writing the appliance YAML file safely when the control API applies a new mta section."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def replace_mta(path: str, mta: dict) -> str:
+    """Swap in a new mta section, keeping the other sections and the old file as <file>.prev."""
+    current = Path(path)
+    old = current.read_bytes()
+    document = yaml.safe_load(old) or {}
+    document["mta"] = mta
+    previous = current.with_name(current.name + ".prev")
+    _write_atomically(previous, old)
+    _write_atomically(current, yaml.safe_dump(document, sort_keys=False, allow_unicode=True).encode())
+    return str(previous)
+
+
+def restore(path: str, previous: str) -> None:
+    _write_atomically(Path(path), Path(previous).read_bytes())

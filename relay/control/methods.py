@@ -1,0 +1,321 @@
+"""The control API's methods: a thin facade over the daemon's own objects.
+
+Each method is registered under its Varlink name with `@method`; its interface
+definition lives beside this file in `<interface>.varlink`, which is what
+`org.varlink.service.GetInterfaceDescription` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Callable
+
+from .. import VERSION
+from ..config import parse_mta, to_dict
+from ..queue import query
+from ..queue.entry import ACTIVE, DEFERRED, HOLD
+from . import config_file
+
+if TYPE_CHECKING:
+    from ..daemon import Relay
+
+API_VERSION = 1
+INTERFACES = (
+    "org.varlink.service",
+    "io.postern.Control",
+    "io.postern.Status",
+    "io.postern.Config",
+    "io.postern.Queue",
+    "io.postern.Log",
+)
+WATCH_INTERVAL = 0.25  # at most four status updates a second to a watcher
+_REQUIRED = object()
+_FATAL_ERRORS = {
+    "io.postern.Control.PermissionDenied",
+    "io.postern.Control.RequestTooLarge",
+    "io.postern.Control.MalformedRequest",
+}
+
+
+class VarlinkError(Exception):
+    def __init__(self, name: str, **parameters: Any):
+        super().__init__(name)
+        self.name = name
+        self.parameters = parameters
+
+    def reply(self) -> dict:
+        return {"error": self.name, "parameters": self.parameters}
+
+    @property
+    def fatal(self) -> bool:
+        return self.name in _FATAL_ERRORS
+
+
+@dataclass
+class Call:
+    relay: Relay
+    parameters: dict
+    uid: int
+    more: bool = False
+
+    def get(self, name: str, kind: type | tuple, default: Any = _REQUIRED) -> Any:
+        value = self.parameters.get(name)
+        if value is None:
+            if default is _REQUIRED:
+                raise VarlinkError("org.varlink.service.InvalidParameter", parameter=name)
+            return default
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise VarlinkError("org.varlink.service.InvalidParameter", parameter=name)
+        return value
+
+
+@dataclass(frozen=True)
+class Method:
+    handler: Callable
+    streams: bool
+
+
+METHODS: dict[str, Method] = {}
+
+
+def method(name: str, streams: bool = False):
+    def register(handler):
+        METHODS[name] = Method(handler, streams)
+        return handler
+
+    return register
+
+
+def interface_description(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.varlink").read_text()
+
+
+# --- org.varlink.service ---------------------------------------------------------------
+
+
+@method("org.varlink.service.GetInfo")
+async def get_info(call: Call) -> dict:
+    return {
+        "vendor": "Postern",
+        "product": "postern-relay",
+        "version": VERSION,
+        "url": "https://postern.example/docs/control",
+        "interfaces": list(INTERFACES),
+    }
+
+
+@method("org.varlink.service.GetInterfaceDescription")
+async def get_interface_description(call: Call) -> dict:
+    name = call.get("interface", str)
+    if name not in INTERFACES:
+        raise VarlinkError("org.varlink.service.InterfaceNotFound", interface=name)
+    return {"description": interface_description(name)}
+
+
+@method("io.postern.Control.GetVersion")
+async def get_version(call: Call) -> dict:
+    return {"version": VERSION, "api": API_VERSION}
+
+
+# --- io.postern.Status --------------------------------------------------------------------
+
+
+def status(relay: Relay) -> dict:
+    now = time.time()
+    entries = relay.scheduler.entries.values()
+    sizes = {ACTIVE: 0, DEFERRED: 0, HOLD: 0}
+    oldest = None
+    for entry in entries:
+        sizes[entry.state] += 1
+        if oldest is None or entry.envelope.arrival < oldest:
+            oldest = entry.envelope.arrival
+    counters = relay.counters
+    return {
+        "version": VERSION,
+        "hostname": relay.config.hostname,
+        "started": counters.started,
+        "uptime": round(now - counters.started, 3),
+        "listeners": [str(address) for address in relay.servers],
+        "tls": relay.tls_context is not None,
+        "counters": {
+            "received": counters.received,
+            "delivered": counters.delivered,
+            "deferred": counters.deferred,
+            "bounced": counters.bounced,
+            "rejected": counters.rejected,
+        },
+        "queue": {**sizes, "total": sum(sizes.values()), "corrupt": len(relay.store.corrupt_files())},
+        "oldest_age": round(now - oldest, 3) if oldest is not None else None,
+        "last_errors": [
+            {"destination": str(hop), "reply": reply, "time": when}
+            for hop, (reply, when) in relay.scheduler.delivery.last_errors().items()
+        ],
+    }
+
+
+@method("io.postern.Status.Get")
+async def get_status(call: Call) -> dict:
+    return {"status": status(call.relay)}
+
+
+@method("io.postern.Status.Watch", streams=True)
+async def watch_status(call: Call):
+    subscription = call.relay.events.subscribe()
+    try:
+        changed = ["status"]
+        while True:
+            yield {"changed": sorted(changed), "status": status(call.relay)}
+            await asyncio.sleep(WATCH_INTERVAL)
+            changed = sorted(await subscription.next())
+    finally:
+        subscription.close()
+
+
+# --- io.postern.Config --------------------------------------------------------------------
+
+
+@method("io.postern.Config.Get")
+async def get_config(call: Call) -> dict:
+    return {"mta": to_dict(call.relay.config), "path": call.relay.config_path}
+
+
+@method("io.postern.Config.Validate")
+async def validate_config(call: Call) -> dict:
+    _, problems = parse_mta(call.get("mta", dict))
+    return {"problems": problems}
+
+
+@method("io.postern.Config.Apply")
+async def apply_config(call: Call) -> dict:
+    mta = call.get("mta", dict)
+    _, problems = parse_mta(mta)
+    if problems:
+        raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
+    relay = call.relay
+    async with relay.config_lock:
+        try:
+            previous = await asyncio.to_thread(config_file.replace_mta, relay.config_path, mta)
+        except OSError as error:
+            raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot write {relay.config_path}: {error.strerror}")
+        problems = await relay.reload(caller_uid=call.uid)
+        if problems:
+            await asyncio.to_thread(config_file.restore, relay.config_path, previous)
+            raise VarlinkError("io.postern.Config.ApplyFailed", reason="; ".join(problems))
+    return {"path": relay.config_path, "previous": previous}
+
+
+# --- io.postern.Queue ----------------------------------------------------------------------
+
+
+def _filter(call: Call, name: str = "filter") -> query.Filter:
+    try:
+        return query.Filter.from_dict(call.get(name, dict, None))
+    except query.QueryError as error:
+        raise VarlinkError("io.postern.Queue.InvalidFilter", field=error.field, reason=error.reason) from None
+
+
+@method("io.postern.Queue.List")
+async def list_queue(call: Call) -> dict:
+    limit = call.get("limit", int, 100)
+    if not 1 <= limit <= 10000:
+        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="limit")
+    try:
+        messages, total, cursor = query.page(
+            call.relay.scheduler.entries.values(),
+            _filter(call),
+            sort=call.get("sort", str, "arrival"),
+            reverse=call.get("reverse", bool, False),
+            limit=limit,
+            cursor=call.get("cursor", str, None),
+        )
+    except query.QueryError as error:
+        raise VarlinkError("io.postern.Queue.InvalidFilter", field=error.field, reason=error.reason) from None
+    now = time.time()
+    return {"messages": [query.message_dict(e, now) for e in messages], "total": total, "cursor": cursor}
+
+
+@method("io.postern.Queue.Show")
+async def show_message(call: Call) -> dict:
+    queue_id = call.get("id", str)
+    entry = call.relay.scheduler.entries.get(queue_id)
+    if entry is None:
+        raise VarlinkError("io.postern.Queue.MessageNotFound", id=queue_id)
+    try:
+        headers = await call.relay.store.read_headers(queue_id)
+    except FileNotFoundError:
+        raise VarlinkError("io.postern.Queue.MessageNotFound", id=queue_id) from None
+    return {"message": query.message_dict(entry), "headers": headers.decode("utf-8", "replace")}
+
+
+def _selected(call: Call) -> list[str]:
+    """IDs named in `ids`, or matched by `filter`; one of the two is required."""
+    ids = call.get("ids", list, None)
+    if ids is not None:
+        if not all(isinstance(i, str) for i in ids):
+            raise VarlinkError("org.varlink.service.InvalidParameter", parameter="ids")
+        missing = [i for i in ids if i not in call.relay.scheduler.entries]
+        if missing:
+            raise VarlinkError("io.postern.Queue.MessageNotFound", id=missing[0])
+        return ids
+    if call.parameters.get("filter") is None:
+        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="ids")
+    selection = _filter(call)
+    now = time.time()
+    return [e.id for e in call.relay.scheduler.entries.values() if selection.matches(e, now)]
+
+
+@method("io.postern.Queue.Delete")
+async def delete_messages(call: Call) -> dict:
+    return {"ids": await call.relay.scheduler.delete(_selected(call))}
+
+
+@method("io.postern.Queue.Hold")
+async def hold_messages(call: Call) -> dict:
+    return {"ids": await call.relay.scheduler.hold(_selected(call))}
+
+
+@method("io.postern.Queue.Release")
+async def release_messages(call: Call) -> dict:
+    return {"ids": await call.relay.scheduler.release(_selected(call))}
+
+
+@method("io.postern.Queue.Requeue")
+async def requeue_messages(call: Call) -> dict:
+    return {"ids": await call.relay.scheduler.requeue(_selected(call))}
+
+
+@method("io.postern.Queue.Flush")
+async def flush_queue(call: Call) -> dict:
+    return {"count": call.relay.scheduler.flush()}
+
+
+@method("io.postern.Queue.Summary")
+async def queue_summary(call: Call) -> dict:
+    state = call.get("state", str, None)
+    if state is not None and state not in query.STATES:
+        raise VarlinkError("io.postern.Queue.InvalidFilter", field="state", reason=f"must be one of {', '.join(query.STATES)}")
+    return {"bucket_minutes": query.BUCKET_MINUTES, "rows": query.summary(call.relay.scheduler.entries.values(), state)}
+
+
+# --- io.postern.Log ---------------------------------------------------------------------------
+
+
+@method("io.postern.Log.Tail", streams=True)
+async def tail_log(call: Call):
+    count = call.get("lines", int, 100)
+    if count < 0:
+        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="lines")
+    buffer = call.relay.log_buffer
+    lines = buffer.tail(count)
+    yield {"lines": [{"number": n, "text": t} for n, t in lines]}
+    following = lines[-1][0] + 1 if lines else buffer.next_number
+    while True:
+        fresh = buffer.since(following)
+        if fresh:
+            following = fresh[-1][0] + 1
+            yield {"lines": [{"number": n, "text": t} for n, t in fresh]}
+        else:
+            await buffer.wait()

@@ -1,0 +1,285 @@
+"""posternctl: drive the relay daemon through its control socket.
+
+    posternctl status
+    posternctl queue list [--state deferred] [--domain example.org] [--format mailq]
+    posternctl queue show ID
+    posternctl queue delete|hold|release|requeue ID... | --all | --state/--sender/...
+    posternctl queue flush | summary
+    posternctl config get | validate FILE | apply FILE
+    posternctl log [-f] [-n LINES]
+
+Human output by default, --json for scripts. Exit codes: 0 ok, 1 the daemon
+reported an error, 2 usage, 3 daemon not reachable, 4 permission denied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .control.client import DEFAULT_SOCKET, ControlClient, ControlError, PermissionDenied, Unreachable
+
+EXIT_OK, EXIT_DAEMON_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
+
+
+def age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _filter_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state", choices=["active", "deferred", "hold"])
+    parser.add_argument("--sender", help="sender contains this text")
+    parser.add_argument("--recipient", help="a recipient contains this text")
+    parser.add_argument("--domain", help="a recipient is in this domain")
+    parser.add_argument("--min-age", type=float, metavar="SECONDS")
+    parser.add_argument("--max-age", type=float, metavar="SECONDS")
+
+
+def _filter_of(args) -> dict:
+    names = ("state", "sender", "recipient", "domain", "min_age", "max_age")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="posternctl", description="Control the Postern relay daemon.")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("status", help="version, listeners, counters, queue sizes, recent errors")
+
+    queue = commands.add_parser("queue", help="list and act on queued mail").add_subparsers(dest="verb", required=True)
+    listing = queue.add_parser("list", help="queued messages (never reads bodies)")
+    _filter_args(listing)
+    listing.add_argument("--sort", choices=["arrival", "age", "size", "sender", "recipient"], default="arrival")
+    listing.add_argument("--reverse", action="store_true")
+    listing.add_argument("--limit", type=int, default=100, help="messages per page (default 100)")
+    listing.add_argument("--all", action="store_true", help="every page, not just the first")
+    listing.add_argument("--format", choices=["table", "mailq"], default="table")
+    queue.add_parser("show", help="one message: envelope, headers, recipients").add_argument("id")
+    for verb, text in (("delete", "remove messages (postsuper -d)"), ("hold", "keep messages from delivery (postsuper -h)"),
+                       ("release", "release held messages (postsuper -H)"), ("requeue", "retry messages afresh (postsuper -r)")):
+        acting = queue.add_parser(verb, help=text)
+        acting.add_argument("ids", nargs="*", metavar="ID")
+        acting.add_argument("--all", action="store_true", help="every queued message")
+        _filter_args(acting)
+    queue.add_parser("flush", help="attempt deferred mail now (postqueue -f)")
+    queue.add_parser("summary", help="recipients by domain and age (qshape)").add_argument(
+        "--state", choices=["active", "deferred", "hold"])
+
+    config = commands.add_parser("config", help="the running mta configuration").add_subparsers(dest="verb", required=True)
+    config.add_parser("get", help="print the running mta section")
+    config.add_parser("validate", help="check a YAML file's mta section").add_argument("file")
+    config.add_parser("apply", help="validate, write and reload a YAML file's mta section").add_argument("file")
+
+    logs = commands.add_parser("log", help="recent log lines")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    return parser
+
+
+# --- human output -----------------------------------------------------------------------------
+
+
+def print_status(status: dict) -> None:
+    counters, queue = status["counters"], status["queue"]
+    print(f"postern-relay {status['version']} on {status['hostname']}, up {age_text(status['uptime'])}")
+    print(f"listening: {', '.join(status['listeners']) or 'nowhere'}   STARTTLS: {'on' if status['tls'] else 'off'}")
+    print("messages: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
+    print(f"queue: {queue['total']} ({queue['active']} active, {queue['deferred']} deferred, {queue['hold']} hold)"
+          f", oldest {age_text(status['oldest_age'])}" + (f", {queue['corrupt']} damaged" if queue["corrupt"] else ""))
+    for error in status["last_errors"]:
+        print(f"last error for {error['destination']} ({age_text(time.time() - error['time'])} ago): {error['reply']}")
+
+
+def print_table(messages: list[dict]) -> None:
+    print(f"{'ID':16}  {'STATE':8} {'AGE':>5} {'SIZE':>8}  {'SENDER':28} RECIPIENTS")
+    for m in messages:
+        rcpts = [r["address"] for r in m["recipients"]]
+        shown = rcpts[0] + (f" (+{len(rcpts) - 1})" if len(rcpts) > 1 else "")
+        print(f"{m['id']:16}  {m['state']:8} {age_text(m['age']):>5} {m['size']:>8}  {(m['sender'] or '<>')[:28]:28} {shown}")
+        if m["last_reply"]:
+            print(f"{'':18}({m['last_reply']})")
+
+
+def print_mailq(messages: list[dict]) -> None:
+    """Postfix's mailq layout: * active, ! held, deferred with its reason in parentheses."""
+    if not messages:
+        print("Mail queue is empty")
+        return
+    print("-Queue ID-        --Size-- ----Arrival Time---- -Sender/Recipient-------")
+    for m in messages:
+        mark = {"active": "*", "hold": "!"}.get(m["state"], " ")
+        arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(m["arrival"]))
+        print(f"{m['id']}{mark} {m['size']:>8} {arrival}  {m['sender'] or 'MAILER-DAEMON'}")
+        open_rcpts = [r for r in m["recipients"] if r["status"] not in ("sent", "bounced")]
+        replies = {r["last_reply"] for r in open_rcpts if r["last_reply"]}
+        for reply in sorted(replies):
+            print(f"{'':47}({reply[:70]})")
+        for r in open_rcpts:
+            print(f"{'':47}{r['address']}")
+        print()
+    kbytes = sum(m["size"] for m in messages) // 1024 + 1
+    print(f"-- {kbytes} Kbytes in {len(messages)} Request{'s' if len(messages) != 1 else ''}.")
+
+
+def print_show(answer: dict) -> None:
+    m = answer["message"]
+    print(f"id: {m['id']}\nstate: {m['state']}\narrival: {time.ctime(m['arrival'])} ({age_text(m['age'])} ago)")
+    print(f"size: {m['size']}\nsender: <{m['sender']}>\nclient: {m['client']}\nattempts: {m['attempts']}")
+    if m["next_attempt"]:
+        print(f"next attempt: {time.ctime(m['next_attempt'])}")
+    print("recipients:")
+    for r in m["recipients"]:
+        print(f"  <{r['address']}> {r['status']} attempts={r['attempts']}" + (f" dsn={r['dsn']}" if r["dsn"] else ""))
+        if r["last_reply"]:
+            print(f"    {r['last_reply']}")
+    print("headers:")
+    print(answer["headers"].rstrip("\r\n").replace("\r\n", "\n"))
+
+
+def print_summary(answer: dict) -> None:
+    bounds = answer["bucket_minutes"]
+    columns = [str(b) for b in bounds] + [f"{bounds[-1]}+"]
+    print(f"{'':30} {'T':>6} " + " ".join(f"{c:>5}" for c in columns))
+    total = [0] * (len(columns))
+    for row in answer["rows"]:
+        total = [a + b for a, b in zip(total, row["buckets"])]
+        print(f"{row['destination'][:30]:30} {row['total']:>6} " + " ".join(f"{n:>5}" for n in row["buckets"]))
+    print(f"{'TOTAL':30} {sum(total):>6} " + " ".join(f"{n:>5}" for n in total))
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def _read_mta(path: str) -> dict:
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise SystemExit(f"posternctl: {path}: {error}") from None
+    if isinstance(document, dict) and "mta" in document:
+        document = document["mta"]
+    if not isinstance(document, dict):
+        raise SystemExit(f"posternctl: {path}: expected a mapping with an mta: section")
+    return document
+
+
+def run(args, client: ControlClient) -> int:
+    emit = (lambda data: print(json.dumps(data, indent=2))) if args.json else None
+    if args.command == "status":
+        answer = client.call("io.postern.Status.Get")
+        (emit or (lambda a: print_status(a["status"])))(answer)
+    elif args.command == "log":
+        for answer in (client.stream if args.follow else lambda m, **p: [client.call(m, **p)])(
+                "io.postern.Log.Tail", lines=args.lines):
+            for line in answer["lines"]:
+                print(json.dumps(line) if args.json else line["text"], flush=True)
+    elif args.command == "config":
+        if args.verb == "get":
+            answer = client.call("io.postern.Config.Get")
+            (emit or (lambda a: print(yaml.safe_dump({"mta": a["mta"]}, sort_keys=False), end="")))(answer)
+        elif args.verb == "validate":
+            answer = client.call("io.postern.Config.Validate", mta=_read_mta(args.file))
+            if emit:
+                emit(answer)
+            for problem in answer["problems"]:
+                print(problem, file=sys.stderr)
+            if not emit and not answer["problems"]:
+                print(f"{args.file}: valid")
+            return EXIT_DAEMON_ERROR if answer["problems"] else EXIT_OK
+        else:
+            answer = client.call("io.postern.Config.Apply", mta=_read_mta(args.file))
+            (emit or (lambda a: print(f"applied; previous file kept as {a['previous']}")))(answer)
+    else:
+        return run_queue(args, client, emit)
+    return EXIT_OK
+
+
+def run_queue(args, client: ControlClient, emit) -> int:
+    if args.verb == "list":
+        parameters = {"filter": _filter_of(args), "sort": args.sort, "reverse": args.reverse, "limit": args.limit}
+        messages, answer = [], {}
+        while True:
+            answer = client.call("io.postern.Queue.List", **parameters)
+            messages += answer["messages"]
+            if not args.all or not answer["cursor"]:
+                break
+            parameters["cursor"] = answer["cursor"]
+        if emit:
+            emit({"messages": messages, "total": answer["total"], "cursor": answer["cursor"]})
+        elif args.format == "mailq":
+            print_mailq(messages)
+        else:
+            print_table(messages)
+            if answer["total"] > len(messages):
+                print(f"-- {len(messages)} of {answer['total']} shown; --all for every page")
+    elif args.verb == "show":
+        answer = client.call("io.postern.Queue.Show", id=args.id)
+        (emit or print_show)(answer)
+    elif args.verb == "flush":
+        answer = client.call("io.postern.Queue.Flush")
+        (emit or (lambda a: print(f"flushing {a['count']} messages")))(answer)
+    elif args.verb == "summary":
+        answer = client.call("io.postern.Queue.Summary", state=args.state)
+        (emit or print_summary)(answer)
+    else:
+        selection = _filter_of(args)
+        if args.ids and (selection or args.all):
+            print("posternctl: give message IDs or a selection (--all, --state, ...), not both", file=sys.stderr)
+            return EXIT_USAGE
+        if not args.ids and not selection and not args.all:
+            print(f"posternctl: queue {args.verb}: name message IDs, or --all, or a selection", file=sys.stderr)
+            return EXIT_USAGE
+        parameters = {"ids": args.ids} if args.ids else {"filter": selection}
+        answer = client.call(f"io.postern.Queue.{args.verb.capitalize()}", **parameters)
+        (emit or (lambda a: print(f"{args.verb}: {len(a['ids'])} message{'s' if len(a['ids']) != 1 else ''}")))(answer)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:
+        return EXIT_USAGE if exit.code else EXIT_OK
+    try:
+        with ControlClient(args.socket, timeout=None if getattr(args, "follow", False) else 30) as client:
+            return run(args, client)
+    except Unreachable as error:
+        print(f"posternctl: daemon not reachable: {error}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except PermissionDenied as error:
+        print(f"posternctl: permission denied: {error}", file=sys.stderr)
+        return EXIT_DENIED
+    except ControlError as error:
+        print(f"posternctl: {describe(error)}", file=sys.stderr)
+        return EXIT_DAEMON_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def describe(error: ControlError) -> str:
+    p = error.parameters
+    if error.name == "io.postern.Config.InvalidConfig":
+        return "configuration refused:\n" + "\n".join(p.get("problems", []))
+    if error.name == "io.postern.Queue.MessageNotFound":
+        return f"no message {p.get('id')} in the queue"
+    if error.name == "io.postern.Queue.InvalidFilter":
+        return f"{p.get('field')}: {p.get('reason')}"
+    if error.name == "io.postern.Config.ApplyFailed":
+        return f"configuration not applied: {p.get('reason')}"
+    return str(error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

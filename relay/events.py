@@ -1,0 +1,86 @@
+"""Change notices and the recent log, for control-API clients that watch the daemon.
+
+`EventHub` tells each subscriber *that* something changed ("queue", "status",
+"config"), coalescing bursts: a subscriber that is slow to read sees one pending
+notice per kind, never an unbounded backlog. `LogBuffer` keeps the last log lines
+and wakes followers; log records may come from worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+
+class Subscription:
+    def __init__(self, hub: EventHub):
+        self._hub = hub
+        self._pending: set[str] = set()
+        self._ready = asyncio.Event()
+
+    def _notify(self, kind: str) -> None:
+        self._pending.add(kind)
+        self._ready.set()
+
+    async def next(self) -> set[str]:
+        await self._ready.wait()
+        self._ready.clear()
+        kinds, self._pending = self._pending, set()
+        return kinds
+
+    def close(self) -> None:
+        self._hub._subscribers.discard(self)
+
+
+class EventHub:
+    def __init__(self):
+        self._subscribers: set[Subscription] = set()
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription(self)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def publish(self, kind: str) -> None:
+        for subscription in self._subscribers:
+            subscription._notify(kind)
+
+
+class LogBuffer(logging.Handler):
+    """The last `size` formatted log lines, numbered, with a wake-up for followers."""
+
+    def __init__(self, size: int = 2000):
+        super().__init__()
+        self.lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=size)
+        self._next = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        with self.lock:
+            self.lines.append((self._next, line))
+            self._next += 1
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+    @property
+    def next_number(self) -> int:
+        return self._next
+
+    def since(self, number: int) -> list[tuple[int, str]]:
+        with self.lock:
+            return [item for item in self.lines if item[0] >= number]
+
+    def tail(self, count: int) -> list[tuple[int, str]]:
+        with self.lock:
+            return list(self.lines)[-count:] if count else []
+
+    async def wait(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
