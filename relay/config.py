@@ -345,11 +345,19 @@ def parse_mta(data: Any) -> tuple[MtaConfig | None, list[str]]:
     """Validate an `mta:` section; returns (config, []) or (None, problems)."""
     problems: list[str] = []
     values = _parse_fields("mta", data, MTA_FIELDS, problems)
-    if problems:
-        return None, problems
-    config = MtaConfig(**values, raw=dict(data or {}))
-    _check_whole(config, problems)
+    config = MtaConfig(**values, raw=dict(data) if isinstance(data, dict) else {})
+    # The checks across fields run even when some fields are wrong, so that one run names
+    # every problem; but not on a key whose own fields are wrong: they would only repeat them.
+    whole: list[str] = []
+    _check_whole(config, whole)
+    wrong_keys = {_top_key(problem) for problem in problems}
+    problems += [problem for problem in whole if _top_key(problem) not in wrong_keys]
     return (None, problems) if problems else (config, [])
+
+
+def _top_key(problem: str) -> str:
+    """'mta.internal_relay.port: ...' -> 'internal_relay'; 'mta.listen[1]: ...' -> 'listen'."""
+    return re.split(r"[.\[:]", problem.removeprefix("mta."), maxsplit=1)[0]
 
 
 def load_file(path: str | Path) -> MtaConfig:

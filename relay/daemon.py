@@ -220,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"postern-relay: {problem}", file=sys.stderr)
         return 1
     if args.check:
+        try:
+            server_tls_context(config)  # the daemon would refuse to start without it
+        except (OSError, ssl.SSLError) as error:
+            print(f"postern-relay: mta.tls: cannot load the certificate: {error}", file=sys.stderr)
+            return 1
         print(f"postern-relay: {args.config}: configuration is valid")
         return 0
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import re
 import ssl
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postern/smtpd")
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
+# A CRLF, or a bare CR or LF with the dot that may start the line it begins.
+_LINE_END = re.compile(rb"\r\n|[\r\n]\.?")
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
 
 
@@ -47,7 +49,7 @@ class SmtpSession(SMTP):
     """One client connection."""
 
     def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None):
-        limits = {"*": 1_000_000, **{command: config.junk_command_limit for command in _JUNK_COMMANDS}}
+        limits = {"*": 1_000_000}  # junk commands share one budget: see _counted_as_junk
         super().__init__(
             receiver,
             hostname=config.hostname,
@@ -64,6 +66,33 @@ class SmtpSession(SMTP):
         self._counted = False
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
+        self._junk_commands = 0
+        for command in _JUNK_COMMANDS:
+            if command in self._smtp_methods:
+                self._smtp_methods[command] = self._counted_as_junk(self._smtp_methods[command])
+
+    def _counted_as_junk(self, method):
+        """NOOP, VRFY, EXPN and HELP count against one junk_command_limit per session, as in Postfix."""
+
+        @functools.wraps(method)
+        async def counted(arg):
+            self._junk_commands += 1
+            if self._junk_commands > self.config.junk_command_limit:
+                log.warning("junk command limit %d exceeded by %s", self.config.junk_command_limit,
+                            client_name(self.session))
+                await self.push(replies.TOO_MANY_JUNK_COMMANDS.format(hostname=self.config.hostname))
+                self.transport.close()
+                return
+            await method(arg)
+
+        return counted
+
+    def data_received(self, data: bytes) -> None:
+        # idle_timeout is per read, like Postfix's smtpd_timeout: a client still sending
+        # a long message is not idle, though no command line has ended for a while.
+        if self._counted:
+            self._reset_timeout()
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first_call = self.transport is None  # STARTTLS calls this again with the TLS transport
@@ -122,7 +151,11 @@ class SmtpSession(SMTP):
 
 
 def normalise_line_ends(data: bytes) -> bytes:
-    """Bare CR and bare LF become CRLF, so nothing downstream can read them as line ends of its own."""
+    """Bare CR and bare LF become CRLF, so nothing downstream can read them as line ends of its own.
+
+    A line they begin loses a leading dot, as SMTP's transparency rule (RFC 5321 4.5.2)
+    took it off every CRLF line: a smuggled <LF>.<LF> becomes an empty line, not a lone dot.
+    """
     return _LINE_END.sub(b"\r\n", data)
 
 
