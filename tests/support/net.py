@@ -1,3 +1,4 @@
+import random
 import socket
 import time
 
@@ -16,3 +17,21 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def spare_loopback_ip(port: int = 25) -> str:
+    """A random 127.x.y.z other than 127.0.0.1 with nothing bound on `port` (mail hosts found by MX use 25).
+
+    Raises PermissionError where the port is privileged and we are not root.
+    """
+    for _ in range(100):
+        ip = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((ip, port))
+                return ip
+            except PermissionError:
+                raise
+            except OSError:
+                continue
+    raise AssertionError(f"no free loopback address for port {port}")

@@ -44,7 +44,9 @@ class RelayProcess:
         self.config_path.write_text(yaml.safe_dump({"mta": mta}))
 
     def start(self, wait: bool = True) -> RelayProcess:
+        """Start (or restart) the daemon; waits for this run's "daemon started" line."""
         log = open(self.log_path, "ab")
+        offset = log.tell()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relay.daemon", "--config", str(self.config_path),
              "--state-dir", str(self.state_dir), "--socket", str(self.workdir / "control.sock")],
@@ -52,7 +54,7 @@ class RelayProcess:
         )
         log.close()
         if wait:
-            wait_until(lambda: self.process.poll() is not None or "daemon started" in self.log(),
+            wait_until(lambda: self.process.poll() is not None or "daemon started" in self.log()[offset:],
                        15, what="the relay to start")
             if self.process.poll() is not None:
                 raise AssertionError(f"relay exited with {self.process.returncode}:\n{self.log()}")

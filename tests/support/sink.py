@@ -1,11 +1,13 @@
 """A next hop that records what it receives: an aiosmtpd server on loopback.
 
 Its answers can be scripted per recipient (`rcpt_replies`) or for DATA
-(`data_reply`), to play a mail server that defers or rejects.
+(`data_reply`), to play a mail server that defers or rejects. With a
+`tls_context` it offers STARTTLS; `connections` counts the TCP connections made.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ class Received:
     content: bytes
     peer: str
     helo: str
+    tls: bool = False
 
 
 class _Handler:
@@ -40,15 +43,28 @@ class _Handler:
         with self.sink.lock:
             self.sink.messages.append(
                 Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
-                         session.peer[0], session.host_name or "")
+                         session.peer[0], session.host_name or "", session.ssl is not None)
             )
         return "250 2.0.0 Ok: recorded"
 
 
+class _Controller(Controller):
+    def __init__(self, sink: Sink, **kwargs):
+        super().__init__(_Handler(sink), **kwargs)
+        self.sink = sink
+
+    def factory(self):
+        with self.sink.lock:
+            self.sink.connections += 1
+        return super().factory()
+
+
 class Sink:
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, tls_context: ssl.SSLContext | None = None):
         self.host = host
         self.port = port or free_port(host)
+        self.tls_context = tls_context
+        self.connections = 0
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply: str | None = None
@@ -56,8 +72,10 @@ class Sink:
         self._controller: Controller | None = None
 
     def start(self) -> Sink:
-        self._controller = Controller(_Handler(self), hostname=self.host, port=self.port, ready_timeout=10)
+        self._controller = _Controller(self, hostname=self.host, port=self.port, ready_timeout=10,
+                                       tls_context=self.tls_context)
         self._controller.start()
+        self.connections = 0  # not the controller's own readiness probe
         return self
 
     def stop(self) -> None:
