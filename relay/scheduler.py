@@ -11,6 +11,7 @@ queue lifetime its deferred recipients bounce.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import logging
@@ -33,6 +34,13 @@ log = logging.getLogger("postern/qmgr")
 ACTIVE_LIMIT = 1000
 
 
+def duration_text(seconds: float) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} seconds"
+
+
 def backoff_delay(age: float, minimal: int, maximal: int) -> float:
     return min(max(age, minimal), maximal) * random.uniform(1.0, 1.1)
 
@@ -41,6 +49,7 @@ class Scheduler:
     def __init__(self, relay: Relay):
         self.relay = relay
         self.entries: dict[str, QueueEntry] = {}
+        self.order: list[str] = []  # every queued ID, sorted: arrival order
         self.delivery = Delivery(relay)
         self._due: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -53,6 +62,7 @@ class Scheduler:
 
     def add(self, entry: QueueEntry) -> None:
         self.entries[entry.id] = entry
+        bisect.insort(self.order, entry.id)
         if not entry.hold:
             self._schedule(entry, entry.next_attempt if entry.attempts else 0.0)
         self.relay.events.publish("queue")
@@ -76,7 +86,7 @@ class Scheduler:
         """postsuper -d: gone from the queue, without notifying anyone."""
         done = []
         for queue_id in ids:
-            if self.entries.pop(queue_id, None) is not None:
+            if self._drop(queue_id):
                 await self.relay.store.remove(queue_id)
                 log.info("%s: removed by the administrator", queue_id)
                 done.append(queue_id)
@@ -116,6 +126,15 @@ class Scheduler:
                 self._schedule(entry, 0.0)
             log.info("%s: requeued", entry.id)
         return self._changed([e.id for e in done])
+
+    def _drop(self, queue_id: str) -> bool:
+        """Forget a message (its files are the caller's business); False if it was not queued."""
+        if self.entries.pop(queue_id, None) is None:
+            return False
+        index = bisect.bisect_left(self.order, queue_id)
+        if index < len(self.order) and self.order[index] == queue_id:
+            del self.order[index]
+        return True
 
     def _found(self, ids: list[str]) -> list[QueueEntry]:
         return [self.entries[i] for i in ids if i in self.entries]
@@ -159,10 +178,10 @@ class Scheduler:
                 message = await self.relay.store.read_message(entry.id)
             except DamagedFile as error:
                 self.relay.store.move_aside(entry.id, str(error))
-                self.entries.pop(entry.id, None)
+                self._drop(entry.id)
                 return
             except FileNotFoundError:
-                self.entries.pop(entry.id, None)  # deleted by an admin meanwhile
+                self._drop(entry.id)  # deleted by an admin meanwhile
                 return
             tried = entry.open_recipients()
             by_hop: dict = {}
@@ -191,10 +210,10 @@ class Scheduler:
         expired = now - entry.envelope.arrival >= queue.maximal_queue_lifetime
         for recipient in tried:
             if recipient.status == DEFERRED and expired:
-                days = queue.maximal_queue_lifetime / 86400
                 recipient.status = BOUNCED
                 recipient.dsn = "4.4.7"
-                recipient.last_reply = f"message expired after {days:g} days; last error: {recipient.last_reply}"
+                lifetime = duration_text(queue.maximal_queue_lifetime)
+                recipient.last_reply = f"message expired after {lifetime}; last error: {recipient.last_reply}"
                 log.info("%s: to=<%s>, status=expired, returned to sender", entry.id, recipient.address)
         failed = [r for r in tried if r.status == BOUNCED]
         if failed and not await self._notify_sender(entry, failed, message):
@@ -206,7 +225,7 @@ class Scheduler:
         counters.deferred += sum(1 for r in tried if r.status == DEFERRED)
         if not entry.open_recipients():
             await self.relay.store.remove(entry.id)
-            self.entries.pop(entry.id, None)
+            self._drop(entry.id)
             log.info("%s: removed", entry.id)
             return
         deferred = [r for r in entry.recipients if r.status == DEFERRED]

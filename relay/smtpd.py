@@ -170,7 +170,7 @@ def count_received(headers: bytes) -> int:
 
 def header_value(headers: bytes, name: bytes, limit: int = 200) -> str:
     """The first value of a header, unfolded, for queue listings."""
-    match = re.search(rb"(?im)^" + re.escape(name) + rb":[ \t]*(.*(?:\r\n[ \t].*)*)", headers)
+    match = re.search(rb"(?im)^" + re.escape(name) + rb":[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", headers)
     if not match:
         return ""
     value = re.sub(rb"\r\n[ \t]+", b" ", match.group(1)).decode("ascii", "replace")

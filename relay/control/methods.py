@@ -129,7 +129,7 @@ def status(relay: Relay) -> dict:
     sizes = {ACTIVE: 0, DEFERRED: 0, HOLD: 0}
     oldest = None
     for entry in entries:
-        sizes[entry.state] += 1
+        sizes[entry.state_at(now)] += 1
         if oldest is None or entry.envelope.arrival < oldest:
             oldest = entry.envelope.arrival
     counters = relay.counters
@@ -224,7 +224,8 @@ async def list_queue(call: Call) -> dict:
         raise VarlinkError("org.varlink.service.InvalidParameter", parameter="limit")
     try:
         messages, total, cursor = query.page(
-            call.relay.scheduler.entries.values(),
+            call.relay.scheduler.entries,
+            call.relay.scheduler.order,
             _filter(call),
             sort=call.get("sort", str, "arrival"),
             reverse=call.get("reverse", bool, False),

@@ -17,7 +17,7 @@ ACTIVE = "active"
 HOLD = "hold"
 
 
-@dataclass
+@dataclass(slots=True)
 class Recipient:
     address: str
     status: str = PENDING
@@ -31,7 +31,7 @@ class Recipient:
         return self.status in FINAL
 
 
-@dataclass
+@dataclass(slots=True)
 class Envelope:
     """What was said in the SMTP session; written once, with the message."""
 
@@ -50,7 +50,7 @@ class Envelope:
         return asdict(self)
 
 
-@dataclass
+@dataclass(slots=True)
 class QueueEntry:
     envelope: Envelope
     recipients: list[Recipient]
@@ -69,9 +69,12 @@ class QueueEntry:
 
     @property
     def state(self) -> str:
+        return self.state_at(time.time())
+
+    def state_at(self, now: float) -> str:
         if self.hold:
             return HOLD
-        if self.attempts and self.next_attempt > time.time():
+        if self.attempts and self.next_attempt > now:
             return DEFERRED
         return ACTIVE
 

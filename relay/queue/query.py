@@ -7,6 +7,7 @@ so a page of a 100,000-message queue costs one pass over the entries.
 from __future__ import annotations
 
 import base64
+import bisect
 import heapq
 import json
 import time
@@ -63,7 +64,7 @@ class Filter:
         )
 
     def matches(self, entry: QueueEntry, now: float) -> bool:
-        if self.state and entry.state != self.state:
+        if self.state and entry.state_at(now) != self.state:
             return False
         age = now - entry.envelope.arrival
         if self.min_age is not None and age < self.min_age:
@@ -84,8 +85,6 @@ class Filter:
 
 
 def _sort_key(sort: str):
-    if sort in ("arrival", "age"):
-        return lambda e: (e.envelope.arrival, e.id)
     if sort == "size":
         return lambda e: (e.envelope.size, e.id)
     if sort == "sender":
@@ -105,32 +104,53 @@ def _decode_cursor(cursor: str) -> tuple:
 
 
 def page(
-    entries: Iterable[QueueEntry],
+    entries: dict[str, QueueEntry],
+    order: list[str],
     filter: Filter,
     sort: str = "arrival",
     reverse: bool = False,
     limit: int = 100,
     cursor: str | None = None,
 ) -> tuple[list[QueueEntry], int, str | None]:
-    """One page of matching entries, the number matching, and the cursor of the next page."""
+    """One page of matching entries, the number matching, and the cursor of the next page.
+
+    `order` is every queue ID in arrival order (queue IDs sort by arrival): paging in
+    arrival or age order walks it from the cursor and stops after one page. Other
+    orders take one pass over the entries.
+    """
     if sort not in SORTS:
         raise QueryError("sort", f"must be one of {', '.join(SORTS)}")
-    if sort == "age":
-        reverse = not reverse  # oldest first means earliest arrival first
-    key = _sort_key(sort)
-    after = _decode_cursor(cursor) if cursor else None
     now = time.time()
-    matching = [e for e in entries if filter.matches(e, now)] if not filter.empty else list(entries)
-    candidates = matching
+    after = _decode_cursor(cursor) if cursor else None
+    total = len(entries) if filter.empty else sum(1 for e in entries.values() if filter.matches(e, now))
+    if sort in ("arrival", "age"):
+        backwards = reverse != (sort == "age")  # youngest first is latest arrival first
+        if after is None:
+            ids = reversed(order) if backwards else iter(order)
+        elif backwards:
+            ids = reversed(order[: bisect.bisect_left(order, str(after[0]))])
+        else:
+            ids = iter(order[bisect.bisect_right(order, str(after[0])):])
+        chosen = []
+        for queue_id in ids:
+            entry = entries.get(queue_id)
+            if entry is not None and filter.matches(entry, now):
+                chosen.append(entry)
+                if len(chosen) > limit:
+                    break
+        next_cursor = _encode_cursor((chosen[limit - 1].id,)) if len(chosen) > limit else None
+        return chosen[:limit], total, next_cursor
+    key = _sort_key(sort)
+    candidates = entries.values() if filter.empty else [e for e in entries.values() if filter.matches(e, now)]
     if after is not None:
         try:
-            candidates = [e for e in matching if (key(e) < after if reverse else key(e) > after)]
+            candidates = [e for e in candidates if (key(e) < after if reverse else key(e) > after)]
         except TypeError:
             raise QueryError("cursor", "does not belong to this sort order") from None
     pick = heapq.nlargest if reverse else heapq.nsmallest
     chosen = pick(limit + 1, candidates, key=key)
     next_cursor = _encode_cursor(key(chosen[limit - 1])) if len(chosen) > limit else None
-    return chosen[:limit], len(matching), next_cursor
+    return chosen[:limit], total, next_cursor
 
 
 def summary(entries: Iterable[QueueEntry], state: str | None = None) -> list[dict]:
@@ -138,7 +158,7 @@ def summary(entries: Iterable[QueueEntry], state: str | None = None) -> list[dic
     now = time.time()
     rows: dict[str, list[int]] = {}
     for entry in entries:
-        if state and entry.state != state:
+        if state and entry.state_at(now) != state:
             continue
         minutes = (now - entry.envelope.arrival) / 60
         column = next((i for i, bound in enumerate(BUCKET_MINUTES) if minutes <= bound), len(BUCKET_MINUTES))
@@ -155,7 +175,7 @@ def message_dict(entry: QueueEntry, now: float | None = None) -> dict:
     envelope = entry.envelope
     return {
         "id": entry.id,
-        "state": entry.state,
+        "state": entry.state_at(now),
         "arrival": envelope.arrival,
         "age": round(now - envelope.arrival, 3),
         "size": envelope.size,
