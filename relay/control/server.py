@@ -130,9 +130,24 @@ class ControlServer:
         finally:
             try:
                 await writer.drain()
+                await self._discard_unread(reader)
             except ConnectionError:
                 pass
             writer.close()
+
+    @staticmethod
+    async def _discard_unread(reader: asyncio.StreamReader, limit: int = 1 << 20, wait: float = 1.0) -> None:
+        """Read what the client still sends (briefly, boundedly) before closing, so that closing with
+        unread data does not reset the connection and destroy the error reply on its way to the client."""
+        try:
+            async with asyncio.timeout(wait):
+                while limit > 0 and not reader.at_eof():
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        return
+                    limit -= len(chunk)
+        except (TimeoutError, ConnectionError):
+            pass
 
     async def _read_request(self, reader: asyncio.StreamReader) -> dict | None:
         """The next request; None at end of stream. Raises VarlinkError for a bad one."""
