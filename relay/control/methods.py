@@ -222,6 +222,8 @@ async def list_queue(call: Call) -> dict:
     limit = call.get("limit", int, 100)
     if not 1 <= limit <= 10000:
         raise VarlinkError("org.varlink.service.InvalidParameter", parameter="limit")
+    if call.get("offset", int, 0) < 0:
+        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="offset")
     try:
         messages, total, cursor = query.page(
             call.relay.scheduler.entries,
@@ -231,6 +233,7 @@ async def list_queue(call: Call) -> dict:
             reverse=call.get("reverse", bool, False),
             limit=limit,
             cursor=call.get("cursor", str, None),
+            offset=call.get("offset", int, 0),
         )
     except query.QueryError as error:
         raise VarlinkError("io.postern.Queue.InvalidFilter", field=error.field, reason=error.reason) from None

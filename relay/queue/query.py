@@ -111,12 +111,14 @@ def page(
     reverse: bool = False,
     limit: int = 100,
     cursor: str | None = None,
+    offset: int = 0,
 ) -> tuple[list[QueueEntry], int, str | None]:
     """One page of matching entries, the number matching, and the cursor of the next page.
 
     `order` is every queue ID in arrival order (queue IDs sort by arrival): paging in
     arrival or age order walks it from the cursor and stops after one page. Other
-    orders take one pass over the entries.
+    orders take one pass over the entries. `offset` skips that many matches first
+    (a screen that jumps to row 50,000 uses it; scripts page with the cursor).
     """
     if sort not in SORTS:
         raise QueryError("sort", f"must be one of {', '.join(SORTS)}")
@@ -125,7 +127,10 @@ def page(
     total = len(entries) if filter.empty else sum(1 for e in entries.values() if filter.matches(e, now))
     if sort in ("arrival", "age"):
         backwards = reverse != (sort == "age")  # youngest first is latest arrival first
-        if after is None:
+        if after is None and filter.empty:
+            ids = reversed(order[: max(0, len(order) - offset)]) if backwards else iter(order[offset:])
+            offset = 0
+        elif after is None:
             ids = reversed(order) if backwards else iter(order)
         elif backwards:
             ids = reversed(order[: bisect.bisect_left(order, str(after[0]))])
@@ -135,6 +140,9 @@ def page(
         for queue_id in ids:
             entry = entries.get(queue_id)
             if entry is not None and filter.matches(entry, now):
+                if offset:
+                    offset -= 1
+                    continue
                 chosen.append(entry)
                 if len(chosen) > limit:
                     break
@@ -148,7 +156,7 @@ def page(
         except TypeError:
             raise QueryError("cursor", "does not belong to this sort order") from None
     pick = heapq.nlargest if reverse else heapq.nsmallest
-    chosen = pick(limit + 1, candidates, key=key)
+    chosen = pick(offset + limit + 1, candidates, key=key)[offset:]
     next_cursor = _encode_cursor(key(chosen[limit - 1])) if len(chosen) > limit else None
     return chosen[:limit], total, next_cursor
 

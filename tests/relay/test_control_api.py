@@ -316,3 +316,14 @@ def test_posternctl_human_json_mailq_and_exit_codes(down_relay):
     assert validated.returncode == 1 and "mta.listen[0]:" in validated.stderr
     summary = ctl(down_relay, "queue", "summary")
     assert "partner.org" in summary.stdout and "TOTAL" in summary.stdout
+
+
+def test_list_offset_jumps_into_the_list_in_every_order(down_relay):
+    with ControlClient(str(down_relay.socket)) as client:
+        for sort in ("arrival", "age", "size", "sender"):
+            full = [m["id"] for m in client.call("io.postern.Queue.List", sort=sort)["messages"]]
+            jumped = client.call("io.postern.Queue.List", sort=sort, offset=1, limit=1)
+            assert [m["id"] for m in jumped["messages"]] == full[1:2], sort
+            assert jumped["total"] == 3
+        partner_first = client.call("io.postern.Queue.List", filter={"sender": "alice"}, offset=1)
+        assert [m["subject"] for m in partner_first["messages"]] == ["two"]
