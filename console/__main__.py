@@ -1,0 +1,23 @@
+"""postern-console [--socket PATH] [--config FILE]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from relay.control.client import DEFAULT_SOCKET
+
+from .app import make_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="postern-console", description="The Postern appliance console.")
+    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"relay control socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--config", default="/etc/postern/postern.yaml", help="appliance configuration file")
+    args = parser.parse_args(argv)
+    make_app(args.socket, args.config).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The Postern console: one Textual app, one mode per area of the appliance."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.app import App
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.reactive import reactive
+
+from .linux_console import theme_for_terminal, use_console_safe_glyphs
+from .messages import RelayStatus
+from .relay_link import RelayLink
+from .screens.dashboard import DashboardScreen
+from .screens.logs import LogScreen
+from .screens.queue import QueueScreen
+
+AREAS = {
+    "dashboard": ("Dashboard", "hostname, relay, queue, recent log", DashboardScreen),
+    "queue": ("Queue", "queued mail: inspect, hold, release, delete, flush", QueueScreen),
+    "logs": ("Logs", "the relay log, live", LogScreen),
+}
+
+
+class AreasProvider(Provider):
+    """Every area by name in the command palette."""
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for mode, (title, help_text, _) in AREAS.items():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), partial(self.app.switch_mode, mode), help=help_text)
+
+
+class PosternConsole(App):
+    CSS_PATH = "styles/postern.tcss"
+    TITLE = "Postern"
+    MODES = {mode: screen for mode, (_, _, screen) in AREAS.items()}
+    DEFAULT_MODE = "dashboard"
+    COMMANDS = App.COMMANDS | {AreasProvider}
+    BINDINGS = [
+        Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard"),
+        Binding("f3", "switch_mode('queue')", "Queue", id="area.queue"),
+        Binding("f5", "switch_mode('logs')", "Logs", id="area.logs"),
+        Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),
+        Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True),
+    ]
+
+    relay_status: reactive[dict | None] = reactive(None, always_update=True)
+    relay_problem: reactive[str] = reactive("Relay: connecting...")
+
+    def __init__(self, socket_path: str, config_path: str | None = None):
+        super().__init__()
+        self.link = RelayLink(socket_path)
+        self.config_path = config_path
+        use_console_safe_glyphs()
+
+    def on_mount(self) -> None:
+        self.theme = theme_for_terminal()
+        self.run_worker(self.link.watch(self), name="relay-status", group="relay", exclusive=True)
+
+    def on_relay_status(self, message: RelayStatus) -> None:
+        self.relay_problem = message.problem
+        self.relay_status = message.status
+        if message.target_is_app:
+            self.screen.post_message(RelayStatus(message.status, message.changed, message.problem, target_is_app=False))
+
+    def action_show_keys(self) -> None:
+        if self.screen.query("KeyPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+
+def make_app(socket_path: str, config_path: str | None = None) -> PosternConsole:
+    """The one factory: the command line and the tests build the same app."""
+    return PosternConsole(socket_path, config_path)

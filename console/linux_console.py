@@ -1,0 +1,33 @@
+"""Drawing only what the VM's Linux console can show.
+
+The kernel console fonts (Uni2-Fixed16, Lat15-Fixed16) have box-drawing lines and
+full blocks but none of the eighth blocks Textual draws in scrollbars, tall
+borders and the header icon: those would show as diamonds. The console uses
+line borders throughout, and a scrollbar drawn with whole cells only.
+"""
+
+from __future__ import annotations
+
+import os
+
+from textual.scrollbar import ScrollBar, ScrollBarRender
+
+
+class WholeCellScrollBar(ScrollBarRender):
+    """A scrollbar whose thumb is whole cells: no partial blocks at its ends."""
+
+    VERTICAL_BARS = [" "] * 8
+    HORIZONTAL_BARS = [" "] * 8
+
+
+def use_console_safe_glyphs() -> None:
+    ScrollBar.renderer = WholeCellScrollBar
+
+
+def is_linux_console() -> bool:
+    return os.environ.get("TERM") == "linux"
+
+
+def theme_for_terminal() -> str:
+    """16 colours on the VM console; the richer dark theme elsewhere."""
+    return "ansi-dark" if is_linux_console() else "textual-dark"

@@ -1,0 +1,148 @@
+"""The first screen: is mail flowing? Host, relay, queue, traffic, recent log, disk and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from relay.control.client import ControlError, PermissionDenied, Unreachable
+
+from ..host import read_facts
+from ..messages import RelayStatus
+from ..widgets.queue_list import age_text
+from ..widgets.status_line import StatusLine
+from .logs import styled
+
+RECENT_LINES = 6
+
+
+def panel(title: str, widget_id: str) -> Static:
+    widget = Static(id=widget_id, classes="panel")
+    widget.border_title = title
+    return widget
+
+
+def relay_text(status: dict | None, problem: str) -> Text:
+    if status is None:
+        return Text(f"{problem or 'not running'}\nThe console keeps trying to reach it.", style="red")
+    text = Text()
+    text.append("running", style="bold green")
+    text.append(f"  {status['version']}, up {age_text(status['uptime'])}\n")
+    text.append(f"Listening  {', '.join(status['listeners']) or 'nowhere'}\n")
+    text.append(f"STARTTLS   {'on' if status['tls'] else 'off'}\n")
+    for error in status["last_errors"][-2:]:
+        text.append(f"Last error {error['destination']}:\n", style="bold")
+        text.append(f" {error['reply']}\n", style="yellow")
+    return text
+
+
+def queue_text(status: dict | None) -> Text:
+    if status is None:
+        return Text("-", style="dim")
+    queue = status["queue"]
+    text = Text()
+    text.append(f"Total     {queue['total']:>7}\n", style="bold")
+    text.append(f"Active    {queue['active']:>7}\n")
+    text.append(f"Deferred  {queue['deferred']:>7}\n", style="yellow" if queue["deferred"] else "")
+    text.append(f"Hold      {queue['hold']:>7}\n", style="magenta" if queue["hold"] else "")
+    text.append(f"Oldest    {age_text(status['oldest_age']):>7}")
+    if queue["corrupt"]:
+        text.append(f"\nDamaged   {queue['corrupt']:>7}", style="bold red")
+    return text
+
+
+class TrafficRate:
+    """Messages per minute from successive counter readings."""
+
+    def __init__(self):
+        self.samples: collections.deque[tuple[float, int, int]] = collections.deque()
+
+    def add(self, counters: dict) -> tuple[float, float]:
+        """Messages received and delivered during the last minute."""
+        now = time.monotonic()
+        self.samples.append((now, counters["received"], counters["delivered"]))
+        while self.samples and now - self.samples[0][0] > 60:
+            self.samples.popleft()
+        first = self.samples[0]
+        return float(counters["received"] - first[1]), float(counters["delivered"] - first[2])
+
+
+def traffic_text(status: dict | None, rates: tuple[float, float]) -> Text:
+    if status is None:
+        return Text("-", style="dim")
+    c = status["counters"]
+    text = Text()
+    text.append(f"Received  {c['received']:>7}   {rates[0]:6.1f}/min\n")
+    text.append(f"Delivered {c['delivered']:>7}   {rates[1]:6.1f}/min\n", style="green")
+    text.append(f"Deferred  {c['deferred']:>7}\n", style="yellow" if c["deferred"] else "")
+    text.append(f"Bounced   {c['bounced']:>7}\n", style="red" if c["bounced"] else "")
+    text.append(f"Rejected  {c['rejected']:>7}")
+    return text
+
+
+class DashboardScreen(Screen):
+    def __init__(self):
+        super().__init__()
+        self.rate = TrafficRate()
+        self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine("Dashboard")
+        with Grid(id="dashboard"):
+            yield panel("System", "system")
+            yield panel("Relay", "relay")
+            yield panel("Queue", "queue")
+            yield panel("Traffic", "traffic")
+        yield panel("Recent log", "recent")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.show_status(self.app.relay_status, self.app.relay_problem)
+        self.refresh_host()
+        self.set_interval(5, self.refresh_host)
+        self.run_worker(self._follow_log(), group="dashboard-log", exclusive=True)
+
+    def on_relay_status(self, message: RelayStatus) -> None:
+        self.show_status(message.status, message.problem)
+
+    def on_screen_resume(self) -> None:
+        self.show_status(self.app.relay_status, self.app.relay_problem)
+
+    def show_status(self, status: dict | None, problem: str) -> None:
+        rates = self.rate.add(status["counters"]) if status else (0.0, 0.0)
+        self.query_one("#relay", Static).update(relay_text(status, problem))
+        self.query_one("#queue", Static).update(queue_text(status))
+        self.query_one("#traffic", Static).update(traffic_text(status, rates))
+
+    def refresh_host(self) -> None:
+        facts = read_facts()
+        text = Text()
+        text.append(f"{facts.hostname}\n", style="bold")
+        for address in facts.addresses[:3]:
+            text.append(f"{address}\n")
+        text.append(f"Disk {facts.disk_used_percent:.0f}% used, {facts.disk_free_gb:.1f} GB free\n")
+        text.append(f"Memory {facts.memory_used_percent:.0f}% used, load {facts.load:.2f}")
+        self.query_one("#system", Static).update(text)
+
+    async def _follow_log(self) -> None:
+        recent = self.query_one("#recent", Static)
+        while True:
+            try:
+                async for answer in self.app.link.client.stream("io.postern.Log.Tail", lines=RECENT_LINES):
+                    self.recent.extend(line["text"] for line in answer["lines"])
+                    text = Text(no_wrap=True, overflow="ellipsis")
+                    for index, line in enumerate(self.recent):
+                        text.append_text(styled(line[11:] if line[:4].isdigit() else line))
+                        if index < len(self.recent) - 1:
+                            text.append("\n")
+                    recent.update(text)
+            except (Unreachable, PermissionDenied, ControlError):
+                recent.update(Text("The relay log is not available while the relay is not running.", style="dim"))
+            await asyncio.sleep(2)

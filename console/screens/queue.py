@@ -1,0 +1,190 @@
+"""The queue: every queued message, live, with Postfix's verbs (hold, release, delete, requeue, flush)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer, Input, Static
+
+from relay.control.client import ControlError, PermissionDenied, Unreachable
+
+from ..messages import RelayStatus
+from ..relay_link import explain
+from ..widgets.queue_list import QueueList, age_text
+from ..widgets.status_line import StatusLine
+from .confirm import ConfirmScreen
+from .message_detail import MessageScreen
+from .queue_summary import QueueSummaryScreen
+
+SORTS = ("arrival", "age", "size", "sender", "recipient")
+FILTER_KEYS = {"state": "state", "from": "sender", "sender": "sender", "to": "recipient",
+               "rcpt": "recipient", "recipient": "recipient", "domain": "domain"}
+FILTER_HELP = "Filter: to:ADDR from:ADDR domain:NAME state:deferred|hold|active (Enter applies, Esc clears)"
+
+
+def parse_filter(text: str) -> dict:
+    """'state:deferred domain:example.org bob' -> a Queue.List filter; bare words match recipients."""
+    selection: dict = {}
+    for word in text.split():
+        key, sep, value = word.partition(":")
+        if sep and key.lower() in FILTER_KEYS:
+            selection[FILTER_KEYS[key.lower()]] = value
+        else:
+            selection["recipient"] = word
+    return selection
+
+
+class QueueScreen(Screen):
+    BINDINGS = [
+        Binding("slash", "edit_filter", "Filter", id="queue.filter"),
+        Binding("s", "cycle_sort", "Sort", id="queue.sort"),
+        Binding("h", "act('Hold')", "Hold", id="queue.hold"),
+        Binding("u", "act('Release')", "Release", id="queue.release"),
+        Binding("r", "act('Requeue')", "Requeue", id="queue.requeue", show=False),
+        Binding("delete,d", "act('Delete')", "Delete", id="queue.delete"),
+        Binding("f", "flush", "Flush", id="queue.flush"),
+        Binding("g", "summary", "By domain", id="queue.summary", show=False),
+        Binding("escape", "clear", "Clear", show=False),
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self.selection: dict = {}
+        self.sort = "arrival"
+        self.showing_summary = False
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine("Queue")
+        yield Input(placeholder=FILTER_HELP, id="queue-filter")
+        yield QueueList(id="queue-list")
+        yield Static(id="queue-detail")
+        yield Footer(compact=True)
+
+    @property
+    def queue_list(self) -> QueueList:
+        return self.query_one(QueueList)
+
+    def on_mount(self) -> None:
+        self.query_one("#queue-filter").display = False
+        self.queue_list.focus()
+        self.watch(self.queue_list, "cursor", lambda _: self._describe_current(), init=False)
+
+    def on_screen_resume(self) -> None:
+        self.queue_list.request_window()
+
+    # --- loading -------------------------------------------------------------------------
+
+    def on_queue_list_window_needed(self, message: QueueList.WindowNeeded) -> None:
+        self.run_worker(self._load(message.offset, message.count), group="queue-page", exclusive=True)
+
+    def on_relay_status(self, message: RelayStatus) -> None:
+        if "queue" in message.changed or message.status is None:
+            self.queue_list.request_window()
+
+    async def _load(self, offset: int, count: int) -> None:
+        try:
+            answer = await self.app.link.call(
+                "io.postern.Queue.List", filter=self.selection, sort=self.sort, offset=offset, limit=count + 1)
+        except (Unreachable, PermissionDenied, ControlError) as error:
+            self.queue_list.show(0, [], 0)
+            self.query_one("#queue-detail", Static).update(Text(explain(error), style="red"))
+            return
+        self.queue_list.show(offset, answer["messages"], answer["total"])
+        self._describe_current()
+
+    def on_queue_list_opened(self, message: QueueList.Opened) -> None:
+        self.app.push_screen(MessageScreen(message.message["id"]))
+
+    def _describe_current(self) -> None:
+        queue_list = self.queue_list
+        current = queue_list.current()
+        text = Text()
+        where = f"{queue_list.cursor + 1 if queue_list.total else 0} of {queue_list.total}"
+        text.append(f"{where}  sort: {self.sort}", style="bold")
+        if self.selection:
+            text.append("  filter: " + " ".join(f"{k}:{v}" for k, v in self.selection.items()))
+        if queue_list.selected:
+            text.append(f"  selected: {len(queue_list.selected)}", style="bold")
+        if current:
+            text.append(f"\n{current['id']} from <{current['sender']}> {age_text(current['age'])} ago, "
+                        f"attempts {current['attempts']}")
+            if current["last_reply"]:
+                text.append(f"\n{current['last_reply']}", style="yellow")
+        self.query_one("#queue-detail", Static).update(text)
+
+    # --- filter and sort ---------------------------------------------------------------------
+
+    def action_edit_filter(self) -> None:
+        field = self.query_one("#queue-filter", Input)
+        field.display = True
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.selection = parse_filter(event.value)
+        event.input.display = bool(self.selection)
+        self._restart()
+
+    def action_clear(self) -> None:
+        field = self.query_one("#queue-filter", Input)
+        if field.has_focus or self.selection:
+            field.value = ""
+            field.display = False
+            self.selection = {}
+        self.queue_list.selected.clear()
+        self._restart()
+
+    def action_cycle_sort(self) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self._restart()
+
+    def _restart(self) -> None:
+        self.queue_list.cursor = 0
+        self.queue_list.focus()
+        self.queue_list.request_window()
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def action_act(self, verb: str) -> None:
+        ids = self.queue_list.targets()
+        if not ids:
+            return
+        what = f"{len(ids)} messages" if len(ids) > 1 else f"message {ids[0]}"
+        question = {
+            "Delete": f"Delete {what}? Nobody is notified and it cannot be undone.",
+            "Hold": f"Hold {what}? Held mail is not delivered until released.",
+            "Release": f"Release {what} from hold and try delivery now?",
+            "Requeue": f"Requeue {what} and try delivery now?",
+        }[verb]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._act(verb, ids), group="queue-action")
+
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    async def _act(self, verb: str, ids: list[str]) -> None:
+        try:
+            answer = await self.app.link.call(f"io.postern.Queue.{verb}", ids=ids)
+        except (Unreachable, PermissionDenied, ControlError) as error:
+            self.notify(explain(error), title=verb, severity="error")
+            return
+        done = len(answer["ids"])
+        self.notify(f"{verb}: {done} message{'s' if done != 1 else ''}", title="Queue")
+        self.queue_list.selected.clear()
+        self.queue_list.request_window()
+
+    def action_flush(self) -> None:
+        self.run_worker(self._flush(), group="queue-action")
+
+    async def _flush(self) -> None:
+        try:
+            answer = await self.app.link.call("io.postern.Queue.Flush")
+        except (Unreachable, PermissionDenied, ControlError) as error:
+            self.notify(explain(error), title="Flush", severity="error")
+            return
+        self.notify(f"Trying {answer['count']} messages now", title="Flush")
+
+    def action_summary(self) -> None:
+        self.app.push_screen(QueueSummaryScreen())

@@ -1,0 +1,170 @@
+"""A list of queued messages that draws only the rows on screen.
+
+The widget never holds the whole queue: it shows a window of rows, and when the
+cursor leaves the loaded window it asks for another (`WindowNeeded`); the screen
+fetches that page from the relay and hands it back with `show`. So 100,000 queued
+messages cost what 25 do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+STATE_STYLES = {"active": "green", "deferred": "yellow", "hold": "magenta"}
+
+
+def age_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def size_text(size: int) -> str:
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.1f}M"
+    if size >= 1024:
+        return f"{size // 1024}k"
+    return str(size)
+
+
+def fit(text: str, width: int) -> str:
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+class QueueList(Widget, can_focus=True):
+    BINDINGS = [
+        Binding("up,k", "move(-1)", "Up", show=False),
+        Binding("down,j", "move(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home", "jump(0)", "First", show=False),
+        Binding("end", "jump(-1)", "Last", show=False),
+        Binding("space", "toggle_select", "Select", id="queue.select", show=False),
+        Binding("enter", "open", "Open", id="queue.open", key_display="Enter"),
+    ]
+
+    cursor: reactive[int] = reactive(0)
+
+    @dataclass
+    class WindowNeeded(Message):
+        offset: int
+        count: int
+
+    @dataclass
+    class Opened(Message):
+        message: dict
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.top = 0  # index of the first row on screen
+        self.loaded_offset = 0
+        self.rows: list[dict] = []
+        self.total = 0
+        self.selected: set[str] = set()
+
+    # --- what the screen calls --------------------------------------------------------
+
+    @property
+    def visible_rows(self) -> int:
+        return max(1, self.size.height - 1)
+
+    def show(self, offset: int, rows: list[dict], total: int) -> None:
+        self.loaded_offset, self.rows, self.total = offset, rows, total
+        if self.cursor >= total:
+            self.cursor = max(0, total - 1)
+        self.refresh()
+
+    def current(self) -> dict | None:
+        index = self.cursor - self.loaded_offset
+        return self.rows[index] if 0 <= index < len(self.rows) else None
+
+    def targets(self) -> list[str]:
+        """The selected messages, or the one under the cursor."""
+        if self.selected:
+            return sorted(self.selected)
+        current = self.current()
+        return [current["id"]] if current else []
+
+    def request_window(self) -> None:
+        self.post_message(self.WindowNeeded(self.top, self.visible_rows))
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def action_move(self, delta: int) -> None:
+        self.cursor = max(0, min(self.total - 1, self.cursor + delta))
+
+    def action_page(self, direction: int) -> None:
+        self.action_move(direction * self.visible_rows)
+
+    def action_jump(self, where: int) -> None:
+        self.cursor = max(0, self.total - 1) if where < 0 else 0
+
+    def action_toggle_select(self) -> None:
+        current = self.current()
+        if current:
+            self.selected ^= {current["id"]}
+            self.action_move(1)
+            self.refresh()
+
+    def action_open(self) -> None:
+        current = self.current()
+        if current:
+            self.post_message(self.Opened(current))
+
+    def watch_cursor(self, cursor: int) -> None:
+        if cursor < self.top:
+            self.top = cursor
+        elif cursor >= self.top + self.visible_rows:
+            self.top = cursor - self.visible_rows + 1
+        loaded_end = self.loaded_offset + len(self.rows)
+        if self.top < self.loaded_offset or min(self.top + self.visible_rows, self.total) > loaded_end:
+            self.request_window()
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self.request_window()
+
+    # --- drawing --------------------------------------------------------------------------------
+
+    def _columns(self) -> tuple[int, int]:
+        rest = self.size.width - 43
+        sender = max(8, rest * 2 // 5)
+        return sender, max(8, rest - sender - 1)
+
+    def render(self) -> Text:
+        sender_width, rcpt_width = self._columns()
+        text = Text(no_wrap=True, overflow="crop")
+        text.append(f"  {'QUEUE ID':16} {'STATE':8} {'AGE':>5} {'SIZE':>6}  {'SENDER':{sender_width}} RECIPIENTS",
+                    style="bold reverse")
+        if not self.total:
+            text.append("\n  The queue is empty.")
+            return text
+        for index in range(self.top, min(self.top + self.visible_rows, self.total)):
+            text.append("\n")
+            row_index = index - self.loaded_offset
+            if not 0 <= row_index < len(self.rows):
+                text.append("  ...", style="dim")
+                continue
+            m = self.rows[row_index]
+            recipients = [r["address"] for r in m["recipients"]]
+            shown = recipients[0] + (f" +{len(recipients) - 1}" if len(recipients) > 1 else "")
+            mark = "*" if m["id"] in self.selected else " "
+            line = Text(f"{mark} {m['id']:16} ")
+            line.append(f"{m['state']:8}", style=STATE_STYLES.get(m["state"], ""))
+            line.append(f" {age_text(m['age']):>5} {size_text(m['size']):>6}  "
+                        f"{fit(m['sender'] or '<>', sender_width):{sender_width}} {fit(shown, rcpt_width)}")
+            if index == self.cursor:
+                line.stylize("reverse" if self.has_focus else "underline")
+            text.append_text(line)
+        return text

@@ -1,0 +1,35 @@
+"""The line at the top of every screen: where you are, and whether the relay is running."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+
+def relay_summary(status: dict | None, problem: str) -> Text:
+    if status is None:
+        return Text(problem or "Relay: not running", style="bold red")
+    queue = status["queue"]
+    text = Text()
+    text.append("Relay: running", style="bold green")
+    text.append(f"  {status['hostname']}  queue {queue['total']}")
+    if queue["deferred"]:
+        text.append(f"  deferred {queue['deferred']}", style="yellow")
+    if queue["hold"]:
+        text.append(f"  hold {queue['hold']}", style="magenta")
+    return text
+
+
+class StatusLine(Static):
+    def __init__(self, title: str):
+        super().__init__(id="status-line")
+        self.title_text = title
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "relay_status", self._refresh_line)
+        self.watch(self.app, "relay_problem", self._refresh_line)
+
+    def _refresh_line(self, _=None) -> None:
+        text = Text(f" Postern | {self.title_text} | ", style="bold")
+        text.append_text(relay_summary(self.app.relay_status, self.app.relay_problem))
+        self.update(text)
