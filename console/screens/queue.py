@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
@@ -77,12 +78,13 @@ class QueueScreen(Screen):
     # --- loading -------------------------------------------------------------------------
 
     def on_queue_list_window_needed(self, message: QueueList.WindowNeeded) -> None:
-        self.run_worker(self._load(message.offset, message.count), group="queue-page", exclusive=True)
+        self._load(message.offset, message.count)
 
     def on_relay_status(self, message: RelayStatus) -> None:
         if "queue" in message.changed or message.status is None:
             self.queue_list.request_window()
 
+    @work(group="queue-page", exclusive=True)
     async def _load(self, offset: int, count: int) -> None:
         try:
             answer = await self.app.link.call(

@@ -1,0 +1,105 @@
+"""Pilot tests of the dashboard, queue and log screens against a real relay on its real control socket."""
+
+from console.app import make_app
+from relay.control.client import ControlClient
+from tests.console.conftest import text_of, until
+
+
+def queue_states(relay) -> dict[str, str]:
+    with ControlClient(str(relay.socket)) as client:
+        return {m["subject"]: m["state"] for m in client.call("io.postern.Queue.List")["messages"]}
+
+
+async def test_dashboard_shows_the_relay_and_its_queue(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: "Total           3" in text_of(app, "#queue"), what="the queue panel")
+        assert "Deferred        3" in text_of(app, "#queue")
+        relay_panel = text_of(app, "#relay")
+        assert "running" in relay_panel and f"127.0.0.1:{queued_relay.port}" in relay_panel
+        assert "Received        3" in text_of(app, "#traffic")
+        await until(pilot, lambda: "status=deferred" in text_of(app, "#recent"), what="recent log lines")
+        assert "Relay: running" in text_of(app, "#status-line")
+
+
+async def test_console_says_when_the_relay_is_down_and_reconnects_by_itself(make_relay, sink):
+    relay = make_relay(sink.port, start=False)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: "Relay: not running" in text_of(app, "#status-line"), what="the relay down")
+        await pilot.press("f3")  # the queue screen too copes with no relay
+        await until(pilot, lambda: "not running" in text_of(app, "#queue-detail"), what="the queue screen's notice")
+        await pilot.press("f2")
+        relay.start()
+        await until(pilot, lambda: "Relay: running" in text_of(app, "#status-line"), timeout=15, what="reconnection")
+        assert "running" in text_of(app, "#relay")
+
+
+async def test_queue_lists_filters_and_opens_a_message(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        listed = str(queue_list.render())
+        assert "carol@partner.org +1" in listed and "deferred" in listed
+        await pilot.press("slash", *"domain:partner.org", "enter")
+        await until(pilot, lambda: queue_list.total == 1, what="the filtered list")
+        assert "filter: domain:partner.org" in text_of(app, "#queue-detail")
+        await pilot.press("enter")
+        await until(pilot, lambda: "Recipients" in text_of(app, "#message-text"), what="the message details")
+        details = text_of(app, "#message-text")
+        assert "<carol@partner.org>  deferred" in details and "Subject: two" in details
+        await pilot.press("escape")
+        await pilot.press("escape")  # clears the filter
+        await until(pilot, lambda: queue_list.total == 3, what="the whole queue again")
+
+
+async def test_queue_actions_ask_first_then_act_through_the_relay(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        await pilot.press("h")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", what="the question")
+        await pilot.press("n")  # no: nothing happens
+        await pilot.pause()
+        assert queue_states(queued_relay)["one"] != "hold"
+        await pilot.press("h", "y")
+        await until(pilot, lambda: queue_states(queued_relay)["one"] == "hold", what="the message held")
+        await until(pilot, lambda: "hold" in str(queue_list.render()), what="the list to show it")
+        await pilot.press("u", "y")
+        await until(pilot, lambda: queue_states(queued_relay)["one"] != "hold", what="the message released")
+        # Select two messages with space, then delete both.
+        await pilot.press("home", "space", "space", "d")
+        await until(pilot, lambda: "2 messages" in str(app.screen.query_one("#question").render()), what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: list(queue_states(queued_relay)) == ["three"], what="two messages deleted")
+        await until(pilot, lambda: queue_list.total == 1, what="the list to follow")
+
+
+async def test_queue_summary_by_domain(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        await until(pilot, lambda: app.screen.query_one("#queue-list").total == 3, what="the queue")
+        await pilot.press("g")
+        await until(pilot, lambda: "partner.org" in text_of(app, "#summary-table"), what="the summary")
+        table = text_of(app, "#summary-table")
+        assert "DESTINATION" in table and "example.com" in table
+
+
+async def test_logs_follow_live_and_filter(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("f5")
+        screen = app.screen
+        await until(pilot, lambda: any("status=deferred" in line for line in screen.lines), what="log lines")
+        queued_relay.send("zed@late.example", ["bob@example.com"])
+        await until(pilot, lambda: any("zed@late.example" in line for line in screen.lines), what="a new line, live")
+        await pilot.press("slash", *"zed@late", "enter")
+        log = screen.query_one("#log")
+        await pilot.pause()
+        shown = "\n".join(strip.text for strip in log.lines)
+        assert "zed@late.example" in shown and "carol@partner.org" not in shown

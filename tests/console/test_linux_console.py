@@ -1,0 +1,83 @@
+"""The console in a real terminal as the VM's console login sees it: TERM=linux, 80x25.
+
+tmux runs the console against a real relay; every screen is captured, and each
+character drawn must be one the kernel console font (Uni2-Fixed16) has.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from tests.support.console_font import UNI2_FIXED16, font_glyphs
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("tmux") or not UNI2_FIXED16.exists(),
+    reason="needs tmux and console-setup-linux (scripts/install-test-packages installs them)",
+)
+
+# key presses, and what the screen must show once they have taken effect
+VISITS = [
+    ([], "Dashboard"),
+    (["F3"], "QUEUE ID"),
+    (["Enter"], "Recipients"),
+    (["Escape"], "QUEUE ID"),
+    (["g"], "DESTINATION"),
+    (["Escape"], "QUEUE ID"),
+    (["s"], "sort: age"),
+    (["F5"], "postern/"),
+    (["F4"], None),
+    (["Escape"], None),
+    (["F6"], None),
+    (["Escape"], None),
+    (["F1"], None),
+    (["F2"], "Dashboard"),
+]
+
+
+class Tmux:
+    def __init__(self):
+        self.socket = f"postern-test-{uuid.uuid4().hex[:8]}"
+
+    def run(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "console")
+
+    def wait_for(self, text: str, timeout: float = 15.0) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; the screen shows:\n{screen}")
+
+
+def test_every_screen_draws_only_what_the_console_font_has(queued_relay):
+    glyphs = font_glyphs() | {chr(c) for c in range(32, 127)}
+    tmux = Tmux()
+    # Textual draws on stderr; after a crash, the pane keeps showing what it printed.
+    command = f"TERM=linux {sys.executable} -m console --socket {queued_relay.socket}; sleep 60"
+    tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "25", "-c", os.getcwd(), command)
+    try:
+        strays: dict[str, str] = {}
+        for keys, expected in VISITS:
+            for key in keys:
+                tmux.run("send-keys", "-t", "console", key)
+                time.sleep(0.3)
+            screen = tmux.wait_for(expected) if expected else (time.sleep(1.0) or tmux.screen())
+            assert "Traceback" not in screen, screen
+            for char in set(screen) - glyphs - {"\n"}:
+                strays.setdefault(char, f"after {keys or 'start'}:\n{screen}")
+        assert not strays, "characters the console font cannot draw: " + ", ".join(
+            f"{c!r} (U+{ord(c):04X}) {where}" for c, where in strays.items())
+    finally:
+        subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True)
