@@ -1,0 +1,256 @@
+"""The appliance's TLS certificate: make one, ask a CA for one, import one, describe one.
+
+- `self_signed`: an ECDSA P-256 (or RSA 2048) key and a certificate whose subject and only
+  SAN is the hostname.
+- `signing_request`: a CSR with the same subject and SAN, for a CA.
+- `check_bundle`: a PEM certificate, its chain and its key, checked before use: the key
+  belongs to the certificate, and each chain certificate issued the one before it.
+- `describe` and `warnings`: subject, SANs, issuer, validity, SHA-256 fingerprint; and
+  what an admin must hear about (hostname not among the SANs, expiry within 30 days).
+- `install`: certificate plus chain in one file (as the relay reads it) and the key in
+  another, written atomically, the key with mode 0600.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from .files import atomic_write
+
+KEY_TYPES = ("ecdsa", "rsa")
+EXPIRY_WARNING_DAYS = 30
+DEFAULT_DAYS = 730
+
+
+class CertificateError(Exception):
+    """A certificate, chain or key that cannot be used; the message says why and what to do."""
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def new_key(key_type: str = "ecdsa"):
+    if key_type == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise CertificateError(f"key type {key_type!r}: use ecdsa (P-256) or rsa (2048 bits)")
+
+
+def _name(hostname: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+
+
+def _san(hostname: str) -> x509.SubjectAlternativeName:
+    return x509.SubjectAlternativeName([x509.DNSName(hostname)])
+
+
+def self_signed(hostname: str, key=None, days: int = DEFAULT_DAYS, key_type: str = "ecdsa"):
+    """A self-signed certificate for `hostname`; returns (certificate, key)."""
+    key = key or new_key(key_type)
+    now = _now()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hostname))
+        .issuer_name(_name(hostname))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(_san(hostname), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return certificate, key
+
+
+def signing_request(hostname: str, key) -> x509.CertificateSigningRequest:
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(hostname))
+        .add_extension(_san(hostname), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+# --- reading PEM ---
+
+
+def load_certificates(pem: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        certificates = []
+    if not certificates:
+        raise CertificateError(f"{what}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")
+    return certificates
+
+
+def load_key(pem: bytes, what: str = "key"):
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except TypeError:
+        raise CertificateError(f"{what}: the key is encrypted: export it without a passphrase") from None
+    except ValueError:
+        raise CertificateError(f"{what}: not a PEM private key (expected -----BEGIN PRIVATE KEY-----)") from None
+
+
+def _public_bytes(key) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _issued(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if certificate.issuer != issuer.subject:
+        return False
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Bundle:
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    key: object
+
+
+def check_bundle(certificate_pem: bytes, chain_pem: bytes | None, key_pem: bytes) -> Bundle:
+    """Check that key and certificate belong together and the chain is in order."""
+    certificates = load_certificates(certificate_pem, "certificate")
+    certificate, chain = certificates[0], certificates[1:]
+    if chain_pem and chain_pem.strip():
+        chain += load_certificates(chain_pem, "chain")
+    key = load_key(key_pem)
+    if _public_bytes(key.public_key()) != _public_bytes(certificate.public_key()):
+        raise CertificateError(
+            f"key: does not belong to the certificate for {subject_text(certificate)}: "
+            "use the key the certificate signing request was made with"
+        )
+    for position, issuer in enumerate(chain):
+        subject = certificate if position == 0 else chain[position - 1]
+        if not _issued(subject, issuer):
+            expected = subject.issuer.rfc4514_string()
+            found = next((i + 1 for i, c in enumerate(chain) if _issued(subject, c)), None)
+            hint = f"it is chain certificate {found}: " if found else ""
+            raise CertificateError(
+                f"chain: certificate {position + 1} ({issuer.subject.rfc4514_string()}) did not issue "
+                f"{subject_text(subject)}, whose issuer is {expected}: {hint}"
+                "put the chain in order, each certificate followed by the one that issued it"
+            )
+    return Bundle(certificate, tuple(chain), key)
+
+
+# --- describing ---
+
+
+def subject_text(certificate: x509.Certificate) -> str:
+    return certificate.subject.rfc4514_string() or "(empty subject)"
+
+
+def sans_of(certificate: x509.Certificate) -> list[str]:
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    names = extension.value.get_values_for_type(x509.DNSName)
+    addresses = [str(a) for a in extension.value.get_values_for_type(x509.IPAddress)]
+    return list(names) + addresses
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    subject: str
+    sans: tuple[str, ...]
+    issuer: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    sha256: str
+    self_signed: bool
+
+    def lines(self) -> list[str]:
+        return [
+            f"subject:     {self.subject}",
+            f"SANs:        {', '.join(self.sans) or '(none)'}",
+            f"issuer:      {self.issuer}{' (self-signed)' if self.self_signed else ''}",
+            f"valid from:  {self.not_before:%Y-%m-%d %H:%M} UTC",
+            f"valid until: {self.not_after:%Y-%m-%d %H:%M} UTC",
+            f"SHA-256:     {self.sha256}",
+        ]
+
+
+def describe(certificate: x509.Certificate) -> CertificateInfo:
+    fingerprint = certificate.fingerprint(hashes.SHA256()).hex().upper()
+    return CertificateInfo(
+        subject=subject_text(certificate),
+        sans=tuple(sans_of(certificate)),
+        issuer=certificate.issuer.rfc4514_string(),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        sha256=":".join(fingerprint[i:i + 2] for i in range(0, len(fingerprint), 2)),
+        self_signed=certificate.issuer == certificate.subject,
+    )
+
+
+def name_matches(hostname: str, pattern: str) -> bool:
+    """A DNS name against a SAN, with a wildcard in the leftmost label only (RFC 6125)."""
+    hostname, pattern = hostname.lower().rstrip("."), pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, rest = hostname.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return hostname == pattern
+
+
+def warnings(info: CertificateInfo, hostname: str | None, now: datetime.datetime | None = None) -> list[str]:
+    now = now or _now()
+    found = []
+    if hostname and not any(name_matches(hostname, san) for san in info.sans):
+        found.append(
+            f"the hostname {hostname} is not among the SANs ({', '.join(info.sans) or 'none'}): "
+            "servers that check names will refuse it; make a new certificate or CSR for this hostname"
+        )
+    if info.not_after <= now:
+        found.append(f"expired on {info.not_after:%Y-%m-%d}: replace it")
+    elif info.not_after - now <= datetime.timedelta(days=EXPIRY_WARNING_DAYS):
+        days = (info.not_after - now).days
+        found.append(f"expires in {days} days, on {info.not_after:%Y-%m-%d}: renew it soon")
+    if info.not_before > now:
+        found.append(f"not valid before {info.not_before:%Y-%m-%d %H:%M} UTC: check the clock")
+    return found
+
+
+# --- writing ---
+
+
+def pem_of(*certificates: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def csr_pem(request: x509.CertificateSigningRequest) -> bytes:
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def write_key(path: Path | str, key) -> None:
+    atomic_write(Path(path), key_pem(key), 0o600)
+
+
+def install(bundle: Bundle, cert_file: Path | str, key_file: Path | str) -> None:
+    """Write the certificate with its chain, and the key (0600); the key first, so a reader never
+    finds a certificate whose key is not there yet."""
+    write_key(key_file, bundle.key)
+    atomic_write(Path(cert_file), pem_of(bundle.certificate, *bundle.chain), 0o644)

@@ -1,0 +1,1 @@
+"""`postern-appliance`: the system layer on the command line (network, configuration, certificates, diagnostics)."""
