@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from textual.scrollbar import ScrollBar, ScrollBarRender
+from textual.widgets._toggle_button import ToggleButton
 
 
 class WholeCellScrollBar(ScrollBarRender):
@@ -22,6 +23,9 @@ class WholeCellScrollBar(ScrollBarRender):
 
 def use_console_safe_glyphs() -> None:
     ScrollBar.renderer = WholeCellScrollBar
+    # Checkbox and radio button draw their box with half blocks; brackets read as well.
+    ToggleButton.BUTTON_LEFT = "["
+    ToggleButton.BUTTON_RIGHT = "]"
 
 
 def is_linux_console() -> bool:
