@@ -15,8 +15,10 @@ QUEUE_WRITE_ERROR = "451 4.3.0 Error: queue file write error"
 
 BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"
+BAD_HELO = "501 5.5.2 Helo command rejected: Invalid name"
 RELAY_DENIED = "554 5.7.1 <{rcpt}>: Relay access denied"
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
+NUL_IN_MESSAGE = "554 5.6.0 Error: message content contains NUL characters"
 TOO_MANY_HOPS = "554 5.4.0 Error: too many hops"
 
 # aiosmtpd answers some commands itself, without enhanced status codes; the relay

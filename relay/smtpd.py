@@ -98,7 +98,9 @@ class SmtpSession(SMTP):
         first_call = self.transport is None  # STARTTLS calls this again with the TLS transport
         if first_call:
             peer = transport.get_extra_info("peername")
-            if self.receiver.connections >= self.config.max_connections:
+            # my_networks always get in: a flood from outside must not lock out our own mail server.
+            trusted = bool(peer) and self.config.is_trusted(peer[0])
+            if self.receiver.connections >= self.config.max_connections and not trusted:
                 log.warning("connection limit %d reached: refused %s", self.config.max_connections, peer)
                 reply = replies.TOO_MANY_CONNECTIONS.format(hostname=self.config.hostname)
                 transport.write(reply.encode() + b"\r\n")
@@ -188,7 +190,17 @@ class Receiver:
         """Protocol factory for loop.create_server: each connection gets the config in force."""
         return SmtpSession(self, self.relay.config, self.relay.tls_context)
 
+    async def handle_HELO(self, server: SmtpSession, session, envelope, hostname):
+        if addresses.has_control_chars(hostname):  # it would end up in our Received: header
+            session.host_name = None
+            return replies.BAD_HELO
+        session.host_name = hostname
+        return f"250 {server.config.hostname}"
+
     async def handle_EHLO(self, server: SmtpSession, session, envelope, hostname, responses):
+        if addresses.has_control_chars(hostname):
+            session.host_name = None
+            return [replies.BAD_HELO]
         session.host_name = hostname
         lines = [server.config.hostname, "PIPELINING", f"SIZE {server.config.message_size_limit}"]
         if server.tls_context and not server._tls_protocol:
@@ -224,6 +236,9 @@ class Receiver:
     async def handle_DATA(self, server: SmtpSession, session, envelope: SmtpEnvelope):
         config = server.config
         body = normalise_line_ends(envelope.original_content or b"")
+        if b"\0" in body:  # a next hop that drops NULs could read <CRLF>NUL.<CRLF> as the end of data
+            self._reject(session, "DATA", replies.NUL_IN_MESSAGE, envelope.mail_from, envelope.rcpt_tos[0])
+            return replies.NUL_IN_MESSAGE
         headers = header_block(body)
         if count_received(headers) >= config.hopcount_limit:
             self._reject(session, "DATA", replies.TOO_MANY_HOPS, envelope.mail_from, envelope.rcpt_tos[0])

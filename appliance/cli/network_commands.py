@@ -7,6 +7,7 @@ import json
 import select
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from relay.config import ConfigError
@@ -185,7 +186,33 @@ def run_apply(args) -> int:
 # --- try, confirm, rollback ---
 
 
+@contextmanager
+def trial_signals():
+    """While a try is under way: Ctrl-C and SIGTERM mean "roll back", a hang-up means nothing.
+
+    Installed before anything changes, so that an interrupt can never leave a change behind
+    without its rollback. Yields the list an interrupt appends to."""
+    interrupted: list[bool] = []
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: interrupted.append(True)),
+        signal.SIGUSR1: signal.signal(signal.SIGUSR1, lambda *_: None),  # `confirm` wakes us
+        # The SSH session that started us may drop (that is what `try` is for): keep waiting.
+        signal.SIGHUP: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    }
+    try:
+        yield interrupted
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def run_try(args) -> int:
+    with trial_signals() as interrupted:
+        return _run_try(args, interrupted)
+
+
+def _run_try(args, interrupted: list) -> int:
     state_dir = _state_dir(args)
 
     def start(network):
@@ -201,8 +228,7 @@ def run_try(args) -> int:
     _report_applied(pending.applied)
     say(f"Keep this network configuration? Press Enter here, or run 'postern-appliance confirm', "
         f"within {args.timeout:g} s; otherwise the previous one comes back.")
-    kept = wait_for_decision(pending)
-    if kept:
+    if wait_for_decision(pending, interrupted):
         pending.keep()
         say("confirmed: the new network configuration stays")
         return exit_codes.OK
@@ -216,34 +242,22 @@ def run_try(args) -> int:
     return exit_codes.ROLLED_BACK
 
 
-def wait_for_decision(pending: trial.Trial) -> bool:
-    """Wait for Enter on the terminal or `confirm`; False on the deadline, Ctrl-C, SIGTERM or 'n'."""
-    interrupted = []
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: interrupted.append(True)),
-        signal.SIGUSR1: signal.signal(signal.SIGUSR1, lambda *_: None),  # `confirm` wakes us
-        # The SSH session that started us may drop (that is what `try` is for): keep waiting.
-        signal.SIGHUP: signal.signal(signal.SIGHUP, signal.SIG_IGN),
-    }
+def wait_for_decision(pending: trial.Trial, interrupted: list) -> bool:
+    """Wait for Enter on the terminal or `confirm`; False on the deadline, an interrupt or 'n'."""
     terminal = [sys.stdin] if sys.stdin is not None and sys.stdin.isatty() else []
-    try:
-        while True:
-            if pending.confirmed:
-                return True
-            if interrupted or pending.remaining() <= 0:
-                return pending.confirmed
-            try:
-                ready, _, _ = select.select(terminal, [], [], min(0.2, pending.remaining()))
-            except (OSError, ValueError):
-                ready, terminal = [], []
-            if ready:
-                answer = _read_answer(terminal)
-                if answer is not None:
-                    return answer
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    while True:
+        if pending.confirmed:
+            return True
+        if interrupted or pending.remaining() <= 0:
+            return pending.confirmed
+        try:
+            ready, _, _ = select.select(terminal, [], [], min(0.2, pending.remaining()))
+        except (OSError, ValueError):
+            ready, terminal = [], []
+        if ready:
+            answer = _read_answer(terminal)
+            if answer is not None:
+                return answer
 
 
 def _read_answer(terminal: list) -> bool | None:

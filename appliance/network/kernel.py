@@ -23,6 +23,10 @@ from .model import InterfaceConfig
 MAIN_TABLE = 254
 PROTO_KERNEL = 2
 PROTO_RA = 9
+PROTO_BOOT = 3
+PROTO_DHCP = 16
+EADDRNOTAVAIL = 99
+ESRCH = 3
 SCOPE_LINK = 253
 IFF_UP = 0x1
 IFA_F_PERMANENT = 0x80
@@ -199,7 +203,11 @@ def _call(what: str, function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except NetlinkError as error:
-        raise KernelError(f"{what}: {error.args[1] if len(error.args) > 1 else error}") from None
+        raise KernelError(f"{what}: {_reason(error)}") from None
+
+
+def _reason(error: NetlinkError) -> str:
+    return str(error.args[1]) if len(error.args) > 1 else str(error)
 
 
 def _broadcast(address, explicit) -> str | None:
@@ -219,8 +227,11 @@ def add_address(ipr, link: KernelLink, address: KernelAddress) -> None:
 
 
 def remove_address(ipr, link: KernelLink, address: KernelAddress) -> None:
-    _call(f"{link.name}: removing {address.address}/{address.prefixlen}", ipr.addr, "del", index=link.index,
-          address=address.address, prefixlen=address.prefixlen)
+    try:
+        ipr.addr("del", index=link.index, address=address.address, prefixlen=address.prefixlen)
+    except NetlinkError as error:
+        if error.code != EADDRNOTAVAIL:  # gone already: removing a primary address takes its secondaries along
+            raise KernelError(f"{link.name}: removing {address.address}/{address.prefixlen}: {_reason(error)}") from None
 
 
 def add_route(ipr, link_index: int, route: KernelRoute) -> None:
@@ -245,7 +256,7 @@ def remove_route(ipr, link_index: int, route: KernelRoute) -> None:
     try:
         ipr.route("del", **spec)
     except NetlinkError as error:
-        if error.code != 3:  # ESRCH: the kernel already removed it with its address
+        if error.code != ESRCH:  # the kernel already removed it with its address
             raise KernelError(f"{route.oif}: removing route {route.destination()}: {error}") from None
 
 
@@ -294,22 +305,23 @@ def apply_interface(ipr, interface: InterfaceConfig) -> list[str]:
     for address in current:
         if address.ip_key() not in wanted and address not in keep:
             remove_address(ipr, link, address)
-    _apply_default_routes(ipr, link, interface)
+    _apply_routes(ipr, link, interface)
     return notes
 
 
-def _apply_default_routes(ipr, link: KernelLink, interface: InterfaceConfig) -> None:
+def _apply_routes(ipr, link: KernelLink, interface: InterfaceConfig) -> None:
+    """The link's routes become the configured default routes; others set by hand go, as networkd does."""
     state = read_state(ipr)  # removing an address can take routes with it
-    defaults = [r for r in state.routes_of(link.name) if r.is_default and r.proto not in (PROTO_RA,)]
+    routes = [r for r in state.routes_of(link.name) if _restorable(r)]
     desired = {(socket.AF_INET if g.version == 4 else socket.AF_INET6): str(g) for g in interface.gateways}
-    for route in defaults:
-        if interface.dhcp and route.proto == 16:  # a DHCP client's route stays
+    for route in routes:
+        if interface.dhcp and route.proto == PROTO_DHCP:  # a DHCP client's routes stay
             continue
-        if desired.get(route.family) != route.gateway:
+        if not (route.is_default and desired.get(route.family) == route.gateway):
             remove_route(ipr, link.index, route)
     for family, gateway in desired.items():
-        if not any(r.family == family and r.gateway == gateway for r in defaults):
-            add_route(ipr, link.index, KernelRoute(family, None, 0, gateway, link.name, 3, 0, None, None, 1))
+        if not any(r.is_default and r.family == family and r.gateway == gateway for r in routes):
+            add_route(ipr, link.index, KernelRoute(family, None, 0, gateway, link.name, PROTO_BOOT, 0, None, None, 1))
 
 
 def restore_links(ipr, snapshot: KernelState, names: list[str]) -> None:

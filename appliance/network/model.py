@@ -229,6 +229,7 @@ def parse_interface(name: str, data: Any, problems: Problems) -> InterfaceConfig
     if not dhcp and not raw_addresses:
         problems.add(f"{where}.address", "required when dhcp is false: write it like 192.0.2.10/24, or set dhcp: true")
 
+    addresses_known = len(problems) == before  # else the gateway and broadcast checks would only repeat it
     gateways: list[IPAddress] = []
     raw_gateways = _as_list(data.get("gateway"))
     if raw_gateways is None:
@@ -248,7 +249,7 @@ def parse_interface(name: str, data: Any, problems: Problems) -> InterfaceConfig
         if any(known.version == gateway.version for known in gateways):
             problems.add(field, f"a second IPv{gateway.version} gateway: an interface has at most one per address family")
             continue
-        if _check_gateway(field, gateway, addresses, problems):
+        if not addresses_known or _check_gateway(field, gateway, addresses, problems):
             gateways.append(gateway)
 
     broadcast = None
@@ -264,6 +265,8 @@ def parse_interface(name: str, data: Any, problems: Problems) -> InterfaceConfig
                 problems.add(field, "not used with dhcp: true: remove it or set dhcp: false")
             elif broadcast.version != 4:
                 problems.add(field, f"{broadcast} is not an IPv4 address: only IPv4 has broadcast addresses")
+            elif not addresses_known:
+                pass
             elif ipv4 and broadcast not in ipv4[0].network:
                 problems.add(field, f"{broadcast} is not inside {ipv4[0].network}: use {ipv4[0].network.broadcast_address} or leave it out")
             elif not ipv4 and not raw_addresses:
