@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
+import termios
 from functools import partial
 
 from textual.app import App
@@ -60,6 +64,17 @@ class PosternConsole(App):
     def on_mount(self) -> None:
         self.theme = theme_for_terminal()
         self.run_worker(self.link.watch(self), name="relay-status", group="relay", exclusive=True)
+        if not self.is_headless and sys.__stdin__ is not None and sys.__stdin__.isatty():
+            # A closed SSH session or console must end the console, not leave it spinning:
+            # Textual's input thread keeps polling a hung-up terminal.
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
+            self.set_interval(2, self._exit_if_terminal_gone)
+
+    def _exit_if_terminal_gone(self) -> None:
+        try:
+            termios.tcgetattr(sys.__stdin__.fileno())
+        except (termios.error, OSError, ValueError):
+            self.exit()
 
     def on_relay_status(self, message: RelayStatus) -> None:
         self.relay_problem = message.problem
