@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench reliability clean
+.PHONY: setup run test bench reliability clean image image-test
 
 setup: $(STAMP)
 
@@ -24,6 +24,13 @@ test: setup
 
 bench: setup
 	$(BIN)/python -m bench.relay
+
+# The VM image (root; several minutes, not part of `make test`): build/image/, docs/image.md.
+image:
+	image-build/build
+
+image-test:
+	image-build/boot-test
 
 clean:
 	rm -rf $(VENV) .run
