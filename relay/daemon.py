@@ -38,6 +38,7 @@ log = logging.getLogger("postern/master")
 
 DEFAULT_STATE_DIR = "/var/lib/postern"
 DEFAULT_GROUP = "postern"
+LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 421) instead of being dropped
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
@@ -127,7 +128,8 @@ class Relay:
         for address in self.config.listen:
             if address not in self.servers:
                 self.servers[address] = await loop.create_server(
-                    self.receiver.protocol, address.host, address.port, reuse_address=True
+                    self.receiver.protocol, address.host, address.port, reuse_address=True,
+                    backlog=LISTEN_BACKLOG,
                 )
                 log.info("listening on %s", address)
 

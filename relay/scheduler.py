@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postern/qmgr")
 
+# The active window: messages being delivered at once, and their bodies' bytes in memory.
 ACTIVE_LIMIT = 1000
+ACTIVE_BYTES_LIMIT = 256 * 2**20
 
 
 def duration_text(seconds: float) -> str:
@@ -55,7 +57,8 @@ class Scheduler:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
-        self._window = asyncio.Semaphore(ACTIVE_LIMIT)
+        self._in_flight_bytes = 0
+        self._room = asyncio.Condition()
         self._tasks: set[asyncio.Task] = set()
 
     # --- what the receiver and the control API call -----------------------------
@@ -160,7 +163,7 @@ class Scheduler:
                     continue
                 if entry.attempts and entry.next_attempt > now:
                     continue  # rescheduled since this heap item was pushed
-                await self._window.acquire()
+                await self._reserve(entry.envelope.size)
                 self._in_flight.add(queue_id)
                 task = asyncio.get_running_loop().create_task(self._attempt(entry))
                 self._tasks.add(task)
@@ -171,6 +174,17 @@ class Scheduler:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
+
+    async def _reserve(self, size: int) -> None:
+        """Wait for room in the active window; one message always fits, however large."""
+        def room() -> bool:
+            if not self._in_flight:
+                return True
+            return len(self._in_flight) < ACTIVE_LIMIT and self._in_flight_bytes + size <= ACTIVE_BYTES_LIMIT
+
+        async with self._room:
+            await self._room.wait_for(room)
+            self._in_flight_bytes += size
 
     async def _attempt(self, entry: QueueEntry) -> None:
         try:
@@ -198,7 +212,9 @@ class Scheduler:
             self._reschedule(entry, "4.3.0 internal error while delivering")
         finally:
             self._in_flight.discard(entry.id)
-            self._window.release()
+            async with self._room:
+                self._in_flight_bytes -= entry.envelope.size
+                self._room.notify_all()
 
     async def _after_attempt(self, entry: QueueEntry, tried: list, message: bytes) -> None:
         self.relay.events.publish("queue")
