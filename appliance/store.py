@@ -58,7 +58,7 @@ def _show(value: Any) -> str:
 
 
 def _flatten(value: Any, prefix: str, out: dict) -> dict:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict) and (value or not prefix):
         for key, item in value.items():
             _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
     else:

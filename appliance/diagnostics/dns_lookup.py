@@ -51,7 +51,11 @@ def make_resolver(servers: list[str] | None, timeout: float = DEFAULT_TIMEOUT) -
 
 
 def servers_of(resolver: dns.resolver.Resolver) -> str:
-    return ", ".join(str(s) for s in resolver.nameservers)
+    names = []
+    for server in resolver.nameservers:
+        address, port = getattr(server, "address", server), getattr(server, "port", 53)
+        names.append(str(address) if port == 53 else f"{address}:{port}")
+    return ", ".join(names)
 
 
 @dataclass

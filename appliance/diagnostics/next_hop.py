@@ -66,7 +66,7 @@ def check_next_hop(
     helo_name: str = "postern.localdomain",
     own_names: tuple[str, ...] = (),
     local_addresses: set[str] = frozenset(),
-    listen_ports: set[int] = frozenset(),
+    listen_ports: set[int] = frozenset(),  # the relay's (none known: 25, its default)
     cafile: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> NextHopReport:
@@ -83,7 +83,7 @@ def check_next_hop(
         report.errors.append(f"{host} has no A or AAAA record: check the name, or use its IP address")
         return report
     for address in addresses:
-        if is_local(address, set(local_addresses)) and (not listen_ports or port in listen_ports):
+        if is_local(address, set(local_addresses)) and port in (listen_ports or {25}):
             report.warnings.append(
                 f"{host}:{port} is this appliance itself ({address} is one of its addresses and it listens on "
                 f"port {port}): mail sent there loops back to itself; name the next mail server instead"
@@ -149,7 +149,7 @@ def _converse(report: NextHopReport, client: smtplib.SMTP, host: str, own: set, 
         return
     report.starttls = True
     try:
-        client.starttls(context=_unverified_context())
+        _start_tls(client, _unverified_context(), None)
     except (ssl.SSLError, smtplib.SMTPException, OSError) as error:
         report.errors.append(f"STARTTLS failed: {error}")
         return
@@ -183,6 +183,15 @@ def _unverified_context() -> ssl.SSLContext:
     return context
 
 
+def _start_tls(client: smtplib.SMTP, context: ssl.SSLContext, server_hostname: str | None) -> None:
+    """STARTTLS on an open connection, checking the certificate against `server_hostname` if the context does."""
+    code, message = client.docmd("STARTTLS")
+    if code != 220:
+        raise smtplib.SMTPResponseException(code, message)
+    client.sock = context.wrap_socket(client.sock, server_hostname=server_hostname)
+    client.file = None  # smtplib reads replies through a file made from the (new) socket
+
+
 def _verify(address: str, port: int, host: str, helo_name: str, cafile, timeout) -> tuple[bool, str]:
     """A second connection whose STARTTLS checks the chain and the name, as a strict sender would."""
     context = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
@@ -190,10 +199,7 @@ def _verify(address: str, port: int, host: str, helo_name: str, cafile, timeout)
     try:
         client.connect(address, port)
         client.ehlo()
-        code, message = client.docmd("STARTTLS")
-        if code != 220:
-            return False, f"STARTTLS answered {code} {message.decode('utf-8', 'replace')}"
-        client.sock = context.wrap_socket(client.sock, server_hostname=host)
+        _start_tls(client, context, host)
         return True, ""
     except ssl.SSLCertVerificationError as error:
         return False, error.verify_message or str(error)

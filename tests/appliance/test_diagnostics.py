@@ -1,0 +1,163 @@
+"""Diagnostics against a DNS server and SMTP servers on loopback, as an admin runs them."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+
+import pytest
+
+from appliance.diagnostics.dns_lookup import LookupFailed, lookup, make_resolver
+from appliance.diagnostics.helo import FAIL, PASS, check_helo
+from appliance.diagnostics.next_hop import check_next_hop
+from tests.support.certs import self_signed
+from tests.support.dns_server import DnsServer
+from tests.support.net import free_port
+from tests.support.sink import Sink
+
+from .conftest import COMMAND, ROOT, write_config
+
+RECORDS = {
+    ("example.com", "A"): ["192.0.2.10"],
+    ("example.com", "AAAA"): ["2001:db8::10"],
+    ("example.com", "MX"): ["10 gw.example.com.", "20 backup.example.com."],
+    ("example.com", "TXT"): ['"v=spf1 ip4:192.0.2.10 -all"', '"google-site-verification=abc"'],
+    ("_dmarc.example.com", "TXT"): ['"v=DMARC1; p=reject; rua=mailto:dmarc@example.com"'],
+    ("gw.example.com", "A"): ["192.0.2.10"],
+    ("10.2.0.192.in-addr.arpa", "PTR"): ["gw.example.com."],
+    ("20.2.0.192.in-addr.arpa", "PTR"): ["stale.example.com."],
+    ("stale.example.com", "A"): ["192.0.2.21"],
+    ("relay.example.com", "A"): ["127.0.0.1"],
+    ("nomail.example.com", "A"): ["192.0.2.30"],
+}
+
+
+@pytest.fixture(scope="module")
+def dns_server():
+    server = DnsServer(RECORDS).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def resolver(dns_server):
+    return make_resolver([dns_server.address], timeout=2)
+
+
+def test_lookup_shows_each_record_type_and_picks_out_spf_and_dmarc(resolver):
+    report = lookup(resolver, "example.com")
+    assert report.lines() == [
+        "A     example.com: 192.0.2.10",
+        "AAAA  example.com: 2001:db8::10",
+        "MX    example.com: 10 gw.example.com; 20 backup.example.com",
+        "TXT   example.com: google-site-verification=abc; v=spf1 ip4:192.0.2.10 -all",
+        "SPF   v=spf1 ip4:192.0.2.10 -all",
+        "DMARC v=DMARC1; p=reject; rua=mailto:dmarc@example.com",
+    ]
+
+
+def test_lookup_says_why_nothing_was_found(resolver):
+    assert lookup(resolver, "nomail.example.com").lines()[2:] == [
+        "MX    nomail.example.com: no records", "TXT   nomail.example.com: no records", "SPF   (none)", "DMARC (none)"]
+    assert lookup(resolver, "missing.example.com").lines() == [
+        "A     missing.example.com: no such domain", "missing.example.com does not exist in DNS"]
+    assert lookup(resolver, "192.0.2.10").lines() == ["PTR   192.0.2.10: gw.example.com"]
+
+
+def test_a_server_that_does_not_answer_is_named():
+    silent = make_resolver([f"127.0.0.1:{free_port()}"], timeout=0.5)
+    with pytest.raises(LookupFailed, match=r"^no answer from 127\.0\.0\.1:\d+ for example.com A: timed out$"):
+        lookup(silent, "example.com")
+
+
+def test_helo_check_passes_when_the_name_is_the_forward_confirmed_ptr(resolver):
+    verdict = check_helo(resolver, "gw.example.com", "192.0.2.10")
+    assert verdict.verdict == PASS
+    assert verdict.lines[-1] == "PASS: the HELO name gw.example.com is the forward-confirmed PTR name of 192.0.2.10"
+
+
+@pytest.mark.parametrize("helo, address, last_line", [
+    ("mail.example.com", "192.0.2.10",
+     "FAIL: the HELO name mail.example.com differs from the PTR name gw.example.com: set mta.helo_name to gw.example.com"),
+    ("gw.example.com", "192.0.2.99",
+     "FAIL: 192.0.2.99 has no PTR record (no such domain): ask whoever runs that address (the ISP or hosting provider) "
+     "to set its PTR record to gw.example.com"),
+    ("stale.example.com", "192.0.2.20",
+     "FAIL: the PTR name does not resolve back to 192.0.2.20: add an A record stale.example.com -> 192.0.2.20"),
+])
+def test_helo_check_says_what_to_change(resolver, helo, address, last_line):
+    verdict = check_helo(resolver, helo, address)
+    assert verdict.verdict == FAIL
+    assert verdict.lines[-1].startswith(last_line)
+
+
+@pytest.fixture
+def tls_sink(tmp_path):
+    cert, key = self_signed(tmp_path, "relay.example.com")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = Sink(tls_context=context).start()
+    server.cert_file = str(cert)
+    yield server
+    server.stop()
+
+
+def test_next_hop_reports_banner_ehlo_and_no_starttls(sink, resolver):
+    report = check_next_hop("127.0.0.1", sink.port, resolver=resolver, helo_name="gw.example.com", timeout=5)
+    assert report.errors == [] and report.warnings == []
+    assert report.banner.startswith("220 ")
+    assert report.lines[-1] == "STARTTLS: not offered (mail to this hop travels unencrypted)"
+    assert any(line.startswith("EHLO: 250 ") for line in report.lines)
+
+
+def test_next_hop_reports_the_certificate_and_whether_it_verifies(tls_sink, resolver):
+    report = check_next_hop("relay.example.com", tls_sink.port, resolver=resolver, timeout=5)
+    assert report.address == "127.0.0.1" and report.starttls
+    assert "subject:     CN=relay.example.com" in report.certificate
+    assert "SANs:        relay.example.com, 127.0.0.1" in report.certificate
+    assert report.verified is False
+    assert any("self-signed certificate" in w or "self signed certificate" in w for w in report.warnings), report.warnings
+    trusted = check_next_hop("relay.example.com", tls_sink.port, resolver=resolver, cafile=tls_sink.cert_file, timeout=5)
+    assert trusted.verified is True
+    assert "certificate chain: verified" in trusted.lines
+    # the test certificate lives one day: that is worth a warning too
+    assert [w.split(",")[0] for w in trusted.warnings] == ["certificate: expires in 0 days"]
+
+
+def test_next_hop_warns_when_the_hop_is_this_appliance(sink, resolver):
+    report = check_next_hop("127.0.0.1", sink.port, resolver=resolver, listen_ports={sink.port}, timeout=5)
+    assert report.warnings[0].startswith(f"127.0.0.1:{sink.port} is this appliance itself")
+    named = check_next_hop("gw.example.com", sink.port, resolver=resolver, own_names=("gw.example.com",),
+                           listen_ports={25}, timeout=5)
+    assert named.warnings[0] == "gw.example.com is this appliance's own name: mail sent there loops back to itself"
+
+
+def test_next_hop_that_refuses_or_does_not_exist(resolver):
+    port = free_port()
+    refused = check_next_hop("127.0.0.1", port, resolver=resolver, timeout=5)
+    assert refused.errors == [f"cannot connect to 127.0.0.1 port {port}: 127.0.0.1: connection refused "
+                              "(nothing listens there, or a firewall rejects it)"]
+    unknown = check_next_hop("missing.example.com", 25, resolver=resolver, timeout=5)
+    assert unknown.errors == ["missing.example.com has no A or AAAA record: check the name, or use its IP address"]
+
+
+def test_the_diag_commands(dns_server, sink, tmp_path):
+    def run(*args):
+        return subprocess.run([COMMAND, "diag", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    found = run("dns", "example.com", "--server", dns_server.address)
+    assert found.returncode == 0 and "SPF   v=spf1 ip4:192.0.2.10 -all" in found.stdout
+    helo = run("helo", "--ip", "192.0.2.10", "--helo", "mail.example.com", "--server", dns_server.address)
+    assert helo.returncode == 6 and "set mta.helo_name to gw.example.com" in helo.stdout
+    config = write_config(tmp_path / "postern.yaml", {
+        "mta": {"hostname": "gw.example.com", "listen": [f"127.0.0.1:{sink.port}"], "dns_servers": [dns_server.address],
+                "relay_domains": ["example.com"], "internal_relay": {"host": "relay.example.com", "port": sink.port}},
+    })
+    helo_from_config = run("helo", "--ip", "192.0.2.10", "--config", str(config))
+    assert helo_from_config.returncode == 0 and "PASS" in helo_from_config.stdout
+    loop = run("next-hop", "--config", str(config))
+    assert loop.returncode == 6
+    assert f"next hop relay.example.com:{sink.port}" in loop.stdout
+    assert f"warning: relay.example.com:{sink.port} is this appliance itself" in loop.stdout
+    bad = run("dns", "example.com", "--server", "dns.example.com")
+    assert bad.returncode == 1 and bad.stderr.startswith("postern-appliance: --server: ")
