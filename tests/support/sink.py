@@ -3,13 +3,17 @@
 Its answers can be scripted per recipient (`rcpt_replies`) or for DATA
 (`data_reply`), to play a mail server that defers or rejects. With a
 `tls_context` it offers STARTTLS; `connections` counts the TCP connections made.
+`on_message`, if set, is called with each message once it is recorded, before the
+250 goes back (a test can act at the moment a delivery is under way).
 """
 
 from __future__ import annotations
 
 import ssl
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 from aiosmtpd.controller import Controller
 
@@ -24,6 +28,7 @@ class Received:
     peer: str
     helo: str
     tls: bool = False
+    at: float = field(default_factory=time.time)
 
 
 class _Handler:
@@ -40,11 +45,12 @@ class _Handler:
     async def handle_DATA(self, server, session, envelope):
         if self.sink.data_reply:
             return self.sink.data_reply
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
+                            session.peer[0], session.host_name or "", session.ssl is not None)
         with self.sink.lock:
-            self.sink.messages.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
-                         session.peer[0], session.host_name or "", session.ssl is not None)
-            )
+            self.sink.messages.append(received)
+        if self.sink.on_message:
+            self.sink.on_message(received)
         return "250 2.0.0 Ok: recorded"
 
 
@@ -68,6 +74,7 @@ class Sink:
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
         self.data_reply: str | None = None
+        self.on_message: Callable[[Received], None] | None = None
         self.lock = threading.Lock()
         self._controller: Controller | None = None
 
