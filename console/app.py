@@ -19,11 +19,13 @@ from .relay_link import RelayLink
 from .screens.dashboard import DashboardScreen
 from .screens.logs import LogScreen
 from .screens.queue import QueueScreen
+from .screens.smtp_test import SmtpTestScreen
 
 AREAS = {
     "dashboard": ("Dashboard", "hostname, relay, queue, recent log", DashboardScreen),
     "queue": ("Queue", "queued mail: inspect, hold, release, delete, flush", QueueScreen),
     "logs": ("Logs", "the relay log, live", LogScreen),
+    "smtp": ("SMTP test", "talk SMTP to a server, or send a test email", SmtpTestScreen),
 }
 
 
@@ -48,6 +50,7 @@ class PosternConsole(App):
         Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard"),
         Binding("f3", "switch_mode('queue')", "Queue", id="area.queue"),
         Binding("f5", "switch_mode('logs')", "Logs", id="area.logs"),
+        Binding("f6", "switch_mode('smtp')", "SMTP test", id="area.smtp"),
         Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),
         Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True),
     ]

@@ -66,3 +66,19 @@ def fixed_queue_relay(make_relay):
     relay.start()
     relay.socket = relay.workdir / "control.sock"
     return relay
+
+
+@pytest.fixture
+def tls_sink(tmp_path):
+    """A recording SMTP server on loopback that offers STARTTLS with a self-signed gw.example.com certificate."""
+    import ssl
+
+    from tests.support.certs import self_signed
+    from tests.support.sink import Sink
+
+    cert, key = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = Sink(tls_context=context).start()
+    yield server
+    server.stop()
