@@ -240,3 +240,15 @@ def test_a_flood_from_outside_does_not_lock_out_my_networks(make_relay, sink):
             client.close()
     [message] = sink.wait_for(1)
     assert message.recipients == ["bob@example.org"]
+
+
+# --- what the relay says back ------------------------------------------------------------------------------
+
+
+def test_an_unknown_command_is_not_echoed_with_its_control_bytes(relay):
+    """aiosmtpd repeats an unknown command in its 500; a bare CR in it would split the reply in two."""
+    with RawSmtp(relay.port, source=UNTRUSTED) as client:
+        client.start_session()
+        client.send(b"X\r250 2.0.0 Ok\x00\x1b\r\n")
+        assert client.reply() == ['500 5.5.2 Error: command "X?250" not recognized']
+        assert client.command("NOOP") == "250 2.0.0 Ok"
