@@ -4,6 +4,7 @@
     postern-appliance apply --config FILE [--root DIR]
     postern-appliance try --config FILE [--root DIR] [--timeout S]
     postern-appliance confirm
+    postern-appliance provision --seed FILE [--root DIR]
 
 Every error is one line on stderr, `postern-appliance: <field or file>: <what and the fix>`;
 the exit codes are in `exit_codes`.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cert_commands, config_commands, diag_commands, exit_codes, network_commands
+from . import cert_commands, config_commands, diag_commands, exit_codes, network_commands, provision_commands
 from .output import PROGRAM
 
 
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_commands(commands)
     cert_commands.add_commands(commands)
     diag_commands.add_commands(commands)
-    # Provisioning from a seed file (`provision --seed FILE`) will be one more command here.
+    provision_commands.add_commands(commands)
     return parser
 
 

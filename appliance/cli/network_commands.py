@@ -66,7 +66,7 @@ def _state_dir_option(command) -> None:
 
 
 def _state_dir(args) -> Path:
-    return args.state_dir or Path(args.root) / "run/postern"
+    return (args.state_dir or Path(args.root) / "run/postern").absolute()
 
 
 # --- show ---
@@ -177,7 +177,7 @@ def _apply(args, start):
 
 
 def run_apply(args) -> int:
-    applied, code = _apply(args, lambda network: apply_network(network, Target(args.root)))
+    applied, code = _apply(args, lambda network: apply_network(network, Target(args.root.absolute())))
     if applied:
         _report_applied(applied)
     return code
@@ -216,7 +216,7 @@ def _run_try(args, interrupted: list) -> int:
     state_dir = _state_dir(args)
 
     def start(network):
-        return trial.start(network, Target(args.root), state_dir, args.timeout)
+        return trial.start(network, Target(args.root.absolute()), state_dir, args.timeout)
 
     try:
         pending, code = _apply(args, start)

@@ -69,7 +69,7 @@ class Namespace:
 
     def command(self, *args: str, then: str | None = None) -> list[str]:
         inner = ["ip", "netns", "exec", self.name, COMMAND, *args]
-        if then:  # a shell command run after it in the same UTS namespace (to read the hostname)
+        if then:  # a shell command run after it in the same UTS namespace (to read the hostname it set)
             script = " ".join(_quote(word) for word in inner) + f"; code=$?; {then}; exit $code"
             return ["unshare", "--uts", "sh", "-c", script]
         return ["unshare", "--uts", *inner]

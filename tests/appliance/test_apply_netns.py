@@ -11,6 +11,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import time
 
@@ -60,7 +61,7 @@ def new_routes(routes):
 
 def test_apply_sets_addresses_routes_mtu_files_and_hostname(old_network, root, config):
     result = subprocess.run(
-        old_network.command("apply", "--config", str(config), "--root", str(root), then="hostname"),
+        old_network.command("apply", "--config", str(config), "--root", str(root), then="cat /proc/sys/kernel/hostname"),
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
@@ -87,7 +88,7 @@ def test_try_without_confirmation_restores_addresses_routes_files_and_hostname(o
     kernel_before, files_before = old_network.state(), files_under(root)
     started = time.monotonic()
     result = subprocess.run(
-        old_network.command("try", "--config", str(config), "--root", str(root), "--timeout", "1", then="hostname"),
+        old_network.command("try", "--config", str(config), "--root", str(root), "--timeout", "1", then="cat /proc/sys/kernel/hostname"),
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert result.returncode == 4, result.stderr
@@ -96,7 +97,7 @@ def test_try_without_confirmation_restores_addresses_routes_files_and_hostname(o
     assert old_network.state() == kernel_before  # the lease is back as a lease, the routes as they were
     after = {k: v for k, v in files_under(root).items() if not k.startswith("run/")}  # run/: the try's record
     assert after == files_before  # bytes, modes, the link and the removed file, exactly
-    assert result.stdout.strip().splitlines()[-1] == subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+    assert result.stdout.strip().splitlines()[-1] == socket.gethostname()
     assert not (root / "run/postern/network-try.json").exists()
 
 

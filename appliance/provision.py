@@ -1,0 +1,330 @@
+"""Unattended provisioning: a seed file answers the first-boot wizard's questions.
+
+A seed is the appliance configuration itself (`network:`, `mta:` and any other section the
+configuration file has) plus what only setup needs:
+
+- `topology:` direct, via-relay, virus-scanner, virus-scanner-via-relay or m365 (optional:
+  without it, the `mta:` section tells; `appliance.topology` has the mapping);
+- `tls:` how the certificate comes about: `{mode: self-signed}` (for the hostname), `{mode:
+  import, cert: FILE, key: FILE, chain: FILE}` (paths relative to the seed), `{mode: keep}`
+  (use the files `mta.tls` names) or `{mode: none}`;
+- `mta.external_relay.password`: the smart host's password, which is written to its own
+  file (mode 0640) and named by `password_file`, so the configuration never holds it.
+
+`check_seed` validates all of it, changing nothing, and returns every problem, one line
+each, naming the field. `carry_out` then makes the changes under a root directory: the
+network (applied on the appliance itself, only rendered into files under any other root),
+the certificate, the password file and the configuration file (through the configuration
+store). The wizard and `postern-appliance provision` both come through here.
+"""
+
+from __future__ import annotations
+
+import copy
+import grp
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.config import ConfigError, check_fqdn
+
+from . import certificates, topology
+from .certificates import Bundle, CertificateError
+from .files import atomic_write
+from .firstboot import CERT, CONFIG, KEY, SMARTHOST_PASSWORD, SetupState
+from .network.apply import ApplyError, Applied, Target, apply_network, missing_interfaces
+from .network.kernel import KernelError, netlink, read_state
+from .network.render import plan as plan_files
+from .network.render import write_plan
+from .schema import ApplianceConfig, parse_text, validate_document
+from .store import ConfigStore
+
+SEED_ONLY = ("topology", "tls")
+TLS_MODES = ("self-signed", "import", "keep", "none")
+TLS_KEYS = ("mode", "key_type", "days", "cert", "chain", "key")
+DEFAULT_CERT_PATH = Path("/") / CERT
+DEFAULT_KEY_PATH = Path("/") / KEY
+
+
+@dataclass
+class Plan:
+    """A validated seed: what `carry_out` writes."""
+
+    topology: str
+    config: ApplianceConfig
+    document: dict  # the configuration file's sections, as they will be written
+    bundle: Bundle | None = None  # a certificate to install (made or imported)
+    password: str | None = None  # the smart host's password, for its file
+    notes: list[str] = field(default_factory=list)  # warnings: not wrong, but worth a look
+
+    @property
+    def public_address(self) -> str:
+        for interface in self.config.network.interfaces:
+            for address in interface.addresses:
+                return str(address.ip)
+        return ""
+
+
+def read_seed(path: Path | str) -> dict:
+    """The seed file as a mapping; ConfigError with one line when it cannot be read or is not YAML."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError([f"{path}: cannot read the seed: {reason}"]) from None
+    document = parse_text(text, str(path))
+    if not isinstance(document, dict):
+        raise ConfigError([f"{path}: the seed must be a mapping with sections such as topology, network, mta, tls"])
+    return document
+
+
+def real_path(root: Path | str, relative: str) -> Path:
+    """Where a file of the appliance is on this machine: /etc/... on the appliance, DIR/etc/... under --root DIR."""
+    return Path(root) / relative
+
+
+def check_seed(seed: Any, root: Path | str = "/", base_dir: Path | str | None = None,
+               check_interfaces: bool | None = None) -> tuple[Plan | None, list[str]]:
+    """Validate a whole seed; returns (plan, []) or (None, every problem). Changes nothing."""
+    root = Path(root)
+    base_dir = Path(base_dir) if base_dir else Path.cwd()
+    if seed is None:
+        seed = {}
+    if not isinstance(seed, dict):
+        return None, ["the seed must be a mapping with sections such as topology, network, mta, tls"]
+    problems: list[str] = []
+
+    name = seed.get("topology")
+    if name is not None:
+        try:
+            name = topology.check_name(name)
+        except ValueError as error:
+            problems.append(f"topology: {error}")
+            name = None
+
+    document = {key: copy.deepcopy(value) for key, value in seed.items() if key not in SEED_ONLY}
+    mta = document.get("mta")
+    if mta is None:
+        mta = document["mta"] = {}
+    hostname_copied = False
+    if isinstance(mta, dict):
+        network = document.get("network")
+        if "hostname" not in mta and isinstance(network, dict) and isinstance(network.get("hostname"), str):
+            # The relay greets with the appliance's own name unless the seed says otherwise.
+            mta = document["mta"] = {"hostname": network["hostname"], **mta}
+            hostname_copied = True
+        if name:
+            mta = document["mta"] = topology.fill_defaults(name, mta)
+    password = _take_password(mta, problems)
+    tls, tls_problems = _tls_request(seed.get("tls"))
+    problems += tls_problems
+    if isinstance(mta, dict) and tls.get("mode") in ("self-signed", "import"):
+        problems += _set_certificate_paths(mta, root)
+
+    with tempfile.TemporaryDirectory(prefix="postern-seed-") as scratch:
+        if password is not None and isinstance(mta, dict):
+            # The password file does not exist yet: validate against a stand-in with the same rules.
+            stand_in = Path(scratch) / "password"
+            atomic_write(stand_in, password + "\n", 0o600)
+            relay = mta["external_relay"]
+            relay["password_file"] = str(stand_in)
+        config, section_problems = validate_document(document)
+        if password is not None and isinstance(mta, dict):
+            mta["external_relay"]["password_file"] = str(real_path(root, SMARTHOST_PASSWORD))
+    if hostname_copied:  # one problem with the name is enough: it was written once
+        section_problems = [p for p in section_problems if not p.startswith("mta.hostname:")]
+    problems += section_problems
+    if config is None:
+        return None, problems
+
+    if name is None:
+        name = topology.infer(config.mta)
+    problems += topology.check(name, config.mta)
+    plan = Plan(name, config, document, password=password)
+    problems += _certificate(plan, tls, base_dir, root)
+    if topology.TOPOLOGIES[name].m365 and not config.mta.tls.cert_file and plan.bundle is None:
+        problems.append(
+            "tls.mode: Microsoft 365 connectors send only over TLS: use self-signed for a first test, "
+            "or import a certificate from a trusted CA for the connectors to accept it"
+        )
+    if check_interfaces if check_interfaces is not None else SetupState(root).is_live:
+        problems += _check_interfaces_exist(config)
+    if problems:
+        return None, problems
+    return plan, []
+
+
+def _take_password(mta: Any, problems: list[str]) -> str | None:
+    relay = mta.get("external_relay") if isinstance(mta, dict) else None
+    if not isinstance(relay, dict) or "password" not in relay:
+        return None
+    password = relay.pop("password")
+    if not isinstance(password, str) or not password or "\n" in password or "\r" in password:
+        problems.append("mta.external_relay.password: must be the smart host's password on one line")
+        return None
+    if relay.get("password_file"):
+        problems.append("mta.external_relay.password: give the password or password_file, not both")
+        return None
+    return password
+
+
+def _tls_request(data: Any) -> tuple[dict, list[str]]:
+    if data is None:
+        return {}, []
+    if not isinstance(data, dict):
+        return {}, ["tls: must be a mapping such as {mode: self-signed} or {mode: import, cert: FILE, key: FILE}"]
+    problems = [f"tls.{key}: unknown key; known keys are {', '.join(TLS_KEYS)}" for key in data if key not in TLS_KEYS]
+    mode = data.get("mode")
+    if mode not in TLS_MODES:
+        problems.append(f"tls.mode: {mode!r} is not one of {', '.join(TLS_MODES)}")
+    if mode == "import":
+        for key in ("cert", "key"):
+            if not isinstance(data.get(key), str) or not data.get(key):
+                problems.append(f"tls.{key}: required with mode: import: name the PEM file")
+    if data.get("key_type", "ecdsa") not in certificates.KEY_TYPES:
+        problems.append(f"tls.key_type: {data['key_type']!r} is not one of {', '.join(certificates.KEY_TYPES)}")
+    days = data.get("days", certificates.DEFAULT_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
+        problems.append(f"tls.days: {days!r} is not a number of days from 1 to 3650")
+    return data, problems
+
+
+def _set_certificate_paths(mta: dict, root: Path) -> list[str]:
+    """A made or imported certificate goes to the appliance's own place; mta.tls names it."""
+    section = mta.setdefault("tls", {})
+    if not isinstance(section, dict):
+        return []
+    problems = []
+    for key, relative, default in (("cert_file", CERT, DEFAULT_CERT_PATH), ("key_file", KEY, DEFAULT_KEY_PATH)):
+        target = str(real_path(root, relative))
+        given = section.get(key)
+        if given not in (None, "", target, str(default)):
+            problems.append(f"mta.tls.{key}: the certificate from tls: is installed as {target}: leave {key} out")
+        section[key] = target
+    return problems
+
+
+def _certificate(plan: Plan, tls: dict, base_dir: Path, root: Path) -> list[str]:
+    mta = plan.config.mta
+    mode = tls.get("mode") or ("keep" if mta.tls.cert_file else "none")
+    if mode == "self-signed":
+        try:
+            hostname = check_fqdn(mta.hostname)
+        except ValueError as error:
+            return [f"mta.hostname: {error}: the self-signed certificate is made for it"]
+        certificate, key = certificates.self_signed(hostname, days=tls.get("days", certificates.DEFAULT_DAYS),
+                                                    key_type=tls.get("key_type", "ecdsa"))
+        plan.bundle = Bundle(certificate, (), key)
+        plan.notes.append(f"a self-signed certificate for {hostname}: servers that verify certificates will refuse it")
+        return []
+    if mode == "import":
+        return _import(plan, tls, base_dir)
+    if mode == "keep":
+        problems = []
+        for key in ("cert_file", "key_file"):
+            path = getattr(mta.tls, key)
+            if not path:
+                problems.append(f"mta.tls.{key}: tls mode keep needs the file named here")
+            elif not Path(path).is_file():
+                problems.append(
+                    f"mta.tls.{key}: {path} does not exist on this appliance: add tls: {{mode: self-signed}} "
+                    "or tls: {mode: import, cert: FILE, key: FILE} to the seed"
+                )
+        return problems
+    if mode == "none" and mta.tls.cert_file:
+        return ["tls.mode: none, but mta.tls.cert_file names a certificate: remove mta.tls, or use mode: keep"]
+    return []
+
+
+def _import(plan: Plan, tls: dict, base_dir: Path) -> list[str]:
+    contents = {}
+    problems = []
+    for key in ("cert", "chain", "key"):
+        if not tls.get(key):
+            continue
+        path = Path(tls[key])
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            contents[key] = path.read_bytes()
+        except OSError as error:
+            problems.append(f"tls.{key}: cannot read {path}: {error.strerror}")
+    if problems:
+        return problems
+    try:
+        plan.bundle = certificates.check_bundle(contents["cert"], contents.get("chain"), contents["key"])
+    except CertificateError as error:
+        where, _, reason = str(error).partition(": ")
+        field_name = "cert" if where == "certificate" else where
+        return [f"tls.{field_name}: {reason}"]
+    info = certificates.describe(plan.bundle.certificate)
+    plan.notes += [f"certificate: {warning}" for warning in certificates.warnings(info, plan.config.mta.hostname)]
+    return []
+
+
+def _check_interfaces_exist(config: ApplianceConfig) -> list[str]:
+    if not config.network.interfaces:
+        return []
+    try:
+        with netlink(None) as ipr:
+            state = read_state(ipr)
+    except KernelError as error:
+        return [f"network: cannot read the interfaces: {error}"]
+    return missing_interfaces(config.network, state)
+
+
+# --- making the changes ---
+
+
+def write_network(config: ApplianceConfig, root: Path | str) -> tuple[list[str], Applied | None]:
+    """The network section put in force: applied on the appliance (root /), else only its files rendered."""
+    root = Path(root)
+    network = config.network
+    if not (network.interfaces or network.hostname or network.dns.servers or network.dns.search):
+        return [], None
+    if SetupState(root).is_live:
+        applied = apply_network(network, Target(root))
+        lines = [f"network: wrote /{relative}" for relative in applied.files.write]
+        return lines + [f"network: {note}" for note in applied.notes] + [f"network: applied through {applied.backend}"], applied
+    files = plan_files(network, root)
+    write_plan(files)
+    return [f"network: wrote {root / relative}" for relative in files.write], None
+
+
+def postern_group() -> int | None:
+    try:
+        return grp.getgrnam("postern").gr_gid
+    except KeyError:
+        return None
+
+
+def write_password(password: str, path: Path) -> None:
+    """Readable by root and the daemon's group only, as the relay demands."""
+    gid = postern_group()
+    atomic_write(path, password + "\n", 0o640 if gid is not None else 0o600, (0, gid) if gid is not None and os.geteuid() == 0 else None)
+
+
+def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[str]:
+    """Make the changes of a validated plan; returns what was done, one line each.
+
+    ApplyError, CertificateError, ConfigError and OSError pass through to the caller."""
+    root = Path(root)
+    lines: list[str] = []
+    if network:
+        lines += write_network(plan.config, root)[0]
+    if plan.bundle is not None:
+        cert_path, key_path = real_path(root, CERT), real_path(root, KEY)
+        certificates.install(plan.bundle, cert_path, key_path)
+        lines.append(f"certificate: wrote {cert_path} and {key_path}")
+    if plan.password is not None:
+        path = real_path(root, SMARTHOST_PASSWORD)
+        write_password(plan.password, path)
+        lines.append(f"smart host password: wrote {path}")
+    store = ConfigStore(real_path(root, CONFIG))
+    store.save(plan.document)
+    lines.append(f"configuration: wrote {store.path}")
+    return lines
+
+
+__all__ = ["ApplyError", "ConfigError", "Plan", "carry_out", "check_seed", "read_seed", "write_network"]
