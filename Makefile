@@ -25,6 +25,10 @@ test: setup
 bench: setup
 	$(BIN)/python -m bench.relay
 
+# Faults and attacks at full size (about 10 minutes); figures in .run/reliability/, docs/reliability.md.
+reliability: setup
+	$(BIN)/python -m reliability
+
 # The VM image (root; several minutes, not part of `make test`): build/image/, docs/image.md.
 image:
 	image-build/build

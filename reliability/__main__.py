@@ -62,8 +62,8 @@ def markdown(outcomes: list[Outcome], tests: str, started: float) -> str:
 
 def run_tests() -> tuple[bool, str]:
     """The attack and property-based tests with the long hypothesis settings; (passed, summary line)."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TESTS],
-                            cwd=ROOT, env={**os.environ, "POSTERN_RELIABILITY": "long"},
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "3600", *TESTS]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "POSTERN_RELIABILITY": "long"},
                             capture_output=True, text=True)
     print(result.stdout[-6000:], result.stderr[-2000:], sep="")
     summary = [line for line in result.stdout.splitlines() if " passed" in line or " failed" in line]

@@ -1,0 +1,1 @@
+from tests.reliability import effort  # noqa: F401  (loads the hypothesis profile)
