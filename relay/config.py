@@ -7,8 +7,11 @@ returns every problem at once, each naming the field and what to do about it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +23,24 @@ DEFAULT_CONFIG = "/etc/postern/postern.yaml"
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but the colon
+
+TLS_LEVELS = ("none", "may", "encrypt", "verify")
+INBOUND_TLS_LEVELS = ("may", "require")
+VERIFY_CODES = (450, 550)
+
+# Exchange Online's published outbound ranges (Microsoft 365 URLs and IP address ranges, ID 10).
+EXCHANGE_ONLINE_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("40.92.0.0/15", "40.107.0.0/16", "52.100.0.0/14", "104.47.0.0/17",
+                "2a01:111:f400::/48", "2a01:111:f403::/48")
+)
+# Headers a marker must never be, because stripping it from untrusted mail would destroy them.
+_RESERVED_HEADERS = {
+    "received", "return-path", "from", "sender", "reply-to", "to", "cc", "bcc", "subject", "date",
+    "message-id", "mime-version", "content-type", "content-transfer-encoding", "x-ms-exchange-crosstenant-id",
+}
 
 
 class ConfigError(Exception):
@@ -35,6 +56,12 @@ class RelayHost:
     host: str = ""
     port: int = 25
     mx: bool = False
+    tls: str = "may"
+    tls_name: str = ""
+    username: str = ""
+    password_file: str = ""
+    # Read from password_file when the file is loaded; never shown or written back.
+    password: str = field(default="", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -50,10 +77,42 @@ class ListenAddress:
 class TlsFiles:
     cert_file: str = ""
     key_file: str = ""
+    inbound: str = "may"
+    client_cert_file: str = ""
+    client_key_file: str = ""
+    ca_file: str = ""
 
     @property
     def enabled(self) -> bool:
         return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
+class M365Tenants:
+    """Exchange Online clients may relay outward only for these tenants (off without tenant_ids)."""
+
+    tenant_ids: tuple[str, ...] = ()
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = EXCHANGE_ONLINE_NETWORKS
+
+    def covers(self, ip: str) -> bool:
+        """Is this client Exchange Online, and is the tenant check on?"""
+        return bool(self.tenant_ids) and _in_networks(ip, self.networks)
+
+
+@dataclass(frozen=True)
+class RecipientVerification:
+    enabled: bool = False
+    code: int = 450
+    positive_expire_time: int = 31 * 86400
+    negative_expire_time: int = 3 * 86400
+
+
+@dataclass(frozen=True)
+class LoopMarker:
+    enabled: bool = True
+    header: str = "X-Postern-Processed"
+    value: str = ""  # empty: the hostname
+    loop_limit: int = 2
 
 
 @dataclass(frozen=True)
@@ -92,27 +151,45 @@ class MtaConfig:
     tls: TlsFiles = TlsFiles()
     queue: QueueTimes = QueueTimes()
     delivery: DeliverySettings = DeliverySettings()
+    smtps_listen: tuple[ListenAddress, ...] = ()
+    m365: M365Tenants = M365Tenants()
+    reject_unverified_recipient: RecipientVerification = RecipientVerification()
+    marker: LoopMarker = LoopMarker()
+    paused_domains: tuple[str, ...] = ()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def outgoing_helo(self) -> str:
         return self.helo_name or self.hostname
 
+    @property
+    def marker_value(self) -> str:
+        return self.marker.value or self.hostname
+
     def is_trusted(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.my_networks if net.version == addr.version)
+        return _in_networks(ip, self.my_networks)
 
     def is_relay_domain(self, domain: str) -> bool:
-        domain = domain.lower().rstrip(".")
-        for relay_domain in self.relay_domains:
-            if domain == relay_domain:
-                return True
-            if self.match_subdomains and domain.endswith("." + relay_domain):
-                return True
+        return _domain_in(domain, self.relay_domains, self.match_subdomains)
+
+    def is_paused(self, domain: str) -> bool:
+        return _domain_in(domain, self.paused_domains, self.match_subdomains)
+
+
+def _in_networks(ip: str, networks) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
         return False
+    return any(addr in net for net in networks if net.version == addr.version)
+
+
+def _domain_in(domain: str, domains: tuple[str, ...], subdomains: bool) -> bool:
+    domain = domain.lower().rstrip(".")
+    for listed in domains:
+        if domain == listed or (subdomains and domain.endswith("." + listed)):
+            return True
+    return False
 
 
 # --- field checkers: each returns the clean value or raises ValueError(message) ---
@@ -221,6 +298,19 @@ def check_listen(value: Any) -> ListenAddress:
     return ListenAddress(host, check_port(int(match.group(2))))
 
 
+def check_optional_tls_name(value: Any) -> str:
+    """The name a next hop's certificate must carry: a host name, or *.domain for any host in it."""
+    if value in ("", None):
+        return ""
+    text = str(value) if isinstance(value, str) else ""
+    try:
+        if text.startswith("*."):
+            return "*." + check_domain(text[2:])
+        return check_host(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a certificate name: write it like mx.example.com or *.mail.protection.outlook.com") from None
+
+
 def check_dns_server(value: Any) -> str:
     text = str(value)
     host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
@@ -233,6 +323,69 @@ def check_dns_server(value: Any) -> str:
     return text
 
 
+def one_of(*choices) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(str(c) for c in choices)}")
+        return value
+
+    return check
+
+
+def check_tenant_id(value: Any) -> str:
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if not _GUID.match(text):
+        raise ValueError(
+            f"{value!r} is not a tenant ID: copy the GUID from the overview page of Microsoft Entra ID, "
+            "such as 72f988bf-86f1-41af-91ab-2d7cd011db47"
+        )
+    return text
+
+
+def check_header_name(value: Any) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a header name: use letters, digits and hyphens, such as X-Postern-Processed")
+    if value.lower() in _RESERVED_HEADERS:
+        raise ValueError(f"{value!r} is a standard header that mail needs: use a name of your own, such as X-Postern-Processed")
+    return value
+
+
+def check_header_value(value: Any) -> str:
+    if value in ("", None):
+        return ""
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable() or value != value.strip():
+        raise ValueError(f"{value!r} is not a header value: use printable ASCII text on one line, such as gw.example.com")
+    return value
+
+
+def check_username(value: Any) -> str:
+    if value in ("", None):
+        return ""
+    if not isinstance(value, str) or not value.isprintable() or value != value.strip():
+        raise ValueError("must be the login name on one line, without spaces around it")
+    return value
+
+
+def check_secret_file(value: Any) -> str:
+    """A file with a password: it must exist and must not be readable by every user."""
+    if value in ("", None):
+        return ""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"{value!r} is not an absolute file path, such as /etc/postern/smarthost.password")
+    try:
+        info = os.stat(value)
+    except OSError as error:
+        raise ValueError(f"cannot use {value}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{value} is not a regular file")
+    if info.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+        raise ValueError(
+            f"{value} is readable by every user (mode {stat.S_IMODE(info.st_mode):04o}): "
+            f"let only root and the daemon read it: chown root:postern {value} && chmod 640 {value}"
+        )
+    return value
+
+
 def list_of(check: Callable[[Any], Any]):
     """Marker: the field is a list whose items are checked one by one."""
     return ("list", check)
@@ -243,7 +396,14 @@ def section(cls, fields: dict):
     return ("section", cls, fields)
 
 
-_RELAY_HOST_FIELDS = {"host": check_host, "port": check_port, "mx": check_bool}
+_RELAY_HOST_FIELDS = {
+    "host": check_host,
+    "port": check_port,
+    "mx": check_bool,
+    "tls": one_of(*TLS_LEVELS),
+    "tls_name": check_optional_tls_name,
+}
+_SMART_HOST_FIELDS = {**_RELAY_HOST_FIELDS, "username": check_username, "password_file": check_secret_file}
 
 MTA_FIELDS: dict[str, Any] = {
     "hostname": check_fqdn,
@@ -254,7 +414,7 @@ MTA_FIELDS: dict[str, Any] = {
     "match_subdomains": check_bool,
     "my_networks": list_of(check_network),
     "internal_relay": section(RelayHost, _RELAY_HOST_FIELDS),
-    "external_relay": section(RelayHost, _RELAY_HOST_FIELDS),
+    "external_relay": section(RelayHost, _SMART_HOST_FIELDS),
     "message_size_limit": positive_int(1024),
     "recipient_limit": positive_int(),
     "hopcount_limit": positive_int(),
@@ -263,7 +423,17 @@ MTA_FIELDS: dict[str, Any] = {
     "session_timeout": check_duration,
     "junk_command_limit": positive_int(),
     "dns_servers": list_of(check_dns_server),
-    "tls": section(TlsFiles, {"cert_file": str, "key_file": str}),
+    "tls": section(
+        TlsFiles,
+        {
+            "cert_file": str,
+            "key_file": str,
+            "inbound": one_of(*INBOUND_TLS_LEVELS),
+            "client_cert_file": str,
+            "client_key_file": str,
+            "ca_file": str,
+        },
+    ),
     "queue": section(
         QueueTimes,
         {
@@ -280,6 +450,22 @@ MTA_FIELDS: dict[str, Any] = {
             "command_timeout": check_duration,
         },
     ),
+    "smtps_listen": list_of(check_listen),
+    "m365": section(M365Tenants, {"tenant_ids": list_of(check_tenant_id), "networks": list_of(check_network)}),
+    "reject_unverified_recipient": section(
+        RecipientVerification,
+        {
+            "enabled": check_bool,
+            "code": one_of(*VERIFY_CODES),
+            "positive_expire_time": check_duration,
+            "negative_expire_time": check_duration,
+        },
+    ),
+    "marker": section(
+        LoopMarker,
+        {"enabled": check_bool, "header": check_header_name, "value": check_header_value, "loop_limit": positive_int()},
+    ),
+    "paused_domains": list_of(check_domain),
 }
 
 
@@ -339,6 +525,59 @@ def _check_whole(config: MtaConfig, problems: list[str]) -> None:
         problems.append("mta.tls.cert_file: required with key_file: name the certificate file")
     if config.queue.maximal_backoff_time < config.queue.minimal_backoff_time:
         problems.append("mta.queue.maximal_backoff_time: must not be less than minimal_backoff_time")
+    _check_tls(config, problems)
+    for name in ("internal_relay", "external_relay"):
+        _check_relay_host(name, getattr(config, name), problems)
+    verification = config.reject_unverified_recipient
+    if verification.enabled and not (config.relay_domains and config.internal_relay.host):
+        problems.append(
+            "mta.reject_unverified_recipient.enabled: recipients are verified at internal_relay for the "
+            "relay_domains: set both, or turn verification off"
+        )
+
+
+def _check_tls(config: MtaConfig, problems: list[str]) -> None:
+    tls = config.tls
+    if tls.inbound == "require" and not tls.cert_file:
+        problems.append("mta.tls.inbound: require needs a certificate: set tls.cert_file and tls.key_file")
+    if config.smtps_listen and not tls.cert_file:
+        problems.append("mta.smtps_listen: needs a certificate: set tls.cert_file and tls.key_file")
+    for index, address in enumerate(config.smtps_listen):
+        if address in config.listen:
+            problems.append(f"mta.smtps_listen[{index}]: {address} is also in listen: use another port, such as 465")
+    if tls.client_cert_file and not tls.client_key_file:
+        problems.append("mta.tls.client_key_file: required with client_cert_file: name the certificate's private key file")
+    if tls.client_key_file and not tls.client_cert_file:
+        problems.append("mta.tls.client_cert_file: required with client_key_file: name the certificate file")
+
+
+def _check_relay_host(name: str, relay: RelayHost, problems: list[str]) -> None:
+    where = f"mta.{name}"
+    if relay.tls_name and relay.tls != "verify":
+        problems.append(
+            f"{where}.tls_name: only checked with tls: verify: set tls: verify, or remove tls_name"
+        )
+    if relay.tls == "verify" and not relay.tls_name and _is_ip(relay.host):
+        problems.append(
+            f"{where}.tls_name: required with tls: verify when host is an IP address: "
+            "name the host name its certificate carries"
+        )
+    if relay.username and not relay.password_file:
+        problems.append(f"{where}.password_file: required with username: name the file that holds the password")
+    if relay.password_file and not relay.username:
+        problems.append(f"{where}.username: required with password_file: name the login for the smart host")
+    if relay.username and not relay.host:
+        problems.append(f"{where}.host: required with username: name the smart host that wants the login")
+    if relay.username and relay.tls == "none":
+        problems.append(f"{where}.tls: the login is only sent over TLS: set tls: may, encrypt or verify")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def parse_mta(data: Any) -> tuple[MtaConfig | None, list[str]]:
@@ -375,19 +614,40 @@ def load_file(path: str | Path) -> MtaConfig:
     config, problems = parse_mta(document.get("mta"))
     if problems:
         raise ConfigError(problems)
-    return config
+    return read_secrets(config)
+
+
+def read_secrets(config: MtaConfig) -> MtaConfig:
+    """The config with the smart host's password read from its password_file."""
+    relay = config.external_relay
+    if not relay.password_file:
+        return config
+    try:
+        text = Path(relay.password_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ConfigError([
+            f"mta.external_relay.password_file: cannot read {relay.password_file}: {reason}: "
+            "let the daemon's group read it (chown root:postern, chmod 640)"
+        ]) from None
+    password = text.rstrip("\r\n")
+    if not password or "\n" in password:
+        raise ConfigError([
+            f"mta.external_relay.password_file: {relay.password_file} must hold the password on one line"
+        ])
+    return dataclasses.replace(config, external_relay=dataclasses.replace(relay, password=password))
 
 
 def to_dict(config: MtaConfig) -> dict:
-    """The whole running `mta` section, defaults included, in the file's own shape."""
+    """The whole running `mta` section, defaults included, in the file's own shape (never a password)."""
 
-    def plain(value):
-        if isinstance(value, (RelayHost, TlsFiles, QueueTimes, DeliverySettings)):
-            return {k: plain(v) for k, v in value.__dict__.items()}
+    def plain(spec, value):
+        if isinstance(spec, tuple) and spec[0] == "section":
+            return {name: plain(subspec, getattr(value, name)) for name, subspec in spec[2].items()}
         if isinstance(value, tuple):
-            return [plain(v) for v in value]
+            return [plain(None, v) for v in value]
         if isinstance(value, (ListenAddress, ipaddress.IPv4Network, ipaddress.IPv6Network)):
             return str(value)
         return value
 
-    return {name: plain(getattr(config, name)) for name in MTA_FIELDS}
+    return {name: plain(spec, getattr(config, name)) for name, spec in MTA_FIELDS.items()}

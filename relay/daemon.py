@@ -26,13 +26,14 @@ from . import VERSION
 from .config import DEFAULT_CONFIG, ConfigError, MtaConfig, load_file
 from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
-from .delivery import opportunistic_tls_context
 from .events import EventHub, LogBuffer
 from .queue.entry import Counters
 from .queue.store import QueueStore
 from .routing import Target, make_resolver
 from .scheduler import Scheduler
 from .smtpd import Receiver
+from .tls import OutboundTls, server_context
+from .verify import RecipientVerifier
 
 log = logging.getLogger("postern/master")
 
@@ -42,12 +43,7 @@ LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 42
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
-    if not config.tls.enabled:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
-    return context
+    return server_context(config)
 
 
 def local_addresses() -> set[str]:
@@ -86,11 +82,14 @@ class Relay:
         self.control = ControlServer(self, socket_path, socket_group)
         self.receiver = Receiver(self)
         self.scheduler = Scheduler(self)
-        self.client_tls_context = opportunistic_tls_context()
+        self.verifier = RecipientVerifier(self)
+        self.outbound_tls = OutboundTls(config)
         self.tls_context = server_tls_context(config)
         self.resolver = make_resolver(config)
         self.local_ips = local_addresses()
         self.servers: dict = {}
+        self.smtps_servers: dict = {}
+        self.smtps_context: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task] = []
 
     def is_myself(self, target: Target) -> bool:
@@ -127,11 +126,45 @@ class Relay:
                 log.info("stopped listening on %s", address)
         for address in self.config.listen:
             if address not in self.servers:
-                self.servers[address] = await loop.create_server(
-                    self.receiver.protocol, address.host, address.port, reuse_address=True,
-                    backlog=LISTEN_BACKLOG,
-                )
+                try:
+                    self.servers[address] = await loop.create_server(
+                        self.receiver.protocol, address.host, address.port, reuse_address=True,
+                        backlog=LISTEN_BACKLOG,
+                    )
+                except OSError as error:
+                    raise ConfigError([f"mta.listen: cannot listen on {address}: {error.strerror or error}"]) from None
                 log.info("listening on %s", address)
+        await self._update_smtps_listeners()
+
+    async def _update_smtps_listeners(self) -> None:
+        """SMTPS listeners share one server context, which a reload loads the certificate into again."""
+        loop = asyncio.get_running_loop()
+        tls = self.config.tls
+        wanted = set(self.config.smtps_listen) if tls.enabled else set()
+        for address in list(self.smtps_servers):
+            if address not in wanted:
+                self.smtps_servers.pop(address).close()
+                log.info("stopped listening for SMTPS on %s", address)
+        if not wanted:
+            return
+        try:
+            if self.smtps_context is None:
+                self.smtps_context = server_context(self.config)
+            else:
+                self.smtps_context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError([f"mta.tls: cannot load the certificate: {error}"]) from None
+        for address in self.config.smtps_listen:
+            if address not in self.smtps_servers:
+                try:
+                    self.smtps_servers[address] = await loop.create_server(
+                        self.receiver.smtps_protocol, address.host, address.port, reuse_address=True,
+                        backlog=LISTEN_BACKLOG, ssl=self.smtps_context,
+                        ssl_handshake_timeout=min(self.config.idle_timeout, 60),
+                    )
+                except OSError as error:
+                    raise ConfigError([f"mta.smtps_listen: cannot listen on {address}: {error.strerror or error}"]) from None
+                log.info("listening for SMTPS on %s", address)
 
     async def reload(self, caller_uid: int | None = None) -> list[str]:
         """Read the file again and put it in force; returns the problems (none: it worked)."""
@@ -139,6 +172,7 @@ class Relay:
         try:
             config = await asyncio.to_thread(load_file, self.config_path)
             tls_context = server_tls_context(config)
+            outbound_tls = OutboundTls(config)
         except ConfigError as error:
             for problem in error.problems:
                 log.error("reload refused%s: %s", who, problem)
@@ -148,27 +182,29 @@ class Relay:
             log.error("reload refused%s: %s", who, problem)
             return [problem]
         previous = self.config
+        previous_tls = (self.tls_context, self.outbound_tls)
         self.config = config
         self.tls_context = tls_context
+        self.outbound_tls = outbound_tls
         self.resolver = make_resolver(config)
         self.local_ips = local_addresses()
         try:
             await self._update_listeners()
-        except OSError as error:
-            problem = f"mta.listen: cannot listen: {error.strerror or error}"
-            log.error("reload refused%s: %s", who, problem)
+        except ConfigError as error:
+            for problem in error.problems:
+                log.error("reload refused%s: %s", who, problem)
             self.config = previous
-            self.tls_context = server_tls_context(previous)
+            self.tls_context, self.outbound_tls = previous_tls
             self.resolver = make_resolver(previous)
             await self._update_listeners()
-            return [problem]
+            return error.problems
         log.info("reload%s -- configuration %s", who, self.config_path)
         self.events.publish("config")
         return []
 
     async def stop(self) -> None:
         await self.control.stop()
-        for server in self.servers.values():
+        for server in [*self.servers.values(), *self.smtps_servers.values()]:
             server.close()
         for task in self._tasks:
             task.cancel()
@@ -224,8 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         try:
             server_tls_context(config)  # the daemon would refuse to start without it
+            OutboundTls(config)
         except (OSError, ssl.SSLError) as error:
             print(f"postern-relay: mta.tls: cannot load the certificate: {error}", file=sys.stderr)
+            return 1
+        except ConfigError as error:
+            for problem in error.problems:
+                print(f"postern-relay: {problem}", file=sys.stderr)
             return 1
         print(f"postern-relay: {args.config}: configuration is valid")
         return 0
@@ -234,10 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ssl.SSLError) as error:
         print(f"postern-relay: mta.tls: cannot load the certificate: {error}", file=sys.stderr)
         return 1
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"postern-relay: {problem}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(serve(relay))
     except OSError as error:
         print(f"postern-relay: cannot start: {error}", file=sys.stderr)
+        return 1
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"postern-relay: cannot start: {problem}", file=sys.stderr)
         return 1
     return 0
 

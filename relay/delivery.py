@@ -6,6 +6,10 @@ connections to it. Each connection delivers job after job and stays open for a
 moment when it runs out of work, so a burst reuses it. A next hop that cannot be
 reached is marked dead for the minimal backoff time: its other jobs defer at once
 instead of each waiting for their own connection timeout, as Postfix does.
+
+Each next hop has a TLS level (see `tls.py`): `encrypt` and `verify` never fall
+back to plain text, and a smart host with a username gets AUTH PLAIN or LOGIN,
+only once the connection is encrypted.
 """
 
 from __future__ import annotations
@@ -22,20 +26,12 @@ import aiosmtplib
 
 from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
 from .routing import NextHop, RouteError, Target, resolve
+from .tls import ENCRYPTING_LEVELS, certificate_matches, certificate_names, sni_name
 
 log = logging.getLogger("postern/smtp")
 
 CONNECTION_CACHE_TIME = 2.0
 _DSN = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-
-
-def opportunistic_tls_context() -> ssl.SSLContext:
-    """Built once and shared: STARTTLS when offered, without certificate checks (Postfix's 'may')."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 def dsn_of(code: int, message: str) -> str:
@@ -45,8 +41,13 @@ def dsn_of(code: int, message: str) -> str:
     return f"{str(code)[0]}.0.0"
 
 
-def _reason(error: BaseException) -> str:
+def reason_of(error: BaseException) -> str:
     """Postfix-style short reason: 'Connection refused' rather than a wrapped exception's text."""
+    for candidate in (error, error.__cause__, error.__context__):  # an SSLError's errno is OpenSSL's, not the OS's
+        if isinstance(candidate, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {candidate.verify_message or candidate}"
+        if isinstance(candidate, ssl.SSLError):
+            return candidate.reason or str(candidate)
     for candidate in (error.__cause__, error.__context__, error):
         if isinstance(candidate, OSError) and candidate.errno:
             return os.strerror(candidate.errno)
@@ -94,7 +95,11 @@ class _Connection:
 
 
 class ConnectionFailed(Exception):
-    pass
+    """This address of the next hop cannot take mail now; `dsn` says what kind of failure."""
+
+    def __init__(self, text: str, dsn: str = "4.4.1"):
+        super().__init__(text)
+        self.dsn = dsn
 
 
 class Delivery:
@@ -125,16 +130,21 @@ class Delivery:
         for target in targets:
             if relay.is_myself(target):
                 raise RouteError("4.4.6", f"mail for {hop.host} loops back to myself")
-        errors = []
+        errors: list[ConnectionFailed] = []
         for target in targets:
             try:
-                return await self._open(target, config)
+                connection = await self._open(hop, target, config)
             except ConnectionFailed as error:
-                errors.append(f"connect to {target}: {error}")
-        raise RouteError("4.4.1", errors[-1] if errors else f"no address for {hop.host}")
+                errors.append(error)
+                continue
+            if hop.login:
+                await self._login(connection, config)
+            return connection
+        if not errors:
+            raise RouteError("4.4.1", f"no address for {hop.host}")
+        raise RouteError(errors[-1].dsn, str(errors[-1]))
 
-    async def _open(self, target: Target, config) -> _Connection:
-        timeout = config.delivery.connect_timeout
+    async def _plain(self, target: Target, config) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
             hostname=target.ip,
             port=target.port,
@@ -144,35 +154,90 @@ class Delivery:
             validate_certs=False,
         )
         try:
-            await client.connect(timeout=timeout)
+            await client.connect(timeout=config.delivery.connect_timeout)
             await client.ehlo()
         except aiosmtplib.SMTPResponseException as error:
             client.close()
-            raise ConnectionFailed(f"server refused to talk: {one_line(error.code, error.message)}") from None
+            raise ConnectionFailed(f"connect to {target}: server refused to talk: "
+                                   f"{one_line(error.code, error.message)}") from None
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
             client.close()
-            raise ConnectionFailed(_reason(error)) from None
-        if not client.supports_extension("starttls"):
+            raise ConnectionFailed(f"connect to {target}: {reason_of(error)}") from None
+        return client
+
+    async def _open(self, hop: NextHop, target: Target, config) -> _Connection:
+        client = await self._plain(target, config)
+        required = hop.tls in ENCRYPTING_LEVELS
+        if hop.tls == "none":
             return _Connection(client, target, encrypted=False)
+        if not client.supports_extension("starttls"):
+            if required:
+                client.close()
+                raise ConnectionFailed(f"TLS is required, but was not offered by host {target}", "4.7.4")
+            return _Connection(client, target, encrypted=False)
+        wanted = hop.tls_name or target.name
         try:
-            await client.starttls(tls_context=self.relay.client_tls_context, server_hostname=target.name)
+            await client.starttls(tls_context=self.relay.outbound_tls.context(hop.tls),
+                                  server_hostname=sni_name(wanted) or sni_name(target.name))
+            if hop.tls == "verify":
+                names = certificate_names(client.get_transport_info("peercert"))
+                if not certificate_matches(wanted, names):
+                    client.close()
+                    raise ConnectionFailed(
+                        f"server certificate not verified: host {target} presented a certificate for "
+                        f"{', '.join(names) or 'no name'}, not {wanted}", "4.7.5",
+                    )
             await client.ehlo()
             return _Connection(client, target, encrypted=True)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
+            client.close()
+            if hop.tls == "verify" and _is_verify_failure(error):
+                raise ConnectionFailed(f"server certificate not verified: host {target}: {reason_of(error)}",
+                                       "4.7.5") from None
+            if required:
+                raise ConnectionFailed(f"TLS failed with host {target}: {reason_of(error)}; TLS is required, "
+                                       "so not trying plain text", "4.7.5") from None
             # Opportunistic TLS: a broken handshake falls back to plain text, as Postfix's 'may' level does.
             log.warning("%s: TLS failed (%s); trying again without TLS", target, error)
+        return _Connection(await self._plain(target, config), target, encrypted=False)
+
+    async def _login(self, connection: _Connection, config) -> None:
+        """AUTH PLAIN or LOGIN at the smart host, only over TLS; a refusal defers with the server's words."""
+        client, target = connection.client, connection.target
+        relay = config.external_relay
+        if not connection.encrypted:
             client.close()
-        client = aiosmtplib.SMTP(
-            hostname=target.ip, port=target.port, local_hostname=config.outgoing_helo,
-            timeout=config.delivery.command_timeout, start_tls=False,
-        )
+            text = (f"not sending the login for {relay.username} to {target} without TLS: "
+                    "the smart host did not offer STARTTLS, or TLS failed")
+            log.error("%s", text)
+            raise RouteError("4.7.0", text)
+        if not client.supports_extension("auth"):
+            log.info("%s does not offer AUTH: sending without logging in", target)
+            return
+        methods = client.server_auth_methods
         try:
-            await client.connect(timeout=timeout)
-            await client.ehlo()
+            if "plain" in methods:
+                await client.auth_plain(relay.username, relay.password)
+            elif "login" in methods:
+                await client.auth_login(relay.username, relay.password)
+            else:
+                client.close()
+                text = (f"SASL authentication with {target} impossible: it offers {' '.join(methods).upper()}, "
+                        "Postern sends PLAIN or LOGIN")
+                log.error("%s", text)
+                raise RouteError("4.7.0", text)
+        except aiosmtplib.SMTPResponseException as error:
+            client.close()
+            text = f"SASL authentication failed; server {target} said: {one_line(error.code, error.message)}"
+            log.error("%s (username %s)", text, relay.username)
+            raise RouteError("4.7.0", text) from None
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
             client.close()
-            raise ConnectionFailed(_reason(error)) from None
-        return _Connection(client, target, encrypted=False)
+            raise RouteError("4.4.2", f"lost connection with {target} while logging in: {reason_of(error)}") from None
+
+
+def _is_verify_failure(error: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLCertVerificationError) for e in (error, error.__cause__, error.__context__))
 
 
 class Destination:

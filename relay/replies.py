@@ -21,6 +21,14 @@ MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
 NUL_IN_MESSAGE = "554 5.6.0 Error: message content contains NUL characters"
 TOO_MANY_HOPS = "554 5.4.0 Error: too many hops"
 
+# Gateway policies: inbound TLS, migration hold, Microsoft 365 tenants, loops, recipient verification.
+TLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
+DOMAIN_PAUSED = "451 4.3.2 Service temporarily unavailable, try again later"
+TENANT_REFUSED = "550 5.7.1 Relay access denied: Microsoft 365 tenant check failed: {reason}"
+MAIL_LOOP = "554 5.4.6 Error: mail loop: the message passed {value} {count} times already ({header})"
+RECIPIENT_UNDELIVERABLE = "{code} {dsn} <{rcpt}>: Recipient address rejected: undeliverable address: {reason}"
+RECIPIENT_UNVERIFIED = "450 4.1.1 <{rcpt}>: Recipient address rejected: unverified address: {reason}"
+
 # aiosmtpd answers some commands itself, without enhanced status codes; the relay
 # adds the code that class of reply carries (RFC 3463) so every reply has one.
 ENHANCED_DEFAULTS = {

@@ -3,7 +3,9 @@
 Recipients in the relay domains go to the internal relay host; all others to the
 external relay host, or straight to the domain's MX hosts when none is set.
 `mx: true` on a relay host means "look up that name's MX records", like Postfix's
-relayhost without brackets.
+relayhost without brackets. A next hop carries the TLS policy of the relay host it
+came from; direct MX delivery takes the external relay's policy, which is the policy
+for all mail to the outside.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class NextHop:
     host: str
     port: int = 25
     mx: bool = True
+    tls: str = "may"
+    tls_name: str = ""
+    login: bool = False  # authenticate with the external relay's username and password
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}" + ("" if self.mx else " (no MX)")
@@ -61,11 +66,11 @@ def next_hop(config: MtaConfig, domain: str) -> NextHop:
         return NextHop(literal, 25, mx=False)
     if config.is_relay_domain(domain) and config.internal_relay.host:
         relay = config.internal_relay
-        return NextHop(relay.host, relay.port, relay.mx)
-    if config.external_relay.host:
-        relay = config.external_relay
-        return NextHop(relay.host, relay.port, relay.mx)
-    return NextHop(domain, 25, mx=True)
+        return NextHop(relay.host, relay.port, relay.mx, relay.tls, relay.tls_name)
+    relay = config.external_relay
+    if relay.host:
+        return NextHop(relay.host, relay.port, relay.mx, relay.tls, relay.tls_name, login=bool(relay.username))
+    return NextHop(domain, 25, mx=True, tls=relay.tls, tls_name=relay.tls_name)
 
 
 def make_resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:

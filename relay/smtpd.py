@@ -5,6 +5,10 @@ connection cap, a total session time, enhanced status codes on every reply).
 `Receiver` is its handler: relay access like Postfix's `permit_mynetworks,
 reject_unauth_destination`, the checks on addresses and content, and the hand-off
 to the durable queue. It answers 250 only once the queue has the message on disk.
+
+The gateway policies sit at the step they belong to: inbound TLS at MAIL; the
+migration hold and recipient verification at RCPT; the loop marker and the
+Microsoft 365 tenant check at the end of DATA, where the headers are known.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import TYPE_CHECKING
 
 from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
 
-from . import addresses, replies
+from . import addresses, headers, replies
 from .config import MtaConfig
+from .m365 import check_tenant
 from .queue.entry import Envelope
 from .queue.store import QueueFull, QueueWriteError
+from .verify import DELIVERABLE, UNDELIVERABLE
 
 if TYPE_CHECKING:
     from .daemon import Relay
@@ -49,7 +55,8 @@ def client_ip(session: Session) -> str:
 class SmtpSession(SMTP):
     """One client connection."""
 
-    def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None):
+    def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None,
+                 implicit_tls: bool = False):
         limits = {"*": 1_000_000}  # junk commands share one budget: see _counted_as_junk
         super().__init__(
             receiver,
@@ -64,6 +71,7 @@ class SmtpSession(SMTP):
         )
         self.receiver = receiver
         self.config = config
+        self.implicit_tls = implicit_tls  # an SMTPS connection: TLS from the first byte
         self._counted = False
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
@@ -71,6 +79,10 @@ class SmtpSession(SMTP):
         for command in _JUNK_COMMANDS:
             if command in self._smtp_methods:
                 self._smtp_methods[command] = self._counted_as_junk(self._smtp_methods[command])
+
+    @property
+    def encrypted(self) -> bool:
+        return self.implicit_tls or self._tls_protocol is not None
 
     def _counted_as_junk(self, method):
         """NOOP, VRFY, EXPN and HELP count against one junk_command_limit per session, as in Postfix."""
@@ -182,6 +194,21 @@ def header_value(headers: bytes, name: bytes, limit: int = 200) -> str:
     return value[:limit]
 
 
+def is_outside(config: MtaConfig, address: str) -> bool:
+    """Does this recipient need relay permission: outside the relay domains, or routing beyond them?"""
+    return addresses.is_routed(address) or not config.is_relay_domain(addresses.domain_of(address))
+
+
+def is_paused(config: MtaConfig, sender: str, recipient: str) -> bool:
+    """Is mail from the sender's domain or to the recipient's domain on migration hold?"""
+    if not config.paused_domains:
+        return False
+    domains = [addresses.domain_of(recipient)]
+    if sender and sender != "<>" and "@" in sender:
+        domains.append(addresses.domain_of(sender))
+    return any(config.is_paused(domain) for domain in domains)
+
+
 class Receiver:
     """aiosmtpd handler: the relay's receiving policy."""
 
@@ -192,6 +219,10 @@ class Receiver:
     def protocol(self) -> SmtpSession:
         """Protocol factory for loop.create_server: each connection gets the config in force."""
         return SmtpSession(self, self.relay.config, self.relay.tls_context)
+
+    def smtps_protocol(self) -> SmtpSession:
+        """For the SMTPS listeners, whose server already speaks TLS: no STARTTLS on top."""
+        return SmtpSession(self, self.relay.config, None, implicit_tls=True)
 
     async def handle_HELO(self, server: SmtpSession, session, envelope, hostname):
         if addresses.has_control_chars(hostname):  # it would end up in our Received: header
@@ -206,12 +237,15 @@ class Receiver:
             return [replies.BAD_HELO]
         session.host_name = hostname
         lines = [server.config.hostname, "PIPELINING", f"SIZE {server.config.message_size_limit}"]
-        if server.tls_context and not server._tls_protocol:
+        if server.tls_context and not server.encrypted:
             lines.append("STARTTLS")
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def handle_MAIL(self, server, session, envelope: SmtpEnvelope, address: str, mail_options):
+        if server.config.tls.inbound == "require" and not server.encrypted:
+            self._reject(session, "MAIL", replies.TLS_REQUIRED, address, "")
+            return replies.TLS_REQUIRED
         if addresses.has_control_chars(address):
             self._reject(session, "MAIL", replies.BAD_SENDER_SYNTAX, address, "")
             return replies.BAD_SENDER_SYNTAX
@@ -226,15 +260,37 @@ class Receiver:
         if address == "<>" or addresses.has_control_chars(address) or "@" not in address:
             self._reject(session, "RCPT", replies.BAD_RECIPIENT_SYNTAX, envelope.mail_from, address)
             return replies.BAD_RECIPIENT_SYNTAX
-        if not config.is_trusted(client_ip(session)):
-            local, domain = addresses.split(address)
-            if addresses.is_routed(address) or not config.is_relay_domain(domain):
-                reply = replies.RELAY_DENIED.format(rcpt=address)
+        ip = client_ip(session)
+        outside = is_outside(config, address)
+        # Exchange Online's clients may name outside recipients; the tenant check at the
+        # end of DATA decides. Its shared addresses never relay on my_networks alone.
+        if outside and not config.m365.covers(ip) and not config.is_trusted(ip):
+            reply = replies.RELAY_DENIED.format(rcpt=address)
+            self._reject(session, "RCPT", reply, envelope.mail_from, address)
+            return reply
+        if is_paused(config, envelope.mail_from, address):
+            self._reject(session, "RCPT", replies.DOMAIN_PAUSED, envelope.mail_from, address)
+            return replies.DOMAIN_PAUSED
+        if config.reject_unverified_recipient.enabled and not outside:
+            reply = await self._verify(config, address)
+            if reply:
                 self._reject(session, "RCPT", reply, envelope.mail_from, address)
                 return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return replies.RECIPIENT_OK
+
+    async def _verify(self, config: MtaConfig, address: str) -> str | None:
+        """None when the internal mail server takes the address; else the reply refusing it."""
+        verdict = await self.relay.verifier.verify(address)
+        if verdict.status == DELIVERABLE:
+            return None
+        reason = verdict.reply[:300]
+        if verdict.status == UNDELIVERABLE:
+            code = config.reject_unverified_recipient.code
+            return replies.RECIPIENT_UNDELIVERABLE.format(code=code, dsn=f"{code // 100}.1.1", rcpt=address,
+                                                          reason=reason)
+        return replies.RECIPIENT_UNVERIFIED.format(rcpt=address, reason=reason)
 
     async def handle_DATA(self, server: SmtpSession, session, envelope: SmtpEnvelope):
         config = server.config
@@ -242,16 +298,46 @@ class Receiver:
         if b"\0" in body:  # a next hop that drops NULs could read <CRLF>NUL.<CRLF> as the end of data
             self._reject(session, "DATA", replies.NUL_IN_MESSAGE, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.NUL_IN_MESSAGE
-        headers = header_block(body)
-        if count_received(headers) >= config.hopcount_limit:
+        headers_in = header_block(body)
+        if count_received(headers_in) >= config.hopcount_limit:
             self._reject(session, "DATA", replies.TOO_MANY_HOPS, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.TOO_MANY_HOPS
+        marker = config.marker
+        if marker.enabled:
+            ours = [v for v in headers.values(headers_in, marker.header) if v.lower() == config.marker_value.lower()]
+            if len(ours) > marker.loop_limit:
+                reply = replies.MAIL_LOOP.format(value=config.marker_value, count=len(ours), header=marker.header)
+                self._reject(session, "DATA", reply, envelope.mail_from, envelope.rcpt_tos[0])
+                return reply
+        ip = client_ip(session)
+        trusted = config.is_trusted(ip)
+        tenant = ""
+        if config.m365.covers(ip):
+            outside = [rcpt for rcpt in envelope.rcpt_tos if is_outside(config, rcpt)]
+            check = check_tenant(config, headers_in)
+            tenant = check.tenant
+            if outside and not check.allowed:
+                reply = replies.TENANT_REFUSED.format(reason=check.reason)
+                log.warning("m365: refused %s: tenant=%s, %d outside recipients: %s",
+                            client_name(session), check.tenant, len(outside), check.reason)
+                self._reject(session, "DATA", reply, envelope.mail_from, outside[0])
+                return reply
+            trusted = check.allowed  # our own tenant's mail keeps its markers
+            decision = "allowed to relay" if outside else "inbound to the relay domains"
+            log.info("m365: %s from %s: tenant=%s (%s)", decision, client_name(session), check.tenant,
+                     "one of ours" if check.allowed else "not ours")
+        if marker.enabled and not trusted:
+            # Nobody outside may forge the marker that Exchange's transport rules trust.
+            body, removed = headers.strip(body, len(headers_in), marker.header)
+            if removed:
+                log.info("removed %d %s header(s) from %s", removed, marker.header, client_name(session))
 
         store = self.relay.store
         queue_id = store.new_id()
-        protocol = ("ESMTPS" if server._tls_protocol else "ESMTP") if session.extended_smtp else "SMTP"
+        protocol = ("ESMTPS" if server.encrypted else "ESMTP") if session.extended_smtp else "SMTP"
         received = self._received_header(config, session, protocol, queue_id, envelope.rcpt_tos)
-        message = received + body
+        stamp = headers.field(marker.header, config.marker_value) if marker.enabled else b""
+        message = received + stamp + body
         if len(message) > config.message_size_limit:
             return replies.MESSAGE_TOO_BIG
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from
@@ -264,8 +350,8 @@ class Receiver:
             client=client_name(session),
             helo=session.host_name or "",
             protocol=protocol,
-            subject=header_value(headers, b"subject"),
-            message_id=header_value(headers, b"message-id"),
+            subject=header_value(headers_in, b"subject"),
+            message_id=header_value(headers_in, b"message-id"),
         )
         try:
             entry = await store.commit(queued, message)
@@ -275,7 +361,7 @@ class Receiver:
         except QueueWriteError as error:
             log.error("%s: queue file write error: %s", queue_id, error)
             return replies.QUEUE_WRITE_ERROR
-        log.info("%s: client=%s", queue_id, queued.client)
+        log.info("%s: client=%s%s", queue_id, queued.client, f", m365 tenant={tenant}" if tenant else "")
         log.info(
             "%s: from=<%s>, size=%d, nrcpt=%d (queue active)", queue_id, sender, queued.size, len(queued.recipients)
         )

@@ -24,6 +24,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def read_mta(path: str) -> dict:
+    """The file's own mta section, as written (without the defaults)."""
+    document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    mta = document.get("mta") if isinstance(document, dict) else None
+    return dict(mta) if isinstance(mta, dict) else {}
+
+
 def replace_mta(path: str, mta: dict) -> str:
     """Swap in a new mta section, keeping the other sections and the old file as <file>.prev."""
     current = Path(path)

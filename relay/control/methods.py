@@ -8,13 +8,16 @@ definition lives beside this file in `<interface>.varlink`, which is what
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable
 
 from .. import VERSION
-from ..config import parse_mta, to_dict
+from ..config import check_domain, parse_mta, to_dict
+from ..names import check_names
 from ..queue import query
 from ..queue.entry import ACTIVE, DEFERRED, HOLD
 from . import config_file
@@ -30,7 +33,10 @@ INTERFACES = (
     "io.postern.Config",
     "io.postern.Queue",
     "io.postern.Log",
+    "io.postern.Verify",
 )
+log = logging.getLogger("postern/control")
+
 WATCH_INTERVAL = 0.25  # at most four status updates a second to a watcher
 _REQUIRED = object()
 _FATAL_ERRORS = {
@@ -139,6 +145,7 @@ def status(relay: Relay) -> dict:
         "started": counters.started,
         "uptime": round(now - counters.started, 3),
         "listeners": [str(address) for address in relay.servers],
+        "smtps_listeners": [str(address) for address in relay.smtps_servers],
         "tls": relay.tls_context is not None,
         "counters": {
             "received": counters.received,
@@ -153,12 +160,24 @@ def status(relay: Relay) -> dict:
             {"destination": str(hop), "reply": reply, "time": when}
             for hop, (reply, when) in relay.scheduler.delivery.last_errors().items()
         ],
+        "paused_domains": list(relay.config.paused_domains),
     }
 
 
 @method("io.postern.Status.Get")
 async def get_status(call: Call) -> dict:
     return {"status": status(call.relay)}
+
+
+@method("io.postern.Status.CheckNames")
+async def check_status_names(call: Call) -> dict:
+    address = call.get("address", str)
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise VarlinkError("io.postern.Status.InvalidAddress", address=address) from None
+    check = await check_names(call.relay.config, call.relay.resolver, address)
+    return {"check": check.to_dict()}
 
 
 @method("io.postern.Status.Watch", streams=True)
@@ -188,6 +207,23 @@ async def validate_config(call: Call) -> dict:
     return {"problems": problems}
 
 
+async def _put_in_force(call: Call, mta: dict) -> str:
+    """Validate, write the file and reload; the caller holds config_lock. Returns the previous file."""
+    _, problems = parse_mta(mta)
+    if problems:
+        raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
+    relay = call.relay
+    try:
+        previous = await asyncio.to_thread(config_file.replace_mta, relay.config_path, mta)
+    except OSError as error:
+        raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot write {relay.config_path}: {error.strerror}")
+    problems = await relay.reload(caller_uid=call.uid)
+    if problems:
+        await asyncio.to_thread(config_file.restore, relay.config_path, previous)
+        raise VarlinkError("io.postern.Config.ApplyFailed", reason="; ".join(problems))
+    return previous
+
+
 @method("io.postern.Config.Apply")
 async def apply_config(call: Call) -> dict:
     mta = call.get("mta", dict)
@@ -196,15 +232,55 @@ async def apply_config(call: Call) -> dict:
         raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
     relay = call.relay
     async with relay.config_lock:
-        try:
-            previous = await asyncio.to_thread(config_file.replace_mta, relay.config_path, mta)
-        except OSError as error:
-            raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot write {relay.config_path}: {error.strerror}")
-        problems = await relay.reload(caller_uid=call.uid)
-        if problems:
-            await asyncio.to_thread(config_file.restore, relay.config_path, previous)
-            raise VarlinkError("io.postern.Config.ApplyFailed", reason="; ".join(problems))
+        previous = await _put_in_force(call, mta)
     return {"path": relay.config_path, "previous": previous}
+
+
+def _domains(call: Call) -> list[str]:
+    domains = call.get("domains", list)
+    clean, problems = [], []
+    for index, domain in enumerate(domains):
+        try:
+            clean.append(check_domain(domain))
+        except ValueError as error:
+            problems.append(f"domains[{index}]: {error}")
+    if problems:
+        raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
+    return clean
+
+
+async def _change_paused(call: Call, pause: bool) -> dict:
+    """Edit mta.paused_domains in the file and put it in force, like Apply."""
+    domains = _domains(call)
+    relay = call.relay
+    async with relay.config_lock:
+        try:
+            mta = await asyncio.to_thread(config_file.read_mta, relay.config_path)
+        except (OSError, ValueError) as error:
+            raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot read {relay.config_path}: {error}")
+        current = mta.get("paused_domains") or []
+        current = [current] if isinstance(current, str) else list(current)
+        normal = {str(d).lower().rstrip(".") for d in current}
+        if pause:
+            changed = current + [d for d in dict.fromkeys(domains) if d not in normal]
+        else:
+            changed = [d for d in current if str(d).lower().rstrip(".") not in domains]
+        if changed != current:
+            mta["paused_domains"] = changed
+            await _put_in_force(call, mta)
+    log.info("migration hold: %s %s (by uid %d); paused now: %s", "paused" if pause else "resumed",
+             ", ".join(domains) or "nothing", call.uid, ", ".join(relay.config.paused_domains) or "none")
+    return {"paused_domains": list(relay.config.paused_domains)}
+
+
+@method("io.postern.Config.Pause")
+async def pause_domains(call: Call) -> dict:
+    return await _change_paused(call, pause=True)
+
+
+@method("io.postern.Config.Resume")
+async def resume_domains(call: Call) -> dict:
+    return await _change_paused(call, pause=False)
 
 
 # --- io.postern.Queue ----------------------------------------------------------------------
@@ -323,3 +399,22 @@ async def tail_log(call: Call):
             yield {"lines": [{"number": n, "text": t} for n, t in fresh]}
         else:
             await buffer.wait()
+
+
+# --- io.postern.Verify ------------------------------------------------------------------------
+
+
+@method("io.postern.Verify.Status")
+async def verify_status(call: Call) -> dict:
+    return call.relay.verifier.stats()
+
+
+@method("io.postern.Verify.Lookup")
+async def verify_lookup(call: Call) -> dict:
+    verdict = call.relay.verifier.lookup(call.get("address", str))
+    return {"entry": verdict.to_dict() if verdict else None}
+
+
+@method("io.postern.Verify.Flush")
+async def verify_flush(call: Call) -> dict:
+    return {"count": call.relay.verifier.flush(call.get("address", str, None))}

@@ -1,0 +1,79 @@
+"""Migration hold: mail from or to a paused domain is answered 451 4.3.2 at RCPT, so the sending side
+keeps it in its own queue; the control API pauses and resumes with one call."""
+
+import smtplib
+
+import pytest
+import yaml
+
+from relay.control.client import ControlClient, ControlError
+from tests.support.mail import make_message
+
+OUTSIDER = "127.0.0.2"
+HOLD = "4.3.2 Service temporarily unavailable, try again later"
+
+
+def rcpt(relay, sender: str, recipient: str, source: str = OUTSIDER) -> tuple[int, str]:
+    with relay.smtp(source) as client:
+        client.mail(sender)
+        code, text = client.rcpt(recipient)
+        return code, text.decode()
+
+
+@pytest.fixture
+def migrating(make_relay, sink):
+    return make_relay(sink.port, relay_domains=["example.com", "example.org"], paused_domains=["example.org"])
+
+
+def test_mail_to_a_paused_domain_is_held_back_at_rcpt(migrating, sink):
+    assert rcpt(migrating, "someone@example.net", "dave@example.org") == (451, HOLD)
+    assert rcpt(migrating, "someone@example.net", "dave@EXAMPLE.org") == (451, HOLD)
+    assert rcpt(migrating, "someone@example.net", "bob@example.com") == (250, "2.1.5 Ok")
+    migrating.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.2\]: 451 4\.3\.2 Service temporarily "
+                       r"unavailable, try again later; from=<someone@example\.net> to=<dave@example\.org>")
+
+
+def test_mail_from_a_paused_domain_is_held_back_too(migrating, sink):
+    assert rcpt(migrating, "dave@example.org", "bob@example.com", source="127.0.0.1") == (451, HOLD)
+    assert rcpt(migrating, "", "bob@example.com") == (250, "2.1.5 Ok")  # the null sender has no domain
+
+
+def test_only_the_held_recipients_wait(migrating, sink):
+    refused = migrating.send("someone@example.net", ["bob@example.com", "dave@example.org"],
+                             make_message("partly@x"), source=OUTSIDER)
+    assert refused == {"dave@example.org": (451, HOLD.encode())}
+    [message] = sink.wait_for(1)
+    assert message.recipients == ["bob@example.com"]
+
+
+def test_pause_and_resume_through_the_control_api(make_relay, sink):
+    relay = make_relay(sink.port)
+    socket = str(relay.workdir / "control.sock")
+    with ControlClient(socket) as client:
+        assert client.call("io.postern.Status.Get")["status"]["paused_domains"] == []
+        assert client.call("io.postern.Config.Pause", domains=["Example.COM"]) == {"paused_domains": ["example.com"]}
+        assert client.call("io.postern.Config.Pause", domains=["example.com"]) == {"paused_domains": ["example.com"]}
+        assert client.call("io.postern.Status.Get")["status"]["paused_domains"] == ["example.com"]
+        assert yaml.safe_load(relay.config_path.read_text())["mta"]["paused_domains"] == ["example.com"]
+
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            relay.send("someone@example.net", ["bob@example.com"], make_message("held@x"), source=OUTSIDER)
+        assert relay.queue_files() == []
+
+        assert client.call("io.postern.Config.Resume", domains=["example.com"]) == {"paused_domains": []}
+        assert client.call("io.postern.Status.Get")["status"]["paused_domains"] == []
+        relay.send("someone@example.net", ["bob@example.com"], make_message("resumed@x"), source=OUTSIDER)
+        sink.wait_for(1)
+
+        with pytest.raises(ControlError) as error:
+            client.call("io.postern.Config.Pause", domains=["not a domain"])
+        assert error.value.name == "io.postern.Config.InvalidConfig"
+        assert error.value.parameters["problems"][0].startswith("domains[0]: 'not a domain' is not a domain name")
+    relay.wait_log(r"migration hold: paused example\.com \(by uid \d+\); paused now: example\.com")
+    relay.wait_log(r"migration hold: resumed example\.com \(by uid \d+\); paused now: none")
+
+
+def test_the_hold_applies_to_outside_domains_of_trusted_clients(make_relay, sink):
+    relay = make_relay(sink.port, paused_domains=["partner.org"])
+    assert rcpt(relay, "alice@example.com", "carol@partner.org", source="127.0.0.1") == (451, HOLD)
+    assert rcpt(relay, "alice@example.com", "dan@other.example", source="127.0.0.1") == (250, "2.1.5 Ok")
