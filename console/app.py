@@ -18,12 +18,14 @@ from .messages import RelayStatus
 from .relay_link import RelayLink
 from .screens.dashboard import DashboardScreen
 from .screens.logs import LogScreen
+from .screens.mta import MtaScreen
 from .screens.queue import QueueScreen
 from .screens.smtp_test import SmtpTestScreen
 
 AREAS = {
     "dashboard": ("Dashboard", "hostname, relay, queue, recent log", DashboardScreen),
     "queue": ("Queue", "queued mail: inspect, hold, release, delete, flush", QueueScreen),
+    "mta": ("MTA settings", "hostname, relay domains, my networks, relay hosts, limits", MtaScreen),
     "logs": ("Logs", "the relay log, live", LogScreen),
     "smtp": ("SMTP test", "talk SMTP to a server, or send a test email", SmtpTestScreen),
 }
@@ -49,6 +51,7 @@ class PosternConsole(App):
     BINDINGS = [
         Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard"),
         Binding("f3", "switch_mode('queue')", "Queue", id="area.queue"),
+        Binding("f4", "switch_mode('mta')", "MTA", id="area.mta"),
         Binding("f5", "switch_mode('logs')", "Logs", id="area.logs"),
         Binding("f6", "switch_mode('smtp')", "SMTP test", id="area.smtp"),
         Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),

@@ -36,6 +36,7 @@ log = logging.getLogger("postern/control")
 
 MAX_REQUEST = 64 * 1024
 IDLE_TIMEOUT = 300.0
+REQUEST_TIMEOUT = 5.0  # once a request has begun, the rest must come within this: no slot held by half a request
 MAX_CLIENTS = 32
 
 
@@ -151,15 +152,22 @@ class ControlServer:
 
     async def _read_request(self, reader: asyncio.StreamReader) -> dict | None:
         """The next request; None at end of stream. Raises VarlinkError for a bad one."""
+        started = False
         try:
-            data = await asyncio.wait_for(reader.readuntil(b"\0"), IDLE_TIMEOUT)
+            data = await asyncio.wait_for(reader.readexactly(1), IDLE_TIMEOUT)
+            started = True
+            if data != b"\0":
+                data += await asyncio.wait_for(reader.readuntil(b"\0"), REQUEST_TIMEOUT)
         except asyncio.IncompleteReadError as error:
-            if error.partial:
+            if started or error.partial:
                 raise VarlinkError("io.postern.Control.MalformedRequest", reason="connection closed mid-request")
             return None
         except asyncio.LimitOverrunError:
             raise VarlinkError("io.postern.Control.RequestTooLarge", limit=MAX_REQUEST) from None
         except asyncio.TimeoutError:
+            if started:
+                raise VarlinkError("io.postern.Control.MalformedRequest",
+                                   reason=f"request not finished within {REQUEST_TIMEOUT:g} s") from None
             return None
         try:
             request = json.loads(data[:-1])
