@@ -63,6 +63,17 @@ async def until_closed(reader: asyncio.StreamReader, timeout: float) -> bytes:
     return received + b"OPEN"
 
 
+def survives(session):
+    """A session that the relay breaks off in an unexpected way reports it instead of raising."""
+    async def run(*args):
+        try:
+            return await session(*args)
+        except (OSError, asyncio.TimeoutError) as error:
+            return -1, f"{type(error).__name__}: {error}".encode()
+    return run
+
+
+@survives
 async def idle_session(port: int, n: int, limit: float) -> tuple[float, bytes]:
     reader, writer = await connect(port, untrusted(n))
     try:
@@ -77,6 +88,7 @@ async def idle_session(port: int, n: int, limit: float) -> tuple[float, bytes]:
         writer.close()
 
 
+@survives
 async def noop_session(port: int, n: int, most: int) -> tuple[int, bytes]:
     """NOOP until the relay stops answering 250; returns how many it took and its last line."""
     reader, writer = await connect(port, untrusted(n))
@@ -92,6 +104,7 @@ async def noop_session(port: int, n: int, most: int) -> tuple[int, bytes]:
         writer.close()
 
 
+@survives
 async def drip_session(port: int, n: int, limit: float) -> tuple[float, bytes]:
     reader, writer = await connect(port, untrusted(n))
     started = time.monotonic()
@@ -209,7 +222,8 @@ def run(plan: Hostile | None = None) -> Outcome:
     try:
         with scratch(outcome) as relays:
             limits = relays.make(sink.port, idle_timeout=plan.idle_timeout, session_timeout=plan.session_timeout,
-                                 junk_command_limit=plan.junk_command_limit)
+                                 junk_command_limit=plan.junk_command_limit,
+                                 max_connections=plan.idle + plan.noop_loops + plan.drips + 10)
             sent = asyncio.run(timeouts_and_junk(plan, limits, outcome, run_id))
             crowded = relays.make(sink.port, max_connections=plan.max_connections)
             sent += asyncio.run(flood(plan, crowded, outcome, run_id))
