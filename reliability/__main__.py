@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from . import crash, damaged, disk_full, hostile, outage
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = []
     for name in names:
         print(f"--- {name}", flush=True)
-        outcome = available[name]()
+        try:
+            outcome = available[name]()
+        except Exception:  # a harness that breaks is a failed scenario, and the others still run
+            outcome = Outcome(name, problems=[traceback.format_exc()])
         print(outcome.text(), flush=True)
         outcomes.append(outcome)
     tests_ok, tests = True, ""
