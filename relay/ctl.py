@@ -6,6 +6,9 @@
     posternctl queue delete|hold|release|requeue ID... | --all | --state/--sender/...
     posternctl queue flush | summary
     posternctl config get | validate FILE | apply FILE
+    posternctl domains [pause|resume DOMAIN...]
+    posternctl verify status | lookup ADDRESS | flush [ADDRESS]
+    posternctl names ADDRESS
     posternctl log [-f] [-n LINES]
 
 Human output by default, --json for scripts. Exit codes: 0 ok, 1 the daemon
@@ -82,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_parser("validate", help="check a YAML file's mta section").add_argument("file")
     config.add_parser("apply", help="validate, write and reload a YAML file's mta section").add_argument("file")
 
+    domains = commands.add_parser("domains", help="domains on migration hold (answered 451 4.3.2)")
+    domains.add_argument("verb", nargs="?", choices=["list", "pause", "resume"], default="list")
+    domains.add_argument("domains", nargs="*", metavar="DOMAIN")
+
+    verify = commands.add_parser("verify", help="the recipient verification cache").add_subparsers(
+        dest="verb", required=True)
+    verify.add_parser("status", help="cache size and lookups")
+    verify.add_parser("lookup", help="the remembered answer for an address").add_argument("address")
+    verify.add_parser("flush", help="forget one address, or every answer").add_argument("address", nargs="?")
+
+    commands.add_parser("names", help="banner and HELO names against the PTR record of an address").add_argument(
+        "address", help="the appliance's public address")
+
     logs = commands.add_parser("log", help="recent log lines")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=50)
@@ -95,6 +111,10 @@ def print_status(status: dict) -> None:
     counters, queue = status["counters"], status["queue"]
     print(f"postern-relay {status['version']} on {status['hostname']}, up {age_text(status['uptime'])}")
     print(f"listening: {', '.join(status['listeners']) or 'nowhere'}   STARTTLS: {'on' if status['tls'] else 'off'}")
+    if status.get("smtps_listeners"):
+        print(f"SMTPS: {', '.join(status['smtps_listeners'])}")
+    if status.get("paused_domains"):
+        print(f"on migration hold (451 4.3.2): {', '.join(status['paused_domains'])}")
     print("messages: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
     print(f"queue: {queue['total']} ({queue['active']} active, {queue['deferred']} deferred, {queue['hold']} hold)"
           f", oldest {age_text(status['oldest_age'])}" + (f", {queue['corrupt']} damaged" if queue["corrupt"] else ""))
@@ -200,8 +220,50 @@ def run(args, client: ControlClient) -> int:
         else:
             answer = client.call("io.postern.Config.Apply", mta=_read_mta(args.file))
             (emit or (lambda a: print(f"applied; previous file kept as {a['previous']}")))(answer)
+    elif args.command in ("domains", "verify", "names"):
+        return run_policy(args, client, emit)
     else:
         return run_queue(args, client, emit)
+    return EXIT_OK
+
+
+def run_policy(args, client: ControlClient, emit) -> int:
+    if args.command == "domains":
+        if args.verb == "list":
+            answer = {"paused_domains": client.call("io.postern.Status.Get")["status"]["paused_domains"]}
+        elif not args.domains:
+            print(f"posternctl: domains {args.verb}: name at least one domain", file=sys.stderr)
+            return EXIT_USAGE
+        else:
+            answer = client.call(f"io.postern.Config.{args.verb.capitalize()}", domains=args.domains)
+        (emit or (lambda a: print("on migration hold: " + (", ".join(a["paused_domains"]) or "none"))))(answer)
+    elif args.command == "names":
+        answer = client.call("io.postern.Status.CheckNames", address=args.address)
+        if emit:
+            emit(answer)
+            return EXIT_OK
+        check = answer["check"]
+        print(f"{check['address']}: PTR {', '.join(check['ptr']) or 'none'}; banner name {check['banner_name']}, "
+              f"HELO name {check['helo_name']}")
+        for warning in check["warnings"]:
+            print(f"warning: {warning}")
+        if not check["warnings"]:
+            print("ok: the names match the PTR record, which resolves back to the address")
+    elif args.verb == "status":
+        (emit or (lambda a: print(", ".join(f"{k} {v}" for k, v in a.items()))))(client.call("io.postern.Verify.Status"))
+    elif args.verb == "lookup":
+        answer = client.call("io.postern.Verify.Lookup", address=args.address)
+        entry = answer["entry"]
+        if emit:
+            emit(answer)
+        elif entry is None:
+            print(f"<{args.address}>: not in the cache")
+        else:
+            print(f"<{entry['address']}>: {entry['status']}, checked {age_text(time.time() - entry['checked'])} ago, "
+                  f"until {time.ctime(entry['expires'])}\n  {entry['reply']}")
+    else:
+        answer = client.call("io.postern.Verify.Flush", **({"address": args.address} if args.address else {}))
+        (emit or (lambda a: print(f"forgot {a['count']} answer{'s' if a['count'] != 1 else ''}")))(answer)
     return EXIT_OK
 
 

@@ -1,5 +1,8 @@
 """The banner and HELO names against the PTR record of the appliance's address (seed 002 appendix A)."""
 
+import subprocess
+import sys
+
 import pytest
 
 from relay.control.client import ControlClient, ControlError
@@ -59,3 +62,15 @@ def test_check_names_through_the_control_api(make_relay, sink, dns):
         "the HELO name gw.example.com is not the PTR name of 127.0.0.11 (host-127-0-0-11.provider.example)"]
     assert none["ptr"] == [] and none["warnings"][0].startswith("127.0.0.12 has no PTR record")
     assert error.value.name == "io.postern.Status.InvalidAddress"
+
+
+def test_posternctl_names(make_relay, sink, dns):
+    relay = make_relay(sink.port, dns_servers=[dns.address], helo_name="host-127-0-0-11.provider.example")
+    result = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.workdir / "control.sock"),
+                             "names", "127.0.0.11"], capture_output=True, text=True, timeout=30)
+    assert result.stdout.splitlines() == [
+        "127.0.0.11: PTR host-127-0-0-11.provider.example; banner name gw.example.com, "
+        "HELO name host-127-0-0-11.provider.example",
+        "warning: the banner name gw.example.com is not the PTR name of 127.0.0.11 "
+        "(host-127-0-0-11.provider.example): set mta.hostname to host-127-0-0-11.provider.example",
+    ]

@@ -2,6 +2,8 @@
 keeps it in its own queue; the control API pauses and resumes with one call."""
 
 import smtplib
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -77,3 +79,20 @@ def test_the_hold_applies_to_outside_domains_of_trusted_clients(make_relay, sink
     relay = make_relay(sink.port, paused_domains=["partner.org"])
     assert rcpt(relay, "alice@example.com", "carol@partner.org", source="127.0.0.1") == (451, HOLD)
     assert rcpt(relay, "alice@example.com", "dan@other.example", source="127.0.0.1") == (250, "2.1.5 Ok")
+
+
+def test_posternctl_pauses_lists_and_resumes(make_relay, sink):
+    relay = make_relay(sink.port)
+
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.workdir / "control.sock"),
+                               *args], capture_output=True, text=True, timeout=30)
+
+    assert ctl("domains", "pause", "example.com", "example.org").stdout == \
+        "on migration hold: example.com, example.org\n"
+    assert ctl("domains").stdout == "on migration hold: example.com, example.org\n"
+    assert "on migration hold (451 4.3.2): example.com, example.org" in ctl("status").stdout
+    assert rcpt(relay, "someone@example.net", "bob@example.com") == (451, HOLD)
+    assert ctl("domains", "resume", "example.com").stdout == "on migration hold: example.org\n"
+    assert rcpt(relay, "someone@example.net", "bob@example.com") == (250, "2.1.5 Ok")
+    assert ctl("domains", "pause").returncode == 2

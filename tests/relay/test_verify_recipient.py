@@ -1,6 +1,8 @@
 """Reject unverified recipients: the internal mail server is asked before RCPT is accepted, and its
 answers are remembered (deliverable 31 days, undeliverable 3 days) where the control API can see them."""
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -168,3 +170,21 @@ def test_every_method_is_declared_in_its_interface_and_every_declared_method_exi
         declared |= {f"{name}.{member}" for member, kind in interface.members.items()
                      if isinstance(kind, varlink.scanner._Method)}
     assert declared == set(METHODS)
+
+
+def test_posternctl_shows_and_flushes_the_cache(make_relay, internal):
+    relay = verifying(make_relay, internal.port, code=550)
+    assert rcpt(relay, "nobody@example.com")[0] == 550
+
+    def ctl(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.workdir / "control.sock"),
+                                 *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert ctl("verify", "status").startswith("enabled True, size 1, deliverable 0, undeliverable 1")
+    shown = ctl("verify", "lookup", "nobody@example.com")
+    assert shown.startswith("<nobody@example.com>: undeliverable, checked 0s ago, until ")
+    assert UNKNOWN_USER in shown
+    assert ctl("verify", "lookup", "bob@example.com") == "<bob@example.com>: not in the cache\n"
+    assert ctl("verify", "flush") == "forgot 1 answer\n"
