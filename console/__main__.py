@@ -1,4 +1,4 @@
-"""postern-console [--socket PATH] [--config FILE]"""
+"""postern-console [--socket PATH] [--config FILE] [--first-boot [--root DIR]]"""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="postern-console", description="The Postern appliance console.")
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"relay control socket (default {DEFAULT_SOCKET})")
     parser.add_argument("--config", default="/etc/postern/postern.yaml", help="appliance configuration file")
+    parser.add_argument("--first-boot", action="store_true",
+                        help="open the setup wizard (it resumes where it was left)")
+    parser.add_argument("--root", default="/", metavar="DIR",
+                        help="the system the wizard sets up (default /; any other root only gets files)")
     args = parser.parse_args(argv)
-    make_app(args.socket, args.config).run()
+    make_app(args.socket, args.config, first_boot=args.first_boot, root=args.root).run()
     return 0
 
 

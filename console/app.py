@@ -21,6 +21,7 @@ from .screens.logs import LogScreen
 from .screens.mta import MtaScreen
 from .screens.queue import QueueScreen
 from .screens.smtp_test import SmtpTestScreen
+from .wizard.launch import SetupWizardProvider, start_wizard
 
 AREAS = {
     "dashboard": ("Dashboard", "hostname, relay, queue, recent log", DashboardScreen),
@@ -47,7 +48,7 @@ class PosternConsole(App):
     TITLE = "Postern"
     MODES = {mode: screen for mode, (_, _, screen) in AREAS.items()}
     DEFAULT_MODE = "dashboard"
-    COMMANDS = App.COMMANDS | {AreasProvider}
+    COMMANDS = App.COMMANDS | {AreasProvider, SetupWizardProvider}
     BINDINGS = [
         Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard"),
         Binding("f3", "switch_mode('queue')", "Queue", id="area.queue"),
@@ -61,15 +62,19 @@ class PosternConsole(App):
     relay_status: reactive[dict | None] = reactive(None, always_update=True)
     relay_problem: reactive[str] = reactive("Relay: connecting...")
 
-    def __init__(self, socket_path: str, config_path: str | None = None):
+    def __init__(self, socket_path: str, config_path: str | None = None, first_boot: bool = False, root: str = "/"):
         super().__init__()
         self.link = RelayLink(socket_path)
         self.config_path = config_path
+        self.first_boot = first_boot
+        self.root = root  # the system the setup wizard configures: / on the appliance, a directory in tests
         use_console_safe_glyphs()
 
     def on_mount(self) -> None:
         self.theme = theme_for_terminal()
         self.run_worker(self.link.watch(self), name="relay-status", group="relay", exclusive=True)
+        if self.first_boot:
+            start_wizard(self, self.root)
         if not self.is_headless and sys.__stdin__ is not None and sys.__stdin__.isatty():
             # A closed SSH session or console must end the console, not leave it spinning:
             # Textual's input thread keeps polling a hung-up terminal.
@@ -95,6 +100,7 @@ class PosternConsole(App):
             self.action_show_help_panel()
 
 
-def make_app(socket_path: str, config_path: str | None = None) -> PosternConsole:
+def make_app(socket_path: str, config_path: str | None = None, first_boot: bool = False,
+             root: str = "/") -> PosternConsole:
     """The one factory: the command line and the tests build the same app."""
-    return PosternConsole(socket_path, config_path)
+    return PosternConsole(socket_path, config_path, first_boot, root)

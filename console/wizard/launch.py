@@ -1,0 +1,36 @@
+"""Opening the wizard: at start with `postern-console --first-boot`, or from the command palette."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from .flow import SetupWizard
+
+TITLE = "Setup wizard"
+HELP = "set the appliance up step by step: network, hostname, topology, relay hosts, TLS"
+
+
+def start_wizard(app: App, root: Path | str = "/") -> SetupWizard:
+    """Run the wizard in its worker; its steps go on top of whatever the console shows."""
+    wizard = SetupWizard(app, root)
+    app.run_worker(wizard.run(), name="setup-wizard", group="setup-wizard", exclusive=True)
+    return wizard
+
+
+class SetupWizardProvider(Provider):
+    """The wizard by name in the command palette: it can always be run again."""
+
+    def _start(self) -> None:
+        start_wizard(self.app, getattr(self.app, "root", "/"))
+
+    async def discover(self) -> Hits:
+        yield DiscoveryHit(TITLE, self._start, help=HELP)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        score = matcher.match(TITLE)
+        if score > 0:
+            yield Hit(score, matcher.highlight(TITLE), self._start, help=HELP)

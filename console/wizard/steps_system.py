@@ -1,0 +1,299 @@
+"""Steps 1 to 3: the network interface, the hostname (with the PTR check), the DNS servers."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Checkbox, Input, RadioButton, RadioSet, Static
+
+from appliance.diagnostics.helo import PASS
+from appliance.network import trial
+from appliance.network.apply import ApplyError
+from appliance.network.kernel import KernelError
+from appliance.network.live import LiveState
+from appliance.network.model import NetworkConfig, Problems, parse_interface
+from appliance.network.networkd import ServiceError
+
+from . import system
+from .draft import Draft, join_list, split_list
+from .step import StepScreen, field_input, value_of
+from .try_dialog import TryScreen
+
+TRY_TIMEOUT = 120.0
+
+
+def interface_choices(draft: Draft, state: LiveState | None) -> list[tuple[str, str]]:
+    """(name, description) of every interface: the machine's, and any the draft names that it lacks."""
+    choices = []
+    for interface in state.interfaces if state else ():
+        addresses = [a.address for a in interface.addresses if ":" not in a.address][:1]
+        how = "DHCP" if interface.dhcp else "static"
+        shown = f"{addresses[0]} ({how})" if addresses else "no address"
+        choices.append((interface.name, f"{interface.name:<10} {interface.mac:<17}  {interface.link:<10} {shown}"))
+    for name in draft.get("network.interfaces", {}) or {}:
+        if name not in [known for known, _ in choices]:
+            choices.append((name, f"{name:<10} {'(configured, not present)':<17}"))
+    return choices
+
+
+def live_interface(state: LiveState | None, name: str):
+    return next((i for i in state.interfaces if i.name == name), None) if state else None
+
+
+def default_interface(state: LiveState | None, choices: list[tuple[str, str]]) -> str:
+    if state:
+        for interface in state.interfaces:
+            if interface.gateways:
+                return interface.name
+        for interface in state.interfaces:
+            if interface.link == "up":
+                return interface.name
+    return choices[0][0] if choices else "eth0"
+
+
+class NetworkStep(StepScreen):
+    NAME = "network"
+    TITLE = "Network"
+    HELP = ("The interface the gateway sends and receives mail on: an address from a DHCP server, or a static "
+            "address with its prefix and the default gateway. Over SSH, a change must be confirmed within "
+            f"{TRY_TIMEOUT:.0f} s or the previous settings come back.")
+
+    def compose_fields(self) -> ComposeResult:
+        self.choices = interface_choices(self.draft, self.wizard.live)
+        radio = RadioSet(*[RadioButton(label, name=name) for name, label in self.choices], id="interface")
+        radio.border_title = "Interface"
+        yield radio
+        yield Checkbox("Use DHCP (the address and gateway come from a DHCP server)", id="dhcp")
+        with Horizontal(classes="row"):
+            yield field_input("address", "Address with prefix", placeholder="192.0.2.10/24")
+            yield field_input("gateway", "Default gateway", placeholder="192.0.2.1")
+
+    @property
+    def interface(self) -> str:
+        radio = self.query_one("#interface", RadioSet)
+        button = radio.pressed_button
+        return button.name if button is not None else default_interface(self.wizard.live, self.choices)
+
+    @property
+    def FIELDS(self) -> dict[str, tuple[str, str]]:  # noqa: N802 - the base class's table, for this interface
+        where = f"network.interfaces.{self.interface}"
+        return {f"{where}.address": ("address", "Address"), f"{where}.gateway": ("gateway", "Default gateway"),
+                f"{where}.dhcp": ("dhcp", "DHCP"), "network.interfaces": ("interface", "Interface")}
+
+    def load(self, draft: Draft) -> None:
+        name = draft.get("wizard.interface") or next(iter(draft.get("network.interfaces", {}) or {}), None)
+        name = name or default_interface(self.wizard.live, self.choices)
+        for button in self.query(RadioButton):
+            if button.name == name:
+                button.value = True
+        self.show_interface(draft, name)
+
+    def show_interface(self, draft: Draft, name: str) -> None:
+        settings = draft.get(f"network.interfaces.{name}")
+        if isinstance(settings, dict):
+            dhcp = bool(settings.get("dhcp", False))
+            address, gateway = join_list(settings.get("address")), join_list(settings.get("gateway"))
+        else:
+            live = live_interface(self.wizard.live, name)
+            dhcp = bool(live.dhcp) if live else True
+            addresses = [a.address for a in live.addresses if ":" not in a.address] if live else []
+            gateways = [g for g in live.gateways if ":" not in g] if live else []
+            address = addresses[0] if addresses and not dhcp else ""
+            gateway = gateways[0] if gateways and not dhcp else ""
+        self.query_one("#dhcp", Checkbox).value = dhcp
+        self.query_one("#address", Input).value = address
+        self.query_one("#gateway", Input).value = gateway
+        self.enable_static(not dhcp)
+
+    def enable_static(self, static: bool) -> None:
+        for widget_id in ("address", "gateway"):
+            self.query_one(f"#{widget_id}", Input).disabled = not static
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        self.show_interface(self.draft, event.pressed.name or "")
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        self.enable_static(not event.value)
+
+    def store(self, draft: Draft) -> None:
+        name = self.interface
+        if self.query_one("#dhcp", Checkbox).value:
+            settings: dict = {"dhcp": True}
+        else:
+            settings = {"dhcp": False, "address": value_of(self, "address")}
+            if value_of(self, "gateway"):
+                settings["gateway"] = value_of(self, "gateway")
+        draft.set(f"network.interfaces.{name}", settings)
+        draft.set("wizard.interface", name)
+
+    async def leave(self, draft: Draft) -> bool:
+        interfaces = []
+        problems = Problems()
+        for name, settings in (draft.get("network.interfaces", {}) or {}).items():
+            interface = parse_interface(name, settings, problems)
+            if interface:
+                interfaces.append(interface)
+        config = NetworkConfig(interfaces=tuple(interfaces))
+        root = self.wizard.root
+        if not self.wizard.state.is_live:
+            await asyncio.to_thread(system.render_network, config, root)
+            return True
+        self.show_busy("Applying the network settings...")
+        try:
+            pending = await asyncio.to_thread(system.start_network_trial, config, root, TRY_TIMEOUT)
+        except ApplyError as error:
+            self.show_problems(error.problems)
+            return False
+        except (trial.AlreadyPending, KernelError, ServiceError, OSError) as error:
+            self.show_problems([f"network.interfaces: {error}"])
+            return False
+        keep = await self.app.push_screen_wait(TryScreen(
+            pending.deadline, f"The new settings of {self.interface} are in force. Keep them?"))
+        if keep or pending.confirmed:
+            await asyncio.to_thread(pending.keep)
+            self.show_problems([])
+            return True
+        await asyncio.to_thread(pending.roll_back)
+        self.show_problems(["network.interfaces: not confirmed: the previous settings are back"])
+        return False
+
+
+def private(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_private
+    except ValueError:
+        return False
+
+
+class HostnameStep(StepScreen):
+    NAME = "hostname"
+    TITLE = "Hostname"
+    HELP = ("The gateway's fully qualified name. Receiving servers look up the PTR record of the address your "
+            "mail comes from and compare it with the name in EHLO (seed 002 appendix A): use the name your public "
+            "address resolves back to, or set the HELO name to it. Ctrl+T checks the PTR record.")
+    FIELDS = {"network.hostname": ("hostname", "Hostname"), "mta.hostname": ("hostname", "Hostname"),
+              "mta.helo_name": ("helo", "HELO name"), "wizard.public_address": ("public", "Public address")}
+    BINDINGS = [Binding("ctrl+t", "check", "Check PTR", id="wizard.check")]
+
+    def compose_fields(self) -> ComposeResult:
+        yield field_input("hostname", "Hostname (FQDN)", placeholder="gw.example.com")
+        with Horizontal(classes="row"):
+            yield field_input("public", "Public address", placeholder="203.0.113.10")
+            yield field_input("helo", "HELO name (empty: the hostname)")
+        yield Static(id="ptr", classes="report")
+
+    def load(self, draft: Draft) -> None:
+        hostname = draft.get("network.hostname") or draft.get("mta.hostname") or ""
+        if hostname == "postern.localdomain":
+            hostname = ""
+        self.query_one("#hostname", Input).value = hostname
+        self.query_one("#helo", Input).value = draft.get("mta.helo_name") or ""
+        self.query_one("#public", Input).value = draft.get("wizard.public_address") or self.own_address(draft)
+        ptr = self.query_one("#ptr", Static)
+        ptr.border_title = "PTR check"
+        ptr.update(Text("Not checked yet: Ctrl+T asks DNS.", style="dim"))
+        if hostname and self.query_one("#public", Input).value:
+            self.action_check()
+
+    def own_address(self, draft: Draft) -> str:
+        name = draft.get("wizard.interface")
+        settings = draft.get(f"network.interfaces.{name}") if name else None
+        if isinstance(settings, dict) and settings.get("address"):
+            return str(settings["address"]).split("/")[0]
+        live = live_interface(self.wizard.live, name) if name else None
+        addresses = [a.address for a in live.addresses if ":" not in a.address] if live else []
+        return addresses[0].split("/")[0] if addresses else ""
+
+    def store(self, draft: Draft) -> None:
+        hostname = value_of(self, "hostname").lower().rstrip(".")
+        draft.set("network.hostname", hostname)
+        draft.set("mta.hostname", hostname)
+        helo = value_of(self, "helo")
+        if helo:
+            draft.set("mta.helo_name", helo)
+        else:
+            draft.remove("mta.helo_name")
+        draft.set("wizard.public_address", value_of(self, "public"))
+
+    def own_problems(self, draft: Draft) -> list[str]:
+        address = draft.get("wizard.public_address") or ""
+        if address:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                return [f"wizard.public_address: {address!r} is not an IP address: write it like 203.0.113.10, "
+                        "or leave it empty"]
+        return []
+
+    def action_check(self) -> None:
+        hostname = value_of(self, "hostname")
+        helo = value_of(self, "helo") or hostname
+        address = value_of(self, "public")
+        ptr = self.query_one("#ptr", Static)
+        if not helo or not address:
+            ptr.update(Text("Enter the hostname and the public address to check the PTR record.", style="yellow"))
+            return
+        servers = [str(s) for s in self.draft.get("network.dns.servers", []) or []]
+        if not servers and self.wizard.live:
+            servers = list(self.wizard.live.dns_servers)
+        ptr.update(Text(f"Asking DNS for the PTR record of {address}...", style="dim"))
+        self.check_ptr(helo, address, servers)
+
+    @work(thread=True, exclusive=True, group="ptr-check")
+    def check_ptr(self, helo: str, address: str, servers: list[str]) -> None:
+        verdict = system.ptr_check(helo, address, servers)
+        self.app.call_from_thread(self.show_ptr, verdict, address)
+
+    def show_ptr(self, verdict, address: str) -> None:
+        ptr = self.query_one("#ptr", Static)
+        ptr.remove_class("-ok", "-bad")
+        text = Text()
+        if isinstance(verdict, str):
+            text.append(verdict, style="yellow")
+            ptr.add_class("-bad")
+        else:
+            for line in verdict.lines:
+                style = "bold green" if line.startswith("PASS") else "bold red" if line.startswith("FAIL") else ""
+                text.append(line + "\n", style=style)
+            ptr.add_class("-ok" if verdict.verdict == PASS else "-bad")
+        if private(address):
+            text.append(f"{address} is a private address: behind NAT, enter the public address the firewall uses.",
+                        style="dim")
+        text.rstrip()
+        ptr.update(text)
+
+
+class DnsStep(StepScreen):
+    NAME = "dns"
+    TITLE = "DNS"
+    HELP = ("The DNS servers the gateway asks for MX records and names (up to three), and the search domains. "
+            "With DHCP they may stay empty: the DHCP server names them. Separate entries with commas.")
+    FIELDS = {"network.dns.servers": ("servers", "DNS servers"), "network.dns.search": ("search", "Search domains"),
+              "network.dns": ("servers", "DNS servers")}
+
+    def compose_fields(self) -> ComposeResult:
+        yield field_input("servers", "DNS servers", placeholder="192.0.2.53, 192.0.2.54")
+        yield field_input("search", "Search domains", placeholder="example.com")
+
+    def load(self, draft: Draft) -> None:
+        servers = draft.get("network.dns.servers")
+        search = draft.get("network.dns.search")
+        if servers is None and search is None:
+            state = self.wizard.live
+            servers = [s for s in (state.dns_servers if state else ()) if not s.startswith("127.")]
+            search = list(state.search_domains) if state else []
+        self.query_one("#servers", Input).value = join_list(servers)
+        self.query_one("#search", Input).value = join_list(search)
+
+    def store(self, draft: Draft) -> None:
+        servers, search = split_list(value_of(self, "servers")), split_list(value_of(self, "search"))
+        if servers or search:
+            draft.set("network.dns", {"servers": servers, **({"search": search} if search else {})})
+        else:
+            draft.remove("network.dns")

@@ -1,0 +1,77 @@
+"""What the wizard reads from the machine it runs on, and the blocking calls it makes (run in workers).
+
+Kept in one place so that the screens never touch the system directly, and so that tests can
+give the wizard a fixed machine (interfaces, addresses, DNS servers) where the real one
+would differ from host to host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from appliance.diagnostics.dns_lookup import LookupFailed, addresses_of, make_resolver
+from appliance.diagnostics.helo import HeloVerdict, check_helo
+from appliance.diagnostics.next_hop import NextHopReport, check_next_hop
+from appliance.network import trial
+from appliance.network.apply import Target
+from appliance.network.kernel import KernelError, read_kernel_state
+from appliance.network.live import LiveState, read_live_state
+from appliance.network.model import NetworkConfig
+from appliance.network.render import plan, write_plan
+from appliance.topology import ip_or_none
+
+
+def live_state() -> LiveState | None:
+    """Interfaces, addresses, gateways, DNS servers and hostname as they are now (None if unreadable).
+
+    Netlink runs its own event loop: call this in a thread, never on the console's loop."""
+    try:
+        return read_live_state()
+    except (KernelError, OSError, RuntimeError):
+        return None
+
+
+def local_addresses() -> set[str]:
+    try:
+        state = read_kernel_state()
+    except (KernelError, OSError, RuntimeError):
+        return set()
+    return {address.address for link in state.links for address in link.addresses}
+
+
+def ptr_check(hostname: str, address: str, servers: list[str]) -> HeloVerdict | str:
+    """The HELO/PTR check of seed 002 appendix A; a string when DNS did not answer."""
+    try:
+        return check_helo(make_resolver(servers or None), hostname, address)
+    except LookupFailed as error:
+        return str(error)
+    except ValueError as error:
+        return f"DNS server: {error}"
+
+
+def next_hop(host: str, port: int, hostname: str, listen_ports: set[int], servers: list[str]) -> NextHopReport:
+    return check_next_hop(host, port, resolver=make_resolver(servers or None), helo_name=hostname,
+                          own_names=(hostname,), local_addresses=local_addresses(), listen_ports=listen_ports,
+                          timeout=8.0)
+
+
+def addresses_for(host: str, servers: list[str]) -> list[str]:
+    """The addresses of a relay host: itself when it is an address, else its A and AAAA records."""
+    if ip_or_none(host):
+        return [ip_or_none(host)]
+    try:
+        return addresses_of(make_resolver(servers or None, timeout=3.0), host)
+    except (LookupFailed, ValueError):
+        return []
+
+
+def render_network(config: NetworkConfig, root: Path) -> list[str]:
+    """Under a root other than /: the network files only; nothing reaches the running system."""
+    files = plan(config, root)
+    write_plan(files)
+    return [str(root / relative) for relative in files.write]
+
+
+def start_network_trial(config: NetworkConfig, root: Path, timeout: float) -> trial.Trial:
+    """On the appliance: apply now, and keep it only when confirmed (like netplan try)."""
+    return trial.start(config, Target(root), root / "run/postern", timeout)
