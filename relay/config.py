@@ -23,6 +23,7 @@ DEFAULT_CONFIG = "/etc/postern/postern.yaml"
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION = 3650 * 86400
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but the colon
 
@@ -252,13 +253,17 @@ def positive_int(minimum: int = 1) -> Callable[[Any], int]:
 
 
 def check_duration(value: Any) -> int:
-    """Seconds, as a number or with a unit like Postfix: 300s, 10m, 1h, 5d, 1w."""
+    """Seconds, as a number or with a unit like Postfix: 300s, 10m, 1h, 5d, 1w; at most ten years."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    match = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"{value!r} is not a duration: use seconds or a number with s, m, h, d or w, such as 5d")
-    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        seconds = value
+    else:
+        match = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
+        if not match or int(match.group(1)) == 0:
+            raise ValueError(f"{value!r} is not a duration: use seconds or a number with s, m, h, d or w, such as 5d")
+        seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds > MAX_DURATION:  # a timer takes a float: 10**400 seconds would fail every session
+        raise ValueError(f"{value!r} is too long: at most 3650d")
+    return seconds
 
 
 def check_network(value: Any):

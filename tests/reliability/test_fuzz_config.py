@@ -8,7 +8,7 @@ it accepts, written back out as the control API shows it, is accepted again unch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.config import MTA_FIELDS, MtaConfig, parse_mta, to_dict
+from relay.config import MAX_DURATION, MTA_FIELDS, MtaConfig, parse_mta, to_dict
 from tests.reliability.effort import examples
 
 SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10 ** 30), max_value=10 ** 30)
@@ -48,3 +48,28 @@ def test_an_accepted_config_read_back_from_the_control_api_is_the_same(mta):
     again, problems = parse_mta(to_dict(config))
     assert problems == []
     assert again == config
+
+
+DURATIONS = [("idle_timeout",), ("session_timeout",), ("queue", "minimal_backoff_time"),
+             ("queue", "maximal_backoff_time"), ("queue", "maximal_queue_lifetime"),
+             ("delivery", "connect_timeout"), ("delivery", "command_timeout")]
+
+
+@settings(max_examples=examples(150, 5_000))
+@given(mta=st.fixed_dictionaries({}, optional={"idle_timeout": SCALARS, "session_timeout": SCALARS,
+                                               "queue": SECTIONS, "delivery": SECTIONS}))
+def test_an_accepted_duration_fits_a_timer(mta):
+    config, _ = parse_mta(mta)
+    if config is None:
+        return
+    for path in DURATIONS:
+        value = config
+        for name in path:
+            value = getattr(value, name)
+        assert 0 < value <= MAX_DURATION and float(value) > 0
+
+
+def test_a_duration_too_long_for_a_timer_is_refused():
+    _, problems = parse_mta({"idle_timeout": 10 ** 400, "queue": {"maximal_queue_lifetime": "99999999999w"}})
+    assert [p.split(":")[0] for p in problems] == ["mta.idle_timeout", "mta.queue.maximal_queue_lifetime"]
+    assert all(p.endswith("is too long: at most 3650d") for p in problems)
