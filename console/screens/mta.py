@@ -30,6 +30,7 @@ from ..messages import RelayStatus
 from ..relay_link import explain
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
+from .confirm import ConfirmScreen
 
 CHECK_DELAY = 0.25  # seconds of quiet typing before the form is checked again
 MAX_LIST_LINES = 6
@@ -58,6 +59,15 @@ class ChangesScreen(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+
+class FormScroll(VerticalScroll):
+    """The form: Up and Down go from field to field (a list field keeps them for its lines)."""
+
+    BINDINGS = [
+        Binding("down", "app.focus_next", "Next field", id="mta.next", show=False),
+        Binding("up", "app.focus_previous", "Previous field", id="mta.previous", show=False),
+    ]
 
 
 def editor(field: mta_form.Field) -> Widget:
@@ -89,8 +99,6 @@ class MtaScreen(Screen):
         Binding("ctrl+s", "apply", "Apply", id="mta.apply"),
         Binding("ctrl+r", "reload", "Reload", id="mta.reload"),
         Binding("escape", "back", "Back", id="mta.back"),
-        Binding("down", "app.focus_next", "Next field", id="mta.next", show=False),
-        Binding("up", "app.focus_previous", "Previous field", id="mta.previous", show=False),
     ]
 
     def __init__(self):
@@ -108,11 +116,12 @@ class MtaScreen(Screen):
         self.unplaced: list[str] = []
         self.errors: dict[str, list[str]] = {}
         self._load_lock = asyncio.Lock()
+        self.applying = False
 
     def compose(self) -> ComposeResult:
         yield StatusLine("MTA settings")
         yield Static("Loading the running settings...", id="mta-notice")
-        yield VerticalScroll(id="mta-form")
+        yield FormScroll(id="mta-form")
         yield Footer(compact=True)
 
     def on_screen_resume(self) -> None:
@@ -122,7 +131,7 @@ class MtaScreen(Screen):
     def on_relay_status(self, message: RelayStatus) -> None:
         if message.status is not None and self.running is None:
             self.load()
-        elif "config" in message.changed and self.running is not None:
+        elif "config" in message.changed and self.running is not None and not self.applying:
             if self.changes or self.problems:
                 self.notice("The relay's settings were changed elsewhere since you loaded them: "
                             "ctrl+r loads them (your edits are lost).", "yellow")
@@ -135,11 +144,12 @@ class MtaScreen(Screen):
     # --- loading ---------------------------------------------------------------------------------
 
     @work(group="mta-load")
-    async def load(self) -> None:
+    async def load(self, force: bool = False) -> None:
+        """Get the running settings; unless forced, a form showing them already is left alone."""
         async with self._load_lock:  # one load at a time: a form half rebuilt is never seen
-            await self._load()
+            await self._load(force)
 
-    async def _load(self) -> None:
+    async def _load(self, force: bool) -> None:
         try:
             answer = await self.app.link.call("io.postern.Config.Get")
         except (Unreachable, PermissionDenied, ControlError) as error:
@@ -148,6 +158,8 @@ class MtaScreen(Screen):
             else:
                 self.notice(f"Could not load the settings again: {explain(error)}", "red")
             return
+        if not force and answer["mta"] == self.running and answer.get("path", "") == self.path:
+            return  # nothing new: the form and what it says stay as they are
         await self.show_running(answer["mta"], answer.get("path", ""))
 
     async def show_running(self, running: dict, path: str) -> None:
@@ -327,6 +339,13 @@ class MtaScreen(Screen):
 
     @work(group="mta-apply", exclusive=True)
     async def apply(self, payload: dict) -> None:
+        self.applying = True
+        try:
+            await self._apply(payload)
+        finally:
+            self.applying = False
+
+    async def _apply(self, payload: dict) -> None:
         self.notice("Applying...")
         try:
             answer = await self.app.link.call("io.postern.Config.Apply", mta=payload)
@@ -362,15 +381,13 @@ class MtaScreen(Screen):
 
     def action_reload(self) -> None:
         if self.changes or self.problems:
-            from .confirm import ConfirmScreen
-
             def answered(yes: bool | None) -> None:
                 if yes:
-                    self.load()
+                    self.load(force=True)
 
             self.app.push_screen(ConfirmScreen("Load the running settings again? Your edits are lost."), answered)
         else:
-            self.load()
+            self.load(force=True)
 
     def action_back(self) -> None:
         self.app.switch_mode("dashboard")

@@ -110,6 +110,14 @@ async def test_mta_screen_shows_the_relays_refusal_at_the_field(make_relay, sink
         assert "cannot listen on" in text_of(app, "#mta-notice")
         assert "cannot listen on" in screen.error_text("listen")
         assert running_mta(relay)["listen"] == [f"127.0.0.1:{relay.port}"]
+        # Ctrl+R asks, then puts the running settings back in the form.
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "ConfirmScreen", what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: screen.query_one("#mta-listen").text == f"127.0.0.1:{relay.port}",
+                    what="the running value back")
+        await until(pilot, lambda: "No changes" in text_of(app, "#mta-notice"), what="a clean form")
+        assert screen.error_text("listen") == ""
 
 
 async def test_mta_screen_when_the_relay_is_down(make_relay, sink):

@@ -4,6 +4,8 @@ import email
 import email.policy
 
 from console.app import make_app
+from console.screens.smtp_test import styled
+from console.smtp_session import Line
 from tests.console.conftest import text_of, until
 
 NO_RELAY = "/nonexistent/control.sock"  # the SMTP test client needs no relay
@@ -159,3 +161,10 @@ async def test_session_reports_a_server_that_is_not_there():
         screen.query_one("#session-command").value = "EHLO x"
         await pilot.press("enter")
         assert "Not connected" in text_of(app, "#session-notice")
+
+
+def test_replies_are_coloured_by_class():
+    colours = {text: str(styled(Line("server", text, 0.0, 0.01)).spans[-1].style)
+               for text in ("250 ok", "354 go on", "451 later", "550 no")}
+    assert colours == {"250 ok": "green", "354 go on": "cyan", "451 later": "yellow", "550 no": "bold red"}
+    assert str(styled(Line("client", "EHLO x", 0.0)).spans[-1].style) == "bold"
