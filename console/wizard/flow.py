@@ -47,6 +47,12 @@ class SetupWizard:
         self.finished = False
         self.live: LiveState | None = None  # the machine's interfaces and DNS, read once when the wizard starts
 
+    def shown(self, text: str) -> str:
+        """Paths as the appliance will have them: under a test root, without the root's own prefix."""
+        if self.state.is_live:
+            return text
+        return text.replace(str(self.root).rstrip("/") + "/", "/")
+
     def save(self) -> None:
         self.state.save_progress(Progress(STEP_NAMES[self.index], self.draft.document))
 

@@ -176,8 +176,9 @@ class SummaryStep(StepScreen):
             text.append(f"{side.title}\n", style="bold")
             for step in side.steps:
                 text.append(f" - {step}\n")
-        text.append(f"\nThe configuration ({self.wizard.root / 'etc/postern/postern.yaml'})\n", style="bold underline")
-        text.append(yaml.safe_dump(plan.document, sort_keys=False, default_flow_style=False).rstrip())
+        text.append("\nThe configuration (/etc/postern/postern.yaml)\n", style="bold underline")
+        text.append(self.wizard.shown(yaml.safe_dump(plan.document, sort_keys=False, default_flow_style=False)))
+        text.rstrip()
         self.query_one("#summary-text", Static).update(text)
 
 
@@ -259,8 +260,7 @@ class ApplyStep(StepScreen):
         self.plan = plan
         text = Text()
         for line in lines:
-            text.append(line.replace(str(self.wizard.root).rstrip("/") + "/", "/") if not live else line)
-            text.append("\n")
+            text.append(self.wizard.shown(line) + "\n")
         report.add_class("-ok")
         text.rstrip()
         report.update(text)

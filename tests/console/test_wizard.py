@@ -1,0 +1,287 @@
+"""Pilot tests of the first-boot wizard: every topology walked through against a real relay, with a
+temporary root; what is written is read back. Validation names the field, Back keeps answers,
+and a wizard started again after a restart picks up at the step it was on."""
+
+import pytest
+import yaml
+from textual.widgets import Input, OptionList
+
+from appliance.firstboot import SetupState
+from appliance.schema import load_config_file
+from console.app import make_app
+from console.screens.confirm import ConfirmScreen
+from relay.control.client import ControlClient
+from tests.console.wizard_support import (TENANT, at_step, dns, machine, make_root, step_title,  # noqa: F401
+                                          text_of, until)
+from tests.support.sink import Sink
+
+TOPOLOGIES = ["direct", "via-relay", "virus-scanner", "virus-scanner-via-relay", "m365"]
+SMART_HOST = {"via-relay", "virus-scanner-via-relay", "m365"}
+
+
+@pytest.fixture
+def smarthost():
+    server = Sink().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def gateway(make_relay, sink, tmp_path):
+    """A running relay, and a root whose configuration is the image's with the test relay's listener."""
+    relay = make_relay(sink.port)
+    relay.socket = relay.workdir / "control.sock"
+    shipped = {**relay.mta, "relay_domains": [], "my_networks": [], "internal_relay": {"host": "", "port": 25},
+               "external_relay": {"host": "", "port": 25}}  # as an image ships it, on the test relay's port
+    relay.root = make_root(tmp_path, shipped)
+    return relay
+
+
+def wizard_app(relay):
+    return make_app(str(relay.socket), first_boot=True, root=str(relay.root))
+
+
+def fill(app, **values) -> None:
+    for widget_id, value in values.items():
+        app.screen.query_one(f"#{widget_id}", Input).value = value
+
+
+async def next_step(pilot, number: int) -> None:
+    await pilot.press("ctrl+n")
+    await at_step(pilot, number)
+
+
+async def walk(pilot, topology: str, sink, smarthost) -> None:
+    """Answer every step as an admin would for this topology, up to the apply step."""
+    app = pilot.app
+    await at_step(pilot, 1)
+    assert app.screen.query_one("#address", Input).value == "192.0.2.10/24"  # the machine's own, prefilled
+    await next_step(pilot, 2)
+    fill(app, hostname="gw.example.com")
+    await next_step(pilot, 3)
+    fill(app, servers="192.0.2.53")
+    await next_step(pilot, 4)
+    await pilot.press(*["down"] * TOPOLOGIES.index(topology))
+    await next_step(pilot, 5)
+    fill(app, domains="example.com, example.org")
+    await next_step(pilot, 6)
+    fill(app, host="127.0.0.1", port=str(sink.port))
+    if topology == "m365":
+        fill(app, tenant=TENANT)
+    await next_step(pilot, 7)  # the connection check reached the sink
+    if topology in SMART_HOST:
+        assert app.screen.smart
+        fill(app, host="127.0.0.1", port=str(smarthost.port))
+    else:
+        assert not app.screen.smart
+    await next_step(pilot, 8)
+    networks = app.screen.query_one("#networks", Input)
+    if topology == "m365":
+        assert not app.screen.query_one("#prefill").display  # Exchange Online's shared servers are not offered
+        fill(app, networks="")
+    else:
+        await until(pilot, lambda: networks.value == "127.0.0.1/32", what="my networks prefilled")
+    await next_step(pilot, 9)
+    await next_step(pilot, 10)
+    await next_step(pilot, 11)
+
+
+def running_mta(relay) -> dict:
+    with ControlClient(str(relay.socket)) as client:
+        return client.call("io.postern.Config.Get")["mta"]
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+async def test_each_topology_from_first_boot_to_a_delivered_test_message(gateway, sink, smarthost, machine,
+                                                                         topology):
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await walk(pilot, topology, sink, smarthost)
+        await pilot.press("ctrl+n")  # apply, then the test message
+        await until(pilot, lambda: "configuration: wrote /etc/postern/postern.yaml" in text_of(app, "#apply-report"),
+                    what="the configuration written")
+        assert "relay: the new configuration is in force" in text_of(app, "#apply-report")
+        await until(pilot, lambda: "status=sent" in text_of(app, "#transcript"), timeout=30, what="the delivery")
+        transcript = text_of(app, "#transcript")
+        assert "-> MAIL FROM:<postmaster@gw.example.com>" in transcript and "TLS started" in transcript
+        assert [m.recipients for m in sink.messages] == [["postmaster@example.com"]]
+        await pilot.press("ctrl+n")  # finish
+        await until(pilot, lambda: SetupState(gateway.root).is_complete(), what="setup marked complete")
+        await until(pilot, lambda: step_title(app) == "", what="the wizard to close")
+
+    state = SetupState(gateway.root)
+    assert state.completed_topology() == topology
+    assert not (gateway.root / "var/lib/postern/firstboot.yaml").exists()
+    config = load_config_file(gateway.root / "etc/postern/postern.yaml")
+    mta = config.mta
+    assert mta.hostname == "gw.example.com" and config.network.hostname == "gw.example.com"
+    assert mta.relay_domains == ("example.com", "example.org")
+    assert (mta.internal_relay.host, mta.internal_relay.port) == ("127.0.0.1", sink.port)
+    assert str(mta.listen[0]) == f"127.0.0.1:{gateway.port}"  # what the wizard does not ask about stays
+    assert mta.queue.minimal_backoff_time == 1
+    if topology in SMART_HOST:
+        assert (mta.external_relay.host, mta.external_relay.port) == ("127.0.0.1", smarthost.port)
+    else:
+        assert mta.external_relay.host == ""
+    if topology == "m365":
+        assert mta.m365.tenant_ids == (TENANT,) and mta.my_networks == () and mta.marker.enabled
+    else:
+        assert [str(n) for n in mta.my_networks] == ["127.0.0.1/32"]
+    assert mta.tls.cert_file == str(gateway.root / "etc/postern/tls/postern.pem")
+    assert (gateway.root / "etc/postern/tls/postern.key").stat().st_mode & 0o777 == 0o600
+    assert config.network.interface("eth0").gateways[0].compressed == "192.0.2.1"
+    network_file = gateway.root / "etc/systemd/network/10-postern-eth0.network"
+    assert "Address=192.0.2.10/24" in network_file.read_text()
+    assert "nameserver 192.0.2.53" in (gateway.root / "etc/resolv.conf").read_text()
+    assert running_mta(gateway)["relay_domains"] == ["example.com", "example.org"]
+    if topology in SMART_HOST:  # outgoing mail from my networks (or the tenant) goes to the smart host
+        if topology != "m365":
+            gateway.send("alice@example.com", ["bob@partner.example"])
+            assert smarthost.wait_for(1)[0].recipients == ["bob@partner.example"]
+
+
+async def test_each_step_names_the_field_that_is_wrong(gateway, machine):
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        fill(app, gateway="198.51.100.1")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Default gateway: 198.51.100.1 is not inside 192.0.2.0/24" in
+                    text_of(app, "#step-problems"), what="the gateway problem")
+        assert step_title(app).startswith("1/") and app.screen.query_one("#gateway").has_class("-problem")
+        fill(app, gateway="192.0.2.1")
+        await next_step(pilot, 2)
+        fill(app, hostname="gw")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Hostname: 'gw' is not a fully qualified host name" in
+                    text_of(app, "#step-problems"), what="the hostname problem")
+        assert app.focused is app.screen.query_one("#hostname")
+        fill(app, hostname="gw.example.com", public="not-an-address")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Public address: 'not-an-address' is not an IP address" in
+                    text_of(app, "#step-problems"), what="the address problem")
+        fill(app, public="192.0.2.10")
+        await next_step(pilot, 3)
+        fill(app, servers="192.0.2.300")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "DNS servers: '192.0.2.300' is not an IP address" in text_of(app, "#step-problems"),
+                    what="the DNS problem")
+        fill(app, servers="192.0.2.53")
+        await next_step(pilot, 4)
+        await next_step(pilot, 5)
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Relay domains: the Direct delivery setup receives mail for your domains" in
+                    text_of(app, "#step-problems"), what="the missing domains")
+        fill(app, domains="example.com")
+        await next_step(pilot, 6)
+        fill(app, host="mail.example.com", port="0")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Port: 0 is not a port number: use 1 to 65535" in text_of(app, "#step-problems"),
+                    what="the port problem")
+        fill(app, host="gw.example.com", port="25")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Host: gw.example.com is this gateway's own name" in
+                    text_of(app, "#step-problems"), what="the loop")
+
+
+async def test_a_failed_connection_check_asks_before_going_on(gateway, machine):
+    from tests.support.net import free_port
+
+    app = wizard_app(gateway)
+    answers = {"topology": "direct"}
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        for number in range(1, 6):
+            if number == 2:
+                fill(app, hostname="gw.example.com")
+            if number == 3:
+                fill(app, servers="192.0.2.53")
+            if number == 5:
+                fill(app, domains="example.com")
+            await next_step(pilot, number + 1)
+        fill(app, host="127.0.0.1", port=str(free_port()))  # nothing listens there
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        assert "connection refused" in str(app.screen.query_one("#question").render())
+        await pilot.press("n")
+        await at_step(pilot, 6)
+        assert "connection refused" in text_of(app, "#hop")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
+        await pilot.press("y")
+        await at_step(pilot, 7)
+    assert answers
+
+
+async def test_the_ptr_check_compares_the_helo_name_with_the_forward_confirmed_ptr(gateway, machine):
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await next_step(pilot, 2) if await at_step(pilot, 1) is None else None
+        fill(app, hostname="gw.example.com")
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: "PASS" in text_of(app, "#ptr"), what="the PTR verdict")
+        assert "PTR of 192.0.2.10: gw.example.com" in text_of(app, "#ptr")
+        fill(app, helo="mail.example.com")
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: "FAIL: the HELO name mail.example.com differs" in text_of(app, "#ptr"),
+                    what="the mismatch")
+
+
+async def test_back_keeps_the_answers_and_a_restart_resumes_at_the_same_step(gateway, machine):
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        await next_step(pilot, 2)
+        fill(app, hostname="gw.example.com")
+        await next_step(pilot, 3)
+        fill(app, servers="192.0.2.53")
+        await pilot.press("escape")
+        await at_step(pilot, 2)
+        assert app.screen.query_one("#hostname", Input).value == "gw.example.com"
+        await next_step(pilot, 3)
+        assert app.screen.query_one("#servers", Input).value == "192.0.2.53"
+        await next_step(pilot, 4)
+        await pilot.press("down")
+        await next_step(pilot, 5)
+        fill(app, domains="example.com")
+        await next_step(pilot, 6)
+    # The console goes away (a reboot, a dropped SSH session): the answers so far are on disk.
+    saved = yaml.safe_load((gateway.root / "var/lib/postern/firstboot.yaml").read_text())
+    assert saved["step"] == "internal" and saved["answers"]["topology"] == "via-relay"
+    assert (gateway.root / "var/lib/postern/firstboot.yaml").stat().st_mode & 0o777 == 0o600
+
+    again = wizard_app(gateway)
+    async with again.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 6)
+        assert "Setup 6/11: Internal relay host" in text_of(again, "#status-line")
+        await pilot.press("escape")
+        await at_step(pilot, 5)
+        assert again.screen.query_one("#domains", Input).value == "example.com"
+        await pilot.press("escape")
+        await at_step(pilot, 4)
+        options = again.screen.query_one("#topology", OptionList)
+        assert options.get_option_at_index(options.highlighted).id == "via-relay"
+
+
+async def test_leaving_at_the_first_step_keeps_the_wizard_for_later(gateway, machine):
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: step_title(app) == "", what="the wizard to close")
+        assert app.screen.__class__.__name__ == "DashboardScreen"
+    assert yaml.safe_load((gateway.root / "var/lib/postern/firstboot.yaml").read_text())["step"] == "network"
+    assert not SetupState(gateway.root).is_complete()
+
+
+async def test_the_wizard_runs_again_from_the_command_palette(gateway, machine):
+    app = make_app(str(gateway.socket), root=str(gateway.root))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.pause()
+        assert step_title(app) == ""  # without --first-boot the console opens on the dashboard
+        await pilot.press("ctrl+p", *"setup wiz")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await at_step(pilot, 1)
