@@ -84,6 +84,11 @@ _PROBLEM = re.compile(r"^mta\.([A-Za-z0-9_.\-]+?)((?:\[\d+\])*)\s*:\s*(.*)$", re
 _UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60))
 
 
+def dom_id(key: str) -> str:
+    """A widget id for a dotted key (ids allow letters, digits, _ and - only)."""
+    return "mta-" + re.sub(r"[^A-Za-z0-9_-]", "_", key.replace(".", "--"))
+
+
 @dataclass(frozen=True)
 class Field:
     path: tuple[str, ...]
@@ -99,7 +104,7 @@ class Field:
 
     @property
     def dom_id(self) -> str:
-        return "mta-" + self.key.replace(".", "--")
+        return dom_id(self.key)
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,7 @@ class MtaScreen(Screen):
         if mta_form.shape(groups) != mta_form.shape(self.groups):
             await form.remove_children()
             await form.mount_all(self._compose_form(groups))
+            self.errors = {}  # the new widgets show no problem yet
         self.running, self.path, self.groups = running, path, groups
         self.fields = {field.key: field for field in mta_form.fields_of(groups)}
         self._filling = True
@@ -184,8 +185,8 @@ class MtaScreen(Screen):
         for group in groups:
             cells = [cell for field in group.fields for cell in field_lines(field)]
             if group.path:
-                dom_id = "mta-" + group.key.replace(".", "--")
-                heading = Static(self._heading(group, []), id=f"note-{dom_id}", classes="mta-heading")
+                heading = Static(self._heading(group, []), id=f"note-{mta_form.dom_id(group.key)}",
+                                 classes="mta-heading")
                 widgets.append(Vertical(heading, *cells, classes="mta-group mta-section"))
             else:
                 widgets.extend(cells)
@@ -259,8 +260,9 @@ class MtaScreen(Screen):
         if self.problems:
             self.changes = []
             count = len(self.problems)
+            elsewhere = f" Also: {'; '.join(self.unplaced)}" if self.unplaced else ""
             self.notice(f"{count} problem{'s' if count != 1 else ''}, shown in red at the fields: "
-                        "nothing can be applied until they are fixed.", "red")
+                        f"nothing can be applied until they are fixed.{elsewhere}", "red")
         else:
             self.changes = mta_form.diff(self.running, mta_form.normalized(section, config))
             count = len(self.changes)
@@ -285,7 +287,7 @@ class MtaScreen(Screen):
         for group in self.groups:
             words = placed.get(group.key, [])
             if group.path and words != self.errors.get(group.key, []):
-                self.query_one(f"#note-mta-{group.key.replace('.', '--')}", Static).update(self._heading(group, words))
+                self.query_one(f"#note-{mta_form.dom_id(group.key)}", Static).update(self._heading(group, words))
         self.errors = placed
         self.unplaced = placed.get("", [])
 

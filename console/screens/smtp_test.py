@@ -18,8 +18,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.worker import Worker
 from textual.widgets import ContentSwitcher, Footer, Input, Label, RichLog, Static, TextArea
+from textual.worker import Worker
 
 from ..smtp_session import (TLS_MODE_NAMES, FieldProblem, Line, SmtpFailure, TelnetSession, TestMessage,
                             check, send_test_message)

@@ -17,8 +17,6 @@ def fill(app, **values) -> None:
         widget = app.screen.query_one(f"#send-{name}")
         if hasattr(widget, "load_text"):
             widget.load_text(value)
-        elif hasattr(widget, "options"):
-            widget.value = value
         else:
             widget.value = value
 
