@@ -303,29 +303,15 @@ class Receiver:
             self._reject(session, "DATA", replies.TOO_MANY_HOPS, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.TOO_MANY_HOPS
         marker = config.marker
-        if marker.enabled:
-            ours = [v for v in headers.values(headers_in, marker.header) if v.lower() == config.marker_value.lower()]
-            if len(ours) > marker.loop_limit:
-                reply = replies.MAIL_LOOP.format(value=config.marker_value, count=len(ours), header=marker.header)
-                self._reject(session, "DATA", reply, envelope.mail_from, envelope.rcpt_tos[0])
-                return reply
-        ip = client_ip(session)
-        trusted = config.is_trusted(ip)
-        tenant = ""
-        if config.m365.covers(ip):
-            outside = [rcpt for rcpt in envelope.rcpt_tos if is_outside(config, rcpt)]
-            check = check_tenant(config, headers_in)
-            tenant = check.tenant
-            if outside and not check.allowed:
-                reply = replies.TENANT_REFUSED.format(reason=check.reason)
-                log.warning("m365: refused %s: tenant=%s, %d outside recipients: %s",
-                            client_name(session), check.tenant, len(outside), check.reason)
-                self._reject(session, "DATA", reply, envelope.mail_from, outside[0])
-                return reply
-            trusted = check.allowed  # our own tenant's mail keeps its markers
-            decision = "allowed to relay" if outside else "inbound to the relay domains"
-            log.info("m365: %s from %s: tenant=%s (%s)", decision, client_name(session), check.tenant,
-                     "one of ours" if check.allowed else "not ours")
+        looping = self._loop_refusal(config, headers_in)
+        if looping:
+            self._reject(session, "DATA", looping, envelope.mail_from, envelope.rcpt_tos[0])
+            return looping
+        trusted, tenant = config.is_trusted(client_ip(session)), ""
+        if config.m365.covers(client_ip(session)):
+            refusal, trusted, tenant = self._tenant_check(config, session, envelope, headers_in)
+            if refusal:
+                return refusal
         if marker.enabled and not trusted:
             # Nobody outside may forge the marker that Exchange's transport rules trust.
             body, removed = headers.strip(body, len(headers_in), marker.header)
@@ -368,6 +354,32 @@ class Receiver:
         self.relay.counters.received += 1
         self.relay.scheduler.add(entry)
         return replies.QUEUED.format(id=queue_id)
+
+    @staticmethod
+    def _loop_refusal(config: MtaConfig, headers_in: bytes) -> str | None:
+        """The refusal for a message that carries our marker more than loop_limit times."""
+        marker = config.marker
+        if not marker.enabled:
+            return None
+        ours = [v for v in headers.values(headers_in, marker.header) if v.lower() == config.marker_value.lower()]
+        if len(ours) <= marker.loop_limit:
+            return None
+        return replies.MAIL_LOOP.format(value=config.marker_value, count=len(ours), header=marker.header)
+
+    def _tenant_check(self, config: MtaConfig, session, envelope: SmtpEnvelope, headers_in: bytes):
+        """For a client in Exchange Online: (refusal or None, trusted, the tenant seen), the decision logged."""
+        outside = [rcpt for rcpt in envelope.rcpt_tos if is_outside(config, rcpt)]
+        check = check_tenant(config, headers_in)
+        if outside and not check.allowed:
+            reply = replies.TENANT_REFUSED.format(reason=check.reason)
+            log.warning("m365: refused %s: tenant=%s, %d outside recipients: %s",
+                        client_name(session), check.tenant, len(outside), check.reason)
+            self._reject(session, "DATA", reply, envelope.mail_from, outside[0])
+            return reply, False, check.tenant
+        decision = "allowed to relay" if outside else "inbound to the relay domains"
+        log.info("m365: %s from %s: tenant=%s (%s)", decision, client_name(session), check.tenant,
+                 "one of ours" if check.allowed else "not ours")
+        return None, check.allowed, check.tenant  # our own tenant's mail keeps its markers
 
     @staticmethod
     def _received_header(config: MtaConfig, session, protocol: str, queue_id: str, rcpts: list[str]) -> bytes:
