@@ -199,6 +199,8 @@ class Relay:
             await self._update_listeners()
             return error.problems
         log.info("reload%s -- configuration %s", who, self.config_path)
+        if (config.internal_relay, config.relay_domains) != (previous.internal_relay, previous.relay_domains):
+            self.verifier.flush()  # the answers came from another server, or for other domains
         self.events.publish("config")
         return []
 

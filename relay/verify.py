@@ -128,6 +128,9 @@ class RecipientVerifier:
             verdict = await asyncio.wait_for(self._ask(hop, address), PROBE_TIMEOUT)
         except asyncio.TimeoutError:
             verdict = Verdict(address, UNKNOWN, f"no answer from {hop.host} within {PROBE_TIMEOUT:g}s", time.time())
+        except Exception as error:  # a bug must not turn into an answer: the client tries again later
+            log.exception("<%s>: verification failed unexpectedly", address)
+            verdict = Verdict(address, UNKNOWN, f"internal error: {error}", time.time())
         if verdict.status != UNKNOWN:
             self._store(verdict)
         log.info("<%s>: %s (%s)", address, verdict.status, verdict.reply)

@@ -188,3 +188,16 @@ def test_posternctl_shows_and_flushes_the_cache(make_relay, internal):
     assert UNKNOWN_USER in shown
     assert ctl("verify", "lookup", "bob@example.com") == "<bob@example.com>: not in the cache\n"
     assert ctl("verify", "flush") == "forgot 1 answer\n"
+
+
+def test_a_new_internal_server_starts_a_fresh_cache(make_relay, internal):
+    relay = verifying(make_relay, internal.port, code=550)
+    assert rcpt(relay, "nobody@example.com")[0] == 550
+    other = NextHop().start()  # knows nobody@example.com
+    try:
+        relay.reload({**relay.mta, "internal_relay": {"host": "127.0.0.1", "port": other.port, "mx": False}})
+        relay.wait_log(r"verification cache flushed: 1 entry")
+        assert rcpt(relay, "nobody@example.com")[0] == 250
+        assert other.probes() == ["nobody@example.com"]
+    finally:
+        other.stop()
