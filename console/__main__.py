@@ -1,4 +1,4 @@
-"""postern-console [--socket PATH] [--config FILE] [--first-boot [--root DIR]]"""
+"""postern-console [--socket PATH] [--config FILE] [--first-boot] [--root DIR] [--[no-]allow-shell]"""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="open the setup wizard (it resumes where it was left)")
     parser.add_argument("--root", default="/", metavar="DIR",
                         help="the system the wizard sets up (default /; any other root only gets files)")
+    parser.add_argument("--allow-shell", action=argparse.BooleanOptionalAction, default=None,
+                        help="offer a shell on the System screen (default: only when the console runs as root)")
     args = parser.parse_args(argv)
-    make_app(args.socket, args.config, first_boot=args.first_boot, root=args.root).run()
+    make_app(args.socket, args.config, first_boot=args.first_boot, root=args.root,
+             allow_shell=args.allow_shell).run()
     return 0
 
 

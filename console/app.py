@@ -13,14 +13,19 @@ from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.reactive import reactive
 
+from .appliance_link import ApplianceLink, Runner, run_command
 from .linux_console import theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
 from .relay_link import RelayLink
+from .screens.certificates import CertificatesScreen
 from .screens.dashboard import DashboardScreen
+from .screens.diagnostics import DiagnosticsScreen
 from .screens.logs import LogScreen
 from .screens.mta import MtaScreen
+from .screens.network import NetworkScreen
 from .screens.queue import QueueScreen
 from .screens.smtp_test import SmtpTestScreen
+from .screens.system import SystemScreen
 from .wizard.launch import SetupWizardProvider, start_wizard
 
 AREAS = {
@@ -29,6 +34,10 @@ AREAS = {
     "mta": ("MTA settings", "hostname, relay domains, my networks, relay hosts, limits", MtaScreen),
     "logs": ("Logs", "the relay log, live", LogScreen),
     "smtp": ("SMTP test", "talk SMTP to a server, or send a test email", SmtpTestScreen),
+    "network": ("Network", "interfaces, addresses, gateway, hostname, DNS; apply with a countdown", NetworkScreen),
+    "diagnostics": ("Diagnostics", "DNS lookup, HELO/PTR check, next-hop check", DiagnosticsScreen),
+    "certificates": ("Certificates", "the TLS certificate: show, self-signed, CSR, import", CertificatesScreen),
+    "system": ("System", "reboot, power off, a shell", SystemScreen),
 }
 
 
@@ -55,6 +64,10 @@ class PosternConsole(App):
         Binding("f4", "switch_mode('mta')", "MTA", id="area.mta"),
         Binding("f5", "switch_mode('logs')", "Logs", id="area.logs"),
         Binding("f6", "switch_mode('smtp')", "SMTP test", id="area.smtp"),
+        Binding("f7", "switch_mode('network')", "Network", id="area.network"),
+        Binding("f8", "switch_mode('diagnostics')", "Diagnostics", id="area.diagnostics"),
+        Binding("f9", "switch_mode('certificates')", "Certificates", id="area.certificates"),
+        Binding("f11", "switch_mode('system')", "System", id="area.system"),
         Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),
         Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True),
     ]
@@ -62,9 +75,11 @@ class PosternConsole(App):
     relay_status: reactive[dict | None] = reactive(None, always_update=True)
     relay_problem: reactive[str] = reactive("Relay: connecting...")
 
-    def __init__(self, socket_path: str, config_path: str | None = None, first_boot: bool = False, root: str = "/"):
+    def __init__(self, socket_path: str, config_path: str | None = None, first_boot: bool = False, root: str = "/",
+                 appliance: ApplianceLink | None = None):
         super().__init__()
         self.link = RelayLink(socket_path)
+        self.appliance = appliance or ApplianceLink(config_path, root)  # network, diagnostics, certificates, power
         self.config_path = config_path
         self.first_boot = first_boot
         self.root = root  # the system the setup wizard configures: / on the appliance, a directory in tests
@@ -101,6 +116,11 @@ class PosternConsole(App):
 
 
 def make_app(socket_path: str, config_path: str | None = None, first_boot: bool = False,
-             root: str = "/") -> PosternConsole:
-    """The one factory: the command line and the tests build the same app."""
-    return PosternConsole(socket_path, config_path, first_boot, root)
+             root: str = "/", *, run_command: Runner = run_command, allow_shell: bool | None = None,
+             netns: str | None = None) -> PosternConsole:
+    """The one factory: the command line and the tests build the same app.
+
+    run_command runs reboot and power off (tests pass a recorder); allow_shell None offers a
+    shell only to root; netns applies network changes in that namespace (tests only)."""
+    appliance = ApplianceLink(config_path, root, netns=netns, run_command=run_command, allow_shell=allow_shell)
+    return PosternConsole(socket_path, config_path, first_boot, root, appliance)

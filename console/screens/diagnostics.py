@@ -1,0 +1,195 @@
+"""Diagnostics: a DNS lookup, the HELO/PTR check and the next-hop check, as `postern-appliance diag` runs them.
+
+One row of fields per check; Enter in a row runs its check in a thread worker and the
+answer is added to the results below. The DNS servers asked are the ones typed, else the
+configuration's (`mta.dns_servers`, then `network.dns.servers`), else the system's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer, Input, Label, RichLog, Static
+
+from appliance.diagnostics.helo import PASS
+
+from ..appliance_link import RECORD_TYPES, DnsResult, FieldError, LookupFailed
+from ..widgets.choice import Choice
+from ..widgets.status_line import StatusLine
+from .area import AreaScreen
+
+FIELD_INPUTS = {"name": "diag-name", "address": "diag-address", "helo": "diag-helo", "hop": "diag-hop",
+                "servers": "diag-servers"}
+CHECK_OF_INPUT = {"diag-name": "dns", "diag-address": "helo", "diag-helo": "helo", "diag-hop": "hop",
+                  "diag-servers": "dns"}
+FIELD_NAMES = {"name": "Name", "address": "Address", "helo": "HELO name", "hop": "Host:port",
+               "servers": "DNS servers"}
+
+
+@dataclass
+class DiagResult(Message):
+    title: str
+    lines: list[Text]
+
+
+@dataclass
+class DiagProblem(Message):
+    title: str
+    field: str
+    words: str
+
+
+def line(text: str, style: str = "") -> Text:
+    return Text(text, style=style)
+
+
+def dns_lines(result: DnsResult) -> list[Text]:
+    lines = []
+    for answer in result.answers:
+        lines.append(line(answer.line(), "" if answer.records else "yellow"))
+    if result.rdtype in ("ALL", "TXT") and not any(a.status == "no such domain" for a in result.answers):
+        lines.append(line(f"SPF   {'; '.join(result.spf) or '(none)'}", "green" if result.spf else "yellow"))
+        if len(result.spf) > 1 and result.rdtype == "TXT":
+            lines.append(line("more than one SPF record: receivers treat that as an error (RFC 7208); merge them",
+                              "yellow"))
+        lines.append(line(f"DMARC {'; '.join(result.dmarc) or '(none)'}", "green" if result.dmarc else "yellow"))
+    lines += [line(note, "yellow") for note in result.notes]
+    return lines
+
+
+def verdict_style(text: str) -> str:
+    if text.startswith("PASS"):
+        return "bold green"
+    if text.startswith("FAIL"):
+        return "bold red"
+    return ""
+
+
+class DiagnosticsScreen(AreaScreen):
+    BINDINGS = [
+        Binding("ctrl+l", "clear", "Clear", id="diag.clear"),
+        Binding("escape", "back", "Back", id="diag.back"),
+        Binding("down", "app.focus_next", "Next field", id="diag.next", show=False),
+        Binding("up", "app.focus_previous", "Previous field", id="diag.previous", show=False),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine("Diagnostics")
+        with Vertical(id="diag-form"):
+            yield Horizontal(Label("DNS lookup", classes="diag-label"),
+                             Input(placeholder="example.com or 192.0.2.10", id="diag-name", compact=True),
+                             Label("Type", classes="diag-label-short"),
+                             Choice([(t, t) for t in RECORD_TYPES], "ALL", id="diag-type"), classes="diag-row")
+            yield Horizontal(Label("HELO check", classes="diag-label"),
+                             Input(placeholder="public address", id="diag-address", compact=True,
+                                   classes="diag-narrow"),
+                             Label("HELO", classes="diag-label-short"),
+                             Input(id="diag-helo", compact=True), classes="diag-row")
+            yield Horizontal(Label("Next hop", classes="diag-label"),
+                             Input(placeholder="host:port (empty: the configured relay hosts)", id="diag-hop",
+                                   compact=True), classes="diag-row")
+            yield Horizontal(Label("DNS servers", classes="diag-label"),
+                             Input(placeholder="empty: the configuration's, else the system's", id="diag-servers",
+                                   compact=True), classes="diag-row")
+        output = RichLog(id="diag-output", wrap=True, markup=False)
+        output.border_title = "Results (Enter in a row runs its check)"
+        yield output
+        yield Static("Type a name, an address or a host, then Enter.", id=self.NOTICE_ID)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#diag-name", Input).focus()
+        self.placeholders()
+
+    @work(thread=True, exclusive=True, group="diag-defaults", name="Reading the configuration", exit_on_error=False)
+    def placeholders(self) -> None:
+        helo = self.appliance.settings().mta.outgoing_helo
+        self.app.call_from_thread(setattr, self.query_one("#diag-helo", Input), "placeholder",
+                                  f"empty: {helo}")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        check = CHECK_OF_INPUT.get(event.input.id or "")
+        servers = self.query_one("#diag-servers", Input).value
+        for widget in self.query(Input):
+            widget.remove_class("-invalid")
+        if check == "dns":
+            name = self.query_one("#diag-name", Input).value
+            rdtype = self.query_one("#diag-type", Choice).value
+            self.notice(f"Looking up {name.strip()} {rdtype}...")
+            self.run_check("DNS lookup", "dns_lookup", servers, name, rdtype)
+        elif check == "helo":
+            address = self.query_one("#diag-address", Input).value
+            self.notice(f"Checking the PTR record of {address.strip()}...")
+            self.run_check("HELO check", "helo_check", servers, address, self.query_one("#diag-helo", Input).value)
+        elif check == "hop":
+            self.notice("Connecting...")
+            self.run_check("Next hop", "next_hop", servers, self.query_one("#diag-hop", Input).value)
+
+    @work(thread=True, exclusive=True, group="diag", name="The check", exit_on_error=False)
+    def run_check(self, title: str, kind: str, servers: str, *values: str) -> None:
+        try:
+            if kind == "dns_lookup":
+                result = self.appliance.dns_lookup(values[0], values[1], servers)
+                header = f"{result.name} {result.rdtype} (asked {result.servers})"
+                lines = dns_lines(result)
+            elif kind == "helo_check":
+                verdict = self.appliance.helo_check(values[0], values[1], servers)
+                header = f"HELO {verdict.helo_name} from {verdict.address}"
+                lines = [line(text, verdict_style(text)) for text in verdict.lines]
+                title = f"HELO check: {'PASS' if verdict.verdict == PASS else 'FAIL'}"
+            else:
+                lines, header = [], ""
+                for host, port in self.appliance.next_hop_targets(values[0]):
+                    lines += self.hop_lines(host, port, servers)
+        except FieldError as error:
+            self.post_message(DiagProblem(title, error.field, error.message))
+            return
+        except LookupFailed as error:
+            self.post_message(DiagProblem(title, "servers", str(error)))
+            return
+        if header:
+            lines.insert(0, line(header, "bold"))
+        self.post_message(DiagResult(title, lines))
+
+    def hop_lines(self, host: str, port: int, servers: str) -> list[Text]:
+        report = self.appliance.next_hop(host, port, servers)
+        lines = [line(f"next hop {host}:{port}", "bold")]
+        lines += [line(f"  {text}") for text in report.lines]
+        lines += [line(f"    {text}") for text in report.certificate]
+        lines += [line(f"  warning: {text}", "yellow") for text in report.warnings]
+        lines += [line(f"  problem: {text}", "bold red") for text in report.errors]
+        if report.ok:
+            lines.append(line("  OK: the next hop takes mail" + (" over TLS" if report.starttls else ""),
+                              "bold green"))
+        return lines
+
+    def on_diag_result(self, message: DiagResult) -> None:
+        output = self.query_one(RichLog)
+        for text in message.lines:
+            output.write(text)
+        output.write(Text(""))
+        style = "bold red" if "FAIL" in message.title else ""
+        self.notice(f"{message.title}: done." if not style else f"{message.title}: see what to change above.",
+                    style)
+
+    def on_diag_problem(self, message: DiagProblem) -> None:
+        widget_id = FIELD_INPUTS.get(message.field)
+        if widget_id:
+            widget = self.query_one(f"#{widget_id}", Input)
+            widget.add_class("-invalid")
+            widget.focus()
+        where = FIELD_NAMES.get(message.field, message.field)
+        self.notice(f"{message.title}: {where}: {message.words}", "bold red")
+
+    def result_text(self) -> str:
+        """Everything in the results, as plain text (for tests)."""
+        return "\n".join(strip.text for strip in self.query_one(RichLog).lines)
+
+    def action_clear(self) -> None:
+        self.query_one(RichLog).clear()

@@ -1,0 +1,69 @@
+"""The safe-apply countdown: "Keep these settings? Reverting in N s".
+
+Shown while a network change is in force but not yet kept. Enter keeps it; any other key,
+or the deadline, restores the previous settings: an admin whose session the new address
+cut off does nothing and gets the old one back. `postern-appliance confirm` from another
+shell keeps it too (the screen sees the change as confirmed and closes).
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import events
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from ..appliance_link import PendingChange
+
+
+class KeepSettingsScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("enter", "keep", "Keep", id="network.keep")]
+
+    def __init__(self, pending: PendingChange, summary: list[str]):
+        super().__init__()
+        self.pending = pending
+        self.summary = summary
+        self.answered = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="keep-dialog"):
+            yield Static(Text("\n".join(self.summary)), id="keep-summary")
+            yield Static(id="keep-countdown")
+            yield Static("[b]Enter[/b] keeps them    any other key restores the previous settings now",
+                         id="keep-keys")
+
+    def on_mount(self) -> None:
+        self.tick()
+        self.set_interval(0.5, self.tick)
+
+    def tick(self) -> None:
+        if self.answered:
+            return
+        if self.pending.confirmed:
+            self.answer(True)
+            return
+        left = self.pending.remaining()
+        if left <= 0:
+            self.answer(False)
+            return
+        self.query_one("#keep-countdown", Static).update(
+            Text(f"Keep these settings? Reverting in {left:.0f} s", style="bold"))
+
+    def answer(self, keep: bool) -> None:
+        if not self.answered:
+            self.answered = True
+            self.dismiss(keep)
+
+    def action_keep(self) -> None:
+        self.answer(True)
+
+    def on_key(self, event: events.Key) -> None:
+        event.stop()
+        event.prevent_default()
+        if event.key == "enter":
+            self.answer(True)
+        else:
+            self.answer(False)

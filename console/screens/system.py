@@ -1,0 +1,143 @@
+"""System: the machine itself. Reboot and power off (each after a yes), and a shell when allowed.
+
+Commands go through the appliance link's command runner (`systemctl reboot`,
+`systemctl poweroff`), which the factory takes as an argument: the tests give it a
+recorder. A shell suspends the console and gives the terminal to $SHELL (or /bin/bash)
+until it exits; it is offered only when the console runs as root or was started with
+--allow-shell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult, SuspendNotSupported
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Footer, Static
+
+from ..appliance_link import CommandResult, SystemFacts, uptime_text
+from ..widgets.status_line import StatusLine
+from .area import AreaScreen
+from .confirm import ConfirmScreen
+
+POWER = {
+    "reboot": ("Reboot", "Restart the appliance now? Mail in the queue is kept and delivered after the restart; "
+                         "this console and SSH sessions close for a minute or two."),
+    "poweroff": ("Power off", "Power the appliance off now? No mail is received or delivered until someone "
+                              "starts the virtual machine again."),
+}
+
+
+@dataclass
+class FactsRead(Message):
+    facts: SystemFacts
+
+
+@dataclass
+class CommandDone(Message):
+    what: str
+    result: CommandResult
+
+
+def facts_text(facts: SystemFacts) -> Text:
+    text = Text()
+    for label, value in (("Hostname", facts.hostname), ("System", facts.os_name), ("Kernel", facts.kernel),
+                         ("Up", uptime_text(facts.uptime)), ("Logged in", str(facts.users))):
+        text.append(f"{label:<11}", style="dim")
+        text.append(f"{value}\n")
+    text.rstrip()
+    return text
+
+
+class SystemScreen(AreaScreen):
+    BINDINGS = [
+        Binding("r", "power('reboot')", "Reboot", id="system.reboot"),
+        Binding("p", "power('poweroff')", "Power off", id="system.poweroff"),
+        Binding("s", "shell", "Shell", id="system.shell"),
+        Binding("escape", "back", "Back", id="system.back"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine("System")
+        facts = Static("Reading...", id="system-facts")
+        facts.border_title = "This appliance"
+        yield facts
+        actions = Static(id="system-actions")
+        actions.border_title = "Actions"
+        yield actions
+        yield Static(id="system-spacer")
+        yield Static("", id=self.NOTICE_ID)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.show_actions()
+        self.read_facts()
+
+    def on_screen_resume(self) -> None:
+        self.read_facts()
+
+    def show_actions(self) -> None:
+        allowed, why = self.appliance.shell_permission()
+        text = Text()
+        text.append("r ", style="bold")
+        text.append("Reboot: systemctl reboot\n")
+        text.append("p ", style="bold")
+        text.append("Power off: systemctl poweroff\n")
+        text.append("s ", style="bold" if allowed else "dim")
+        text.append(f"Shell: {why}", style="" if allowed else "dim")
+        self.query_one("#system-actions", Static).update(text)
+
+    @work(thread=True, exclusive=True, group="system-facts", name="Reading the system", exit_on_error=False)
+    def read_facts(self) -> None:
+        self.post_message(FactsRead(self.appliance.facts()))
+
+    def on_facts_read(self, message: FactsRead) -> None:
+        self.query_one("#system-facts", Static).update(facts_text(message.facts))
+
+    # --- reboot and power off ------------------------------------------------------------------------
+
+    def action_power(self, verb: str) -> None:
+        title, question = POWER[verb]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notice(f"{title}: systemctl {verb}...", "bold yellow")
+                self.run_power(verb)
+            else:
+                self.notice(f"{title}: cancelled, nothing was done.")
+
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    @work(thread=True, exclusive=True, group="system-power", name="The command", exit_on_error=False)
+    def run_power(self, verb: str) -> None:
+        self.post_message(CommandDone(POWER[verb][0], self.appliance.power(verb)))
+
+    def on_command_done(self, message: CommandDone) -> None:
+        result = message.result
+        if result.returncode == 0:
+            self.notice(f"{message.what}: under way. The console closes when the system goes down.", "bold yellow")
+        else:
+            self.notice(f"{message.what} failed (exit code {result.returncode}): {result.output or 'no message'}",
+                        "bold red")
+
+    # --- a shell --------------------------------------------------------------------------------------
+
+    def action_shell(self) -> None:
+        allowed, why = self.appliance.shell_permission()
+        if not allowed:
+            self.notice(f"Shell: {why}.", "bold red")
+            return
+        command = self.appliance.shell()
+        try:
+            with self.app.suspend():
+                print(f"Postern: {command[0]}; type exit to return to the console.", flush=True)
+                # The console is suspended: this blocks it on purpose, as the terminal belongs to the shell.
+                result = self.appliance.run(command, interactive=True)
+        except SuspendNotSupported:
+            self.notice("Shell: this terminal cannot hand the screen over to a shell.", "bold red")
+            return
+        self.notice(f"Back from the shell ({command[0]}, exit code {result.returncode}).")
+        self.read_facts()

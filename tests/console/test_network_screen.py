@@ -1,0 +1,248 @@
+"""The network screen: the live interfaces, checks as you type, and the safe apply with its countdown.
+
+Changes are applied for real only inside a network namespace the test creates (and
+deletes), with documentation addresses; without one, under a temporary root, only files
+change. The host's own network is only ever read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import psutil
+
+from console.network_form import NetworkForm, place, proposed
+from tests.appliance.conftest import COMMAND
+from tests.console.conftest import text_of, until
+
+from .appliance_support import (ETH0_MAC, addresses, console, default_gateways, netns, read_config, root,
+                                write_config)
+
+__all__ = ["netns", "root"]
+
+CONFIG = {
+    "network": {
+        "interfaces": {"eth0": {"address": "198.51.100.5/24", "gateway": "198.51.100.1"}},
+        "dns": {"servers": ["198.51.100.53"]},
+    },
+    "mta": {"hostname": "gw.example.com"},
+}
+
+
+async def network_screen(pilot):
+    await pilot.press("f7")
+    await until(pilot, lambda: pilot.app.screen.view is not None, what="the network screen to load")
+    return pilot.app.screen
+
+
+async def type_into(pilot, widget_id: str, text: str) -> None:
+    """Put text in a field as if typed (Input.Changed follows), without a keypress per character."""
+    field = pilot.app.screen.query_one(f"#{widget_id}")
+    field.focus()
+    field.value = text
+    await pilot.pause()
+
+
+def notice(app) -> str:
+    """The network screen's notice line, also while a dialog is on top of it."""
+    screen = next(s for s in app.screen_stack if type(s).__name__ == "NetworkScreen")
+    return str(screen.query_one("#area-notice").render())
+
+
+def table_text(app) -> str:
+    table = app.screen.query_one("#net-interfaces")
+    return "\n".join(" ".join(str(cell) for cell in row) for row in
+                     (table.get_row_at(index) for index in range(table.row_count)))
+
+
+async def test_shows_the_live_interfaces_and_checks_fields_as_you_type(tmp_path, root, netns):
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    app = console(tmp_path, config, root, netns=netns.name)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await network_screen(pilot)
+        listed = table_text(app)
+        assert f"eth0 {ETH0_MAC} up 1500 static 198.51.100.5/24 198.51.100.1" in listed
+        assert "peer0" in listed
+        assert "198.51.100.53" in text_of(app, "#net-live") and "example.net" in text_of(app, "#net-live")
+        # The form starts from the configuration file.
+        assert screen.form() == NetworkForm("eth0", False, "198.51.100.5/24", "198.51.100.1", "", "198.51.100.53", "")
+
+        await type_into(pilot, "net-gateway", "")
+        await pilot.press(*"192.0.2.1")  # typed, key by key
+        assert screen.error_text("gateway").startswith("192.0.2.1 is not inside 198.51.100.0/24")
+        await type_into(pilot, "net-address", "198.51.100.0/24")
+        await pilot.pause()
+        assert "is the network address of 198.51.100.0/24" in screen.error_text("address")
+        await type_into(pilot, "net-hostname", "not a name")
+        await type_into(pilot, "net-dns", "198.51.100.53 banana")
+        await pilot.pause()
+        assert "'not a name' is not a fully qualified host name" in screen.error_text("hostname")
+        assert "'banana' is not an IP address" in screen.error_text("dns")
+        assert screen.error_text("gateway") == ""  # until the address is right, the gateway is not judged
+        assert "3 problems" in notice(app)
+
+        await pilot.press("ctrl+s")  # refused: nothing is asked, nothing applied
+        await pilot.pause()
+        assert type(app.screen).__name__ == "NetworkScreen"
+        assert "Not applied" in notice(app)
+        assert addresses(netns) == ["198.51.100.5/24"]
+
+        # DHCP needs no address: the fields are disabled and their problems go.
+        await type_into(pilot, "net-hostname", "gw.example.com")
+        await type_into(pilot, "net-dns", "198.51.100.53")
+        mode = screen.query_one("#net-mode")
+        mode.focus()
+        await pilot.press("left")
+        await pilot.pause()
+        assert mode.value is True and screen.query_one("#net-address").disabled
+        assert screen.error_text("address") == screen.error_text("gateway") == ""
+        assert "change" in notice(app)
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", what="Escape to go back")
+
+
+async def test_apply_in_a_namespace_and_keep_with_enter(tmp_path, root, netns):
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    app = console(tmp_path, config, root, netns=netns.name)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await network_screen(pilot)
+        await type_into(pilot, "net-address", "192.0.2.10/24")
+        await type_into(pilot, "net-gateway", "192.0.2.1")
+        await type_into(pilot, "net-hostname", "gw.example.com")
+        await type_into(pilot, "net-search", "example.com")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the list of changes")
+        question = text_of(app, "#question")
+        assert "~ network.interfaces.eth0.address: 198.51.100.5/24 -> 192.0.2.10/24" in question
+        assert "+ network.hostname: gw.example.com" in question
+        await pilot.press("y")
+        await until(pilot, lambda: type(app.screen).__name__ == "KeepSettingsScreen", what="the countdown")
+        assert "Keep these settings? Reverting in" in text_of(app, "#keep-countdown")
+        # In force already, in the namespace: the new address and gateway, and the files.
+        assert addresses(netns) == ["192.0.2.10/24"] and default_gateways(netns) == ["192.0.2.1"]
+        assert "Gateway=192.0.2.1" in (root / "etc/systemd/network/10-postern-eth0.network").read_text()
+        assert (root / "run/postern/network-try.json").exists()
+        await pilot.press("enter")
+        await until(pilot, lambda: "Kept" in notice(app), what="the change kept")
+        assert addresses(netns) == ["192.0.2.10/24"]
+        assert not (root / "run/postern/network-try.json").exists()
+        saved = read_config(config)
+        assert saved["network"] == {"hostname": "gw.example.com",
+                                    "interfaces": {"eth0": {"address": "192.0.2.10/24", "gateway": "192.0.2.1"}},
+                                    "dns": {"servers": ["198.51.100.53"], "search": ["example.com"]}}
+        assert saved["mta"] == CONFIG["mta"]  # the rest of the file as it was
+        await until(pilot, lambda: "192.0.2.10/24" in table_text(app), what="the table to show the new address")
+
+
+async def test_any_other_key_restores_the_previous_settings(tmp_path, root, netns):
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    before = config.read_text()
+    app = console(tmp_path, config, root, netns=netns.name)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await network_screen(pilot)
+        await type_into(pilot, "net-address", "192.0.2.10/24")
+        await type_into(pilot, "net-gateway", "192.0.2.1")
+        await pilot.press("ctrl+s", "y")
+        await until(pilot, lambda: type(app.screen).__name__ == "KeepSettingsScreen", what="the countdown")
+        assert addresses(netns) == ["192.0.2.10/24"]
+        await pilot.press("f2")  # not Enter: no switching areas either, the change is undone
+        await until(pilot, lambda: "previous network settings are back" in notice(app),
+                    what="the rollback")
+        assert type(app.screen).__name__ == "NetworkScreen"
+    assert addresses(netns) == ["198.51.100.5/24"] and default_gateways(netns) == ["198.51.100.1"]
+    assert not (root / "etc/systemd/network/10-postern-eth0.network").exists()
+    assert config.read_text() == before
+
+
+async def test_no_answer_in_time_restores_and_confirm_from_another_shell_keeps(tmp_path, root, netns):
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    app = console(tmp_path, config, root, netns=netns.name)
+    app.appliance.try_seconds = 2
+    async with app.run_test(size=(80, 25)) as pilot:
+        await network_screen(pilot)
+        await type_into(pilot, "net-address", "192.0.2.10/24")
+        await type_into(pilot, "net-gateway", "192.0.2.1")
+        await pilot.press("ctrl+s", "y")
+        await until(pilot, lambda: type(app.screen).__name__ == "KeepSettingsScreen", what="the countdown")
+        await until(pilot, lambda: "previous network settings are back" in notice(app),
+                    timeout=10, what="the deadline to restore the settings")
+        assert addresses(netns) == ["198.51.100.5/24"]
+
+        # `postern-appliance confirm` in another shell keeps it, as with `postern-appliance try`.
+        app.appliance.try_seconds = 30
+        await type_into(pilot, "net-address", "192.0.2.10/24")
+        await type_into(pilot, "net-gateway", "192.0.2.1")
+        await pilot.press("ctrl+s", "y")
+        await until(pilot, lambda: type(app.screen).__name__ == "KeepSettingsScreen", what="the countdown")
+        confirmed = await asyncio.to_thread(subprocess.run, [COMMAND, "confirm", "--root", str(root)],
+                                            capture_output=True, text=True, timeout=30)
+        assert confirmed.returncode == 0, confirmed.stderr
+        await until(pilot, lambda: "Kept" in notice(app), what="the change kept")
+        assert addresses(netns) == ["192.0.2.10/24"]
+        assert read_config(config)["network"]["interfaces"]["eth0"]["address"] == "192.0.2.10/24"
+
+
+async def test_under_a_root_only_files_change(tmp_path, root):
+    document = {"network": {"hostname": "gw.example.com", "dns": {"servers": ["192.0.2.53"]}}}
+    config = write_config(tmp_path / "postern.yaml", document)
+    app = console(tmp_path, config, root)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await network_screen(pilot)
+        # The host's own interfaces, read (never changed).
+        host = [name for name in psutil.net_if_stats() if name != "lo"]
+        assert all(name in table_text(app) for name in host)
+        assert screen.form().interface in host
+        await type_into(pilot, "net-search", "example.com")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the list of changes")
+        assert f"files only, under {root}" in text_of(app, "#question")
+        assert "network.interfaces" not in text_of(app, "#question")  # only looked at, not changed
+        await pilot.press("y")
+        await until(pilot, lambda: type(app.screen).__name__ == "KeepSettingsScreen", what="the countdown")
+        assert (root / "etc/hostname").read_text() == "gw.example.com\n"
+        assert "search example.com" in (root / "etc/resolv.conf").read_text()
+        await pilot.press("n")
+        await until(pilot, lambda: "are back" in notice(app), what="the files restored")
+        assert not (root / "etc/hostname").exists()
+        assert (root / "etc/resolv.conf").read_text() == "nameserver 198.51.100.53\nsearch example.net\n"
+    assert read_config(config) == document
+
+
+async def test_an_interface_this_system_lacks_is_named_at_its_field(tmp_path, root):
+    document = {"network": {"interfaces": {"eth9": {"address": "192.0.2.10/24", "gateway": "192.0.2.1"}},
+                            "dns": {"servers": ["192.0.2.53"]}}}
+    config = write_config(tmp_path / "postern.yaml", document)
+    app = console(tmp_path, config, root)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await network_screen(pilot)
+        assert screen.form().interface == "eth9"  # configured, though this system has none
+        await type_into(pilot, "net-address", "192.0.2.11/24")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the list of changes")
+        await pilot.press("y")
+        await until(pilot, lambda: "no interface eth9 on this system" in screen.error_text("interface"),
+                    what="the refusal at the interface")
+        assert "Not applied, nothing changed" in notice(app)
+        assert screen.form().address == "192.0.2.11/24"  # the edit is still there to correct
+    assert not (root / "etc/systemd").exists()
+    assert read_config(config) == document
+
+
+def test_the_form_writes_only_what_changed_and_places_problems_at_fields():
+    document = {"network": {"interfaces": {"eth0": {"dhcp": True, "mtu": 1400}}}, "mta": {"hostname": "a.example"}}
+    start = NetworkForm("eth1", True, "", "", "", "", "")
+    # Looking at an interface does not add it.
+    assert proposed(document, start, start) == document
+    edited = NetworkForm("eth0", False, "192.0.2.10/24, 2001:db8::10/64", "192.0.2.1", "gw.example.com",
+                         "192.0.2.53 192.0.2.54", "")
+    assert proposed(document, edited, NetworkForm("eth0", True, "", "", "", "", ""))["network"] == {
+        "interfaces": {"eth0": {"dhcp": False, "address": ["192.0.2.10/24", "2001:db8::10/64"],
+                                "gateway": "192.0.2.1", "mtu": 1400}},
+        "hostname": "gw.example.com",
+        "dns": {"servers": ["192.0.2.53", "192.0.2.54"]},
+    }
+    assert place("network.interfaces.eth0.gateway: 198.51.100.1 is not inside", "eth0") == (
+        "gateway", "198.51.100.1 is not inside")
+    assert place("network.dns.servers[1]: 'x' is not an IP address", "eth0") == ("dns", "[1] 'x' is not an IP address")
+    assert place("network.interfaces.eth1.gateway: eth0 already has", "eth0")[0] == ""
