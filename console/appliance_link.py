@@ -438,8 +438,9 @@ class ApplianceLink:
         pem = certificates.csr_pem(certificates.signing_request(hostname, key)).decode("ascii")
         try:
             atomic_write(out_path, pem, 0o644)
-        except OSError as error:
-            raise FieldError("out", f"{out_path}: cannot write it: {error.strerror}") from None
+        except (OSError, ValueError) as error:
+            raise FieldError("out", f"{out_path}: cannot write it: {getattr(error, 'strerror', None) or error}"
+                             ) from None
         done.append(f"saved the request to {out_path}: send it to your CA, then import its answer with this key")
         return pem, done
 
@@ -454,8 +455,9 @@ class ApplianceLink:
                 continue
             try:
                 texts[name] = Path(value).expanduser().read_bytes()
-            except OSError as error:
-                raise FieldError(name, f"{value}: cannot read it: {error.strerror}") from None
+            except (OSError, ValueError) as error:
+                raise FieldError(name, f"{value}: cannot read it: {getattr(error, 'strerror', None) or error}"
+                                 ) from None
         try:
             bundle = certificates.check_bundle(texts["cert"], texts.get("chain"), texts["key"])
         except CertificateError as error:

@@ -79,6 +79,10 @@ class DiagnosticsScreen(AreaScreen):
         Binding("up", "app.focus_previous", "Previous field", id="diag.previous", show=False),
     ]
 
+    def __init__(self):
+        super().__init__()
+        self.results: list[str] = []  # what the results show, unwrapped
+
     def compose(self) -> ComposeResult:
         yield StatusLine("Diagnostics")
         with Vertical(id="diag-form"):
@@ -173,7 +177,9 @@ class DiagnosticsScreen(AreaScreen):
         output = self.query_one(RichLog)
         for text in message.lines:
             output.write(text)
+            self.results.append(text.plain)
         output.write(Text(""))
+        self.results.append("")
         style = "bold red" if "FAIL" in message.title else ""
         self.notice(f"{message.title}: done." if not style else f"{message.title}: see what to change above.",
                     style)
@@ -189,7 +195,8 @@ class DiagnosticsScreen(AreaScreen):
 
     def result_text(self) -> str:
         """Everything in the results, as plain text (for tests)."""
-        return "\n".join(strip.text for strip in self.query_one(RichLog).lines)
+        return "\n".join(self.results)
 
     def action_clear(self) -> None:
         self.query_one(RichLog).clear()
+        self.results.clear()

@@ -248,4 +248,5 @@ class ControlServer:
                 await writer.drain()
         finally:
             hangup.cancel()
+            await asyncio.gather(hangup, return_exceptions=True)  # until then the reader is not free to read again
             await updates.aclose()

@@ -1,0 +1,151 @@
+"""The certificates screen: show, self-signed, a CSR, an import; every file under tmp_path."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from appliance.certificates import describe, key_pem, pem_of
+from tests.appliance.test_certificates import issue
+from tests.console.conftest import text_of, until
+
+from .appliance_support import console, write_config
+
+CONFIG = {"network": {"hostname": "gw.example.com"}, "mta": {"hostname": "gw.example.com"}}
+
+
+def certificate_at(path):
+    return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+async def certificates_screen(pilot):
+    await pilot.press("f9")
+    await until(pilot, lambda: getattr(pilot.app.screen, "installed", None) is not None, what="the certificate")
+    return pilot.app.screen
+
+
+def notice(app) -> str:
+    screen = next(s for s in app.screen_stack if type(s).__name__ == "CertificatesScreen")
+    return str(screen.query_one("#area-notice").render())
+
+
+async def submit(pilot, widget_id: str, text: str | None = None) -> None:
+    field = pilot.app.screen.query_one(f"#{widget_id}")
+    if text is not None:
+        field.value = text
+    field.focus()
+    await pilot.press("enter")
+
+
+async def test_self_signed_then_replaced_only_after_a_yes(tmp_path):
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    cert_path, key_path = root / "etc/postern/tls/postern.pem", root / "etc/postern/tls/postern.key"
+    app = console(tmp_path, config, root)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await certificates_screen(pilot)
+        assert f"no certificate is installed at {cert_path}" in text_of(app, "#cert-installed")
+
+        await pilot.press("s")
+        assert screen.query_one("#cert-self-hostname").value == "gw.example.com"  # the configured hostname
+        await submit(pilot, "cert-self-hostname", "not a name")
+        await until(pilot, lambda: screen.query_one("#note-cert-self-hostname").display, what="the problem")
+        assert "'not a name' is not a fully qualified host name" in text_of(app, "#note-cert-self-hostname")
+        screen.query_one("#cert-self-hostname").value = "gw.example.com"
+        await submit(pilot, "cert-self-days", "0")
+        await until(pilot, lambda: "days from 1 to 3650" in notice(app), what="the problem with the days")
+        await submit(pilot, "cert-self-days", "90")
+        await until(pilot, lambda: "subject:     CN=gw.example.com" in text_of(app, "#cert-installed"),
+                    what="the new certificate")
+        shown = text_of(app, "#cert-installed")
+        assert "SANs:        gw.example.com" in shown and "(self-signed)" in shown
+        assert "mta.tls.cert_file does not name it" in shown
+        assert key_path.stat().st_mode & 0o777 == 0o600
+        first = describe(certificate_at(cert_path)[0]).sha256
+        assert first in shown.replace("\n", "")
+
+        # A second one replaces it only after a yes.
+        await pilot.press("escape", "s")
+        await submit(pilot, "cert-self-hostname")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        assert "Replace the installed certificate (CN=gw.example.com)" in text_of(app, "#question")
+        await pilot.press("n")
+        await pilot.pause(0.3)
+        assert describe(certificate_at(cert_path)[0]).sha256 == first
+        await submit(pilot, "cert-self-hostname")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: describe(certificate_at(cert_path)[0]).sha256 != first, what="a new certificate")
+        await pilot.press("escape", "escape")  # the form closes, then the screen goes back
+        await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", what="the dashboard")
+
+
+async def test_a_csr_is_shown_and_saved_with_the_installed_key(tmp_path):
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    app = console(tmp_path, config, root)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await certificates_screen(pilot)
+        await pilot.press("r")
+        out = root / "etc/postern/tls/gw.example.com.csr"
+        assert screen.query_one("#cert-csr-out").value == str(out)
+        await submit(pilot, "cert-csr-out", str(config / "x.csr"))  # under a file: cannot be written
+        await until(pilot, lambda: screen.query_one("#note-cert-csr-out").display, what="the problem at the file")
+        await submit(pilot, "cert-csr-out", str(out))
+        await until(pilot, lambda: screen.query_one("#cert-pem").display, what="the request")
+        pem = str(screen.query_one("#cert-pem-text").render())
+        assert pem.startswith("-----BEGIN CERTIFICATE REQUEST-----")
+        assert out.read_text().strip() == pem.strip()
+        request = x509.load_pem_x509_csr(out.read_bytes())
+        assert request.subject.rfc4514_string() == "CN=gw.example.com" and request.is_signature_valid
+        key = serialization.load_pem_private_key((root / "etc/postern/tls/postern.key").read_bytes(), None)
+        assert request.public_key() == key.public_key()  # the key a CA's answer is then imported with
+        assert f"saved the request to {out}" in notice(app)
+
+
+async def test_import_checks_the_key_and_the_chain_before_installing(tmp_path):
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "postern.yaml", {**CONFIG, "mta": {
+        "hostname": "gw.example.com", "tls": {"cert_file": "/etc/postern/tls/gateway.pem",
+                                              "key_file": "/etc/postern/tls/gateway.key"}}})
+    ca, ca_key = issue("Test Root CA", ca=True)
+    issuing, issuing_key = issue("Test Issuing CA", ca, ca_key, ca=True)
+    leaf, leaf_key = issue("gw.example.com", issuing, issuing_key, sans=["gw.example.com"])
+    _, other_key = issue("other.example.com")
+    files = {"leaf.pem": pem_of(leaf), "chain.pem": pem_of(issuing, ca), "backwards.pem": pem_of(ca, issuing),
+             "leaf.key": key_pem(leaf_key), "other.key": key_pem(other_key)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    app = console(tmp_path, config, root)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await certificates_screen(pilot)
+        await pilot.press("i")
+        screen.query_one("#cert-import-chain").value = str(tmp_path / "chain.pem")
+        screen.query_one("#cert-import-key").value = str(tmp_path / "leaf.key")
+        await submit(pilot, "cert-import-cert", str(tmp_path / "missing.pem"))
+        await until(pilot, lambda: "cannot read it" in text_of(app, "#note-cert-import-cert"), what="the problem")
+
+        screen.query_one("#cert-import-cert").value = str(tmp_path / "leaf.pem")
+        await submit(pilot, "cert-import-key", str(tmp_path / "other.key"))
+        await until(pilot, lambda: "does not belong to the certificate" in text_of(app, "#note-cert-import-key"),
+                    what="the wrong key refused at the key")
+
+        screen.query_one("#cert-import-key").value = str(tmp_path / "leaf.key")
+        await submit(pilot, "cert-import-chain", str(tmp_path / "backwards.pem"))
+        await until(pilot, lambda: "put the chain in order" in text_of(app, "#note-cert-import-chain"),
+                    what="the chain out of order refused at the chain")
+        assert not (root / "etc/postern/tls").exists()
+
+        await submit(pilot, "cert-import-chain", str(tmp_path / "chain.pem"))
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        question = text_of(app, "#question")
+        assert "subject:     CN=gw.example.com" in question and "chain 1: CN=Test Issuing CA" in question
+        await pilot.press("y")
+        installed = root / "etc/postern/tls/gateway.pem"  # where mta.tls.cert_file says
+        await until(pilot, lambda: "issuer:      CN=Test Issuing CA" in text_of(app, "#cert-installed"),
+                    what="the imported certificate")
+        assert [c.subject.rfc4514_string() for c in certificate_at(installed)] == [
+            "CN=gw.example.com", "CN=Test Issuing CA", "CN=Test Root CA"]
+        assert (root / "etc/postern/tls/gateway.key").read_bytes() == files["leaf.key"]
+        assert "chain:       CN=Test Issuing CA, issued by CN=Test Root CA" in text_of(app, "#cert-installed")
+        assert "does not name it" not in text_of(app, "#cert-installed")
