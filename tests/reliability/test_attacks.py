@@ -227,6 +227,22 @@ def test_half_a_control_request_then_silence_is_cut_and_others_are_served_meanwh
         assert client.call("io.postern.Status.Get")["status"]["counters"]["received"] == 1
 
 
+def test_a_stream_call_refused_at_once_is_answered_and_closed(relay):
+    """The fuzzing found it: the stream's pending hang-up read made the tidy-up read fail, and the
+    connection was never closed (RuntimeError in the server task)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(relay.workdir / "control.sock"))
+        sock.sendall(b'{"method": "io.postern.Log.Tail", "parameters": {"lines": -1}, "more": true}\0')
+        reply = b""
+        while chunk := sock.recv(65536):  # until the daemon closes
+            reply += chunk
+    assert json.loads(reply.rstrip(b"\0")) == {"error": "org.varlink.service.InvalidParameter",
+                                               "parameters": {"parameter": "lines"}}
+    time.sleep(0.3)
+    assert "Traceback" not in relay.log()
+
+
 # --- connection cap ----------------------------------------------------------------------------------------
 
 
