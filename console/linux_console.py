@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from textual.keys import KEY_DISPLAY_ALIASES
 from textual.scrollbar import ScrollBar, ScrollBarRender
 from textual.widgets._toggle_button import ToggleButton
 
@@ -26,6 +27,8 @@ def use_console_safe_glyphs() -> None:
     # Checkbox and radio button draw their box with half blocks; brackets read as well.
     ToggleButton.BUTTON_LEFT = "["
     ToggleButton.BUTTON_RIGHT = "]"
+    # The keys panel (F1) names Enter and Backspace with symbols the font lacks.
+    KEY_DISPLAY_ALIASES.update(enter="enter", backspace="backspace")
 
 
 def is_linux_console() -> bool:

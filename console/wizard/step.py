@@ -17,7 +17,8 @@ from textual.binding import ActiveBinding, Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Static
+from textual.content import Content
+from textual.widgets import Checkbox, Footer, Input, RadioButton, Static
 
 from ..widgets.status_line import StatusLine
 from .draft import Draft, field_of, reason_of
@@ -171,6 +172,24 @@ class StepScreen(Screen[str]):
         area = self.query_one("#step-problems", Static)
         area.add_class("-busy")
         area.update(message)
+
+
+class Tick(Checkbox):
+    """A checkbox whose mark shows only when it is on: [X] or [ ], readable without colour."""
+
+    @property
+    def _button(self) -> Content:
+        self.BUTTON_INNER = "X" if self.value else " "
+        return super()._button
+
+
+class Pick(RadioButton):
+    """A radio button whose dot shows only when it is chosen: [●] or [ ]."""
+
+    @property
+    def _button(self) -> Content:
+        self.BUTTON_INNER = "●" if self.value else " "
+        return super()._button
 
 
 def field_input(widget_id: str, label: str, value: str = "", placeholder: str = "", password: bool = False,

@@ -26,7 +26,7 @@ from ..relay_link import explain
 from ..screens.smtp_test import styled
 from ..smtp_session import Line, TestMessage, send_test_message
 from .draft import Draft, field_of, reason_of
-from .step import StepScreen, field_input, value_of
+from .step import Pick, StepScreen, Tick, field_input, value_of
 
 DELIVERY_WAIT = 20.0
 FINAL_STATUS = re.compile(r"status=(sent|deferred|bounced|expired)")
@@ -54,10 +54,10 @@ class TlsStep(StepScreen):
 
     def compose_fields(self) -> ComposeResult:
         hostname = self.draft.get("mta.hostname") or "the hostname"
-        buttons = [RadioButton(f"Generate a self-signed certificate for {hostname}", name="self-signed"),
-                   RadioButton("Import a certificate, its chain and its key (PEM files)", name="import")]
+        buttons = [Pick(f"Generate a self-signed certificate for {hostname}", name="self-signed"),
+                   Pick("Import a certificate, its chain and its key (PEM files)", name="import")]
         if self.current_certificate:
-            buttons.append(RadioButton("Keep the current certificate", name="keep"))
+            buttons.append(Pick("Keep the current certificate", name="keep"))
         mode = RadioSet(*buttons, id="mode")
         mode.border_title = "Certificate"
         yield mode
@@ -195,6 +195,10 @@ class ApplyStep(StepScreen):
         self.applied = False
         self.plan: Plan | None = None
 
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#step-body").can_focus = True  # the transcript can be longer than the screen
+
     def compose_fields(self) -> ComposeResult:
         yield Static(id="apply-report", classes="report")
         yield field_input("from", "Test message from")
@@ -331,6 +335,7 @@ class ApplyStep(StepScreen):
         transcript.set_class(not self.outcome, "-ok")
         text.rstrip()
         transcript.update(text)
+        self.call_after_refresh(self.query_one("#step-body").scroll_end, animate=False)
 
     async def follow_delivery(self, queue_id: str) -> None:
         """The relay's log lines about the test message, until it is delivered, deferred or returned."""

@@ -18,7 +18,7 @@ from ..screens.confirm import ConfirmScreen
 from . import system
 from .diagrams import diagram
 from .draft import Draft, join_list, split_list
-from .step import StepScreen, field_input, value_of
+from .step import Pick, StepScreen, Tick, field_input, value_of
 
 
 def port_value(text: str):
@@ -70,7 +70,7 @@ class DomainsStep(StepScreen):
 
     def compose_fields(self) -> ComposeResult:
         yield field_input("domains", "Relay domains", placeholder="example.com, example.org")
-        yield Checkbox("Also accept subdomains (sales.example.com)", id="subdomains")
+        yield Tick("Also accept subdomains (sales.example.com)", id="subdomains")
 
     def load(self, draft: Draft) -> None:
         self.query_one("#domains", Input).value = join_list(draft.get("mta.relay_domains") or [])
@@ -114,7 +114,7 @@ class InternalStep(StepScreen):
         with Horizontal(classes="row"):
             yield field_input("host", f"Host ({self.shape.internal})", placeholder="mail.example.com or 192.168.1.10")
             yield field_input("port", "Port", classes="narrow")
-        yield Checkbox("Look up the MX records of this host (mx)", id="mx")
+        yield Tick("Look up the MX records of this host (mx)", id="mx")
         tenant = field_input("tenant", "Microsoft 365 tenant ID", placeholder="the GUID on the overview page of Microsoft Entra ID")
         tenant.display = self.shape.m365
         yield tenant
@@ -202,14 +202,14 @@ class ExternalStep(StepScreen):
                 "or hand it to a smart host: a relay server, perhaps your provider's, with an optional login.")
 
     def compose_fields(self) -> ComposeResult:
-        delivery = RadioSet(RadioButton("Straight to each domain's MX hosts", name="mx"),
-                            RadioButton("Through a smart host (relay server)", name="smarthost"), id="delivery")
+        delivery = RadioSet(Pick("Straight to each domain's MX hosts", name="mx"),
+                            Pick("Through a smart host (relay server)", name="smarthost"), id="delivery")
         delivery.border_title = "Delivery"
         yield delivery
         with Horizontal(classes="row smarthost"):
             yield field_input("host", "Smart host", placeholder="smtp.provider.example")
             yield field_input("port", "Port", classes="narrow")
-        yield Checkbox("Look up the MX records of the smart host (mx)", id="mx", classes="smarthost")
+        yield Tick("Look up the MX records of the smart host (mx)", id="mx", classes="smarthost")
         with Horizontal(classes="row smarthost"):
             yield field_input("username", "User name (optional)")
             yield field_input("password", "Password", password=True)

@@ -22,7 +22,7 @@ from appliance.network.networkd import ServiceError
 
 from . import system
 from .draft import Draft, join_list, split_list
-from .step import StepScreen, field_input, value_of
+from .step import Pick, StepScreen, Tick, field_input, value_of
 from .try_dialog import TryScreen
 
 TRY_TIMEOUT = 120.0
@@ -66,10 +66,10 @@ class NetworkStep(StepScreen):
 
     def compose_fields(self) -> ComposeResult:
         self.choices = interface_choices(self.draft, self.wizard.live)
-        radio = RadioSet(*[RadioButton(label, name=name) for name, label in self.choices], id="interface")
+        radio = RadioSet(*[Pick(label, name=name) for name, label in self.choices], id="interface")
         radio.border_title = "Interface"
         yield radio
-        yield Checkbox("Use DHCP (the address and gateway come from a DHCP server)", id="dhcp")
+        yield Tick("Use DHCP (the address and gateway come from a DHCP server)", id="dhcp")
         with Horizontal(classes="row"):
             yield field_input("address", "Address with prefix", placeholder="192.0.2.10/24")
             yield field_input("gateway", "Default gateway", placeholder="192.0.2.1")
@@ -164,11 +164,16 @@ class NetworkStep(StepScreen):
         return False
 
 
+NAT_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
+
+
 def private(address: str) -> bool:
+    """An address behind NAT (RFC 1918, or a carrier's shared range): its PTR is not what receivers see."""
     try:
-        return ipaddress.ip_address(address).is_private
+        ip = ipaddress.ip_address(address)
     except ValueError:
         return False
+    return any(ip in network for network in NAT_RANGES if network.version == ip.version)
 
 
 class HostnameStep(StepScreen):

@@ -90,3 +90,63 @@ def test_every_screen_draws_only_what_the_console_font_has(queued_relay):
             f"{c!r} (U+{ord(c):04X}) {where}" for c, where in strays.items())
     finally:
         subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True)
+
+
+# The first-boot wizard, resumed from saved answers at its first step: Next through every step,
+# every topology's diagram on the way, the summary scrolled, then apply, the test message, finish.
+WIZARD_VISITS = [
+    ([], "Setup 1/11"),
+    (["C-n"], "Setup 2/11"),
+    (["C-n"], "Setup 3/11"),
+    (["C-n"], "Setup 4/11"),
+    (["Down"], "Via relay (smart host)"),
+    (["Down"], "scanner"),
+    (["Down"], "relay server"),
+    (["Down"], "connector To Postern"),
+    (["Up", "Up", "Up", "Up"], "MX hosts of each domain"),
+    (["F1"], None),
+    (["F1"], None),
+    (["C-n"], "Setup 5/11"),
+    (["C-n"], "Setup 6/11"),
+    (["C-n"], "Setup 7/11"),
+    (["C-n"], "Setup 8/11"),
+    (["C-n"], "Setup 9/11"),
+    (["C-n"], "Setup 10/11"),
+    (["PageDown"], None),
+    (["C-n"], "Setup 11/11"),
+    (["C-n"], "status=sent"),
+    (["C-n"], "Dashboard"),
+]
+
+
+def test_every_wizard_step_draws_only_what_the_console_font_has(make_relay, sink, tmp_path):
+    from tests.console.wizard_support import complete_draft, make_root, save_progress
+
+    relay = make_relay(sink.port)
+    listen = relay.mta["listen"][0]
+    root = make_root(tmp_path, {**relay.mta, "relay_domains": [], "my_networks": [],
+                                "internal_relay": {"host": "", "port": 25}})
+    draft = complete_draft("direct", listen=listen)
+    draft["mta"]["internal_relay"] = {"host": "127.0.0.1", "port": sink.port, "mx": False}
+    save_progress(root, "network", draft)
+    glyphs = font_glyphs() | {chr(c) for c in range(32, 127)}
+    tmux = Tmux()
+    command = (f"TERM=linux {sys.executable} -m console --first-boot --root {root} "
+               f"--socket {relay.workdir / 'control.sock'}; sleep 60")
+    tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "25", "-c", os.getcwd(), command)
+    try:
+        strays: dict[str, str] = {}
+        for keys, expected in WIZARD_VISITS:
+            for key in keys:
+                tmux.run("send-keys", "-t", "console", key)
+                time.sleep(0.3)
+            screen = tmux.wait_for(expected, timeout=30) if expected else (time.sleep(1.0) or tmux.screen())
+            assert "Traceback" not in screen, screen
+            for char in set(screen) - glyphs - {"\n"}:
+                strays.setdefault(char, f"after {keys or 'start'}:\n{screen}")
+        assert not strays, "characters the console font cannot draw: " + ", ".join(
+            f"{c!r} (U+{ord(c):04X}) {where}" for c, where in strays.items())
+    finally:
+        subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True)
+    assert (root / "etc/postern/setup-complete").exists()
+    assert sink.messages and sink.messages[0].recipients == ["postmaster@example.com"]
