@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import grp
 import os
+import pwd
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -302,7 +303,18 @@ def postern_group() -> int | None:
 def write_password(password: str, path: Path) -> None:
     """Readable by root and the daemon's group only, as the relay demands."""
     gid = postern_group()
-    atomic_write(path, password + "\n", 0o640 if gid is not None else 0o600, (0, gid) if gid is not None and os.geteuid() == 0 else None)
+    shared = gid is not None and os.geteuid() == 0
+    atomic_write(path, password + "\n", 0o640 if shared else 0o600, (0, gid) if shared else None)
+
+
+def share_key_with_relay(key_path: Path) -> None:
+    """The relay runs as its own user: on the appliance the key (still 0600) becomes that user's."""
+    try:
+        owner = pwd.getpwnam("postern")
+    except KeyError:
+        return
+    if os.geteuid() == 0:
+        os.chown(key_path, owner.pw_uid, owner.pw_gid)
 
 
 def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[str]:
@@ -316,6 +328,7 @@ def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[
     if plan.bundle is not None:
         cert_path, key_path = real_path(root, CERT), real_path(root, KEY)
         certificates.install(plan.bundle, cert_path, key_path)
+        share_key_with_relay(key_path)
         lines.append(f"certificate: wrote {cert_path} and {key_path}")
     if plan.password is not None:
         path = real_path(root, SMARTHOST_PASSWORD)

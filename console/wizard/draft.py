@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.firstboot import SetupState
-from appliance.provision import check_seed
+from appliance.provision import SEED_ONLY, check_seed
 
 WIZARD = "wizard"
 
@@ -78,7 +78,8 @@ def reason_of(problem: str) -> str:
 def initial_draft(state: SetupState) -> Draft:
     """A fresh wizard starts from the configuration as it is (the image's, or an earlier setup's)."""
     current = state.current_document()
-    draft = Draft({key: value for key, value in current.items() if key in ("network", "mta")})
+    # Every section of the configuration carries over; `tls` in a seed says how to get a certificate.
+    draft = Draft({key: value for key, value in current.items() if key not in SEED_ONLY})
     draft.document = {"topology": state.completed_topology() or "direct", **draft.document}
     cert_file = draft.get("mta.tls.cert_file")
     draft.set("tls", {"mode": "keep" if cert_file and Path(cert_file).is_file() else "self-signed"})

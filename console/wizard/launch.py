@@ -13,10 +13,13 @@ TITLE = "Setup wizard"
 HELP = "set the appliance up step by step: network, hostname, topology, relay hosts, TLS"
 
 
-def start_wizard(app: App, root: Path | str = "/") -> SetupWizard:
+def start_wizard(app: App, root: Path | str = "/") -> SetupWizard | None:
     """Run the wizard in its worker; its steps go on top of whatever the console shows."""
+    if any(worker.name == "setup-wizard" and worker.is_running for worker in app.workers):
+        app.notify("The setup wizard is already open, in the area it was started from.", title="Setup wizard")
+        return None
     wizard = SetupWizard(app, root)
-    app.run_worker(wizard.run(), name="setup-wizard", group="setup-wizard", exclusive=True)
+    app.run_worker(wizard.run(), name="setup-wizard", group="setup-wizard")
     return wizard
 
 

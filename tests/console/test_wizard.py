@@ -2,6 +2,8 @@
 temporary root; what is written is read back. Validation names the field, Back keeps answers,
 and a wizard started again after a restart picks up at the step it was on."""
 
+import time
+
 import pytest
 import yaml
 from textual.widgets import Input, OptionList
@@ -10,6 +12,8 @@ from appliance.firstboot import SetupState
 from appliance.schema import load_config_file
 from console.app import make_app
 from console.screens.confirm import ConfirmScreen
+from console.wizard.step import StepScreen
+from console.wizard.try_dialog import TryScreen
 from relay.control.client import ControlClient
 from tests.console.wizard_support import (TENANT, at_step, dns, machine, make_root, step_title,  # noqa: F401
                                           text_of, until)
@@ -285,3 +289,100 @@ async def test_the_wizard_runs_again_from_the_command_palette(gateway, machine):
         await pilot.pause(0.5)
         await pilot.press("enter")
         await at_step(pilot, 1)
+        await pilot.press("ctrl+p", *"setup wiz")  # once is enough: a second one is not stacked on it
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await pilot.pause(0.5)
+        assert sum(isinstance(screen, StepScreen) for screen in app.screen_stack) == 1
+        assert step_title(app).startswith("1/")
+
+
+class RecordedTrial:
+    """What the network step sees of a safe apply on the appliance (the real one is
+    appliance.network.trial, tested in network namespaces): a deadline, keep, roll back."""
+
+    confirmed = False
+
+    def __init__(self, config, timeout: float):
+        self.config = config
+        self.deadline = time.time() + timeout
+        self.outcome = ""
+
+    def keep(self) -> None:
+        self.outcome = "kept"
+
+    def roll_back(self) -> None:
+        self.outcome = "rolled back"
+
+
+async def test_on_the_appliance_the_network_change_stays_only_when_confirmed(gateway, machine, monkeypatch):
+    trials: list[RecordedTrial] = []
+
+    def start(config, root, timeout):
+        trials.append(RecordedTrial(config, timeout))
+        return trials[-1]
+
+    monkeypatch.setattr("console.wizard.system.start_network_trial", start)
+    monkeypatch.setattr(SetupState, "is_live", property(lambda self: True))  # as if the root were /
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        fill(app, address="192.0.2.20/24")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, TryScreen), what="the question")
+        assert "previous settings come back by themselves in 1" in str(app.screen.query_one("#countdown").render())
+        await pilot.press("escape")  # restore now
+        await until(pilot, lambda: "not confirmed: the previous settings are back" in text_of(app, "#step-problems"),
+                    what="the restore")
+        assert trials[0].outcome == "rolled back" and step_title(app).startswith("1/")
+
+        monkeypatch.setattr("console.wizard.steps_system.TRY_TIMEOUT", 1.0)  # nobody answers in time
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, TryScreen), what="the question")
+        await until(pilot, lambda: len(trials) == 2 and trials[1].outcome == "rolled back", timeout=5,
+                    what="the restore by itself")
+        await at_step(pilot, 1)
+
+        monkeypatch.setattr("console.wizard.steps_system.TRY_TIMEOUT", 120.0)
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, TryScreen), what="the question")
+        await pilot.press("enter")
+        await at_step(pilot, 2)
+        assert trials[2].outcome == "kept"
+        assert str(trials[2].config.interface("eth0").addresses[0]) == "192.0.2.20/24"
+    assert not (gateway.root / "etc/systemd/network").exists()  # the trial, not the files, made the change
+
+
+async def test_running_the_wizard_again_starts_from_the_configuration_as_it_is(gateway, sink, smarthost, machine):
+    from appliance.provision import carry_out, check_seed
+
+    seed = {"topology": "via-relay",
+            "network": {"hostname": "gw.example.com",
+                        "interfaces": {"eth0": {"address": "192.0.2.10/24", "gateway": "192.0.2.1"}},
+                        "dns": {"servers": ["192.0.2.53"]}},
+            "mta": {**yaml.safe_load((gateway.root / "etc/postern/postern.yaml").read_text())["mta"],
+                    "relay_domains": ["example.com"], "my_networks": ["127.0.0.1/32"],
+                    "internal_relay": {"host": "127.0.0.1", "port": sink.port},
+                    "external_relay": {"host": "127.0.0.1", "port": smarthost.port}},
+            "tls": {"mode": "self-signed"}}
+    plan, problems = check_seed(seed, gateway.root)
+    assert not problems
+    carry_out(plan, gateway.root)
+    SetupState(gateway.root).mark_complete("via-relay", by="a test")
+
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        assert app.screen.query_one("#address", Input).value == "192.0.2.10/24"
+        await next_step(pilot, 2)
+        assert app.screen.query_one("#hostname", Input).value == "gw.example.com"
+        for number in range(3, 10):
+            await next_step(pilot, number)
+            if number == 4:
+                options = app.screen.query_one("#topology", OptionList)
+                assert options.get_option_at_index(options.highlighted).id == "via-relay"
+            if number == 7:
+                assert app.screen.smart and app.screen.query_one("#port", Input).value == str(smarthost.port)
+        assert app.screen.mode == "keep"  # the certificate made before is offered, and chosen
+        await next_step(pilot, 10)
+        assert "cert_file: /etc/postern/tls/postern.pem" in text_of(app, "#summary-text")
