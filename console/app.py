@@ -59,15 +59,15 @@ class PosternConsole(App):
     DEFAULT_MODE = "dashboard"
     COMMANDS = App.COMMANDS | {AreasProvider, SetupWizardProvider}
     BINDINGS = [
-        Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard"),
-        Binding("f3", "switch_mode('queue')", "Queue", id="area.queue"),
-        Binding("f4", "switch_mode('mta')", "MTA", id="area.mta"),
-        Binding("f5", "switch_mode('logs')", "Logs", id="area.logs"),
-        Binding("f6", "switch_mode('smtp')", "SMTP test", id="area.smtp"),
-        Binding("f7", "switch_mode('network')", "Network", id="area.network"),
-        Binding("f8", "switch_mode('diagnostics')", "Diagnostics", id="area.diagnostics"),
-        Binding("f9", "switch_mode('certificates')", "Certificates", id="area.certificates"),
-        Binding("f11", "switch_mode('system')", "System", id="area.system"),
+        Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard", show=False),
+        Binding("f3", "switch_mode('queue')", "Queue", id="area.queue", show=False),
+        Binding("f4", "switch_mode('mta')", "MTA", id="area.mta", show=False),
+        Binding("f5", "switch_mode('logs')", "Logs", id="area.logs", show=False),
+        Binding("f6", "switch_mode('smtp')", "SMTP test", id="area.smtp", show=False),
+        Binding("f7", "switch_mode('network')", "Network", id="area.network", show=False),
+        Binding("f8", "switch_mode('diagnostics')", "Diagnostics", id="area.diagnostics", show=False),
+        Binding("f9", "switch_mode('certificates')", "Certificates", id="area.certificates", show=False),
+        Binding("f11", "switch_mode('system')", "System", id="area.system", show=False),
         Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),
         Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True),
     ]
@@ -113,6 +113,10 @@ class PosternConsole(App):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
+
+
+AREA_KEYS = [(b.key.split(",")[0].upper(), b.description) for b in PosternConsole.BINDINGS
+             if b.id and b.id.startswith("area.")]
 
 
 def make_app(socket_path: str, config_path: str | None = None, first_boot: bool = False,

@@ -87,6 +87,17 @@ def traffic_text(status: dict | None, rates: tuple[float, float]) -> Text:
     return text
 
 
+def areas_line() -> Text:
+    """Where each F-key goes: the footer has room only for the current screen's own keys."""
+    from ..app import AREA_KEYS
+
+    text = Text()
+    for key, title in AREA_KEYS:
+        text.append(key, style="bold reverse")
+        text.append(f" {title}  ")
+    return text
+
+
 class DashboardScreen(Screen):
     def __init__(self):
         super().__init__()
@@ -101,6 +112,7 @@ class DashboardScreen(Screen):
             yield panel("Queue", "queue")
             yield panel("Traffic", "traffic")
         yield panel("Recent log", "recent")
+        yield Static(areas_line(), id="areas")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
