@@ -305,6 +305,8 @@ class NetworksStep(StepScreen):
         self.app.call_from_thread(self.show_prefill, host, addresses)
 
     def show_prefill(self, host: str, addresses: list[str]) -> None:
+        if not self.is_attached:  # the admin moved on before DNS answered
+            return
         note = self.query_one("#prefill", Static)
         field = self.query_one("#networks", Input)
         if not addresses:

@@ -256,6 +256,8 @@ class HostnameStep(StepScreen):
         self.app.call_from_thread(self.show_ptr, verdict, address)
 
     def show_ptr(self, verdict, address: str) -> None:
+        if not self.is_attached:  # the admin moved on before DNS answered
+            return
         ptr = self.query_one("#ptr", Static)
         ptr.remove_class("-ok", "-bad")
         text = Text()
