@@ -179,6 +179,7 @@ class InstalledCertificate:
     problem: str = ""  # why there is nothing to show
     hostname: str = ""
     in_use: bool = False  # the configuration's mta.tls.cert_file names it
+    shown_path: str = ""  # as the appliance names it (the root left out)
 
 
 @dataclass
@@ -210,6 +211,13 @@ class ApplianceLink:
         """An appliance path (/etc/postern/...) under the root."""
         path = Path(path)
         return self.root / path.relative_to("/") if path.is_absolute() else self.root / path
+
+    def unrooted(self, path: Path) -> str:
+        """A path under the root as the appliance names it: /etc/postern/tls/postern.pem."""
+        try:
+            return "/" + str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
 
     # --- the configuration file ---
 
@@ -375,7 +383,8 @@ class ApplianceLink:
     def installed_certificate(self) -> InstalledCertificate:
         cert_path, key_path, in_use = self.certificate_paths()
         hostname = self.hostname()
-        found = InstalledCertificate(cert_path, key_path, hostname=hostname, in_use=in_use)
+        found = InstalledCertificate(cert_path, key_path, hostname=hostname, in_use=in_use,
+                                     shown_path=self.unrooted(cert_path))
         try:
             pem = cert_path.read_bytes()
         except FileNotFoundError:

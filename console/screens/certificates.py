@@ -72,7 +72,10 @@ def installed_text(installed: InstalledCertificate) -> Text:
         text.append(installed.problem, style="yellow")
         text.append("\ns makes a self-signed one, r a request for a CA, i imports one.", style="dim")
         return text
-    text.append("\n".join(installed.info.lines()))
+    lines = installed.info.lines()
+    fingerprint = installed.info.sha256  # 95 characters: two lines, 16 bytes and 16 bytes
+    lines[-1] = f"SHA-256:     {fingerprint[:48]}\n             {fingerprint[48:]}"
+    text.append("\n".join(lines))
     for line in installed.chain:
         text.append(f"\nchain:       {line}")
     for warning in installed.warnings:
@@ -140,7 +143,7 @@ class CertificatesScreen(AreaScreen):
     def on_certificate_shown(self, message: CertificateShown) -> None:
         self.installed = message.installed
         box = self.query_one("#cert-installed", Static)
-        box.border_title = f"Installed certificate ({message.installed.path})"
+        box.border_title = f"Installed certificate ({message.installed.shown_path})"
         box.update(installed_text(message.installed))
         for form in ("self", "csr"):
             field = self.query_one(f"#cert-{form}-hostname", Input)

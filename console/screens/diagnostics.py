@@ -101,7 +101,7 @@ class DiagnosticsScreen(AreaScreen):
             yield Horizontal(Label("DNS servers", classes="diag-label"),
                              Input(placeholder="empty: the configuration's, else the system's", id="diag-servers",
                                    compact=True), classes="diag-row")
-        output = RichLog(id="diag-output", wrap=True, markup=False)
+        output = RichLog(id="diag-output", wrap=True, markup=False, min_width=20)
         output.border_title = "Results (Enter in a row runs its check)"
         yield output
         yield Static("Type a name, an address or a host, then Enter.", id=self.NOTICE_ID)

@@ -115,7 +115,9 @@ class NetworkScreen(AreaScreen):
         table.border_title = "Interfaces (Enter edits one)"
         yield table
         yield Static(id="net-live")
-        with VerticalScroll(id="net-form"):
+        form = VerticalScroll(id="net-form")
+        form.border_title = "Settings (ctrl+s applies them)"
+        with form:
             with Horizontal(classes="net-row"):
                 yield Label("Interface", classes="net-label")
                 yield Choice([("", "-")], id="net-interface")
