@@ -237,8 +237,15 @@ class ApplianceLink:
             config, problems = None, ["unreadable"]
         return config if config is not None and not problems else validate_document({})[0]
 
-    def save(self, document: dict) -> str:
-        version = ConfigStore(self.config_path).save(document)
+    def save_network(self, document: dict) -> str:
+        """Save the document's network section into the file as it is now (its other sections may have
+        changed meanwhile: the relay saves the mta section itself)."""
+        current = self.document()
+        if document.get("network"):
+            current["network"] = document["network"]
+        else:
+            current.pop("network", None)
+        version = ConfigStore(self.config_path).save(current)
         return f"saved to {self.config_path} (version {version.id})"
 
     # --- network ---

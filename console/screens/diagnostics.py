@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Input, Label, RichLog, Static
+from textual.worker import get_current_worker
 
 from appliance.diagnostics.helo import PASS
 
@@ -159,7 +160,8 @@ class DiagnosticsScreen(AreaScreen):
             return
         if header:
             lines.insert(0, line(header, "bold"))
-        self.post_message(DiagResult(title, lines))
+        if not get_current_worker().is_cancelled:  # a newer check replaced this one meanwhile
+            self.post_message(DiagResult(title, lines))
 
     def hop_lines(self, host: str, port: int, servers: str) -> list[Text]:
         report = self.appliance.next_hop(host, port, servers)

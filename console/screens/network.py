@@ -367,7 +367,7 @@ class NetworkScreen(AreaScreen):
             return
         pending.keep()
         try:
-            saved = self.appliance.save(document)
+            saved = self.appliance.save_network(document)
         except ConfigError as error:
             words, style = "Kept, but not saved: " + "; ".join(error.problems), "bold red"
         except OSError as error:

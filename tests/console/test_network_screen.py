@@ -67,6 +67,15 @@ async def test_shows_the_live_interfaces_and_checks_fields_as_you_type(tmp_path,
         assert "198.51.100.53" in text_of(app, "#net-live") and "example.net" in text_of(app, "#net-live")
         # The form starts from the configuration file.
         assert screen.form() == NetworkForm("eth0", False, "198.51.100.5/24", "198.51.100.1", "", "198.51.100.53", "")
+        # Enter on a row of the table edits that interface; peer0 is not configured: its live state.
+        table = screen.query_one("#net-interfaces")
+        table.focus()
+        table.move_cursor(row=table.get_row_index("peer0"))
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.form().interface == "peer0", what="peer0 in the form")
+        assert (screen.form().dhcp, screen.form().address) == (False, "")
+        screen.query_one("#net-interface").value = "eth0"
+        await until(pilot, lambda: screen.form().address == "198.51.100.5/24", what="eth0 in the form again")
 
         await type_into(pilot, "net-gateway", "")
         await pilot.press(*"192.0.2.1")  # typed, key by key
