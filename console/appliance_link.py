@@ -505,7 +505,7 @@ class ApplianceLink:
     def shell_permission(self) -> tuple[bool, str]:
         if self.allow_shell is not None:
             return self.allow_shell, ("allowed (--allow-shell)" if self.allow_shell
-                                      else "not allowed on this console (it was started with --no-shell)")
+                                      else "not allowed on this console (--no-allow-shell)")
         if os.geteuid() == 0:
             return True, "allowed (the console runs as root)"
         return False, "not allowed: the console does not run as root (start it with --allow-shell to permit it)"
