@@ -8,6 +8,7 @@ configuration file has) plus what only setup needs:
 - `tls:` how the certificate comes about: `{mode: self-signed}` (for the hostname), `{mode:
   import, cert: FILE, key: FILE, chain: FILE}` (paths relative to the seed), `{mode: keep}`
   (use the files `mta.tls` names) or `{mode: none}`;
+- `admin:` the administrator's SSH keys and password (`appliance.admin_login`);
 - `mta.external_relay.password`: the smart host's password, which is written to its own
   file (mode 0640) and named by `password_file`, so the configuration never holds it.
 
@@ -32,6 +33,7 @@ from typing import Any
 from relay.config import ConfigError, check_fqdn
 
 from . import certificates, topology
+from .admin_login import AdminLogin, apply_admin, check_admin
 from .certificates import Bundle, CertificateError
 from .files import atomic_write
 from .firstboot import CERT, CONFIG, KEY, SMARTHOST_PASSWORD, SetupState
@@ -42,7 +44,7 @@ from .network.render import write_plan
 from .schema import ApplianceConfig, parse_text, validate_document
 from .store import ConfigStore
 
-SEED_ONLY = ("topology", "tls")
+SEED_ONLY = ("topology", "tls", "admin")
 TLS_MODES = ("self-signed", "import", "keep", "none")
 TLS_KEYS = ("mode", "key_type", "days", "cert", "chain", "key")
 DEFAULT_CERT_PATH = Path("/") / CERT
@@ -57,6 +59,7 @@ class Plan:
     config: ApplianceConfig
     document: dict  # the configuration file's sections, as they will be written
     bundle: Bundle | None = None  # a certificate to install (made or imported)
+    admin: AdminLogin | None = None  # the administrator's SSH keys and password
     password: str | None = None  # the smart host's password, for its file
     notes: list[str] = field(default_factory=list)  # warnings: not wrong, but worth a look
 
@@ -121,6 +124,8 @@ def check_seed(seed: Any, root: Path | str = "/", base_dir: Path | str | None = 
     password = _take_password(mta, problems)
     tls, tls_problems = _tls_request(seed.get("tls"))
     problems += tls_problems
+    admin, admin_problems = check_admin(seed.get("admin"))
+    problems += admin_problems
     if isinstance(mta, dict) and tls.get("mode") in ("self-signed", "import"):
         problems += _set_certificate_paths(mta, root)
 
@@ -143,7 +148,7 @@ def check_seed(seed: Any, root: Path | str = "/", base_dir: Path | str | None = 
     if name is None:
         name = topology.infer(config.mta)
     problems += topology.check(name, config.mta)
-    plan = Plan(name, config, document, password=password)
+    plan = Plan(name, config, document, password=password, admin=admin)
     problems += _certificate(plan, tls, base_dir, root)
     if topology.TOPOLOGIES[name].m365 and not config.mta.tls.cert_file and plan.bundle is None:
         problems.append(
@@ -320,7 +325,8 @@ def share_key_with_relay(key_path: Path) -> None:
 def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[str]:
     """Make the changes of a validated plan; returns what was done, one line each.
 
-    ApplyError, CertificateError, ConfigError and OSError pass through to the caller."""
+    ApplyError, CertificateError, ConfigError, OSError and RuntimeError (the admin's password) pass
+    through to the caller."""
     root = Path(root)
     lines: list[str] = []
     if network:
@@ -334,6 +340,8 @@ def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[
         path = real_path(root, SMARTHOST_PASSWORD)
         write_password(plan.password, path)
         lines.append(f"smart host password: wrote {path}")
+    if plan.admin is not None:
+        lines += apply_admin(plan.admin, root)
     store = ConfigStore(real_path(root, CONFIG))
     store.save(plan.document)
     lines.append(f"configuration: wrote {store.path}")

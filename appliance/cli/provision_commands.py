@@ -54,7 +54,7 @@ def run_provision(args) -> int:
     except ConfigError as error:
         complain(error.problems)
         return exit_codes.FAILED
-    except (CertificateError, KernelError, ServiceError, OSError) as error:
+    except (CertificateError, KernelError, ServiceError, OSError, RuntimeError) as error:
         complain(str(error))
         return exit_codes.FAILED
     for line in lines:

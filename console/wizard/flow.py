@@ -18,7 +18,7 @@ from ..screens.confirm import ConfirmScreen
 from . import system
 from .draft import Draft, initial_draft
 from .step import BACK, NEXT, StepScreen
-from .steps_finish import ApplyStep, SummaryStep, TlsStep
+from .steps_finish import AdminStep, ApplyStep, SummaryStep, TlsStep
 from .steps_mail import DomainsStep, ExternalStep, InternalStep, NetworksStep, TopologyStep
 from .steps_system import DnsStep, HostnameStep, NetworkStep
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 STEPS: tuple[type[StepScreen], ...] = (
     NetworkStep, HostnameStep, DnsStep, TopologyStep, DomainsStep, InternalStep, ExternalStep,
-    NetworksStep, TlsStep, SummaryStep, ApplyStep,
+    NetworksStep, TlsStep, AdminStep, SummaryStep, ApplyStep,
 )
 STEP_NAMES = tuple(step.NAME for step in STEPS)
 

@@ -10,9 +10,10 @@ import yaml
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal
 from textual.widgets import Input, RadioButton, RadioSet, Static
 
-from appliance import certificates
+from appliance import admin_login, certificates
 from appliance.certificates import CertificateError
 from appliance.network.apply import ApplyError
 from appliance.network.kernel import KernelError
@@ -127,6 +128,58 @@ class TlsStep(StepScreen):
             draft.remove("mta.tls.key_file")
 
 
+class AdminStep(StepScreen):
+    NAME = "admin"
+    TITLE = "Administrator login"
+    HELP = ("The appliance ships with no password and no SSH key. Give the admin user an SSH public key (the "
+            "line from ~/.ssh/id_ed25519.pub), a password, or both: ssh admin@this-address then opens this "
+            "console. Leave them empty to keep the current login.")
+    FIELDS = {"admin.ssh_keys": ("key", "SSH public key"), "admin.password": ("password", "Password"),
+              "wizard.password2": ("password2", "Password again"), "admin": ("key", "SSH public key")}
+
+    def compose_fields(self) -> ComposeResult:
+        yield field_input("key", "SSH public key", placeholder="ssh-ed25519 AAAA... you@laptop")
+        with Horizontal(classes="row"):
+            yield field_input("password", "Password (10 characters or more)", password=True)
+            yield field_input("password2", "Password again", password=True)
+        yield Static(id="login", classes="report")
+
+    def load(self, draft: Draft) -> None:
+        keys = draft.get("admin.ssh_keys") or []
+        self.query_one("#key", Input).value = keys[0] if keys else ""
+        for widget_id in ("password", "password2"):
+            self.query_one(f"#{widget_id}", Input).value = draft.get("admin.password") or ""
+        root = self.wizard.root
+        keys_now, password_now = len(admin_login.current_keys(root)), admin_login.has_password(root)
+        login = self.query_one("#login", Static)
+        login.border_title = "Now"
+        if keys_now or password_now:
+            login.update(f"admin has {keys_now} SSH key{'s' if keys_now != 1 else ''} and "
+                         f"{'a password' if password_now else 'no password'}.")
+        else:
+            login.update(Text("admin has no SSH key and no password: only this console gets in.", style="yellow"))
+
+    def store(self, draft: Draft) -> None:
+        key, password = value_of(self, "key"), self.query_one("#password", Input).value
+        admin: dict = {}
+        if key:
+            admin["ssh_keys"] = [key]
+        if password:
+            admin["password"] = password
+        if admin:
+            draft.set("admin", admin)
+        else:
+            draft.remove("admin")
+        draft.set("wizard.password2", self.query_one("#password2", Input).value)
+
+    def own_problems(self, draft: Draft) -> list[str]:
+        if (draft.get("admin.password") or "") != (draft.get("wizard.password2") or ""):
+            return ["wizard.password2: the two passwords differ: type the same password twice"]
+        if not draft.get("admin") and not admin_login.has_login(self.wizard.root):
+            return ["admin: give an SSH key or a password: without one, nobody can log in over SSH"]
+        return []
+
+
 def listen_target(mta) -> tuple[str, int]:
     """Where this gateway's own test client connects: its first listening address."""
     listen = mta.listen[0]
@@ -171,6 +224,10 @@ class SummaryStep(StepScreen):
         text.append(f": {shape.summary}\n")
         for note in plan.notes:
             text.append(f"note: {note}\n", style="yellow")
+        if plan.admin is not None:
+            keys = len(plan.admin.ssh_keys)
+            text.append(f"Administrator login: {keys} SSH key{'s' if keys != 1 else ''} added"
+                        f"{', and a new password' if plan.admin.password else ''}\n")
         text.append("\nOn the other side\n", style="bold underline")
         for side in other_side(plan.topology, plan.config.mta, address):
             text.append(f"{side.title}\n", style="bold")
@@ -257,7 +314,7 @@ class ApplyStep(StepScreen):
         except ConfigError as error:
             self.show_problems(error.problems)
             return False
-        except (CertificateError, KernelError, ServiceError, OSError) as error:
+        except (CertificateError, KernelError, ServiceError, OSError, RuntimeError) as error:
             self.show_problems([f"apply: {error}"])
             return False
         lines.append(await self.reload_relay(plan.document["mta"]))

@@ -3,6 +3,7 @@ the smart host's password, a configuration exported from one appliance provision
 the topology rules the wizard shares."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,57 @@ def test_progress_is_private_and_the_marker_records_the_topology(root):
     assert state.load_progress() == Progress("dns", {"topology": "m365", "mta": {"external_relay": {"password": "x"}}})
     state.mark_complete("m365", by="a test")
     assert state.is_complete() and state.completed_topology() == "m365" and state.load_progress() is None
+
+
+def fake_accounts(root: Path) -> None:
+    """The /etc files chpasswd --root reads, as the image has them (admin without a password)."""
+    etc = root / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\nadmin:x:1000:1000:Admin:/home/admin:/bin/sh\n")
+    (etc / "shadow").write_text("root:*:20000:0:99999:7:::\nadmin:*:20000:0:99999:7:::\n")
+    (etc / "group").write_text("root:x:0:\nadmin:x:1000:\n")
+    (etc / "gshadow").write_text("root:*::\nadmin:!::\n")
+
+
+def ssh_key(comment: str = "alice@laptop") -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    return public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + " " + comment
+
+
+@pytest.mark.skipif(not shutil.which("chpasswd") or os.geteuid() != 0, reason="needs chpasswd, as root")
+def test_the_administrator_gets_keys_and_a_password(tmp_path, root):
+    from appliance import admin_login
+
+    fake_accounts(root)
+    old = ssh_key("old@desk")
+    (root / "home/admin/.ssh").mkdir(parents=True)
+    (root / "home/admin/.ssh/authorized_keys").write_text(old + "\n")
+    seed = seed_for("direct")
+    new = ssh_key()
+    seed["admin"] = {"ssh_keys": [new, old], "password": "correct horse battery"}
+    assert provision(write_seed(tmp_path, seed), root) == 0
+    assert (root / "home/admin/.ssh/authorized_keys").read_text() == f"{old}\n{new}\n"  # kept, then added once
+    assert (root / "home/admin/.ssh/authorized_keys").stat().st_mode & 0o777 == 0o600
+    shadow = {line.split(":")[0]: line.split(":")[1] for line in (root / "etc/shadow").read_text().splitlines()}
+    assert shadow["admin"].startswith("$y$") and shadow["root"] == "*"
+    assert admin_login.has_login(root)
+    assert "correct horse" not in (root / "etc/postern/postern.yaml").read_text()
+
+
+@pytest.mark.parametrize("admin, problem", [
+    ({"ssh_keys": ["ssh-ed25519 AAAA-not-base64 x"]}, "admin.ssh_keys[0]: 'ssh-ed25519 AAAA-not-base64 x' is not an SSH"),
+    ({"password": "short"}, "admin.password: at least 10 characters"),
+    ({"password": "a long one:with colon"}, "admin.password: must be one line without a colon"),
+    ({"password_hash": "plain"}, "admin.password_hash: must be a crypt hash"),
+    ({}, "admin: set ssh_keys or a password, or leave the section out"),
+    ({"shell": "/bin/sh"}, "admin.shell: unknown key"),
+])
+def test_a_wrong_administrator_login_is_refused(tmp_path, root, capsys, admin, problem):
+    seed = seed_for("direct")
+    seed["admin"] = admin
+    assert provision(write_seed(tmp_path, seed), root) == 1
+    assert problem in capsys.readouterr().err
+    assert tree(root) == []

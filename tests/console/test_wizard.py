@@ -15,7 +15,7 @@ from console.screens.confirm import ConfirmScreen
 from console.wizard.step import StepScreen
 from console.wizard.try_dialog import TryScreen
 from relay.control.client import ControlClient
-from tests.console.wizard_support import (TENANT, at_step, dns, machine, make_root, step_title,  # noqa: F401
+from tests.console.wizard_support import (SSH_KEY, TENANT, at_step, dns, machine, make_root, step_title,  # noqa: F401
                                           text_of, until)
 from tests.support.sink import Sink
 
@@ -87,7 +87,9 @@ async def walk(pilot, topology: str, sink, smarthost) -> None:
         await until(pilot, lambda: networks.value == "127.0.0.1/32", what="my networks prefilled")
     await next_step(pilot, 9)
     await next_step(pilot, 10)
+    fill(app, key=SSH_KEY)
     await next_step(pilot, 11)
+    await next_step(pilot, 12)
 
 
 def running_mta(relay) -> dict:
@@ -138,6 +140,7 @@ async def test_each_topology_from_first_boot_to_a_delivered_test_message(gateway
     assert "Address=192.0.2.10/24" in network_file.read_text()
     assert "nameserver 192.0.2.53" in (gateway.root / "etc/resolv.conf").read_text()
     assert running_mta(gateway)["relay_domains"] == ["example.com", "example.org"]
+    assert (gateway.root / "home/admin/.ssh/authorized_keys").read_text() == SSH_KEY + "\n"
     if topology in SMART_HOST:  # outgoing mail from my networks (or the tenant) goes to the smart host
         if topology != "m365":
             gateway.send("alice@example.com", ["bob@partner.example"])
@@ -257,7 +260,7 @@ async def test_back_keeps_the_answers_and_a_restart_resumes_at_the_same_step(gat
     again = wizard_app(gateway)
     async with again.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 6)
-        assert "Setup 6/11: Internal relay host" in text_of(again, "#status-line")
+        assert "Setup 6/12: Internal relay host" in text_of(again, "#status-line")
         await pilot.press("escape")
         await at_step(pilot, 5)
         assert again.screen.query_one("#domains", Input).value == "example.com"
@@ -385,4 +388,35 @@ async def test_running_the_wizard_again_starts_from_the_configuration_as_it_is(g
                 assert app.screen.smart and app.screen.query_one("#port", Input).value == str(smarthost.port)
         assert app.screen.mode == "keep"  # the certificate made before is offered, and chosen
         await next_step(pilot, 10)
+        fill(app, key=SSH_KEY)
+        await next_step(pilot, 11)
         assert "cert_file: /etc/postern/tls/postern.pem" in text_of(app, "#summary-text")
+
+
+async def test_the_administrator_gets_a_key_or_a_password(gateway, machine, tmp_path):
+    from tests.console.wizard_support import complete_draft, save_progress
+
+    draft = complete_draft(listen=gateway.mta["listen"][0])
+    del draft["admin"]
+    save_progress(gateway.root, "admin", draft)
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 10)
+        assert "admin has no SSH key and no password" in text_of(app, "#login")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "SSH public key: give an SSH key or a password" in text_of(app, "#step-problems"),
+                    what="the missing login")
+        fill(app, key="ssh-ed25519 not-a-key")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "is not an SSH public key" in text_of(app, "#step-problems"), what="the bad key")
+        fill(app, key="", password="short", password2="short")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Password: at least 10 characters" in text_of(app, "#step-problems"),
+                    what="the short password")
+        fill(app, password="correct horse battery", password2="correct horse batterie")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: "Password again: the two passwords differ" in text_of(app, "#step-problems"),
+                    what="the mismatch")
+        fill(app, password2="correct horse battery", key=SSH_KEY)
+        await next_step(pilot, 11)
+        assert "Administrator login: 1 SSH key added, and a new password" in text_of(app, "#summary-text")

@@ -12,8 +12,8 @@ from tests.console.wizard_support import (complete_draft, dns, machine, make_roo
 from appliance.topology import NAMES
 
 SIZE = (80, 25)
-STEPS = ["network", "hostname", "dns", "topology", "domains", "internal", "external", "networks", "tls", "summary",
-         "apply"]
+STEPS = ["network", "hostname", "dns", "topology", "domains", "internal", "external", "networks", "tls", "admin",
+         "summary", "apply"]
 
 
 @pytest.fixture(autouse=True)

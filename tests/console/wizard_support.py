@@ -19,6 +19,8 @@ from appliance.network.live import LiveAddress, LiveInterface, LiveState
 from tests.support.dns_server import DnsServer
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+# An administrator's public key, as in ~/.ssh/id_ed25519.pub (fixed, so that snapshots are too).
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAOhB7/zzhC+HXDdGOdLwJln5NYwm6UNXx3chmQSVTG4 admin@laptop"
 
 
 def fixed_machine(dns_address: str) -> LiveState:
@@ -83,6 +85,7 @@ def complete_draft(topology: str = "direct", internal_port: int = 25, listen: st
             "my_networks": ["192.168.1.10/32"],
         },
         "tls": {"mode": "self-signed"},
+        "admin": {"ssh_keys": [SSH_KEY]},
         "wizard": {"interface": "eth0", "public_address": "192.0.2.10"},
     }
     if topology in ("via-relay", "virus-scanner-via-relay"):
