@@ -32,8 +32,9 @@ TESTS = ["tests/reliability/test_attacks.py", "tests/reliability/test_fuzz_smtp.
 def scenarios(args) -> dict:
     """name -> a function running it at the chosen size."""
     quick = args.quick
-    load = crash.CrashLoad(messages=args.messages or (300 if quick else 10_000), clients=args.clients or (10 if quick else 20),
-                           kills=args.kills or (3 if quick else 20), seed=args.seed, time_limit=150 if quick else 900)
+    load = crash.CrashLoad(messages=args.messages or (300 if quick else 10_000),
+                           clients=args.clients or (10 if quick else 20), kills=args.kills or (3 if quick else 20),
+                           seed=args.seed, time_limit=150 if quick else 900)
     return {
         "crash": lambda: crash.run(load),
         "recovery": lambda: outage.recovery(outage.Recovery() if quick else outage.Recovery(
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
           "problems": o.problems} for o in outcomes] + ([{"tests": tests, "ok": tests_ok}] if tests else []),
         indent=2, default=str))
     failed = [o.name for o in outcomes if not o.ok] + ([] if tests_ok else ["attack and fuzzing tests"])
-    held = [o.name for o in outcomes if o.ok and not o.skipped] + (["attack and fuzzing tests"] if tests and tests_ok else [])
+    held = [o.name for o in outcomes if o.ok and not o.skipped]
+    held += ["attack and fuzzing tests"] if tests and tests_ok else []
     print(f"\nreliability: {len(held)} held, {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}; "
           f"figures in {RESULTS / 'figures.md'}")
     return 1 if failed else 0

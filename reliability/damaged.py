@@ -22,7 +22,8 @@ from tests.support.net import free_port
 from tests.support.relay import RelayProcess
 from tests.support.sink import Sink
 
-from .scenario import MAGIC, Outcome, listing, make_message, message_id_of, queue_dir, read_queue_file, scratch, wait_for
+from .scenario import (MAGIC, Outcome, listing, make_message, message_id_of, queue_dir, read_queue_file, scratch,
+                       wait_for)
 
 
 def _envelope_of_another(data: bytes) -> bytes:

@@ -19,7 +19,8 @@ from tests.support.net import wait_until
 from tests.support.raw_smtp import RawSmtp
 
 UNTRUSTED = "127.0.0.2"
-SMUGGLED = b"MAIL FROM:<evil@example.net>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled\r\n"
+SMUGGLED = (b"MAIL FROM:<evil@example.net>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"
+            b"Subject: smuggled\r\n\r\nsmuggled\r\n")
 
 
 def only_the_marker_arrives(relay, sink) -> None:

@@ -28,8 +28,10 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                     max_leaves=12)
 PARAMETERS = st.dictionaries(st.sampled_from(PARAMETER_NAMES), JSON, max_size=4)
 CALLS = st.fixed_dictionaries(
-    {"method": st.sampled_from(NAMES) | st.text(max_size=40) | st.sampled_from(["io.postern.Queue.", "org.varlink.service"])},
-    optional={"parameters": PARAMETERS | JSON, "more": st.booleans(), "oneway": st.booleans(), "upgrade": st.booleans()},
+    {"method": st.sampled_from(NAMES) | st.text(max_size=40)
+     | st.sampled_from(["io.postern.Queue.", "org.varlink.service"])},
+    optional={"parameters": PARAMETERS | JSON, "more": st.booleans(), "oneway": st.booleans(),
+              "upgrade": st.booleans()},
 )
 PAYLOADS = st.one_of(
     CALLS.map(lambda call: json.dumps(call).encode() + b"\0"),

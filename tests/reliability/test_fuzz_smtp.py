@@ -54,7 +54,8 @@ COMMANDS = st.one_of(
 ).map(lambda text: text.encode("utf-8", "surrogateescape"))
 LINE_ENDS = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b""])
 SMUGGLING = st.sampled_from([b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r",
-                             b"\r\n\0.\r\n", b"\r\n.\0\r\n", b"\r\n..\r\n", b"\r\n.\r\nMAIL FROM:<evil@example.net>\r\n"])
+                             b"\r\n\0.\r\n", b"\r\n.\0\r\n", b"\r\n..\r\n",
+                             b"\r\n.\r\nMAIL FROM:<evil@example.net>\r\n"])
 BODY = st.lists(st.one_of(SMUGGLING, st.binary(max_size=120), st.just(b"Subject: fuzz\r\n\r\n"),
                           st.just(b"Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n")), max_size=6)
 TRANSACTION = st.tuples(st.sampled_from([b"<alice@example.net>", b"<>", b"<postmaster@example.com>"]),
