@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import ActiveBinding, Binding
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
@@ -47,12 +47,6 @@ class StepScreen(Screen[str]):
         self.number = number
         self.total = total
         self.busy = False
-
-    @property
-    def active_bindings(self) -> dict[str, ActiveBinding]:
-        """The areas' keys still work during setup, but the footer has no room for them at 80 columns."""
-        return {key: active for key, active in super().active_bindings.items()
-                if not (active.binding.id or "").startswith("area.")}
 
     @property
     def draft(self) -> Draft:
