@@ -18,8 +18,19 @@ import yaml
 from console.app import make_app
 from console.appliance_link import CommandResult
 from tests.appliance.conftest import Namespace, ip
+from tests.support.dns_server import DnsServer
 
 ETH0_MAC = "02:00:00:00:00:10"
+
+
+def dns_server(records: dict) -> DnsServer:
+    """A started DnsServer; its port is free for TCP when chosen, so UDP may be taken by a parallel run: retry."""
+    for _ in range(5):
+        try:
+            return DnsServer(records).start()
+        except OSError:
+            continue
+    return DnsServer(records).start()
 
 
 def write_config(path: Path, document: dict) -> Path:

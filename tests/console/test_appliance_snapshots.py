@@ -22,9 +22,8 @@ from textual.widgets import Input
 from console.appliance_link import ApplianceLink, LiveChange, SystemFacts
 from tests.console.conftest import until
 
-from .appliance_support import console, netns, root, write_config
+from .appliance_support import console, dns_server, netns, root, write_config
 from .test_diagnostics_screen import RECORDS
-from tests.support.dns_server import DnsServer
 
 __all__ = ["netns", "root"]
 
@@ -101,7 +100,7 @@ def test_network_countdown(snap_compare, ansi, tmp_path, root, netns, monkeypatc
 
 @size_ids
 def test_diagnostics_lookup_and_helo_check(snap_compare, ansi, tmp_path, monkeypatch, size):
-    server = DnsServer(RECORDS).start()
+    server = dns_server(RECORDS)
     real = ApplianceLink.resolver
     monkeypatch.setattr(ApplianceLink, "resolver", lambda self, text, timeout=3.0: (
         real(self, text, timeout)[0], "the test's DNS server"))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.console.conftest import text_of, until
-from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
 
-from .appliance_support import console, write_config
+from .appliance_support import console, dns_server as start_dns_server, write_config
 
 RECORDS = {
     ("example.com", "A"): ["192.0.2.10"],
@@ -24,7 +23,7 @@ RECORDS = {
 
 @pytest.fixture(scope="module")
 def dns_server():
-    server = DnsServer(RECORDS).start()
+    server = start_dns_server(RECORDS)
     yield server
     server.stop()
 
