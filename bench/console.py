@@ -12,18 +12,13 @@ has been updated, and the console's resident memory.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import yaml
 
-from bench.queue_list import fill_queue, free_port
+from bench.queue_list import relay_with_queue
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,33 +67,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="postern-bench-") as work:
-        work = Path(work)
-        print(f"writing {args.messages} queue files...", flush=True)
-        fill_queue(work / "state", args.messages)
-        config = work / "postern.yaml"
-        config.write_text(yaml.safe_dump({"mta": {
-            "hostname": "bench.example.com", "listen": [f"127.0.0.1:{free_port()}"],
-            "my_networks": ["127.0.0.1/32"], "external_relay": {"host": "127.0.0.1", "port": 1, "mx": False},
-        }}))
-        socket_path = work / "control.sock"
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "relay.daemon", "--config", str(config), "--state-dir", str(work / "state"),
-             "--socket", str(socket_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 300
-            while not socket_path.exists():
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the relay did not start")
-                time.sleep(0.1)
-            probe = subprocess.run([sys.executable, "-c", PROBE, str(socket_path)], cwd=ROOT,
-                                   capture_output=True, text=True, timeout=600)
-            if probe.returncode:
-                raise SystemExit(probe.stderr[-3000:])
-            figures = json.loads(probe.stdout.strip().splitlines()[-1])
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
+    with relay_with_queue(args.messages) as (_, socket_path, _):
+        probe = subprocess.run([sys.executable, "-c", PROBE, str(socket_path)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=600)
+    if probe.returncode:
+        raise SystemExit(probe.stderr[-3000:])
+    figures = json.loads(probe.stdout.strip().splitlines()[-1])
     print(f"\nconsole on a queue of {figures['queue_total']} messages, 80x25, headless")
     print(f"  start to first painted dashboard     {figures['first_paint_s'] * 1000:7.0f} ms")
     print(f"  ... with the relay's status shown    {figures['dashboard_with_status_s'] * 1000:7.0f} ms")

@@ -12,8 +12,8 @@ daemon's start-up time and resident memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -59,6 +59,36 @@ def fill_queue(state_dir: Path, count: int) -> None:
         (store.state / queue_id).write_text(json.dumps(entry.state_dict()))
 
 
+@contextlib.contextmanager
+def relay_with_queue(messages: int):
+    """A real relay daemon on a fresh state directory holding `messages` deferred messages;
+    yields the process, its control socket and how long it took to start."""
+    with tempfile.TemporaryDirectory(prefix="postern-bench-") as work:
+        work = Path(work)
+        print(f"writing {messages} queue files...", flush=True)
+        fill_queue(work / "state", messages)
+        config = work / "postern.yaml"
+        config.write_text(yaml.safe_dump({"mta": {
+            "hostname": "bench.example.com", "listen": [f"127.0.0.1:{free_port()}"], "my_networks": ["127.0.0.1/32"],
+            "external_relay": {"host": "127.0.0.1", "port": 1, "mx": False},
+        }}))
+        socket_path = work / "control.sock"
+        began = time.perf_counter()
+        with open(work / "relay.log", "wb") as log:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "relay.daemon", "--config", str(config), "--state-dir", str(work / "state"),
+                 "--socket", str(socket_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            while not socket_path.exists():
+                if daemon.poll() is not None or time.perf_counter() - began > 300:
+                    raise SystemExit("the daemon did not start:\n" + (work / "relay.log").read_text()[-2000:])
+                time.sleep(0.05)
+            yield daemon, socket_path, time.perf_counter() - began
+        finally:
+            daemon.terminate()
+            daemon.wait(30)
+
+
 def timed(client: ControlClient, method: str, repeat: int = 10, **parameters) -> tuple[float, dict]:
     answer, samples = {}, []
     for _ in range(repeat):
@@ -72,39 +102,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="postern-bench-") as work:
-        work = Path(work)
-        print(f"writing {args.messages} queue files...", flush=True)
-        fill_queue(work / "state", args.messages)
-        config = work / "postern.yaml"
-        config.write_text(yaml.safe_dump({"mta": {
-            "hostname": "bench.example.com", "listen": [f"127.0.0.1:{free_port()}"], "my_networks": ["127.0.0.1/32"],
-            "external_relay": {"host": "127.0.0.1", "port": 1, "mx": False},
-        }}))
-        socket_path = work / "control.sock"
-        began = time.perf_counter()
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "relay.daemon", "--config", str(config), "--state-dir", str(work / "state"),
-             "--socket", str(socket_path)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "relay.log", "wb"))
-        try:
-            while not socket_path.exists():
-                if daemon.poll() is not None or time.perf_counter() - began > 300:
-                    raise SystemExit("the daemon did not start:\n" + (work / "relay.log").read_text()[-2000:])
-                time.sleep(0.05)
-            startup = time.perf_counter() - began
-            with ControlClient(str(socket_path)) as client:
-                first_ms, first = timed(client, "io.postern.Queue.List", limit=100)
-                assert first["total"] == args.messages, first["total"]
-                later_ms, _ = timed(client, "io.postern.Queue.List", limit=100, cursor=first["cursor"])
-                filtered_ms, filtered = timed(client, "io.postern.Queue.List", limit=100,
-                                              filter={"domain": "partner7.example"})
-                oldest_ms, _ = timed(client, "io.postern.Queue.List", limit=100, sort="age", reverse=True)
-                status_ms, _ = timed(client, "io.postern.Status.Get")
-                summary_ms, _ = timed(client, "io.postern.Queue.Summary", repeat=3)
-            rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
-        finally:
-            daemon.terminate()
-            daemon.wait(30)
+    with relay_with_queue(args.messages) as (daemon, socket_path, startup):
+        with ControlClient(str(socket_path)) as client:
+            first_ms, first = timed(client, "io.postern.Queue.List", limit=100)
+            assert first["total"] == args.messages, first["total"]
+            later_ms, _ = timed(client, "io.postern.Queue.List", limit=100, cursor=first["cursor"])
+            filtered_ms, filtered = timed(client, "io.postern.Queue.List", limit=100,
+                                          filter={"domain": "partner7.example"})
+            oldest_ms, _ = timed(client, "io.postern.Queue.List", limit=100, sort="age", reverse=True)
+            status_ms, _ = timed(client, "io.postern.Status.Get")
+            summary_ms, _ = timed(client, "io.postern.Queue.Summary", repeat=3)
+        rss = psutil.Process(daemon.pid).memory_info().rss / 2**20
     print(f"\nqueue of {args.messages} messages (median of 10 calls over the control socket)")
     print(f"  daemon start-up, queue loaded   {startup:8.2f} s")
     print(f"  daemon resident memory          {rss:8.0f} MiB")

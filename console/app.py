@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import signal
 import sys
 import termios
@@ -17,27 +18,30 @@ from .appliance_link import ApplianceLink, Runner, run_command
 from .linux_console import theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
 from .relay_link import RelayLink
-from .screens.certificates import CertificatesScreen
-from .screens.dashboard import DashboardScreen
-from .screens.diagnostics import DiagnosticsScreen
-from .screens.logs import LogScreen
-from .screens.mta import MtaScreen
-from .screens.network import NetworkScreen
-from .screens.queue import QueueScreen
-from .screens.smtp_test import SmtpTestScreen
-from .screens.system import SystemScreen
 from .wizard.launch import SetupWizardProvider, start_wizard
 
+def lazy(path: str):
+    """A mode's screen, imported the first time it opens: start-up loads only what the dashboard needs."""
+
+    def build():
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module, __package__), name)()
+
+    return build
+
+
 AREAS = {
-    "dashboard": ("Dashboard", "hostname, relay, queue, recent log", DashboardScreen),
-    "queue": ("Queue", "queued mail: inspect, hold, release, delete, flush", QueueScreen),
-    "mta": ("MTA settings", "hostname, relay domains, my networks, relay hosts, limits", MtaScreen),
-    "logs": ("Logs", "the relay log, live", LogScreen),
-    "smtp": ("SMTP test", "talk SMTP to a server, or send a test email", SmtpTestScreen),
-    "network": ("Network", "interfaces, addresses, gateway, hostname, DNS; apply with a countdown", NetworkScreen),
-    "diagnostics": ("Diagnostics", "DNS lookup, HELO/PTR check, next-hop check", DiagnosticsScreen),
-    "certificates": ("Certificates", "the TLS certificate: show, self-signed, CSR, import", CertificatesScreen),
-    "system": ("System", "reboot, power off, a shell", SystemScreen),
+    "dashboard": ("Dashboard", "hostname, relay, queue, recent log", ".screens.dashboard.DashboardScreen"),
+    "queue": ("Queue", "queued mail: inspect, hold, release, delete, flush", ".screens.queue.QueueScreen"),
+    "mta": ("MTA settings", "hostname, relay domains, my networks, relay hosts, limits", ".screens.mta.MtaScreen"),
+    "logs": ("Logs", "the relay log, live", ".screens.logs.LogScreen"),
+    "smtp": ("SMTP test", "talk SMTP to a server, or send a test email", ".screens.smtp_test.SmtpTestScreen"),
+    "network": ("Network", "interfaces, addresses, gateway, hostname, DNS; apply with a countdown",
+                ".screens.network.NetworkScreen"),
+    "diagnostics": ("Diagnostics", "DNS lookup, HELO/PTR check, next-hop check", ".screens.diagnostics.DiagnosticsScreen"),
+    "certificates": ("Certificates", "the TLS certificate: show, self-signed, CSR, import",
+                     ".screens.certificates.CertificatesScreen"),
+    "system": ("System", "reboot, power off, a shell", ".screens.system.SystemScreen"),
 }
 
 
@@ -55,7 +59,7 @@ class AreasProvider(Provider):
 class PosternConsole(App):
     CSS_PATH = "styles/postern.tcss"
     TITLE = "Postern"
-    MODES = {mode: screen for mode, (_, _, screen) in AREAS.items()}
+    MODES = {mode: lazy(path) for mode, (_, _, path) in AREAS.items()}
     DEFAULT_MODE = "dashboard"
     COMMANDS = App.COMMANDS | {AreasProvider, SetupWizardProvider}
     BINDINGS = [

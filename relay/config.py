@@ -562,7 +562,7 @@ def _check_relay_host(name: str, relay: RelayHost, problems: list[str]) -> None:
         problems.append(
             f"{where}.tls_name: only checked with tls: verify: set tls: verify, or remove tls_name"
         )
-    if relay.tls == "verify" and not relay.tls_name and _is_ip(relay.host):
+    if relay.tls == "verify" and not relay.tls_name and is_ip(relay.host):
         problems.append(
             f"{where}.tls_name: required with tls: verify when host is an IP address: "
             "name the host name its certificate carries"
@@ -577,7 +577,7 @@ def _check_relay_host(name: str, relay: RelayHost, problems: list[str]) -> None:
         problems.append(f"{where}.tls: the login is only sent over TLS: set tls: may, encrypt or verify")
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
         return True

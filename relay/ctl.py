@@ -26,17 +26,11 @@ from pathlib import Path
 import yaml
 
 from .control.client import DEFAULT_SOCKET, ControlClient, ControlError, PermissionDenied, Unreachable
+from .queue.query import age_text
 
 EXIT_OK, EXIT_DAEMON_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
 
 
-def age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
 
 
 def _filter_args(parser: argparse.ArgumentParser) -> None:

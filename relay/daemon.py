@@ -255,42 +255,28 @@ def main(argv: list[str] | None = None) -> int:
     log_buffer = setup_logging(args.verbose)
     try:
         config = load_file(args.config)
+        # Building the relay loads the certificates: a bad one is a configuration problem too.
+        relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer)
     except ConfigError as error:
-        for problem in error.problems:
-            print(f"postern-relay: {problem}", file=sys.stderr)
-        return 1
+        return refuse(error.problems)
+    except (OSError, ssl.SSLError) as error:
+        return refuse([f"mta.tls: cannot load the certificate: {error}"])
     if args.check:
-        try:
-            server_tls_context(config)  # the daemon would refuse to start without it
-            OutboundTls(config)
-        except (OSError, ssl.SSLError) as error:
-            print(f"postern-relay: mta.tls: cannot load the certificate: {error}", file=sys.stderr)
-            return 1
-        except ConfigError as error:
-            for problem in error.problems:
-                print(f"postern-relay: {problem}", file=sys.stderr)
-            return 1
         print(f"postern-relay: {args.config}: configuration is valid")
         return 0
     try:
-        relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer)
-    except (OSError, ssl.SSLError) as error:
-        print(f"postern-relay: mta.tls: cannot load the certificate: {error}", file=sys.stderr)
-        return 1
-    except ConfigError as error:
-        for problem in error.problems:
-            print(f"postern-relay: {problem}", file=sys.stderr)
-        return 1
-    try:
         asyncio.run(serve(relay))
     except OSError as error:
-        print(f"postern-relay: cannot start: {error}", file=sys.stderr)
-        return 1
+        return refuse([f"cannot start: {error}"])
     except ConfigError as error:
-        for problem in error.problems:
-            print(f"postern-relay: cannot start: {problem}", file=sys.stderr)
-        return 1
+        return refuse([f"cannot start: {problem}" for problem in error.problems])
     return 0
+
+
+def refuse(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"postern-relay: {problem}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ for all mail to the outside.
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import dns.exception
 import dns.resolver
 
 from . import addresses
-from .config import MtaConfig
+from .config import MtaConfig, is_ip
 
 
 @dataclass(frozen=True)
@@ -89,14 +88,6 @@ def make_resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:
     return resolver
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
-
-
 async def _addresses(resolver, name: str) -> list[str]:
     """A and AAAA records of a name; RouteError when it has none."""
     found, temporary = [], None
@@ -117,7 +108,7 @@ async def _addresses(resolver, name: str) -> list[str]:
 
 async def resolve(resolver, hop: NextHop, max_addresses: int = 5) -> list[Target]:
     """The addresses to try for a next hop, best first (MX preference, then record order)."""
-    if _is_ip(hop.host):
+    if is_ip(hop.host):
         return [Target(hop.host, hop.host, hop.port)]
     if not hop.mx:
         return [Target(hop.host, ip, hop.port) for ip in await _addresses(resolver, hop.host)][:max_addresses]

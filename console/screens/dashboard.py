@@ -13,10 +13,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.queue.query import age_text
 
 from ..host import read_facts
 from ..messages import RelayStatus
-from ..widgets.queue_list import age_text
 from ..widgets.status_line import StatusLine
 from .logs import styled
 

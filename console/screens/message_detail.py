@@ -12,9 +12,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.queue.query import age_text
 
 from ..relay_link import explain
-from ..widgets.queue_list import STATE_STYLES, age_text
+from ..widgets.queue_list import STATE_STYLES
 
 RECIPIENT_STYLES = {"sent": "green", "deferred": "yellow", "bounced": "red", "pending": ""}
 

@@ -10,10 +10,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.queue.query import age_text
 
 from ..messages import RelayStatus
 from ..relay_link import explain
-from ..widgets.queue_list import QueueList, age_text
+from ..widgets.queue_list import QueueList
 from ..widgets.status_line import StatusLine
 from .confirm import ConfirmScreen
 from .message_detail import MessageScreen

@@ -16,16 +16,11 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from relay.queue.query import age_text
+
 STATE_STYLES = {"active": "green", "deferred": "yellow", "hold": "magenta"}
 
 
-def age_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
 
 
 def size_text(size: int) -> str:

@@ -178,6 +178,16 @@ def summary(entries: Iterable[QueueEntry], state: str | None = None) -> list[dic
     return [{"destination": domain, "total": sum(row), "buckets": row} for domain, row in ordered]
 
 
+def age_text(seconds: float | None) -> str:
+    """A short age for listings: 45s, 12m, 3h, 2d."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
 def message_dict(entry: QueueEntry, now: float | None = None) -> dict:
     now = now or time.time()
     envelope = entry.envelope
