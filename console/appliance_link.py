@@ -22,6 +22,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,20 @@ class PendingChange:
     deadline: float
     lines: list[str]
 
+    def __init__(self):
+        self._settling = threading.Lock()
+        self.settled = False
+
+    def settle(self, keep: bool) -> bool:
+        """Keep or roll back, once: False when that was already done (the countdown and a closing console
+        may both try)."""
+        with self._settling:
+            if self.settled:
+                return False
+            self.keep() if keep else self.roll_back()
+            self.settled = True
+            return True
+
     @property
     def confirmed(self) -> bool:  # by `postern-appliance confirm` from another shell
         return False
@@ -112,6 +127,7 @@ class PendingChange:
 
 class LiveChange(PendingChange):
     def __init__(self, pending: trial.Trial):
+        super().__init__()
         self.trial = pending
         self.deadline = pending.deadline
         applied = pending.applied
@@ -135,6 +151,7 @@ class FilesChange(PendingChange):
     """Under a root other than /: the network files only, restored exactly when not kept."""
 
     def __init__(self, root: Path, snapshot: FileSnapshot, written: list[str], removed: list[str], timeout: float):
+        super().__init__()
         self.snapshot = snapshot
         self.deadline = time.time() + timeout
         self.lines = [f"wrote {root / relative}" for relative in written]

@@ -3,12 +3,15 @@
 Shown while a network change is in force but not yet kept. Enter keeps it; any other key,
 or the deadline, restores the previous settings: an admin whose session the new address
 cut off does nothing and gets the old one back. `postern-appliance confirm` from another
-shell keeps it too (the screen sees the change as confirmed and closes).
+shell keeps it too (the screen sees the change as confirmed and closes). Anything that covers
+the countdown (the command palette) counts as another key: the settings are restored.
 """
 
 from __future__ import annotations
 
 from rich.text import Text
+from typing import Callable
+
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,14 +22,16 @@ from textual.widgets import Static
 from ..appliance_link import PendingChange
 
 
-class KeepSettingsScreen(ModalScreen[bool]):
+class KeepSettingsScreen(ModalScreen[None]):
     BINDINGS = [Binding("enter", "keep", "Keep", id="network.keep")]
 
-    def __init__(self, pending: PendingChange, summary: list[str]):
+    def __init__(self, pending: PendingChange, summary: list[str], decided: Callable[[bool], None]):
         super().__init__()
         self.pending = pending
         self.summary = summary
+        self.decided = decided  # called once: True keeps the change, False restores the previous settings
         self.answered = False
+        self.closed = False
 
     def compose(self) -> ComposeResult:
         with Vertical(id="keep-dialog"):
@@ -53,9 +58,24 @@ class KeepSettingsScreen(ModalScreen[bool]):
             Text(f"Keep these settings? Reverting in {left:.0f} s", style="bold"))
 
     def answer(self, keep: bool) -> None:
-        if not self.answered:
-            self.answered = True
-            self.dismiss(keep)
+        if self.answered:
+            return
+        self.answered = True
+        self.decided(keep or self.pending.confirmed)
+        if self.app.screen is self:  # not while the palette covers it: dismiss() closes the top screen
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.dismiss()
+
+    def on_screen_suspend(self) -> None:
+        self.answer(False)
+
+    def on_screen_resume(self) -> None:
+        if self.answered:
+            self.close()
 
     def action_keep(self) -> None:
         self.answer(True)

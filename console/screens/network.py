@@ -106,6 +106,7 @@ class NetworkScreen(AreaScreen):
         self.start: NetworkForm | None = None  # the form as shown for the current interface
         self.problems: list[str] = []
         self.pending: PendingChange | None = None
+        self.pending_document: dict = {}
         self.refill = True  # the next load fills the form afresh (else it keeps the edits)
         self.asking = False  # a dialog of ours is on top: coming back from it is not a new visit
 
@@ -347,25 +348,26 @@ class NetworkScreen(AreaScreen):
         self.notice("Not applied, nothing changed: " + "; ".join(general or message.problems), "bold red")
 
     def on_change_started(self, message: ChangeStarted) -> None:
-        self.pending = message.pending
+        self.pending, self.pending_document = message.pending, message.document
         self._listen_for_confirm(True)
         self.notice("The new settings are in force: keep them or they are undone.", "bold yellow")
 
-        def answered(keep: bool | None) -> None:
-            self.finish_change(message.pending, message.document, bool(keep) or message.pending.confirmed)
+        def decided(keep: bool) -> None:
+            self.finish_change(message.pending, message.document, keep)
 
         self.asking = True
         self.app.push_screen(KeepSettingsScreen(message.pending, ["The new network settings are in force:", "",
-                                                                  *message.summary]), answered)
+                                                                  *message.summary], decided))
 
     @work(thread=True, exclusive=True, group="network-finish", name="Finishing the network change",
           exit_on_error=False)
     def finish_change(self, pending: PendingChange, document: dict, keep: bool) -> None:
         if not keep:
-            pending.roll_back()
+            pending.settle(False)
             self.post_message(ChangeFinished(False, "Not kept: the previous network settings are back.", "yellow"))
             return
-        pending.keep()
+        if not pending.settle(True):
+            return  # the console is closing and has restored the previous settings
         try:
             saved = self.appliance.save_network(document)
         except ConfigError as error:
@@ -406,19 +408,22 @@ class NetworkScreen(AreaScreen):
             pass
 
     def on_unmount(self) -> None:
-        # The console is closing (Ctrl+Q, a hang-up) during the countdown: undo the change now.
-        # Blocking on the way out is fine; netlink must run outside the event loop's thread (pyroute2).
+        # The console is closing (Ctrl+Q, a hang-up) during the countdown: undo the change now, unless
+        # `postern-appliance confirm` kept it. Blocking on the way out is fine; netlink must run outside
+        # the event loop's thread (pyroute2).
         pending, self.pending = self.pending, None
-        if pending is not None and not pending.confirmed:
-            undo = threading.Thread(target=self._roll_back_quietly, args=(pending,), name="network-rollback")
-            undo.start()
-            undo.join(timeout=60)
+        if pending is not None and not pending.settled:
+            done = threading.Thread(target=self._settle_quietly, args=(pending, self.pending_document),
+                                    name="network-settle")
+            done.start()
+            done.join(timeout=60)
 
-    @staticmethod
-    def _roll_back_quietly(pending: PendingChange) -> None:
+    def _settle_quietly(self, pending: PendingChange, document: dict) -> None:
+        keep = pending.confirmed
         try:
-            pending.roll_back()
-        except (KernelError, ServiceError, OSError):
+            if pending.settle(keep) and keep:
+                self.appliance.save_network(document)
+        except (KernelError, ServiceError, ConfigError, OSError):
             pass  # the record under run/postern stays: `postern-appliance rollback` finishes the job
 
     # --- other keys --------------------------------------------------------------------------------

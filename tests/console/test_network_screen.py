@@ -255,3 +255,29 @@ def test_the_form_writes_only_what_changed_and_places_problems_at_fields():
         "gateway", "198.51.100.1 is not inside")
     assert place("network.dns.servers[1]: 'x' is not an IP address", "eth0") == ("dns", "[1] 'x' is not an IP address")
     assert place("network.interfaces.eth1.gateway: eth0 already has", "eth0")[0] == ""
+
+
+async def test_the_palette_over_the_countdown_or_quitting_restores_the_previous_settings(tmp_path, root, netns):
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    app = console(tmp_path, config, root, netns=netns.name)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await network_screen(pilot)
+        await type_into(pilot, "net-address", "192.0.2.10/24")
+        await type_into(pilot, "net-gateway", "192.0.2.1")
+        await pilot.press("ctrl+s", "y")
+        await until(pilot, lambda: type(app.screen).__name__ == "KeepSettingsScreen", what="the countdown")
+        await pilot.press("ctrl+p")  # a key the app takes first: still not Enter
+        await until(pilot, lambda: "previous network settings are back" in notice(app), what="the rollback")
+        assert addresses(netns) == ["198.51.100.5/24"]
+        await pilot.press("escape")  # the palette closes; the countdown has gone with the change
+        await until(pilot, lambda: type(app.screen).__name__ == "NetworkScreen", what="the network screen")
+
+        await type_into(pilot, "net-address", "192.0.2.10/24")
+        await type_into(pilot, "net-gateway", "192.0.2.1")
+        await pilot.press("ctrl+s", "y")
+        await until(pilot, lambda: type(app.screen).__name__ == "KeepSettingsScreen", what="the countdown")
+        assert addresses(netns) == ["192.0.2.10/24"]
+        await pilot.press("ctrl+q")
+    assert addresses(netns) == ["198.51.100.5/24"] and default_gateways(netns) == ["198.51.100.1"]
+    assert not (root / "run/postern/network-try.json").exists()
+    assert read_config(config) == CONFIG
