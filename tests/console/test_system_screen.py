@@ -103,3 +103,17 @@ def test_the_shell_gets_the_terminal_and_gives_it_back(tmp_path):
         assert "exit code 0)" in " ".join(screen.split()) and "Traceback" not in screen
     finally:
         subprocess.run(["tmux", "-L", tmux.socket, "kill-server"], capture_output=True)
+
+
+async def test_each_system_area_is_found_by_name_in_the_palette_and_escape_goes_back(tmp_path):
+    app = console(tmp_path, run_command=Recorder(), allow_shell=False)
+    async with app.run_test(size=(80, 25)) as pilot:
+        for name, screen in (("Network", "NetworkScreen"), ("Diagnostics", "DiagnosticsScreen"),
+                             ("Certificates", "CertificatesScreen"), ("System", "SystemScreen")):
+            await pilot.press("ctrl+p", *name)
+            await until(pilot, lambda: name in str(app.screen.query_one("CommandList").get_option_at_index(0).prompt),
+                        what=f"{name} in the palette")
+            await pilot.press("enter")
+            await until(pilot, lambda: type(app.screen).__name__ == screen, what=f"the {name} screen")
+            await pilot.press("escape")
+            await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", what="the dashboard again")
