@@ -54,7 +54,10 @@ class SetupWizard:
         return text.replace(str(self.root).rstrip("/") + "/", "/")
 
     def save(self) -> None:
-        self.state.save_progress(Progress(STEP_NAMES[self.index], self.draft.document))
+        try:
+            self.state.save_progress(Progress(STEP_NAMES[self.index], self.draft.document))
+        except OSError as error:  # e.g. not root: the wizard goes on, it only cannot resume later
+            self.app.notify(f"The answers could not be saved for later: {error}", severity="warning")
 
     async def run(self) -> None:
         """Show the steps until the last is done or the admin leaves."""
@@ -75,7 +78,11 @@ class SetupWizard:
                     return
             if self.index < len(STEPS):
                 self.save()
-        self.state.mark_complete(self.draft.topology, by="the first-boot wizard")
+        try:
+            self.state.mark_complete(self.draft.topology, by="the first-boot wizard")
+        except OSError as error:
+            self.app.notify(f"Setup could not be marked complete: {error}", severity="error", timeout=30)
+            return
         self.finished = True
         self.app.notify("Setup is complete. The console shows the dashboard; the wizard can be run again "
                         "from the command palette.", title="Setup complete", timeout=10)

@@ -420,3 +420,14 @@ async def test_the_administrator_gets_a_key_or_a_password(gateway, machine, tmp_
         fill(app, password2="correct horse battery", key=SSH_KEY)
         await next_step(pilot, 11)
         assert "Administrator login: 1 SSH key added, and a new password" in text_of(app, "#summary-text")
+
+
+async def test_a_root_it_cannot_write_does_not_end_the_console(gateway, machine):
+    # Even root cannot put a file where a directory is (as an admin without root cannot write there).
+    (gateway.root / "var/lib/postern/firstboot.yaml").mkdir(parents=True)
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        await next_step(pilot, 2)
+        await until(pilot, lambda: any("could not be saved" in str(n.message) for n in app._notifications),
+                    what="the warning")
