@@ -18,7 +18,8 @@ from ..screens.confirm import ConfirmScreen
 from . import system
 from .draft import Draft, initial_draft
 from .step import BACK, NEXT, StepScreen
-from .steps_finish import AdminStep, ApplyStep, SummaryStep, TlsStep
+from .steps_apply import ApplyStep
+from .steps_finish import AdminStep, SummaryStep, TlsStep
 from .steps_mail import DomainsStep, ExternalStep, InternalStep, NetworksStep, TopologyStep
 from .steps_system import DnsStep, HostnameStep, NetworkStep
 

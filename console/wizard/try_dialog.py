@@ -13,8 +13,8 @@ from textual.widgets import Static
 
 class TryScreen(ModalScreen[bool]):
     BINDINGS = [
-        Binding("enter,y", "answer(True)", "Keep"),
-        Binding("escape,n", "answer(False)", "Restore"),
+        Binding("enter,y", "answer(True)", "Keep", id="wizard.try.keep"),
+        Binding("escape,n", "answer(False)", "Restore", id="wizard.try.restore"),
     ]
 
     def __init__(self, deadline: float, summary: str):

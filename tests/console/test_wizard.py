@@ -195,7 +195,6 @@ async def test_a_failed_connection_check_asks_before_going_on(gateway, machine):
     from tests.support.net import free_port
 
     app = wizard_app(gateway)
-    answers = {"topology": "direct"}
     async with app.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 1)
         for number in range(1, 6):
@@ -217,13 +216,13 @@ async def test_a_failed_connection_check_asks_before_going_on(gateway, machine):
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question again")
         await pilot.press("y")
         await at_step(pilot, 7)
-    assert answers
 
 
 async def test_the_ptr_check_compares_the_helo_name_with_the_forward_confirmed_ptr(gateway, machine):
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
-        await next_step(pilot, 2) if await at_step(pilot, 1) is None else None
+        await at_step(pilot, 1)
+        await next_step(pilot, 2)
         fill(app, hostname="gw.example.com")
         await pilot.press("ctrl+t")
         await until(pilot, lambda: "PASS" in text_of(app, "#ptr"), what="the PTR verdict")
