@@ -282,18 +282,25 @@ async def test_leaving_at_the_first_step_keeps_the_wizard_for_later(gateway, mac
     assert not SetupState(gateway.root).is_complete()
 
 
+async def palette_command(pilot, words: str) -> None:
+    from textual.command import CommandList, CommandPalette
+
+    await pilot.press("ctrl+p")
+    await until(pilot, lambda: isinstance(pilot.app.screen, CommandPalette), what="the command palette")
+    await pilot.press(*words)
+    await until(pilot, lambda: "Setup wizard" in str(pilot.app.screen.query_one(CommandList).get_option_at_index(0).prompt),
+                what="the command found")
+    await pilot.press("enter")
+
+
 async def test_the_wizard_runs_again_from_the_command_palette(gateway, machine):
     app = make_app(str(gateway.socket), root=str(gateway.root))
     async with app.run_test(size=(80, 25)) as pilot:
         await pilot.pause()
         assert step_title(app) == ""  # without --first-boot the console opens on the dashboard
-        await pilot.press("ctrl+p", *"setup wiz")
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await palette_command(pilot, "setup wiz")
         await at_step(pilot, 1)
-        await pilot.press("ctrl+p", *"setup wiz")  # once is enough: a second one is not stacked on it
-        await pilot.pause(0.5)
-        await pilot.press("enter")
+        await palette_command(pilot, "setup wiz")  # once is enough: a second one is not stacked on it
         await pilot.pause(0.5)
         assert sum(isinstance(screen, StepScreen) for screen in app.screen_stack) == 1
         assert step_title(app).startswith("1/")
