@@ -26,27 +26,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import psutil
-from relay.config import ConfigError, check_fqdn
+if TYPE_CHECKING:
+    from appliance import certificates
+    from appliance.certificates import CertificateInfo
+    from appliance.diagnostics.dns_lookup import Answer
+    from appliance.diagnostics.helo import HeloVerdict
+    from appliance.diagnostics.next_hop import NextHopReport
+    from appliance.files import FileSnapshot
+    from appliance.network import trial
+    from appliance.network.live import LiveState
+    from appliance.schema import ApplianceConfig
 
-from appliance import certificates
-from appliance.certificates import CertificateError, CertificateInfo
-from appliance.diagnostics.dns_lookup import (Answer, LookupFailed, LookupReport, lookup, make_resolver, query,
-                                              reverse_lookup)
-from appliance.diagnostics.helo import HeloVerdict, check_helo
-from appliance.diagnostics.next_hop import NextHopReport, check_next_hop
-from appliance.files import FileSnapshot, atomic_write
-from appliance.network import trial
-from appliance.network.apply import ApplyError, Target, missing_interfaces
-from appliance.network.kernel import KernelError, read_kernel_state
-from appliance.network.live import LiveState, read_live_state
-from appliance.network.networkd import ServiceError
-from appliance.network.render import plan, write_plan
-from appliance.schema import DEFAULT_CONFIG, ApplianceConfig, parse_text, validate_document
-from appliance.store import ConfigStore
+# The system layer (netlink, DNS, X.509) is imported where it is used: the console starts
+# without it, and each screen's first worker pays for what it needs.
 
+DEFAULT_CONFIG = Path("/etc/postern/postern.yaml")  # appliance.schema.DEFAULT_CONFIG
 DEFAULT_CERT = Path("/etc/postern/tls/postern.pem")
 DEFAULT_KEY = Path("/etc/postern/tls/postern.key")
 TRY_SECONDS = 60.0
@@ -240,6 +236,10 @@ class ApplianceLink:
 
     def document(self) -> dict:
         """The configuration file as a mapping ({} when there is none yet); ConfigError if it is not YAML."""
+        from appliance.schema import parse_text
+        from appliance.store import ConfigStore
+        from relay.config import ConfigError
+
         text = ConfigStore(self.config_path).current_text()
         document = parse_text(text or "", str(self.config_path))
         if not isinstance(document, dict):
@@ -248,6 +248,9 @@ class ApplianceLink:
 
     def settings(self) -> ApplianceConfig:
         """The validated configuration, or the defaults where the file is missing or wrong."""
+        from appliance.schema import validate_document
+        from relay.config import ConfigError
+
         try:
             config, problems = validate_document(self.document())
         except (ConfigError, OSError):
@@ -257,6 +260,8 @@ class ApplianceLink:
     def save_network(self, document: dict) -> str:
         """Save the document's network section into the file as it is now (its other sections may have
         changed meanwhile: the relay saves the mta section itself)."""
+        from appliance.store import ConfigStore
+
         current = self.document()
         if document.get("network"):
             current["network"] = document["network"]
@@ -268,6 +273,10 @@ class ApplianceLink:
     # --- network ---
 
     def network_view(self) -> NetworkView:
+        from appliance.network.live import read_live_state
+        from appliance.schema import validate_document
+        from relay.config import ConfigError
+
         live = read_live_state(self.netns, self.root)
         try:
             document = self.document()
@@ -283,6 +292,14 @@ class ApplianceLink:
 
         ConfigError with every problem when the document is wrong or names a missing interface;
         ApplyError when the system refused (the previous state is back)."""
+        from appliance.files import FileSnapshot
+        from appliance.network import trial
+        from appliance.network.apply import ApplyError, Target, missing_interfaces
+        from appliance.network.kernel import read_kernel_state
+        from appliance.network.render import plan, write_plan
+        from appliance.schema import validate_document
+        from relay.config import ConfigError
+
         config, problems = validate_document(document)
         if problems:
             raise ConfigError(problems)
@@ -306,6 +323,8 @@ class ApplianceLink:
 
     def resolver(self, servers_text: str, timeout: float = 3.0):
         """A resolver for the servers typed, else the configuration's, else the system's; and their names."""
+        from appliance.diagnostics.dns_lookup import make_resolver
+
         servers = [word for word in servers_text.replace(",", " ").split() if word]
         if not servers:
             settings = self.settings()
@@ -319,6 +338,8 @@ class ApplianceLink:
         return resolver, shown
 
     def dns_lookup(self, name: str, rdtype: str, servers_text: str = "") -> DnsResult:
+        from appliance.diagnostics.dns_lookup import lookup, query, reverse_lookup
+
         name = name.strip().rstrip(".")
         if not name:
             raise FieldError("name", "type a domain name, host name or IP address to look up")
@@ -331,7 +352,7 @@ class ApplianceLink:
         if rdtype == "PTR":
             raise FieldError("name", f"{name} is not an IP address: a PTR lookup needs one, such as 192.0.2.10")
         if rdtype == "ALL":
-            report: LookupReport = lookup(resolver, name)
+            report = lookup(resolver, name)
             result.answers, result.spf, result.dmarc, result.notes = report.answers, report.spf, report.dmarc, report.notes
             return result
         result.answers.append(query(resolver, name, rdtype))
@@ -343,6 +364,9 @@ class ApplianceLink:
         return result
 
     def helo_check(self, address: str, helo_name: str, servers_text: str = "") -> HeloVerdict:
+        from appliance.diagnostics.helo import check_helo
+        from relay.config import check_fqdn
+
         address = address.strip()
         if not _ip_or_none(address):
             raise FieldError("address", f"{address!r} is not an IP address: type the public address your mail "
@@ -376,6 +400,9 @@ class ApplianceLink:
         return [(host, int(port))]
 
     def next_hop(self, host: str, port: int, servers_text: str = "", timeout: float = 10.0) -> NextHopReport:
+        from appliance.diagnostics.next_hop import check_next_hop
+        from appliance.network.kernel import KernelError, read_kernel_state
+
         settings = self.settings()
         resolver, _ = self.resolver(servers_text)
         own = (socket.gethostname(), settings.mta.hostname, settings.mta.helo_name, settings.network.hostname or "")
@@ -405,6 +432,9 @@ class ApplianceLink:
         return socket.getfqdn()
 
     def installed_certificate(self) -> InstalledCertificate:
+        from appliance import certificates
+        from appliance.certificates import CertificateError
+
         cert_path, key_path, in_use = self.certificate_paths()
         hostname = self.hostname()
         found = InstalledCertificate(cert_path, key_path, hostname=hostname, in_use=in_use,
@@ -428,16 +458,20 @@ class ApplianceLink:
         return found
 
     def _check_request(self, hostname: str, key_type: str) -> str:
+        from appliance.certificates import KEY_TYPES
+        from relay.config import check_fqdn
+
         try:
             hostname = check_fqdn(hostname.strip())
         except ValueError as error:
             raise FieldError("hostname", str(error)) from None
-        if key_type not in certificates.KEY_TYPES:
+        if key_type not in KEY_TYPES:
             raise FieldError("key_type", f"{key_type!r}: use ecdsa or rsa")
         return hostname
 
-    def make_self_signed(self, hostname: str, key_type: str = "ecdsa", days: str | int = certificates.DEFAULT_DAYS
-                         ) -> list[str]:
+    def make_self_signed(self, hostname: str, key_type: str = "ecdsa", days: str | int = 730) -> list[str]:
+        from appliance import certificates
+
         hostname = self._check_request(hostname, key_type)
         try:
             days = int(str(days).strip())
@@ -452,6 +486,10 @@ class ApplianceLink:
 
     def make_request(self, hostname: str, key_type: str, out: str) -> tuple[str, list[str]]:
         """A CSR for the hostname, with the installed key (a new one if there is none); (PEM, what was done)."""
+        from appliance import certificates
+        from appliance.certificates import CertificateError
+        from appliance.files import atomic_write
+
         hostname = self._check_request(hostname, key_type)
         if not out.strip():
             raise FieldError("out", "name the file the request is saved to, such as /root/request.pem")
@@ -479,6 +517,9 @@ class ApplianceLink:
 
     def check_import(self, cert: str, chain: str, key: str) -> tuple[certificates.Bundle, list[str]]:
         """Read and check a certificate, its chain and its key; (bundle, what it is) or FieldError."""
+        from appliance import certificates
+        from appliance.certificates import CertificateError
+
         texts = {}
         for name, value, required in (("cert", cert, True), ("chain", chain, False), ("key", key, True)):
             value = value.strip()
@@ -504,6 +545,8 @@ class ApplianceLink:
         return bundle, lines
 
     def install_bundle(self, bundle: certificates.Bundle) -> list[str]:
+        from appliance import certificates
+
         cert_path, key_path, _ = self.certificate_paths()
         certificates.install(bundle, cert_path, key_path)
         return [f"installed {cert_path} (with {len(bundle.chain)} chain certificates) and {key_path}"]
@@ -511,6 +554,8 @@ class ApplianceLink:
     # --- the machine ---
 
     def facts(self) -> SystemFacts:
+        import psutil
+
         os_name = platform.system()
         try:
             os_name = platform.freedesktop_os_release().get("PRETTY_NAME", os_name)
@@ -551,5 +596,3 @@ def uptime_text(seconds: float) -> str:
     return f"{days} d {rest // 3600} h {rest % 3600 // 60} min" if days else f"{rest // 3600} h {rest % 3600 // 60} min"
 
 
-__all__ = ["ApplianceLink", "ApplyError", "CommandResult", "ConfigError", "FieldError", "KernelError", "LookupFailed",
-           "PendingChange", "ServiceError", "run_command"]

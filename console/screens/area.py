@@ -14,9 +14,13 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
+from appliance.diagnostics.dns_lookup import LookupFailed
+from appliance.network.apply import ApplyError
+from appliance.network.kernel import KernelError
+from appliance.network.networkd import ServiceError
 from relay.config import ConfigError
 
-from ..appliance_link import ApplianceLink, ApplyError, FieldError, KernelError, LookupFailed, ServiceError
+from ..appliance_link import ApplianceLink, FieldError
 
 
 def explain(error: BaseException) -> str:

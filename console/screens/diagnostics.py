@@ -18,9 +18,10 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Label, RichLog, Static
 from textual.worker import get_current_worker
 
+from appliance.diagnostics.dns_lookup import LookupFailed
 from appliance.diagnostics.helo import PASS
 
-from ..appliance_link import RECORD_TYPES, DnsResult, FieldError, LookupFailed
+from ..appliance_link import RECORD_TYPES, DnsResult, FieldError
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
 from .area import AreaScreen

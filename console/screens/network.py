@@ -26,9 +26,13 @@ from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker
 
 from appliance.network import trial
+from appliance.network.apply import ApplyError
+from appliance.network.kernel import KernelError
+from appliance.network.networkd import ServiceError
+from relay.config import ConfigError
 
 from .. import network_form
-from ..appliance_link import ApplyError, ConfigError, KernelError, NetworkView, PendingChange, ServiceError
+from ..appliance_link import NetworkView, PendingChange
 from ..network_form import NetworkForm
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
