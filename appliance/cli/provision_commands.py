@@ -31,6 +31,7 @@ def add_commands(commands) -> None:
 
 
 def run_provision(args) -> int:
+    args.root = args.root.resolve()  # the configuration names files by their absolute paths
     try:
         seed = read_seed(args.seed)
     except ConfigError as error:

@@ -36,7 +36,7 @@ STEP_NAMES = tuple(step.NAME for step in STEPS)
 class SetupWizard:
     def __init__(self, app: App, root: Path | str = "/"):
         self.app = app
-        self.root = Path(root)
+        self.root = Path(root).resolve()  # the configuration names files by their absolute paths
         self.state = SetupState(self.root)
         progress = self.state.load_progress()
         if progress is not None and progress.step in STEP_NAMES:
