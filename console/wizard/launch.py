@@ -1,13 +1,17 @@
-"""Opening the wizard: at start with `postern-console --first-boot`, or from the command palette."""
+"""Opening the wizard: at start with `postern-console --first-boot`, or from the command palette.
+
+Light to import: the console starts without loading the wizard's steps and the system layer."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import App
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from .flow import SetupWizard
+if TYPE_CHECKING:
+    from .flow import SetupWizard
 
 TITLE = "Setup wizard"
 HELP = "set the appliance up step by step: network, hostname, topology, relay hosts, TLS"
@@ -18,6 +22,8 @@ def start_wizard(app: App, root: Path | str = "/") -> SetupWizard | None:
     if any(worker.name == "setup-wizard" and worker.is_running for worker in app.workers):
         app.notify("The setup wizard is already open, in the area it was started from.", title="Setup wizard")
         return None
+    from .flow import SetupWizard  # the steps load the system layer: only when the wizard opens
+
     wizard = SetupWizard(app, root)
     app.run_worker(wizard.run(), name="setup-wizard", group="setup-wizard")
     return wizard
