@@ -252,6 +252,7 @@ class MtaScreen(Screen):
         """Check the whole form with relay.config.parse_mta; show each problem at its field."""
         if self.running is None:
             return
+        settled_before = not self.problems and not self.changes
         section, unreadable = mta_form.proposed(self.running, self.groups, self.raw_values())
         config, problems = mta_form.validate(section)
         self.section, self.config = section, config
@@ -266,8 +267,9 @@ class MtaScreen(Screen):
         else:
             self.changes = mta_form.diff(self.running, mta_form.normalized(section, config))
             count = len(self.changes)
-            self.notice(f"{count} change{'s' if count != 1 else ''}: ctrl+s shows them and applies." if count
-                        else f"No changes to the running settings ({self.path}).", "bold" if count else "")
+            if count or not settled_before:  # a form that stays as it was keeps its notice ("Applied ...")
+                self.notice(f"{count} change{'s' if count != 1 else ''}: ctrl+s shows them and applies." if count
+                            else f"No changes to the running settings ({self.path}).", "bold" if count else "")
         changed = {change.key for change in self.changes}
         for field in self.fields.values():
             mark = "*" if field.key in changed or any(c.startswith(field.key + ".") for c in changed) else " "

@@ -46,7 +46,7 @@ async def test_mta_screen_loads_checks_shows_the_diff_and_applies(make_relay, si
         assert screen.query_one("#mta-queue--maximal_queue_lifetime").value == "5d"
         assert len(screen.query(".mta-note")) == len(screen.fields)  # one line of help each
         assert "the internet hostname of this mail system" in text_of(app, "#note-mta-hostname")
-        assert "No changes" in text_of(app, "#mta-notice")
+        assert "The running settings" in text_of(app, "#mta-notice")
 
         # A bad network is named under its field, and nothing can be applied.
         screen.query_one("#mta-my_networks").load_text("127.0.0.1/32\n10.0.0.300/8")
@@ -116,7 +116,7 @@ async def test_mta_screen_shows_the_relays_refusal_at_the_field(make_relay, sink
         await pilot.press("y")
         await until(pilot, lambda: screen.query_one("#mta-listen").text == f"127.0.0.1:{relay.port}",
                     what="the running value back")
-        await until(pilot, lambda: "No changes" in text_of(app, "#mta-notice"), what="a clean form")
+        await until(pilot, lambda: "The running settings" in text_of(app, "#mta-notice"), what="a clean form")
         assert screen.error_text("listen") == ""
 
 
