@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import threading
 
 
 class Subscription:
@@ -55,10 +56,12 @@ class LogBuffer(logging.Handler):
         self.lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=size)
         self._next = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._changed: asyncio.Event | None = None
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._loop_thread = threading.get_ident()
         self._changed = asyncio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -66,7 +69,11 @@ class LogBuffer(logging.Handler):
         with self.lock:
             self.lines.append((self._next, line))
             self._next += 1
-        if self._loop is not None and not self._loop.is_closed():
+        if self._loop is None or self._loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._changed.set()  # on the loop's own thread: no wake-up through its self-pipe needed
+        else:
             self._loop.call_soon_threadsafe(self._changed.set)
 
     @property

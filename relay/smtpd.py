@@ -173,6 +173,9 @@ def normalise_line_ends(data: bytes) -> bytes:
     A line they begin loses a leading dot, as SMTP's transparency rule (RFC 5321 4.5.2)
     took it off every CRLF line: a smuggled <LF>.<LF> becomes an empty line, not a lone dot.
     """
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
+        return data  # the usual case: every line already ends in CRLF
     return _LINE_END.sub(b"\r\n", data)
 
 
