@@ -22,8 +22,12 @@ test: setup
 	$(BIN)/lint-imports
 	$(BIN)/pytest
 
+# Benchmarks (figures in docs/performance.md): the relay against Postfix, then a
+# 100,000-message queue through the control API and in the console.
 bench: setup
 	$(BIN)/python -m bench.relay
+	$(BIN)/python -m bench.queue_list
+	$(BIN)/python -m bench.console
 
 # Faults and attacks at full size (about 10 minutes); figures in .run/reliability/, docs/reliability.md.
 reliability: setup
