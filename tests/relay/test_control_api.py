@@ -44,15 +44,8 @@ def raw_exchange(path: Path, payload: bytes, timeout: float = 10.0) -> list[byte
 
 
 @pytest.fixture
-def down_relay(make_relay):
-    """A relay whose next hop is down, with three messages queued over SMTP."""
-    relay = make_relay(1)  # nothing listens on port 1: every delivery defers
-    relay.send("alice@example.net", ["bob@example.com"], "Subject: one\r\n\r\n1\r\n")
-    relay.send("alice@example.net", ["carol@partner.org", "dave@partner.org"], "Subject: two\r\n\r\n2\r\n")
-    relay.send("eve@example.net", ["frank@example.com"], "Subject: three\r\n\r\n3\r\n")
-    relay.wait_log(r"status=deferred", count=4)
-    relay.socket = relay.workdir / "control.sock"
-    return relay
+def down_relay(queued_relay):
+    return queued_relay
 
 
 def ctl(relay, *args: str) -> subprocess.CompletedProcess:
