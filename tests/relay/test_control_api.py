@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,31 +15,10 @@ import varlink
 import yaml
 
 from relay.control.client import ControlClient, ControlError
+from tests.support.control_socket import raw_exchange, replies
 from tests.support.net import wait_until
 
 CTL = [sys.executable, "-m", "relay.ctl"]
-
-
-def raw_exchange(path: Path, payload: bytes, timeout: float = 10.0) -> list[bytes]:
-    """Send bytes as they are; return the NUL-separated replies until the daemon closes."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        try:
-            sock.sendall(payload)
-            sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the daemon may hang up before it has read everything
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return [part for part in data.split(b"\0") if part]
 
 
 @pytest.fixture
@@ -212,18 +190,18 @@ def test_watch_reports_a_new_message_without_polling(down_relay):
 
 def test_bad_requests_get_an_error_and_the_daemon_carries_on(down_relay, sink):
     path = down_relay.socket
-    [reply] = raw_exchange(path, b"this is not json\0")
+    [reply] = replies(raw_exchange(path, b"this is not json\0"))
     assert json.loads(reply)["error"] == "io.postern.Control.MalformedRequest"
-    [reply] = raw_exchange(path, b'{"method": "io.postern.Nope.Do"}\0')
+    [reply] = replies(raw_exchange(path, b'{"method": "io.postern.Nope.Do"}\0'))
     assert json.loads(reply)["error"] == "org.varlink.service.InterfaceNotFound"
-    [reply] = raw_exchange(path, b'{"method": "io.postern.Queue.Explode"}\0')
+    [reply] = replies(raw_exchange(path, b'{"method": "io.postern.Queue.Explode"}\0'))
     assert json.loads(reply)["error"] == "org.varlink.service.MethodNotFound"
-    [reply] = raw_exchange(path, b'{"method": "io.postern.Queue.Show", "parameters": {"id": 42}}\0')
+    [reply] = replies(raw_exchange(path, b'{"method": "io.postern.Queue.Show", "parameters": {"id": 42}}\0'))
     assert json.loads(reply) == {"error": "org.varlink.service.InvalidParameter", "parameters": {"parameter": "id"}}
-    [reply] = raw_exchange(path, b'{"method": "io.postern.Status.Get", "param')  # partial, then end of input
+    [reply] = replies(raw_exchange(path, b'{"method": "io.postern.Status.Get", "param'))  # partial, then end of input
     assert json.loads(reply)["parameters"] == {"reason": "connection closed mid-request"}
     huge = b'{"method": "io.postern.Status.Get", "parameters": {"x": "' + b"A" * (10 << 20) + b'"}}\0'
-    [reply] = raw_exchange(path, huge)
+    [reply] = replies(raw_exchange(path, huge))
     assert json.loads(reply)["error"] == "io.postern.Control.RequestTooLarge"
     # Still serving: SMTP and the control API.
     assert down_relay.send("alice@example.net", ["bob@example.com"]) == {}

@@ -10,7 +10,6 @@ daemon listen on port 25 of every address. Its refusals are in tests/relay/test_
 
 import json
 import re
-import socket
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from relay.control.client import ControlClient
 from relay.control.methods import METHODS
 from tests.reliability.effort import examples
+from tests.support.control_socket import raw_exchange, replies
 
 NAMES = sorted(set(METHODS) - {"io.postern.Config.Apply"})
 PARAMETER_NAMES = ["id", "ids", "filter", "limit", "cursor", "sort", "reverse", "state", "lines", "mta", "interface",
@@ -45,25 +45,9 @@ ERROR_NAME = re.compile(r"^(org\.varlink\.service|io\.postern\.[A-Za-z]+)\.[A-Z]
 
 
 def exchange(path: str, payload: bytes) -> list[bytes]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(10)
-        sock.connect(path)
-        try:
-            sock.sendall(payload)
-            sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            data += chunk
+    data = raw_exchange(path, payload)
     assert data == b"" or data.endswith(b"\0"), f"a reply cut short: {data[-200:]!r}"
-    return [part for part in data.split(b"\0") if part]
+    return replies(data)
 
 
 def assert_varlink_reply(raw: bytes) -> None:
