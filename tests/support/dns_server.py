@@ -12,7 +12,6 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from .net import free_port
 
 
 class DnsServer:
@@ -21,10 +20,10 @@ class DnsServer:
     def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1"):
         self.records = {(name.lower().rstrip("."), rdtype): values for (name, rdtype), values in records.items()}
         self.host = host
-        self.port = free_port(host)
         self.queries: list[tuple[str, str]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((host, self.port))
+        self._sock.bind((host, 0))  # the kernel picks a UDP port that is really free
+        self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._running = True
 
