@@ -173,6 +173,8 @@ class ControlServer:
             request = json.loads(data[:-1])
         except (UnicodeDecodeError, ValueError) as error:
             raise VarlinkError("io.postern.Control.MalformedRequest", reason=f"not JSON: {error}") from None
+        except RecursionError:  # Python's parser recurses once per level: [[[[... within 64 KiB is too deep
+            raise VarlinkError("io.postern.Control.MalformedRequest", reason="not JSON: nested too deeply") from None
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
             raise VarlinkError("io.postern.Control.MalformedRequest", reason="expected an object with a method")
         if not isinstance(request.get("parameters", {}), dict):

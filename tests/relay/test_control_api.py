@@ -298,3 +298,15 @@ def test_list_offset_jumps_into_the_list_in_every_order(down_relay):
             assert jumped["total"] == 3
         partner_first = client.call("io.postern.Queue.List", filter={"sender": "alice"}, offset=1)
         assert [m["subject"] for m in partner_first["messages"]] == ["two"]
+
+
+def test_deeply_nested_json_gets_an_error_reply_and_the_daemon_carries_on(down_relay):
+    path = down_relay.socket
+    well_formed = b'{"method": "io.postern.Status.Get", "parameters": {"x": ' + b"[" * 30_000 + b"]" * 30_000 + b"}}"
+    for request in (b"[" * 60_000, well_formed):  # each within the 64 KiB a request may have
+        [reply] = replies(raw_exchange(path, request + b"\0"))
+        assert json.loads(reply) == {"error": "io.postern.Control.MalformedRequest",
+                                     "parameters": {"reason": "not JSON: nested too deeply"}}
+    with ControlClient(str(path)) as client:
+        assert client.call("io.postern.Status.Get")["status"]["counters"]["received"] == 3
+    assert "Traceback" not in down_relay.log()
