@@ -32,7 +32,7 @@ from .queue.store import QueueStore
 from .routing import Target, make_resolver
 from .scheduler import Scheduler
 from .smtpd import Receiver
-from .tls import OutboundTls, server_context
+from .tls import OutboundTls, load_cert_chain, server_context
 from .verify import RecipientVerifier
 
 log = logging.getLogger("postern/master")
@@ -151,7 +151,7 @@ class Relay:
             if self.smtps_context is None:
                 self.smtps_context = server_context(self.config)
             else:
-                self.smtps_context.load_cert_chain(tls.cert_file, tls.key_file)
+                load_cert_chain(self.smtps_context, self.config)
         except (OSError, ssl.SSLError) as error:
             raise ConfigError([f"mta.tls: cannot load the certificate: {error}"]) from None
         for address in self.config.smtps_listen:

@@ -13,16 +13,56 @@ The contexts are built when the configuration is loaded, never per connection.
 Each presents the optional client certificate (`tls.client_cert_file`) to next
 hops that ask for one; Microsoft 365 attributes mail from a partner organisation
 to a tenant by that certificate's name.
+
+Every file of the `tls:` section must be a regular file: each is opened without
+blocking and checked before OpenSSL reads it, so a FIFO, a device or a directory
+named by mistake is refused at once instead of stalling the daemon.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
+import stat
 
 from .config import ConfigError, MtaConfig
 
 ENCRYPTING_LEVELS = ("encrypt", "verify")
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a device"),
+               (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular_file(field: str, path: str) -> None:
+    """Refuse (ConfigError naming mta.tls.<field>) a path that is not a regular file, without blocking.
+
+    Opened with O_NONBLOCK (a FIFO opens at once) and checked with fstat on what was
+    opened; a missing or unreadable file is left to OpenSSL's own error.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except IsADirectoryError:
+        mode = stat.S_IFDIR
+    except OSError:
+        return
+    else:
+        try:
+            mode = os.fstat(fd).st_mode
+        finally:
+            os.close(fd)
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+    raise ConfigError([f"mta.tls.{field}: {path} is {kind}, not a regular file: name the PEM file itself"])
+
+
+def load_cert_chain(context: ssl.SSLContext, config: MtaConfig) -> None:
+    """The server certificate and key into the context, each checked first."""
+    check_regular_file("cert_file", config.tls.cert_file)
+    check_regular_file("key_file", config.tls.key_file)
+    context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
 
 
 def server_context(config: MtaConfig) -> ssl.SSLContext | None:
@@ -31,11 +71,13 @@ def server_context(config: MtaConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    load_cert_chain(context, config)
     return context
 
 
 def _client_context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
+    if ca_file:
+        check_regular_file("ca_file", ca_file)
     context = ssl.create_default_context(cafile=ca_file or None) if verify else ssl.create_default_context()
     # Names are matched by certificate_matches, which knows tls_name's "*.domain" form.
     context.check_hostname = False
@@ -58,6 +100,8 @@ class OutboundTls:
         except (OSError, ssl.SSLError) as error:
             raise ConfigError([f"mta.tls.ca_file: cannot load {tls.ca_file}: {_reason(error)}"]) from None
         if tls.client_cert_file:
+            check_regular_file("client_cert_file", tls.client_cert_file)
+            check_regular_file("client_key_file", tls.client_key_file)
             for context in self.contexts.values():
                 try:
                     context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
