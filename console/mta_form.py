@@ -33,6 +33,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "recipient_limit": ("Recipient limit", "most recipients accepted for one message"),
     "hopcount_limit": ("Hop count limit", "most Received: headers before mail counts as looping"),
     "max_connections": ("Max connections", "most SMTP clients served at once"),
+    "client_connection_count_limit": ("Connections per client", "most sessions one address may hold; 0: no limit"),
+    "client_connection_rate_limit": ("Connection rate per client", "most connections per minute from one address; 0: off"),
     "idle_timeout": ("Idle timeout", "drop a client silent this long (seconds, or 5m, 1h)"),
     "session_timeout": ("Session timeout", "the longest one SMTP session may last"),
     "junk_command_limit": ("Junk command limit", "most useless commands before hanging up"),

@@ -145,6 +145,8 @@ class MtaConfig:
     recipient_limit: int = 1000
     hopcount_limit: int = 50
     max_connections: int = 100
+    client_connection_count_limit: int = 20
+    client_connection_rate_limit: int = 0
     idle_timeout: int = 300
     session_timeout: int = 3600
     junk_command_limit: int = 100
@@ -424,6 +426,8 @@ MTA_FIELDS: dict[str, Any] = {
     "recipient_limit": positive_int(),
     "hopcount_limit": positive_int(),
     "max_connections": positive_int(),
+    "client_connection_count_limit": positive_int(0),
+    "client_connection_rate_limit": positive_int(0),
     "idle_timeout": check_duration,
     "session_timeout": check_duration,
     "junk_command_limit": positive_int(),

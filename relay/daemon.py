@@ -210,6 +210,7 @@ class Relay:
             server.close()
         for task in self._tasks:
             task.cancel()
+        self.receiver.anvil.log_statistics()
         log.info("daemon stopped; %d messages stay queued", len(self.scheduler.entries))
 
 

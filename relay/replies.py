@@ -7,6 +7,7 @@ QUEUED = "250 2.0.0 Ok: queued as {id}"
 BYE = "221 2.0.0 Bye"
 
 TOO_MANY_CONNECTIONS = "421 4.7.0 {hostname} Error: too many connections, try again later"
+CLIENT_TOO_MANY_CONNECTIONS = "421 4.7.0 {hostname} Error: too many connections from {ip}"
 SESSION_TOO_LONG = "421 4.4.2 {hostname} Error: session time limit exceeded"
 TOO_MANY_JUNK_COMMANDS = "421 4.7.0 {hostname} Error: too many junk commands"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"

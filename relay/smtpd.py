@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from aiosmtpd.smtp import SMTP, Envelope as SmtpEnvelope, Session
 
 from . import addresses, headers, replies
+from .anvil import Anvil
 from .config import MtaConfig
 from .m365 import check_tenant
 from .queue.entry import Envelope
@@ -72,7 +73,9 @@ class SmtpSession(SMTP):
         self.receiver = receiver
         self.config = config
         self.implicit_tls = implicit_tls  # an SMTPS connection: TLS from the first byte
+        self.service = "smtps" if implicit_tls else "smtp"
         self._counted = False
+        self._anvil_key = ""  # the client's key in the per-client counts, once counted there
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
         self._junk_commands = 0
@@ -111,12 +114,10 @@ class SmtpSession(SMTP):
         first_call = self.transport is None  # STARTTLS calls this again with the TLS transport
         if first_call:
             peer = transport.get_extra_info("peername")
-            # my_networks always get in: a flood from outside must not lock out our own mail server.
-            trusted = bool(peer) and self.config.is_trusted(peer[0])
-            if self.receiver.connections >= self.config.max_connections and not trusted:
-                log.warning("connection limit %d reached: refused %s", self.config.max_connections, peer)
-                reply = replies.TOO_MANY_CONNECTIONS.format(hostname=self.config.hostname)
-                transport.write(reply.encode() + b"\r\n")
+            ip = peer[0] if peer else "?"
+            refusal = self._connection_refusal(ip)
+            if refusal:
+                transport.write(refusal.encode() + b"\r\n")
                 transport.close()
                 return
             self.receiver.connections += 1
@@ -124,10 +125,37 @@ class SmtpSession(SMTP):
             self._session_timer = asyncio.get_running_loop().call_later(
                 self.config.session_timeout, self._session_expired
             )
-            log.info("connect from unknown[%s]", peer[0] if peer else "?")
+            log.info("connect from unknown[%s]", ip)
         super().connection_made(transport)
 
+    def _connection_refusal(self, ip: str) -> str | None:
+        """The 421 for a connection over max_connections or its client's limits; None lets it in.
+
+        my_networks always get in and are not counted per client (Postfix's
+        smtpd_client_event_limit_exceptions): a flood from outside must not lock out our own mail server.
+        """
+        config = self.config
+        if config.is_trusted(ip):
+            return None
+        if self.receiver.connections >= config.max_connections:
+            log.warning("connection limit %d reached: refused unknown[%s]", config.max_connections, ip)
+            return replies.TOO_MANY_CONNECTIONS.format(hostname=config.hostname)
+        key = f"{self.service}:{ip}"
+        count, rate = self.receiver.anvil.connect(key)
+        self._anvil_key = key
+        limits = (("concurrency", count, config.client_connection_count_limit),
+                  ("rate", rate, config.client_connection_rate_limit))
+        for name, value, limit in limits:
+            if limit and value > limit:
+                log.warning("warning: Connection %s limit exceeded: %d from unknown[%s] for service %s",
+                            name, value, ip, self.service)
+                return replies.CLIENT_TOO_MANY_CONNECTIONS.format(hostname=config.hostname, ip=ip)
+        return None
+
     def connection_lost(self, error: Exception | None) -> None:
+        if self._anvil_key:
+            self.receiver.anvil.disconnect(self._anvil_key)
+            self._anvil_key = ""
         if not self._counted:
             return
         self._counted = False
@@ -218,6 +246,7 @@ class Receiver:
     def __init__(self, relay: Relay):
         self.relay = relay
         self.connections = 0
+        self.anvil = Anvil()
 
     def protocol(self) -> SmtpSession:
         """Protocol factory for loop.create_server: each connection gets the config in force."""
