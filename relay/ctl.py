@@ -18,6 +18,7 @@ reported an error, 2 usage, 3 daemon not reachable, 4 permission denied.
 from __future__ import annotations
 
 import argparse
+import builtins
 import json
 import sys
 import time
@@ -26,9 +27,16 @@ from pathlib import Path
 import yaml
 
 from .control.client import DEFAULT_SOCKET, ControlClient, ControlError, PermissionDenied, Unreachable
+from .printable import printable
 from .queue.query import age_text
 
 EXIT_OK, EXIT_DAEMON_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
+
+
+def print(*values, sep: str = " ", end: str = "\n", file=None, flush: bool = False) -> None:
+    """Everything posternctl writes: clients chose much of it (addresses, Subject, HELO, a next hop's
+    reply), so control bytes and terminal escapes become "?"; only line ends and tabs stay."""
+    builtins.print(printable(sep.join(map(str, values)), keep="\n\t"), end=end, file=file, flush=flush)
 
 
 

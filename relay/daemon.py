@@ -26,7 +26,7 @@ from . import VERSION
 from .config import DEFAULT_CONFIG, ConfigError, MtaConfig, load_file
 from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
-from .events import EventHub, LogBuffer
+from .events import EventHub, LogBuffer, PrintableFormatter
 from .queue.entry import Counters
 from .queue.store import QueueStore
 from .routing import Target, make_resolver
@@ -219,9 +219,9 @@ def setup_logging(verbose: bool) -> LogBuffer:
     handler = logging.StreamHandler(sys.stderr)
     # journald adds its own time stamps; a terminal gets ours.
     fmt = "%(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(name)s: %(message)s"
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(PrintableFormatter(fmt))
     buffer = LogBuffer()
-    buffer.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    buffer.setFormatter(PrintableFormatter("%(asctime)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler, buffer]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

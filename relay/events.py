@@ -3,7 +3,8 @@
 `EventHub` tells each subscriber *that* something changed ("queue", "status",
 "config"), coalescing bursts: a subscriber that is slow to read sees one pending
 notice per kind, never an unbounded backlog. `LogBuffer` keeps the last log lines
-and wakes followers; log records may come from worker threads.
+and wakes followers; log records may come from worker threads. `PrintableFormatter`
+makes every log line one line of printable text, whatever a client put in it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import asyncio
 import collections
 import logging
 import threading
+
+from .printable import printable
 
 
 class Subscription:
@@ -46,6 +49,22 @@ class EventHub:
     def publish(self, kind: str) -> None:
         for subscription in self._subscribers:
             subscription._notify(kind)
+
+
+class PrintableFormatter(logging.Formatter):
+    """Control bytes and escapes in a message become "?", as in Postfix's log: a HELO name, address or
+    reply cannot split a log line in two or reach the terminal of whoever reads the log.
+    A traceback keeps its line ends, each of its lines made printable."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        return "\n".join(printable(line) for line in super().formatException(ei).split("\n"))
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join(printable(line) for line in super().formatStack(stack_info).split("\n"))
 
 
 class LogBuffer(logging.Handler):

@@ -28,6 +28,7 @@ from . import addresses, headers, replies
 from .anvil import Anvil
 from .config import MtaConfig
 from .m365 import check_tenant
+from .printable import printable
 from .queue.entry import Envelope
 from .queue.store import QueueFull, QueueWriteError
 from .verify import DELIVERABLE, UNDELIVERABLE
@@ -40,7 +41,6 @@ log = logging.getLogger("postern/smtpd")
 # A CRLF, or a bare CR or LF with the dot that may start the line it begins.
 _LINE_END = re.compile(rb"\r\n|[\r\n]\.?")
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")  # in a reply, a bare CR would start a line of its own
 
 
 def client_name(session: Session) -> str:
@@ -190,8 +190,8 @@ class SmtpSession(SMTP):
     async def push(self, status):
         if isinstance(status, str) and not self._in_greeting_reply:
             status = replies.with_enhanced_code(status)
-        if isinstance(status, str):  # aiosmtpd echoes an unknown command as it came
-            status = _UNPRINTABLE.sub("?", status)
+        if isinstance(status, str):  # aiosmtpd echoes an unknown command as it came: a bare CR would start a line
+            status = printable(status)
         await super().push(status)
 
 
