@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.printable import printable
 from relay.queue.query import age_text
 
 from ..host import read_facts
@@ -39,7 +40,7 @@ def relay_text(status: dict | None, problem: str) -> Text:
     text.append(f"STARTTLS   {'on' if status['tls'] else 'off'}\n")
     for error in status["last_errors"][-2:]:
         text.append(f"Last error {error['destination']}:\n", style="bold")
-        text.append(f" {error['reply']}\n", style="yellow")
+        text.append(f" {printable(error['reply'])}\n", style="yellow")  # a next hop chose it
     return text
 
 

@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.printable import printable
 
 from ..relay_link import explain
 from ..widgets.status_line import StatusLine
@@ -27,7 +28,7 @@ HIGHLIGHTS = [
 
 
 def styled(line: str) -> Text:
-    text = Text(line)
+    text = Text(printable(line))  # the daemon's log is printable already: whatever else sent it, no escapes
     for pattern, style in HIGHLIGHTS:
         text.highlight_regex(pattern, style)
     return text

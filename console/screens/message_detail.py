@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.printable import printable
 from relay.queue.query import age_text
 
 from ..relay_link import explain
@@ -26,21 +27,21 @@ def describe(message: dict, headers: str) -> Text:
     text.append("State      ")
     text.append(f"{message['state']}\n", style=STATE_STYLES.get(message["state"], ""))
     text.append(f"Arrived    {time.ctime(message['arrival'])} ({age_text(message['age'])} ago)\n")
-    text.append(f"From       <{message['sender']}>\n")
-    text.append(f"Client     {message['client']}\n")
+    text.append(f"From       <{printable(message['sender'])}>\n")  # clients chose these: no escapes
+    text.append(f"Client     {printable(message['client'])}\n")
     text.append(f"Size       {message['size']} bytes\n")
     text.append(f"Attempts   {message['attempts']}")
     if message.get("next_attempt"):
         text.append(f", next at {time.strftime('%H:%M:%S', time.localtime(message['next_attempt']))}")
     text.append("\n\nRecipients\n", style="bold")
     for r in message["recipients"]:
-        text.append(f"  <{r['address']}>  ")
+        text.append(f"  <{printable(r['address'])}>  ")
         text.append(r["status"], style=RECIPIENT_STYLES.get(r["status"], ""))
         text.append(f"  attempts {r['attempts']}" + (f"  dsn {r['dsn']}" if r["dsn"] else "") + "\n")
         if r["last_reply"]:
-            text.append(f"    {r['last_reply']}\n", style="dim")
+            text.append(f"    {printable(r['last_reply'])}\n", style="dim")
     text.append("\nHeaders\n", style="bold")
-    text.append(headers.replace("\r\n", "\n").rstrip("\n"))
+    text.append(printable(headers.replace("\r\n", "\n").rstrip("\n"), keep="\n\t"))
     return text
 
 

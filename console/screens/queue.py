@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.printable import printable
 from relay.queue.query import age_text
 
 from ..messages import RelayStatus
@@ -111,10 +112,10 @@ class QueueScreen(Screen):
         if queue_list.selected:
             text.append(f"  selected: {len(queue_list.selected)}", style="bold")
         if current:
-            text.append(f"\n{current['id']} from <{current['sender']}> {age_text(current['age'])} ago, "
+            text.append(f"\n{current['id']} from <{printable(current['sender'])}> {age_text(current['age'])} ago, "
                         f"attempts {current['attempts']}")
             if current["last_reply"]:
-                text.append(f"\n{current['last_reply']}", style="yellow")
+                text.append(f"\n{printable(current['last_reply'])}", style="yellow")
         self.query_one("#queue-detail", Static).update(text)
 
     # --- filter and sort ---------------------------------------------------------------------

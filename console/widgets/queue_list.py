@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from relay.printable import printable
 from relay.queue.query import age_text
 
 STATE_STYLES = {"active": "green", "deferred": "yellow", "hold": "magenta"}
@@ -152,13 +153,13 @@ class QueueList(Widget, can_focus=True):
                 text.append("  ...", style="dim")
                 continue
             m = self.rows[row_index]
-            recipients = [r["address"] for r in m["recipients"]]
+            recipients = [printable(r["address"]) for r in m["recipients"]]
             shown = recipients[0] + (f" +{len(recipients) - 1}" if len(recipients) > 1 else "")
             mark = "*" if m["id"] in self.selected else " "
             line = Text(f"{mark} {m['id']:16} ")
             line.append(f"{m['state']:8}", style=STATE_STYLES.get(m["state"], ""))
             line.append(f" {age_text(m['age']):>5} {size_text(m['size']):>6}  "
-                        f"{fit(m['sender'] or '<>', sender_width):{sender_width}} {fit(shown, rcpt_width)}")
+                        f"{fit(printable(m['sender']) or '<>', sender_width):{sender_width}} {fit(shown, rcpt_width)}")
             if index == self.cursor:
                 line.stylize("reverse" if self.has_focus else "underline")
             text.append_text(line)

@@ -103,3 +103,39 @@ async def test_logs_follow_live_and_filter(queued_relay):
         await pilot.pause()
         shown = "\n".join(strip.text for strip in log.lines)
         assert "zed@late.example" in shown and "carol@partner.org" not in shown
+
+
+async def test_escapes_from_clients_and_next_hops_never_reach_the_screen(make_relay, sink):
+    """A next hop's reply and a client's Subject carry terminal escapes; every screen that shows them shows '?'."""
+    import re
+
+    hostile = "\x1b]0;pwned\x07busy\x1b[2J\x9b31m"
+    sink.rcpt_replies["bob@example.com"] = f"450 4.2.0 {hostile}"
+    relay = make_relay(sink.port)
+    relay.send("alice@example.net", ["bob@example.com"], f"Subject: {hostile} \u202eevil\r\n\r\nhi\r\n".encode())
+    relay.wait_log(r"status=deferred")
+    raw = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e]")  # a tab or line end moves the cursor, no more
+    neutral = "?]0;pwned?busy?[2J?31m"
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: neutral in text_of(app, "#relay"), what="the last error")
+        await until(pilot, lambda: "status=deferred" in text_of(app, "#recent"), what="recent log lines")
+        seen = [text_of(app, "#relay"), text_of(app, "#recent")]
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 1, what="the queued message")
+        await until(pilot, lambda: neutral in text_of(app, "#queue-detail"), what="the message's last reply")
+        seen += [str(queue_list.render()), text_of(app, "#queue-detail")]
+        await pilot.press("enter")
+        await until(pilot, lambda: "Recipients" in text_of(app, "#message-text"), what="the message details")
+        details = text_of(app, "#message-text")
+        assert f"Subject: {neutral} ?evil" in details
+        seen.append(details)
+        await pilot.press("escape")
+        await pilot.press("f5")
+        screen = app.screen
+        await until(pilot, lambda: any(neutral in line for line in screen.lines), what="the log line")
+        await pilot.pause()
+        seen.append("\n".join(strip.text for strip in screen.query_one("#log").lines))
+    for text in seen:
+        assert not raw.findall(text), text
