@@ -115,3 +115,29 @@ def _greets(port: int, source: str) -> bool:
             return client.greeting().startswith("220 ")
     except (ConnectionError, socket.timeout):
         return False
+
+
+def test_the_rate_starts_again_each_time_unit_and_idle_clients_are_forgotten():
+    """anvil's bookkeeping on its own clock: a minute later the rate starts from one; the table does not grow."""
+    from relay.anvil import RATE_TIME_UNIT, Anvil
+
+    now = [1000.0]
+    anvil = Anvil(clock=lambda: now[0])
+    assert [anvil.connect("smtp:192.0.2.7") for _ in range(3)] == [(1, 1), (2, 2), (3, 3)]
+    for _ in range(3):
+        anvil.disconnect("smtp:192.0.2.7")
+    now[0] += RATE_TIME_UNIT - 1
+    assert anvil.connect("smtp:192.0.2.7") == (1, 4)  # still the same minute
+    anvil.disconnect("smtp:192.0.2.7")
+    now[0] += 1
+    assert anvil.connect("smtp:192.0.2.7") == (1, 1)
+    anvil.disconnect("smtp:192.0.2.7")
+    for n in range(1000):
+        anvil.connect(f"smtp:198.51.100.{n}")
+        anvil.disconnect(f"smtp:198.51.100.{n}")
+    now[0] += RATE_TIME_UNIT
+    anvil.connect("smtp:203.0.113.1")
+    assert list(anvil.clients) == ["smtp:203.0.113.1"]
+    anvil.disconnect("smtp:203.0.113.1")
+    anvil.disconnect("smtp:203.0.113.1")  # one disconnect too many changes nothing
+    assert anvil.connect("smtp:203.0.113.1") == (1, 2)
