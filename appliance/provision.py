@@ -330,6 +330,9 @@ def scrub_seed(path: Path, root: Path | str = "/") -> list[str]:
     if isinstance(tls, dict) and tls.get("mode") == "import":
         key = Path(tls["key"]) if Path(tls["key"]).is_absolute() else path.parent / tls["key"]
         seed["tls"] = {"mode": "keep"}
+        if isinstance(mta, dict):
+            installed = mta.get("tls") if isinstance(mta.get("tls"), dict) else {}
+            mta["tls"] = {**installed, "cert_file": str(real_path(root, CERT)), "key_file": str(real_path(root, KEY))}
         lines.append(f"seed: {key}, the imported private key, is installed now: delete this copy of it")
     if seed == original:
         return []  # nothing secret in it: it stays as it is

@@ -162,3 +162,31 @@ def test_the_resume_file_keeps_the_admin_password_only_as_its_hash(tmp_path):
     assert "password" not in resumed.document["admin"] and "password2" not in resumed.document["wizard"]
     assert admin_login.password_matches(ADMIN_PASSWORD, resumed.document["admin"]["password_hash"])
     assert answers["admin"]["password"] == ADMIN_PASSWORD  # the wizard's own draft is left alone
+
+
+def test_an_imported_key_beside_the_seed_is_named_and_the_copy_left_still_provisions(tmp_path, capsys):
+    certificate, key = self_signed(tmp_path, "gw.example.com")
+    seed = seed_for("direct")
+    seed["tls"] = {"mode": "import", "cert": certificate.name, "key": key.name}
+    path = write_seed(tmp_path, seed)
+    root = tmp_path / "root"
+    root.mkdir()
+    assert provision(path, root) == 0
+    out = capsys.readouterr().out
+    assert f"seed: {key}, the imported private key, is installed now: delete this copy of it" in out
+    scrubbed = yaml.safe_load(path.with_name("seed.yaml.provisioned").read_text())
+    assert scrubbed["tls"] == {"mode": "keep"}
+    assert check_seed(scrubbed, root, check_interfaces=False)[1] == []
+
+
+@needs_root
+def test_a_resume_file_planted_by_another_user_neither_gets_the_answers_nor_stays_theirs(tmp_path):
+    directory = tmp_path / "var/lib/postern"
+    directory.mkdir(parents=True)
+    planted = directory / f".firstboot.yaml.{os.getpid()}.tmp"  # the name the wizard's writer used to take
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+    planted.chmod(0o666)
+    SetupState(tmp_path).save_progress(Progress("relay", {"mta": {"external_relay": {"password": SMARTHOST_PASSWORD}}}))
+    assert owner_and_mode(directory / "firstboot.yaml") == (0, 0, 0o600)
+    assert planted.read_text() == ""
