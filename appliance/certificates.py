@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import select
+import signal
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +259,7 @@ def key_pem(key) -> bytes:
 
 
 RELAY_USER = "postern"  # the relay's user and group on the appliance
+_CHECK_SECONDS = 30
 
 
 def _account_id(file: Path, name: str, field: int) -> int | None:
@@ -311,27 +314,39 @@ def _load(cert_file: Path | str, key_file: Path | str) -> str:
 
 
 def _load_as(account: tuple[int, int], cert_file: Path | str, key_file: Path | str) -> str:
-    """`_load` in a child process with the relay's user, group and no other groups: what the relay sees."""
+    """`_load` in a child process with the relay's user, group and no other groups: what the relay sees.
+    (A fork, not a new interpreter: the relay's user may not be able to start this one, e.g. a venv
+    under /root; the child only loads two files and exits.)"""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into the caller's code
         status = 1
         try:
             os.close(reader)
-            os.setgroups([])
-            os.setgid(account[1])
-            os.setuid(account[0])
-            os.write(writer, _load(cert_file, key_file).encode("utf-8", "replace")[:4000])
+            try:
+                os.setgroups([])
+                os.setgid(account[1])
+                os.setuid(account[0])
+                problem = _load(cert_file, key_file)
+            except Exception as error:  # whatever it is, the parent reports it
+                problem = f"the check failed: {error}"
+            os.write(writer, problem.encode("utf-8", "replace")[:4000])
             status = 0
         finally:
             os._exit(status)
     os.close(writer)
-    with os.fdopen(reader, "rb") as answer:
-        problem = answer.read().decode("utf-8", "replace")
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        return problem or f"the check as {RELAY_USER} did not finish"
-    return problem
+    ready: list = []
+    try:
+        ready, _, _ = select.select([reader], [], [], _CHECK_SECONDS)
+        problem = os.read(reader, 4096).decode("utf-8", "replace") if ready else None
+    finally:
+        os.close(reader)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if problem is None:
+        return f"the check did not finish within {_CHECK_SECONDS} s"
+    return problem if problem or status == 0 else "the check ended without an answer"
 
 
 def relay_check(cert_file: Path | str, key_file: Path | str, root: Path | str = "/") -> str:
