@@ -10,12 +10,16 @@ admin:
 ```
 
 Keys are added to `~admin/.ssh/authorized_keys` (kept ones stay); the password is set with
-`chpasswd`, which hashes it (yescrypt) so that no hashing code lives here. Under a root other
-than `/`, `chpasswd --root` changes that root's `/etc/shadow` only.
+`chpasswd`, which hashes it (yescrypt). Under a root other than `/`, `chpasswd --root` changes
+that root's `/etc/shadow` only. Where a password must be remembered before it is set (the
+wizard's resume file, the scrubbed seed), only its hash is kept: `hash_password` asks the
+system's libcrypt (libxcrypt, what chpasswd and /etc/shadow use) for a yescrypt hash.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import pwd
 import subprocess
@@ -30,6 +34,41 @@ from .files import atomic_write
 USER = "admin"
 KEYS = ("ssh_keys", "password", "password_hash")
 MIN_PASSWORD = 10
+
+
+_CRYPT_OUTPUT_SIZE = 384  # libxcrypt's CRYPT_OUTPUT_SIZE and sizeof(struct crypt_data)
+_CRYPT_DATA_SIZE = 32768
+
+
+def _libcrypt() -> ctypes.CDLL:
+    library = ctypes.CDLL(ctypes.util.find_library("crypt") or "libcrypt.so.1")
+    library.crypt_gensalt_rn.argtypes = [ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p, ctypes.c_int,
+                                         ctypes.c_char_p, ctypes.c_int]
+    library.crypt_gensalt_rn.restype = ctypes.c_char_p
+    library.crypt_rn.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int]
+    library.crypt_rn.restype = ctypes.c_char_p
+    return library
+
+
+def _crypt(password: str, setting: bytes) -> str | None:
+    data = ctypes.create_string_buffer(_CRYPT_DATA_SIZE)
+    result = _libcrypt().crypt_rn(password.encode("utf-8"), setting, data, _CRYPT_DATA_SIZE)
+    return result.decode("ascii") if result and not result.startswith(b"*") else None
+
+
+def hash_password(password: str) -> str:
+    """A yescrypt hash of the password with a random salt, as /etc/shadow holds it ($y$...)."""
+    setting = ctypes.create_string_buffer(_CRYPT_OUTPUT_SIZE)
+    if not _libcrypt().crypt_gensalt_rn(b"$y$", 0, None, 0, setting, _CRYPT_OUTPUT_SIZE):
+        raise RuntimeError("admin: the system's libcrypt cannot make a yescrypt salt")
+    hashed = _crypt(password, setting.value)
+    if hashed is None:
+        raise RuntimeError("admin: the system's libcrypt cannot hash the password")
+    return hashed
+
+
+def password_matches(password: str, hashed: str) -> bool:
+    return _crypt(password, hashed.encode("ascii")) == hashed
 
 
 @dataclass(frozen=True)

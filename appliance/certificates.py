@@ -7,13 +7,19 @@
   belongs to the certificate, and each chain certificate issued the one before it.
 - `describe` and `warnings`: subject, SANs, issuer, validity, SHA-256 fingerprint; and
   what an admin must hear about (hostname not among the SANs, expiry within 30 days).
-- `install`: certificate plus chain in one file (as the relay reads it) and the key in
-  another, written atomically, the key with mode 0600.
+- `install`: certificate plus chain in one file (as the relay reads it, mode 0644) and the
+  key in another (`root:postern 0640`: the relay runs as its own user), written atomically;
+  then the relay's own TLS loading (`relay.tls.server_context`), run as the relay's user,
+  must accept the new files, or the old ones are put back and CertificateError says why.
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import select
+import signal
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +29,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .files import atomic_write
+from relay.config import MtaConfig, TlsFiles
+from relay.tls import server_context
+
+from .files import FileSnapshot, atomic_write
 
 KEY_TYPES = ("ecdsa", "rsa")
 EXPIRY_WARNING_DAYS = 30
@@ -32,6 +41,10 @@ DEFAULT_DAYS = 730
 
 class CertificateError(Exception):
     """A certificate, chain or key that cannot be used; the message says why and what to do."""
+
+
+class RelayCannotLoad(CertificateError):
+    """Installed files the relay could not load: the previous files are back in place."""
 
 
 def _now() -> datetime.datetime:
@@ -245,12 +258,123 @@ def key_pem(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def write_key(path: Path | str, key) -> None:
-    atomic_write(Path(path), key_pem(key), 0o600)
+RELAY_USER = "postern"  # the relay's user and group on the appliance
+_CHECK_SECONDS = 30
 
 
-def install(bundle: Bundle, cert_file: Path | str, key_file: Path | str) -> None:
-    """Write the certificate with its chain, and the key (0600); the key first, so a reader never
-    finds a certificate whose key is not there yet."""
-    write_key(key_file, bundle.key)
-    atomic_write(Path(cert_file), pem_of(bundle.certificate, *bundle.chain), 0o644)
+def _account_id(file: Path, name: str, field: int) -> int | None:
+    """A numeric field of `name`'s line in a passwd or group file (None when there is none)."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if fields[0] == name and len(fields) > field and fields[field].isdigit():
+            return int(fields[field])
+    return None
+
+
+def relay_group(root: Path | str = "/") -> int | None:
+    """The relay's group under the root (DIR/etc/group under --root DIR)."""
+    return _account_id(Path(root) / "etc/group", RELAY_USER, 2)
+
+
+def relay_user(root: Path | str = "/") -> tuple[int, int] | None:
+    """The relay's user id and group id under the root, when both exist there."""
+    uid, gid = _account_id(Path(root) / "etc/passwd", RELAY_USER, 2), relay_group(root)
+    return (uid, gid) if uid is not None and gid is not None else None
+
+
+def key_access(root: Path | str = "/") -> tuple[int, tuple[int, int] | None, str]:
+    """(mode, owner, note) for a private key: root:postern 0640 when the group exists and we are root."""
+    gid = relay_group(root)
+    if gid is None:
+        return 0o600, None, (f"no {RELAY_USER} group in {Path(root) / 'etc/group'}: the key is readable by "
+                             f"its owner only (0600); a relay running as {RELAY_USER} could not read it")
+    if os.geteuid() != 0:
+        return 0o600, None, f"not root: the key is readable by its owner only (0600), not by the group {RELAY_USER}"
+    return 0o640, (0, gid), ""
+
+
+def write_key(path: Path | str, key, root: Path | str = "/") -> list[str]:
+    """The key as the relay reads it: root:postern 0640 (owner-only 0600 without that group)."""
+    mode, owner, note = key_access(root)
+    atomic_write(Path(path), key_pem(key), mode, owner)
+    return [note] if note else []
+
+
+def _load(cert_file: Path | str, key_file: Path | str) -> str:
+    """The relay's own loading of its server certificate; '' when it works, else why not."""
+    try:
+        server_context(MtaConfig(tls=TlsFiles(cert_file=str(cert_file), key_file=str(key_file))))
+    except (OSError, ssl.SSLError) as error:
+        return str(error)
+    return ""
+
+
+def _load_as(account: tuple[int, int], cert_file: Path | str, key_file: Path | str) -> str:
+    """`_load` in a child process with the relay's user, group and no other groups: what the relay sees.
+    (A fork, not a new interpreter: the relay's user may not be able to start this one, e.g. a venv
+    under /root; the child only loads two files and exits.)"""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        status = 1
+        try:
+            os.close(reader)
+            try:
+                os.setgroups([])
+                os.setgid(account[1])
+                os.setuid(account[0])
+                problem = _load(cert_file, key_file)
+            except Exception as error:  # whatever it is, the parent reports it
+                problem = f"the check failed: {error}"
+            os.write(writer, problem.encode("utf-8", "replace")[:4000])
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(writer)
+    ready: list = []
+    try:
+        ready, _, _ = select.select([reader], [], [], _CHECK_SECONDS)
+        problem = os.read(reader, 4096).decode("utf-8", "replace") if ready else None
+    finally:
+        os.close(reader)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if problem is None:
+        return f"the check did not finish within {_CHECK_SECONDS} s"
+    return problem if problem or status == 0 else "the check ended without an answer"
+
+
+def relay_check(cert_file: Path | str, key_file: Path | str, root: Path | str = "/") -> str:
+    """Load the files as the relay does, as the relay's user when there is one and we are root; '' when
+    they load, else why not."""
+    account = relay_user(root) if os.geteuid() == 0 else None
+    if account is None:
+        return _load(cert_file, key_file)
+    problem = _load_as(account, cert_file, key_file)
+    return f"as user {RELAY_USER}: {problem}" if problem else ""
+
+
+def install(bundle: Bundle, cert_file: Path | str, key_file: Path | str, root: Path | str = "/") -> list[str]:
+    """Write the certificate with its chain (0644) and the key (root:postern 0640), the key first, so a
+    reader never finds a certificate whose key is not there yet; then the relay must load them.
+
+    Returns notes worth telling; CertificateError (with the old files put back) when the relay cannot."""
+    snapshot = FileSnapshot.take([cert_file, key_file])
+    try:
+        notes = write_key(key_file, bundle.key, root)
+        atomic_write(Path(cert_file), pem_of(bundle.certificate, *bundle.chain), 0o644)
+    except BaseException:
+        snapshot.restore()
+        raise
+    problem = relay_check(cert_file, key_file, root)
+    if problem:
+        snapshot.restore()
+        raise RelayCannotLoad(f"the relay cannot load the new certificate and key: {problem}: "
+                               f"the previous files are kept (check the directories and modes of {cert_file} and "
+                               f"{key_file}, and that the {RELAY_USER} group may read the key)")
+    return notes

@@ -1,8 +1,9 @@
 """Files the system layer writes: atomic replacement, and snapshots that restore files exactly.
 
-Every file is written the same way: a temporary file in the same directory, fsync,
-rename over the old name, fsync of the directory. A reader (or a crash) sees the old
-file or the new one, never half of either.
+Every file is written the same way, by `relay.files.atomic_write` (the one durable-write
+helper of the project): a temporary file with a random name made with O_EXCL in the same
+directory, the mode and owner set on it, fsync, rename over the old name, fsync of the
+directory. A reader (or a crash) sees the old file or the new one, never half of either.
 
 A `FileSnapshot` remembers, for a set of paths, whether each was a regular file (its
 bytes, mode and owner), a symbolic link (its target) or absent, so that a change can be
@@ -12,49 +13,24 @@ undone to the byte.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from relay.files import atomic_write, fsync_directory
 
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path | str, data: bytes | str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
-    """Replace `path` with `data` atomically; the file has `mode` from its first byte on."""
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask must not loosen or tighten what was asked for
-        if owner is not None:
-            os.fchown(fd, *owner)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temporary.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
+__all__ = ["FileSnapshot", "FileState", "atomic_symlink", "atomic_write", "fsync_directory", "remove_file"]
 
 
 def atomic_symlink(path: Path, target: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    os.symlink(target, temporary)
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    os.symlink(target, temporary)  # fails rather than follows when the name is taken
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     fsync_directory(path.parent)
 
 

@@ -1,9 +1,10 @@
 """First-boot setup state under a root directory: the wizard's progress, and "setup complete".
 
-- `var/lib/postern/firstboot.yaml` (mode 0600): the wizard's answers so far, in the shape of a
-  provisioning seed (`topology:`, `network:`, `mta:`, `tls:`), plus the step to resume at
+- `var/lib/postern/firstboot.yaml` (root only, 0600): the wizard's answers so far, in the shape
+  of a provisioning seed (`topology:`, `network:`, `mta:`, `tls:`), plus the step to resume at
   and the answers that have no place in the configuration (`wizard:`). Saved after every
-  step, so a wizard that a reboot interrupts picks up where it was.
+  step, so a wizard that a reboot interrupts picks up where it was. The admin's password is
+  kept only as its hash (`admin.password_hash`); the repeated one is not kept at all.
 - `etc/postern/setup-complete`: setup is done (by the wizard or by `provision`); the console
   no longer opens the wizard by itself. It records the topology, which the configuration
   file itself has no key for, so that running the wizard again starts from it.
@@ -13,12 +14,15 @@ The root is `/` on the appliance and a temporary directory in tests.
 
 from __future__ import annotations
 
+import copy
 import datetime
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .admin_login import hash_password
 from .files import atomic_write, remove_file
 
 PROGRESS = "var/lib/postern/firstboot.yaml"
@@ -34,6 +38,18 @@ TRY_STATE = "run/postern"
 class Progress:
     step: str
     document: dict = field(default_factory=dict)
+
+
+def resumable(document: dict) -> dict:
+    """What the resume file may keep: the admin's password as its hash, the repeated one not at all."""
+    document = copy.deepcopy(document)
+    admin = document.get("admin")
+    if isinstance(admin, dict) and isinstance(admin.get("password"), str) and admin["password"]:
+        admin["password_hash"] = hash_password(admin.pop("password"))
+    wizard = document.get("wizard")
+    if isinstance(wizard, dict):
+        wizard.pop("password2", None)
+    return document
 
 
 class SetupState:
@@ -61,9 +77,9 @@ class SetupState:
         return Progress(data["step"], document if isinstance(document, dict) else {})
 
     def save_progress(self, progress: Progress) -> None:
-        text = yaml.safe_dump({"step": progress.step, "answers": progress.document}, sort_keys=False)
+        text = yaml.safe_dump({"step": progress.step, "answers": resumable(progress.document)}, sort_keys=False)
         atomic_write(self.path(PROGRESS), "# The first-boot wizard's answers so far; it resumes from here.\n" + text,
-                     0o600)
+                     0o600, (0, 0) if os.geteuid() == 0 else None)
 
     def forget_progress(self) -> None:
         remove_file(self.path(PROGRESS))

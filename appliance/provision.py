@@ -10,7 +10,10 @@ configuration file has) plus what only setup needs:
   (use the files `mta.tls` names) or `{mode: none}`;
 - `admin:` the administrator's SSH keys and password (`appliance.admin_login`);
 - `mta.external_relay.password`: the smart host's password, which is written to its own
-  file (mode 0640) and named by `password_file`, so the configuration never holds it.
+  file (root:postern 0640) and named by `password_file`, so the configuration never holds it.
+
+After a successful provision, `scrub_seed` replaces the seed by a root-only copy without
+the passwords (`<seed>.provisioned`), so that no secret stays at rest in /boot.
 
 `check_seed` validates all of it, changing nothing, and returns every problem, one line
 each, naming the field. `carry_out` then makes the changes under a root directory: the
@@ -22,20 +25,20 @@ store). The wizard and `postern-appliance provision` both come through here.
 from __future__ import annotations
 
 import copy
-import grp
 import os
-import pwd
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from relay.config import ConfigError, check_fqdn
 
 from . import certificates, topology
-from .admin_login import AdminLogin, apply_admin, check_admin
+from .admin_login import AdminLogin, apply_admin, check_admin, hash_password
 from .certificates import Bundle, CertificateError
-from .files import atomic_write
+from .files import atomic_write, remove_file
 from .firstboot import CERT, CONFIG, KEY, SMARTHOST_PASSWORD, SetupState
 from .network.apply import ApplyError, Applied, Target, apply_network, missing_interfaces
 from .network.kernel import KernelError, netlink, read_state
@@ -298,28 +301,51 @@ def write_network(config: ApplianceConfig, root: Path | str) -> tuple[list[str],
     return [f"network: wrote {root / relative}" for relative in files.write], None
 
 
-def postern_group() -> int | None:
+def write_password(password: str, path: Path, root: Path | str = "/") -> None:
+    """Readable by root and the relay's group only (root:postern 0640), as the relay demands."""
+    mode, owner, _ = certificates.key_access(root)
+    atomic_write(path, password + "\n", mode, owner)
+
+
+def scrub_seed(path: Path, root: Path | str = "/") -> list[str]:
+    """After a successful provision the seed's secrets do not stay at rest: a seed that holds one is
+    replaced by a root-only copy (`<seed>.provisioned`, 0600) with the admin's password as its hash and the smart
+    host's password replaced by the file that now holds it. Returns what was done, for the log."""
+    path = Path(path)
     try:
-        return grp.getgrnam("postern").gr_gid
-    except KeyError:
-        return None
-
-
-def write_password(password: str, path: Path) -> None:
-    """Readable by root and the daemon's group only, as the relay demands."""
-    gid = postern_group()
-    shared = gid is not None and os.geteuid() == 0
-    atomic_write(path, password + "\n", 0o640 if shared else 0o600, (0, gid) if shared else None)
-
-
-def share_key_with_relay(key_path: Path) -> None:
-    """The relay runs as its own user: on the appliance the key (still 0600) becomes that user's."""
+        seed = read_seed(path)
+    except ConfigError as error:
+        return [f"seed: {'; '.join(error.problems)}"]
+    original = copy.deepcopy(seed)
+    admin = seed.get("admin")
+    if isinstance(admin, dict) and isinstance(admin.get("password"), str) and admin["password"]:
+        admin["password_hash"] = hash_password(admin.pop("password"))
+    mta = seed.get("mta")
+    relay = mta.get("external_relay") if isinstance(mta, dict) else None
+    if isinstance(relay, dict) and "password" in relay:
+        relay.pop("password")
+        relay["password_file"] = str(real_path(root, SMARTHOST_PASSWORD))
+    lines = []
+    tls = seed.get("tls")
+    if isinstance(tls, dict) and tls.get("mode") == "import":
+        key = Path(tls["key"]) if Path(tls["key"]).is_absolute() else path.parent / tls["key"]
+        seed["tls"] = {"mode": "keep"}
+        if isinstance(mta, dict):
+            installed = mta.get("tls") if isinstance(mta.get("tls"), dict) else {}
+            mta["tls"] = {**installed, "cert_file": str(real_path(root, CERT)), "key_file": str(real_path(root, KEY))}
+        lines.append(f"seed: {key}, the imported private key, is installed now: delete this copy of it")
+    if seed == original:
+        return []  # nothing secret in it: it stays as it is
+    copy_path = path.with_name(path.name + ".provisioned")
+    header = ("# A seed that provisioned this appliance; its passwords were removed (the admin's is kept\n"
+              "# as its hash, the smart host's is in its own file).\n")
     try:
-        owner = pwd.getpwnam("postern")
-    except KeyError:
-        return
-    if os.geteuid() == 0:
-        os.chown(key_path, owner.pw_uid, owner.pw_gid)
+        atomic_write(copy_path, header + yaml.safe_dump(seed, sort_keys=False, allow_unicode=True), 0o600,
+                     (0, 0) if os.geteuid() == 0 else None)
+        remove_file(path)
+    except OSError as error:
+        return [f"seed: {path} still holds the passwords ({error.strerror}): delete it"] + lines
+    return [f"seed: removed {path}; {copy_path} (root only) keeps it without the passwords"] + lines
 
 
 def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[str]:
@@ -333,12 +359,12 @@ def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[
         lines += write_network(plan.config, root)[0]
     if plan.bundle is not None:
         cert_path, key_path = real_path(root, CERT), real_path(root, KEY)
-        certificates.install(plan.bundle, cert_path, key_path)
-        share_key_with_relay(key_path)
-        lines.append(f"certificate: wrote {cert_path} and {key_path}")
+        notes = certificates.install(plan.bundle, cert_path, key_path, root)
+        lines.append(f"certificate: wrote {cert_path} and {key_path}; the relay loads them")
+        lines += [f"certificate: {note}" for note in notes]
     if plan.password is not None:
         path = real_path(root, SMARTHOST_PASSWORD)
-        write_password(plan.password, path)
+        write_password(plan.password, path, root)
         lines.append(f"smart host password: wrote {path}")
     if plan.admin is not None:
         lines += apply_admin(plan.admin, root)

@@ -481,8 +481,8 @@ class ApplianceLink:
             raise FieldError("days", "the validity is a number of days from 1 to 3650 (two years: 730)")
         cert_path, key_path, _ = self.certificate_paths()
         certificate, key = certificates.self_signed(hostname, days=days, key_type=key_type)
-        certificates.install(certificates.Bundle(certificate, (), key), cert_path, key_path)
-        return [f"wrote {cert_path} and {key_path} (a new {key_type} key)"]
+        notes = certificates.install(certificates.Bundle(certificate, (), key), cert_path, key_path, self.root)
+        return [f"wrote {cert_path} and {key_path} (a new {key_type} key); the relay loads them", *notes]
 
     def make_request(self, hostname: str, key_type: str, out: str) -> tuple[str, list[str]]:
         """A CSR for the hostname, with the installed key (a new one if there is none); (PEM, what was done)."""
@@ -504,8 +504,8 @@ class ApplianceLink:
             done.append(f"used the installed key {key_path}")
         else:
             key = certificates.new_key(key_type)
-            certificates.write_key(key_path, key)
-            done.append(f"wrote a new {key_type} key to {key_path}")
+            notes = certificates.write_key(key_path, key, self.root)
+            done += [f"wrote a new {key_type} key to {key_path}", *notes]
         pem = certificates.csr_pem(certificates.signing_request(hostname, key)).decode("ascii")
         try:
             atomic_write(out_path, pem, 0o644)
@@ -548,8 +548,9 @@ class ApplianceLink:
         from appliance import certificates
 
         cert_path, key_path, _ = self.certificate_paths()
-        certificates.install(bundle, cert_path, key_path)
-        return [f"installed {cert_path} (with {len(bundle.chain)} chain certificates) and {key_path}"]
+        notes = certificates.install(bundle, cert_path, key_path, self.root)
+        return [f"installed {cert_path} (with {len(bundle.chain)} chain certificates) and {key_path}; "
+                "the relay loads them", *notes]
 
     # --- the machine ---
 

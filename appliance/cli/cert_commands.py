@@ -7,7 +7,7 @@ from pathlib import Path
 from relay.config import check_fqdn
 
 from .. import certificates
-from ..certificates import CertificateError
+from ..certificates import CertificateError, RelayCannotLoad
 from ..files import atomic_write
 from . import exit_codes
 from .output import complain, say
@@ -30,7 +30,8 @@ def add_commands(commands) -> None:
     csr = actions.add_parser("csr", help="a certificate signing request for a CA (makes the key if it is missing)")
     _hostname(csr)
     csr.add_argument("--key-type", choices=certificates.KEY_TYPES, default="ecdsa")
-    csr.add_argument("--key-file", type=Path, default=DEFAULT_KEY)
+    csr.add_argument("--key-file", type=Path, help=f"default {DEFAULT_KEY} (root:postern 0640)")
+    _root(csr)
     csr.add_argument("--out", type=Path, required=True, metavar="FILE", help="where the CSR (PEM) goes")
     csr.set_defaults(run=run_csr)
 
@@ -53,14 +54,39 @@ def _hostname(command) -> None:
 
 
 def _destinations(command) -> None:
-    command.add_argument("--cert-file", type=Path, default=DEFAULT_CERT, help=f"default {DEFAULT_CERT}")
-    command.add_argument("--key-file", type=Path, default=DEFAULT_KEY, help=f"default {DEFAULT_KEY} (mode 0600)")
+    command.add_argument("--cert-file", type=Path, help=f"default {DEFAULT_CERT} (mode 0644)")
+    command.add_argument("--key-file", type=Path, help=f"default {DEFAULT_KEY} (root:postern 0640)")
+    _root(command)
+
+
+def _root(command) -> None:
+    command.add_argument("--root", type=Path, default=Path("/"), metavar="DIR",
+                         help="the system whose files these are (default /): the default paths and the relay's "
+                              "user and group are taken under it")
+
+
+def _paths(args) -> None:
+    """The default files under --root; the relay's group from ROOT/etc/group."""
+    args.root = args.root.absolute()
+    for name, default in (("cert_file", DEFAULT_CERT), ("key_file", DEFAULT_KEY)):
+        if getattr(args, name, "absent") is None:
+            setattr(args, name, args.root / default.relative_to("/"))
+
+
+def _install(bundle, args) -> None:
+    for note in certificates.install(bundle, args.cert_file, args.key_file, args.root):
+        say(f"note: {note}")
 
 
 def _guarded(action):
     def run(args) -> int:
         try:
+            if hasattr(args, "root"):
+                _paths(args)
             return action(args)
+        except RelayCannotLoad as error:
+            complain(str(error))
+            return exit_codes.FAILED
         except CertificateError as error:
             complain(str(error))
             return exit_codes.INVALID
@@ -90,8 +116,8 @@ def _print_certificate(certificate, hostname: str | None) -> None:
 def run_self_signed(args) -> int:
     hostname = check_fqdn(args.hostname)
     certificate, key = certificates.self_signed(hostname, days=args.days, key_type=args.key_type)
-    certificates.install(certificates.Bundle(certificate, (), key), args.cert_file, args.key_file)
-    say(f"wrote {args.cert_file} and {args.key_file}")
+    _install(certificates.Bundle(certificate, (), key), args)
+    say(f"wrote {args.cert_file} and {args.key_file}; the relay loads them")
     _print_certificate(certificate, hostname)
     return exit_codes.OK
 
@@ -104,7 +130,8 @@ def run_csr(args) -> int:
         say(f"using the key in {args.key_file}")
     else:
         key = certificates.new_key(args.key_type)
-        certificates.write_key(args.key_file, key)
+        for note in certificates.write_key(args.key_file, key, args.root):
+            say(f"note: {note}")
         say(f"wrote a new {args.key_type} key to {args.key_file}")
     request = certificates.signing_request(hostname, key)
     atomic_write(args.out, certificates.csr_pem(request), 0o644)
@@ -116,8 +143,9 @@ def run_csr(args) -> int:
 @_guarded
 def run_import(args) -> int:
     bundle = certificates.check_bundle(_read(args.cert), _read(args.chain) if args.chain else None, _read(args.key))
-    certificates.install(bundle, args.cert_file, args.key_file)
-    say(f"installed {args.cert_file} (with {len(bundle.chain)} chain certificates) and {args.key_file}")
+    _install(bundle, args)
+    say(f"installed {args.cert_file} (with {len(bundle.chain)} chain certificates) and {args.key_file}; "
+        "the relay loads them")
     _print_certificate(bundle.certificate, args.hostname)
     return exit_codes.OK
 

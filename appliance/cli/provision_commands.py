@@ -13,7 +13,7 @@ from ..firstboot import SetupState
 from ..network.apply import ApplyError
 from ..network.kernel import KernelError
 from ..network.networkd import ServiceError
-from ..provision import carry_out, check_seed, read_seed
+from ..provision import carry_out, check_seed, read_seed, scrub_seed
 from . import exit_codes
 from .output import complain, say
 
@@ -27,6 +27,9 @@ def add_commands(commands) -> None:
     command.add_argument("--socket", metavar="PATH",
                          help=f"relay control socket to reload through (default {DEFAULT_SOCKET} when ROOT is /)")
     command.add_argument("--check", action="store_true", help="only validate the seed; change nothing")
+    command.add_argument("--keep-seed", action="store_true",
+                         help="leave the seed as it is after success (by default it is replaced by a copy "
+                              "without its passwords, FILE.provisioned)")
     command.set_defaults(run=run_provision)
 
 
@@ -64,6 +67,9 @@ def run_provision(args) -> int:
     say(_reload(args, plan.document["mta"], state.is_live))
     state.mark_complete(plan.topology, by=f"provision --seed {args.seed}")
     say(f"setup is complete (topology {plan.topology}); the console's wizard will not start by itself")
+    if not args.keep_seed:
+        for line in scrub_seed(args.seed, args.root):
+            say(line)
     say("")
     say("On the other side:")
     for side in topology.other_side(plan.topology, plan.config.mta, plan.public_address):

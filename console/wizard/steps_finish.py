@@ -132,7 +132,10 @@ class AdminStep(StepScreen):
         keys = draft.get("admin.ssh_keys") or []
         self.query_one("#key", Input).value = keys[0] if keys else ""
         for widget_id in ("password", "password2"):
-            self.query_one(f"#{widget_id}", Input).value = draft.get("admin.password") or ""
+            field = self.query_one(f"#{widget_id}", Input)
+            field.value = draft.get("admin.password") or ""
+            if draft.get("admin.password_hash") and not field.value:  # typed before a restart: only its hash is kept
+                field.placeholder = "(kept: leave empty)"
         root = self.wizard.root
         keys_now, password_now = len(admin_login.current_keys(root)), admin_login.has_password(root)
         login = self.query_one("#login", Static)
@@ -150,6 +153,8 @@ class AdminStep(StepScreen):
             admin["ssh_keys"] = [key]
         if password:
             admin["password"] = password
+        elif draft.get("admin.password_hash"):
+            admin["password_hash"] = draft.get("admin.password_hash")
         if admin:
             draft.set("admin", admin)
         else:
@@ -204,7 +209,7 @@ class SummaryStep(StepScreen):
         if plan.admin is not None:
             keys = len(plan.admin.ssh_keys)
             text.append(f"Administrator login: {keys} SSH key{'s' if keys != 1 else ''} added"
-                        f"{', and a new password' if plan.admin.password else ''}\n")
+                        f"{', and a new password' if plan.admin.password or plan.admin.password_hash else ''}\n")
         text.append("\nOn the other side\n", style="bold underline")
         for side in other_side(plan.topology, plan.config.mta, address):
             text.append(f"{side.title}\n", style="bold")

@@ -25,6 +25,7 @@ import os
 import time
 from pathlib import Path
 
+from ..files import atomic_write
 from .entry import Envelope, QueueEntry
 
 log = logging.getLogger("postern/queue")
@@ -43,34 +44,6 @@ class QueueWriteError(Exception):
 
 class DamagedFile(Exception):
     pass
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_durably(tmp: Path, final: Path, chunks: list[bytes]) -> None:
-    """Write chunks to tmp, fsync, rename to final, fsync final's directory."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            for chunk in chunks:
-                view = memoryview(chunk)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(final.parent)
 
 
 class QueueStore:
@@ -96,7 +69,7 @@ class QueueStore:
         header = json.dumps(envelope.to_dict(), separators=(",", ":")).encode() + b"\n"
         try:
             await asyncio.to_thread(
-                _write_durably, self.tmp / envelope.id, self.msg / envelope.id, [MAGIC, header, body]
+                atomic_write, self.msg / envelope.id, [MAGIC, header, body], 0o600, temporary=self.tmp / envelope.id
             )
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -106,7 +79,7 @@ class QueueStore:
 
     def _save_state_sync(self, entry: QueueEntry) -> None:
         data = json.dumps(entry.state_dict(), separators=(",", ":")).encode()
-        _write_durably(self.tmp / f"{entry.id}.{next(self._counter)}.state", self.state / entry.id, [data])
+        atomic_write(self.state / entry.id, data, 0o600, temporary=self.tmp / f"{entry.id}.{next(self._counter)}.state")
 
     async def save_state(self, entry: QueueEntry) -> None:
         await asyncio.to_thread(self._save_state_sync, entry)

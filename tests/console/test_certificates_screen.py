@@ -149,3 +149,43 @@ async def test_import_checks_the_key_and_the_chain_before_installing(tmp_path):
         assert (root / "etc/postern/tls/gateway.key").read_bytes() == files["leaf.key"]
         assert "chain:       CN=Test Issuing CA, issued by CN=Test Root CA" in text_of(app, "#cert-installed")
         assert "does not name it" not in text_of(app, "#cert-installed")
+
+
+async def test_a_key_the_relay_cannot_read_is_said_and_one_it_can_is_root_postern_0640(tmp_path):
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("owners and the relay's user need root")
+    root = Path(tempfile.mkdtemp(prefix="postern-root-"))  # the relay's user can walk in (tmp_path is root-only)
+    try:
+        root.chmod(0o755)
+        (root / "etc").mkdir()
+        (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\npostern:x:64123:64123::/var/lib/postern:/bin/false\n")
+        (root / "etc/group").write_text("root:x:0:\npostern:x:64123:\n")
+        tls = root / "etc/postern/tls"
+        tls.mkdir(parents=True, mode=0o700)
+        config = write_config(tmp_path / "postern.yaml", CONFIG)
+        app = console(tmp_path, config, root)
+        async with app.run_test(size=(80, 25)) as pilot:
+            screen = await certificates_screen(pilot)
+            await pilot.press("s")
+            screen.query_one("#cert-self-hostname").value = "gw.example.com"
+            await submit(pilot, "cert-self-days", "90")
+            await until(pilot, lambda: "the relay cannot load the new certificate and key" in notice(app),
+                        what="the relay's refusal")
+            assert "as user postern" in notice(app) and "the previous files are kept" in notice(app)
+            assert list(tls.iterdir()) == []  # nothing half-installed
+
+            tls.chmod(0o755)
+            await submit(pilot, "cert-self-days", "90")
+            await until(pilot, lambda: "subject:     CN=gw.example.com" in text_of(app, "#cert-installed"),
+                        what="the new certificate")
+            assert "the relay loads them" in notice(app)
+            info = (tls / "postern.key").stat()
+            assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, 64123, 0o640)
+    finally:
+        shutil.rmtree(root)

@@ -435,6 +435,35 @@ async def test_the_administrator_gets_a_key_or_a_password(gateway, machine, tmp_
         assert "Administrator login: 1 SSH key added, and a new password" in text_of(app, "#summary-text")
 
 
+async def test_a_typed_admin_password_outlives_a_restart_only_as_its_hash(gateway, machine):
+    from appliance.admin_login import password_matches
+    from tests.console.wizard_support import complete_draft, save_progress
+
+    draft = complete_draft(listen=gateway.mta["listen"][0])
+    del draft["admin"]
+    save_progress(gateway.root, "admin", draft)
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 10)
+        fill(app, key=SSH_KEY, password="correct horse battery", password2="correct horse battery")
+        await next_step(pilot, 11)
+    progress = gateway.root / "var/lib/postern/firstboot.yaml"
+    assert "correct horse" not in progress.read_text()
+
+    again = wizard_app(gateway)
+    async with again.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 11)
+        assert "1 SSH key added, and a new password" in text_of(again, "#summary-text")
+        await pilot.press("escape")
+        await at_step(pilot, 10)
+        assert again.screen.query_one("#password", Input).placeholder == "(kept: leave empty)"
+        await next_step(pilot, 11)  # left empty: the password typed before stays
+        assert "1 SSH key added, and a new password" in text_of(again, "#summary-text")
+    saved = yaml.safe_load(progress.read_text())["answers"]
+    assert "correct horse" not in progress.read_text() and "password2" not in saved["wizard"]
+    assert password_matches("correct horse battery", saved["admin"]["password_hash"])
+
+
 async def test_a_root_it_cannot_write_does_not_end_the_console(gateway, machine):
     # Even root cannot put a file where a directory is (as an admin without root cannot write there).
     (gateway.root / "var/lib/postern/firstboot.yaml").mkdir(parents=True)
