@@ -159,6 +159,12 @@ class SmtpSession(SMTP):
         finally:
             self._in_greeting_reply = False
 
+    async def smtp_STARTTLS(self, arg: str):
+        if self.encrypted and not arg:  # after STARTTLS, or on an SMTPS connection: as Postfix
+            await self.push(replies.TLS_ALREADY_ACTIVE)
+            return
+        await super().smtp_STARTTLS(arg)
+
     async def push(self, status):
         if isinstance(status, str) and not self._in_greeting_reply:
             status = replies.with_enhanced_code(status)
