@@ -38,6 +38,7 @@ log = logging.getLogger("postern/smtpd")
 
 # A CRLF, or a bare CR or LF with the dot that may start the line it begins.
 _LINE_END = re.compile(rb"\r\n|[\r\n]\.?")
+_RECEIVED = re.compile(rb"(?im)^received:")
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")  # in a reply, a bare CR would start a line of its own
 
@@ -186,12 +187,15 @@ def normalise_line_ends(data: bytes) -> bytes:
 
 
 def header_block(message: bytes) -> bytes:
+    """The header section, with the CRLF of its last line: up to the first empty line."""
+    if message.startswith(b"\r\n"):
+        return b""  # no header at all: everything is body
     end = message.find(b"\r\n\r\n")
     return message if end < 0 else message[: end + 2]
 
 
 def count_received(headers: bytes) -> int:
-    return sum(1 for line in headers.split(b"\r\n") if line[:9].lower() == b"received:")
+    return len(_RECEIVED.findall(headers))
 
 
 def header_value(headers: bytes, name: bytes, limit: int = 200) -> str:
@@ -308,6 +312,11 @@ class Receiver:
             self._reject(session, "DATA", replies.NUL_IN_MESSAGE, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.NUL_IN_MESSAGE
         headers_in = header_block(body)
+        body, header_end, cut = headers.bound(body, len(headers_in), config.header_size_limit)
+        if cut:  # Postfix drops the excess silently; the log says so here
+            log.info("%d header(s) from %s cut to header_size_limit %d: message header length exceeds safety limit",
+                     cut, client_name(session), config.header_size_limit)
+            headers_in = body[:header_end]
         if count_received(headers_in) >= config.hopcount_limit:
             self._reject(session, "DATA", replies.TOO_MANY_HOPS, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.TOO_MANY_HOPS
