@@ -5,8 +5,7 @@ header's folded continuation lines begin with a space or a tab.
 
 Everything here is linear in the size of the header section, however many fields
 or continuation lines it has: the fields are found by regular expressions that
-cannot backtrack (no two parts of a pattern can match the same text), and a field
-is cut or copied once, never grown line by line.
+never backtrack, and a field is cut or copied once, never grown line by line.
 """
 
 from __future__ import annotations
@@ -14,12 +13,13 @@ from __future__ import annotations
 import functools
 import re
 
-_LINE = rb"[^\r\n]*(?:\r\n|\Z)"
-_CONTINUATIONS = rb"(?:[ \t][^\r\n]*(?:\r\n|\Z))*"
-_UNFOLD = re.compile(rb"\r\n[ \t]*")
+# Possessive quantifiers (*+, ++) never give back what they took: one pass, no backtracking.
+_LINE = rb"[^\r\n]*+(?:\r\n|\Z)"
+_CONTINUATIONS = rb"(?:[ \t][^\r\n]*+(?:\r\n|\Z))*+"
+_UNFOLD = re.compile(rb"\r\n[ \t]*+")
 # A field with at least one continuation line: the only kind that can pass header_size_limit,
 # as one line is at most 1001 bytes (aiosmtpd's line_length_limit) and the limit at least 1024.
-_FOLDED = re.compile(rb"(?m)^[^ \t\r\n][^\r\n]*\r\n(?:[ \t][^\r\n]*(?:\r\n|\Z))+")
+_FOLDED = re.compile(rb"(?m)^[^ \t\r\n][^\r\n]*+\r\n(?:[ \t][^\r\n]*+\r\n)++")
 
 
 @functools.lru_cache(maxsize=32)

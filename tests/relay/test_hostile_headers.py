@@ -139,3 +139,66 @@ def test_a_field_without_a_line_end_near_the_limit_is_cut_at_the_limit(make_rela
     relay.send("alice@example.net", ["bob@example.com"], b"Subject: cut\r\n" + long + b"X-After: x\r\n\r\nbody\r\n")
     [received] = sink.wait_for(1)
     assert b"\r\nSubject: cut\r\n" + long[:2498] + b"\r\nX-After: x\r\n\r\nbody\r\n" in received.content
+
+
+# --- the message data, read in whole buffers ----------------------------------------
+
+
+def start_data(client: RawSmtp) -> None:
+    client.start_session()
+    assert client.command("MAIL FROM:<alice@example.net>") == "250 2.1.0 Ok"
+    assert client.command("RCPT TO:<bob@example.com>") == "250 2.1.5 Ok"
+    assert client.command("DATA").startswith("354 ")
+
+
+def test_commands_pipelined_after_the_final_dot_are_answered_in_order(relay, sink):
+    with RawSmtp(relay.port) as client:
+        start_data(client)
+        client.send(b"Subject: one\r\n\r\n..starts with a dot\r\n.\r\n"
+                    b"MAIL FROM:<alice@example.net>\r\nRCPT TO:<carol@example.com>\r\nDATA\r\n")
+        assert client.reply()[-1].startswith("250 2.0.0 Ok: queued as ")
+        assert client.reply()[-1] == "250 2.1.0 Ok"
+        assert client.reply()[-1] == "250 2.1.5 Ok"
+        assert client.reply()[-1].startswith("354 ")
+        client.send(b".\r\nQUIT\r\n")  # an empty message, then QUIT, in one write
+        assert client.reply()[-1].startswith("250 2.0.0 Ok: queued as ")
+        assert client.reply()[-1].startswith("221 ")
+    messages = sink.wait_for(2)
+    first = next(m for m in messages if m.recipients == ["bob@example.com"])
+    assert first.content.endswith(b"Subject: one\r\n\r\n.starts with a dot\r\n")  # one dot taken off
+
+
+def test_the_final_dot_is_found_across_reads(relay, sink):
+    with RawSmtp(relay.port) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start_data(client)
+        for piece in (b"Subject: split\r\n\r\nbody\r", b"\n.", b"\r", b"\n"):
+            client.send(piece)
+            time.sleep(0.2)  # each piece in a read of its own
+        assert client.reply()[-1].startswith("250 2.0.0 Ok: queued as ")
+        assert client.command("NOOP") == "250 2.0.0 Ok"
+    [message] = sink.wait_for(1)
+    assert message.content.endswith(b"Subject: split\r\n\r\nbody\r\n")
+
+
+def test_a_line_over_1000_octets_is_refused_and_the_session_goes_on(relay, sink):
+    with RawSmtp(relay.port) as client:
+        start_data(client)
+        client.send(b"Subject: long\r\n\r\n" + b"x" * 998 + b"\r\n" + b"y" * 1000 + b"\r\n.\r\n")  # 1002 octets with its CRLF
+        assert client.reply()[-1].startswith("500 ")
+        assert client.command("MAIL FROM:<alice@example.net>") == "250 2.1.0 Ok"
+        assert client.command("RCPT TO:<bob@example.com>") == "250 2.1.5 Ok"
+        assert client.command("DATA").startswith("354 ")
+        assert client.command(b"Subject: fits\r\n\r\n" + b"x" * 999 + b"\r\n.").startswith("250 2.0.0 Ok: queued")
+    [message] = sink.wait_for(1)
+    assert b"Subject: fits" in message.content
+
+
+def test_data_past_the_size_limit_is_counted_not_kept(make_relay, sink):
+    relay = make_relay(sink.port, message_size_limit=100_000)
+    with RawSmtp(relay.port) as client:
+        start_data(client)
+        client.send(b"Subject: big\r\n\r\n" + (b"z" * 78 + b"\r\n") * 20_000 + b".\r\n")  # 1.6 MB
+        assert client.reply()[-1] == "552 5.3.4 Message size exceeds fixed limit"
+        assert client.command("NOOP") == "250 2.0.0 Ok"
+    assert relay.queue_files() == []
