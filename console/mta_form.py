@@ -30,6 +30,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "internal_relay": ("Internal relay host", "next hop for mail to the relay domains (the internal mail server)"),
     "external_relay": ("External relay host", "next hop for other mail; empty host: direct delivery by MX"),
     "message_size_limit": ("Message size limit", "the largest message accepted, in bytes"),
+    "header_size_limit": ("Header size limit", "longest header field kept, in bytes; the rest is cut"),
     "recipient_limit": ("Recipient limit", "most recipients accepted for one message"),
     "hopcount_limit": ("Hop count limit", "most Received: headers before mail counts as looping"),
     "max_connections": ("Max connections", "most SMTP clients served at once"),

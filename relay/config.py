@@ -142,6 +142,7 @@ class MtaConfig:
     internal_relay: RelayHost = RelayHost()
     external_relay: RelayHost = RelayHost()
     message_size_limit: int = 10240000
+    header_size_limit: int = 102400  # Postfix's default
     recipient_limit: int = 1000
     hopcount_limit: int = 50
     max_connections: int = 100
@@ -423,6 +424,7 @@ MTA_FIELDS: dict[str, Any] = {
     "internal_relay": section(RelayHost, _RELAY_HOST_FIELDS),
     "external_relay": section(RelayHost, _SMART_HOST_FIELDS),
     "message_size_limit": positive_int(1024),
+    "header_size_limit": positive_int(1024),
     "recipient_limit": positive_int(),
     "hopcount_limit": positive_int(),
     "max_connections": positive_int(),

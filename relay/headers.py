@@ -2,51 +2,73 @@
 
 The receiver normalises line ends first, so every line here ends in CRLF, and a
 header's folded continuation lines begin with a space or a tab.
+
+Everything here is linear in the size of the header section, however many fields
+or continuation lines it has: the fields are found by regular expressions that
+never backtrack, and a field is cut or copied once, never grown line by line.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
-
-def _fields(headers: bytes) -> list[bytes]:
-    """The header section split into whole fields, each with its continuation lines and final CRLF."""
-    fields: list[bytes] = []
-    for line in headers.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-    return fields
+# Possessive quantifiers (*+, ++) never give back what they took: one pass, no backtracking.
+_LINE = rb"[^\r\n]*+(?:\r\n|\Z)"
+_CONTINUATIONS = rb"(?:[ \t][^\r\n]*+(?:\r\n|\Z))*+"
+_UNFOLD = re.compile(rb"\r\n[ \t]*+")
+# A field with at least one continuation line: the only kind that can pass header_size_limit,
+# as one line is at most 1001 bytes (aiosmtpd's line_length_limit) and the limit at least 1024.
+_FOLDED = re.compile(rb"(?m)^[^ \t\r\n][^\r\n]*+\r\n(?:[ \t][^\r\n]*+\r\n)++")
 
 
-def _name(field: bytes) -> bytes:
-    return field.split(b":", 1)[0].strip().lower() if b":" in field else b""
+@functools.lru_cache(maxsize=32)
+def _named(name: str) -> re.Pattern[bytes]:
+    """Every `name:` field (also `name :`), with its continuation lines; group 1 is the value."""
+    return re.compile(rb"(?im)^" + re.escape(name.encode()) + rb"[ \t]*:(" + _LINE + _CONTINUATIONS + rb")")
 
 
 def values(headers: bytes, name: str) -> list[str]:
     """Every value of a header, unfolded and trimmed, in the order they appear."""
-    wanted = name.lower().encode()
-    found = []
-    for field in _fields(headers):
-        if _name(field) == wanted:
-            value = field.split(b":", 1)[1]
-            found.append(re.sub(rb"\r\n[ \t]*", b" ", value).strip().decode("ascii", "replace"))
-    return found
+    return [_UNFOLD.sub(b" ", match.group(1)).strip().decode("ascii", "replace")
+            for match in _named(name).finditer(headers)]
 
 
 def strip(message: bytes, header_end: int, name: str) -> tuple[bytes, int]:
     """The message without any `name:` field in its header section; and how many were taken out."""
-    wanted = name.lower().encode()
-    kept, removed = [], 0
-    for field in _fields(message[:header_end]):
-        if _name(field) == wanted:
-            removed += 1
-        else:
-            kept.append(field)
+    kept, removed = _named(name).subn(b"", message[:header_end])
     if not removed:
         return message, 0
-    return b"".join(kept) + message[header_end:], removed
+    return kept + message[header_end:], removed
+
+
+def bound(message: bytes, header_end: int, limit: int) -> tuple[bytes, int, int]:
+    """Cut every header field longer than `limit` bytes, as Postfix's header_size_limit does.
+
+    The message, the new end of its header section, and how many fields were cut. A field
+    is cut at its last line end within the limit when that keeps at least 90% of the limit
+    ("nice cut"), else at the limit itself; the text past the cut is dropped. Postfix's
+    cleanup does the same (mime_state.c, cleanup_out.c) and accepts the message.
+    """
+    if header_end <= limit:
+        return message, header_end, 0
+    cut = 0
+
+    def shorten(match: re.Match[bytes]) -> bytes:
+        nonlocal cut
+        field = match.group()
+        if len(field) <= limit:
+            return field
+        cut += 1
+        end = field.rfind(b"\r\n", 0, limit)
+        if end + 2 >= 0.9 * limit:
+            return field[: end + 2]
+        return field[: limit - 2].rstrip(b" \t\r\n") + b"\r\n"  # no line of blanks: it could end the header
+
+    section = _FOLDED.sub(shorten, message[:header_end])
+    if not cut:
+        return message, header_end, 0
+    return section + message[header_end:], len(section), cut
 
 
 def field(name: str, value: str) -> bytes:

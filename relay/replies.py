@@ -21,6 +21,7 @@ RELAY_DENIED = "554 5.7.1 <{rcpt}>: Relay access denied"
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
 NUL_IN_MESSAGE = "554 5.6.0 Error: message content contains NUL characters"
 TOO_MANY_HOPS = "554 5.4.0 Error: too many hops"
+TLS_ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"
 
 # Gateway policies: inbound TLS, migration hold, Microsoft 365 tenants, loops, recipient verification.
 TLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"

@@ -9,6 +9,11 @@ Then a flood: hundreds of connections at once from many untrusted addresses, mor
 max_connections. The surplus gets 421 4.7.0 and is closed; while the flood holds its
 connections open, the trusted client still gets its mail through and the control API
 answers; once the flood is gone, anyone gets in again.
+
+Then a header flood: one untrusted client sends a message whose header is one field of
+2 MB, and one as large as message_size_limit allows, in folded continuation lines. While
+the relay receives and checks it, another SMTP client and the control API keep asking;
+their longest wait is the figure. (Quadratic header scanning once held them for minutes.)
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class Hostile:
     idle_timeout: int = 2
     session_timeout: int = 5
     junk_command_limit: int = 20
+    header_floods: tuple[int, ...] = (2_000_000, 10_240_000 - 2_000)  # the second: message_size_limit, less room
+    header_patience: float = 600.0  # a probe unanswered this long is reported as such
 
 
 def untrusted(n: int) -> str:
@@ -214,6 +221,89 @@ async def flood(plan: Hostile, relay: RelayProcess, outcome: Outcome, run: str) 
     return [f"flood.{run}@reliability.example"] if trusted == "250" else []
 
 
+def flooded_header(size: int) -> bytes:
+    """A message of about `size` bytes: one header field of folded 4-byte continuation lines."""
+    head = b"Subject: header flood\r\nX-Flood: start\r\n"
+    return head + b" ab\r\n" * ((size - len(head) - 8) // 5) + b"\r\nbody\r\n"
+
+
+async def header_flood(plan: Hostile, relay: RelayProcess, size: int) -> dict:
+    """Send one flooded header from an untrusted address; meanwhile probe another session and the control API."""
+    message = flooded_header(size)
+    reader, writer = await connect(relay.port, untrusted(plan.flood + 10))
+    other_reader, other_writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    control = ControlClient(str(relay.workdir / "control.sock"), timeout=plan.header_patience)
+    smtp_waits, control_waits = [], []
+    try:
+        for stream, name in ((reader, writer), (other_reader, other_writer)):
+            await stream.readline()
+            name.write(b"EHLO probe.example.net\r\n")
+            while not (await stream.readline()).startswith(b"250 "):
+                pass
+        writer.write(b"MAIL FROM:<mallory@example.net>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n")
+        for _ in range(3):
+            await reader.readline()
+        started = time.monotonic()
+
+        async def send() -> tuple[str, float]:
+            writer.write(message + b".\r\n")
+            await writer.drain()
+            sent = time.monotonic()
+            reply = await asyncio.wait_for(reader.readline(), plan.header_patience)
+            return reply.decode(errors="replace").strip(), time.monotonic() - sent
+
+        sending = asyncio.ensure_future(send())
+        await asyncio.to_thread(control.connect)
+        while not sending.done() or not smtp_waits:
+            asked = time.monotonic()
+            other_writer.write(b"NOOP\r\n")
+            try:
+                await asyncio.wait_for(other_reader.readline(), plan.header_patience)
+            except asyncio.TimeoutError:
+                smtp_waits.append(float("inf"))
+                break
+            smtp_waits.append(time.monotonic() - asked)
+            asked = time.monotonic()
+            try:
+                await asyncio.to_thread(control.call, "io.postern.Status.Get")
+            except Exception:
+                control_waits.append(float("inf"))
+                break
+            control_waits.append(time.monotonic() - asked)
+            await asyncio.sleep(0.05)
+        try:
+            reply, after_dot = await asyncio.wait_for(sending, plan.header_patience)
+        except (asyncio.TimeoutError, OSError) as error:
+            reply, after_dot = type(error).__name__, float("inf")
+        return {"size": len(message), "reply": reply, "after_dot": after_dot, "total": time.monotonic() - started,
+                "smtp": max(smtp_waits), "control": max(control_waits, default=float("inf")),
+                "probes": len(smtp_waits)}
+    finally:
+        control.close()
+        writer.close()
+        other_writer.close()
+
+
+def seconds(value: float, patience: float) -> str:
+    return f"more than {patience:.0f} s (no answer)" if value == float("inf") else f"{value:.2f} s"
+
+
+async def header_floods(plan: Hostile, relay: RelayProcess, outcome: Outcome) -> None:
+    for size in plan.header_floods:
+        result = await header_flood(plan, relay, size)
+        label = f"{result['size'] / 1e6:.1f} MB folded header"
+        outcome.figures.update({
+            f"{label}: reply": f"{result['reply'][:60]}, {seconds(result['after_dot'], plan.header_patience)} "
+                               f"after the final dot ({result['total']:.1f} s in all)",
+            f"{label}: longest wait of another SMTP client": f"{seconds(result['smtp'], plan.header_patience)} "
+                                                           f"({result['probes']} NOOPs)",
+            f"{label}: longest wait of the control API": seconds(result["control"], plan.header_patience),
+        })
+        outcome.check(result["reply"].startswith("250"), f"{label}: {result['reply']}")
+        outcome.check(result["smtp"] < 5 and result["control"] < 5,
+                      f"{label}: another client waited {result['smtp']:.1f} s, the control API {result['control']:.1f} s")
+
+
 def run(plan: Hostile | None = None) -> Outcome:
     plan = plan or Hostile()
     outcome = Outcome("slow and hostile clients")
@@ -227,7 +317,8 @@ def run(plan: Hostile | None = None) -> Outcome:
             sent = asyncio.run(timeouts_and_junk(plan, limits, outcome, run_id))
             crowded = relays.make(sink.port, max_connections=plan.max_connections)
             sent += asyncio.run(flood(plan, crowded, outcome, run_id))
-            wait_for(lambda: len(sink.messages) >= len(sent), 15)
+            asyncio.run(header_floods(plan, crowded, outcome))
+            wait_for(lambda: len(sink.messages) >= len(sent) + len(plan.header_floods), 15)
             delivered = {message_id_of(m.content) for m in sink.messages}
             outcome.figures["trusted mail delivered"] = f"{len(delivered & set(sent))} of {len(sent)}"
             outcome.check(set(sent) <= delivered, "trusted mail accepted during the attack was not delivered")

@@ -47,6 +47,7 @@ BAD_FIELDS = [
     ({"external_relay": {"port": 70000}}, "mta.external_relay.port: 70000 is not a port number"),
     ({"message_size_limit": 100}, "mta.message_size_limit: 100 is not a whole number of at least 1024"),
     ({"message_size_limit": "10MB"}, "mta.message_size_limit: '10MB' is not a whole number"),
+    ({"header_size_limit": 1000}, "mta.header_size_limit: 1000 is not a whole number of at least 1024"),
     ({"recipient_limit": 0}, "mta.recipient_limit: 0 is not a whole number of at least 1"),
     ({"hopcount_limit": -1}, "mta.hopcount_limit: -1 is not a whole number"),
     ({"max_connections": True}, "mta.max_connections: True is not a whole number"),
@@ -163,6 +164,7 @@ def test_an_empty_section_means_the_defaults():
     assert problems == []
     assert config.listen == (ListenAddress("0.0.0.0", 25),)
     assert config.message_size_limit == 10240000
+    assert config.header_size_limit == 102400  # Postfix's default
 
 
 # --- the file ------------------------------------------------------------------------

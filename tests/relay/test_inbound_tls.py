@@ -78,3 +78,22 @@ def test_commands_pipelined_after_starttls_cannot_inject_a_transaction(tls_relay
         # Had the plaintext MAIL been kept, this would be a nested MAIL (503).
         assert client.command("MAIL FROM:<alice@example.net>") == "250 2.1.0 Ok"
         assert client.command("DATA").startswith("503 ")  # and no recipient was carried over
+
+
+def test_a_second_starttls_inside_tls_is_refused_and_the_session_goes_on(tls_relay, sink, tmp_path):
+    """As Postfix: STARTTLS inside TLS is a protocol error; the TLS session stays as it was."""
+    with RawSmtp(tls_relay.port) as client:
+        client.start_session()
+        assert client.command("STARTTLS").startswith("220 ")
+        client.starttls(client_context(tmp_path))
+        client.command("EHLO client.example.net")
+        assert client.command("STARTTLS") == "554 5.5.1 Error: TLS already active"
+        assert client.command("STARTTLS now") == "501 5.5.4 Syntax: STARTTLS"
+        # Still the same TLS session, in step: a whole transaction goes through.
+        assert client.command("MAIL FROM:<alice@example.net>") == "250 2.1.0 Ok"
+        assert client.command("RCPT TO:<bob@example.com>") == "250 2.1.5 Ok"
+        assert client.command("DATA").startswith("354 ")
+        assert client.command(b"Subject: twice\r\n\r\nonce\r\n.").startswith("250 2.0.0 Ok: queued as ")
+        assert client.command("QUIT").startswith("221 ")
+    [message] = sink.wait_for(1)
+    assert b"(Postern) with ESMTPS id " in message.content

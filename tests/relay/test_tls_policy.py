@@ -245,3 +245,17 @@ def test_one_context_per_level_built_once():
 ])
 def test_certificate_names_match_like_postfix(wanted, names, matches):
     assert certificate_matches(wanted, names) is matches
+
+
+def test_starttls_on_the_smtps_port_is_refused_as_tls_is_already_active(make_relay, sink, server_files, authority):
+    cert, key = server_files
+    smtps_port = free_port()
+    relay = make_relay(sink.port, smtps_listen=[f"127.0.0.1:{smtps_port}"],
+                       tls={"cert_file": str(cert), "key_file": str(key)})
+    relay.wait_log(rf"listening for SMTPS on 127\.0\.0\.1:{smtps_port}")
+    with RawSmtp(smtps_port) as raw:
+        raw.sock = trusting(authority).wrap_socket(raw.sock, server_hostname="gw.example.com")
+        raw.start_session()
+        assert raw.command("STARTTLS") == "554 5.5.1 Error: TLS already active"
+        assert raw.command("NOOP") == "250 2.0.0 Ok"  # the session goes on, encrypted as before
+        assert raw.sock.version() in ("TLSv1.2", "TLSv1.3")
