@@ -569,7 +569,7 @@ def control_char_problems(data: Any, where: str) -> list[tuple[str, str]]:
             found.append((where, f"{shown(where)}: {reason}"))
     elif isinstance(data, dict):
         for key, value in data.items():
-            field_name = f"{where}.{key}"
+            field_name = f"{where}.{key}" if where else str(key)
             reason = control_char_problem(key) if isinstance(key, str) else None
             if reason:
                 found.append((field_name, f"{shown(field_name)}: the name {reason}"))
