@@ -268,6 +268,22 @@ def test_check_lists_one_line_per_problem_and_exits_1(tmp_path):
     assert not (tmp_path / "state").exists()
 
 
+def test_check_refuses_line_ends_that_would_split_the_greeting_the_received_header_and_the_ehlo(tmp_path):
+    # As the admin's editor writes them: a quoted escape, and a block scalar that keeps its last line end.
+    path = tmp_path / "postern.yaml"
+    path.write_text('mta:\n  hostname: "gw.example.com\\r\\nX-Injected: yes"\n  helo_name: |\n    out.example.com\n'
+                    "  banner: " + "x" * 100_000 + "\n")
+    result = run_check(path, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "postern-relay: mta.hostname: contains a control character (\\r at position 15): remove it",
+        "postern-relay: mta.helo_name: contains a control character (\\n at position 16): remove it",
+        "postern-relay: mta.banner: is 100000 characters long: the greeting with the host name must fit in one "
+        "512-octet SMTP reply line (at most 200): shorten it",
+    ]
+    assert not (tmp_path / "state").exists()
+
+
 def test_check_accepts_a_good_file_without_starting_anything(tmp_path):
     path = write_yaml(tmp_path / "postern.yaml", (ROOT / "examples" / "postern.yaml").read_text())
     result = run_check(path, tmp_path)
