@@ -563,21 +563,25 @@ def control_char_problems(data: Any, where: str) -> list[tuple[str, str]]:
     end a line of a file written from it (/etc/hostname, a networkd file, a mail header), in a key
     it would do the same to the problem line that names it."""
     found: list[tuple[str, str]] = []
-    if isinstance(data, str):
-        reason = control_char_problem(data)
-        if reason:
-            found.append((where, f"{shown(where)}: {reason}"))
-    elif isinstance(data, dict):
-        for key, value in data.items():
-            field_name = f"{where}.{key}" if where else str(key)
-            reason = control_char_problem(key) if isinstance(key, str) else None
+    pending = [(where, data)]  # a list, not recursion: however deep the document, this answers
+    while pending:
+        where, data = pending.pop()
+        if isinstance(data, str):
+            reason = control_char_problem(data)
             if reason:
-                found.append((field_name, f"{shown(field_name)}: the name {reason}"))
-            else:
-                found += control_char_problems(value, field_name)
-    elif isinstance(data, list):
-        for index, item in enumerate(data):
-            found += control_char_problems(item, f"{where}[{index}]")
+                found.append((where, f"{shown(where)}: {reason}"))
+        elif isinstance(data, dict):
+            inside = []
+            for key, value in data.items():
+                field_name = f"{where}.{key}" if where else str(key)
+                reason = control_char_problem(key) if isinstance(key, str) else None
+                if reason:
+                    found.append((field_name, f"{shown(field_name)}: the name {reason}"))
+                else:
+                    inside.append((field_name, value))
+            pending += reversed(inside)
+        elif isinstance(data, list):
+            pending += reversed([(f"{where}[{index}]", item) for index, item in enumerate(data)])
     return found
 
 
