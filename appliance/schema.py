@@ -13,11 +13,10 @@ from typing import Any, Callable
 
 import yaml
 from relay.config import ConfigError, MtaConfig, parse_mta, refuse_control_chars
+from relay.config import field_paths as mta_field_paths
 
-from relay import config as mta_fields
-
-from .network import model as network_fields
 from .network.model import NetworkConfig, parse_network
+from .network.model import field_paths as network_field_paths
 
 DEFAULT_CONFIG = Path("/etc/postern/postern.yaml")
 
@@ -28,8 +27,8 @@ SECTIONS: dict[str, Callable[[Any], tuple[Any, list[str]]]] = {
 
 # Each section's fields, as (path of keys, is it a list), for whatever walks them all.
 FIELDS: dict[str, Callable[[], list[tuple[tuple[str, ...], bool]]]] = {
-    "network": network_fields.field_paths,
-    "mta": mta_fields.field_paths,
+    "network": network_field_paths,
+    "mta": mta_field_paths,
 }
 
 
