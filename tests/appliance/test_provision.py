@@ -312,6 +312,7 @@ def test_the_administrator_gets_keys_and_a_password(tmp_path, root):
 
 @pytest.mark.parametrize("admin, problem", [
     ({"ssh_keys": ["ssh-ed25519 AAAA-not-base64 x"]}, "admin.ssh_keys[0]: 'ssh-ed25519 AAAA-not-base64 x' is not an SSH"),
+    ({"ssh_keys": ["ssh-foo AAAAB3NzaC1yc2E alice@laptop"]}, "admin.ssh_keys[0]: 'ssh-foo AAAAB3NzaC1yc2E alice@laptop' is not an SSH"),
     ({"password": "short"}, "admin.password: at least 10 characters"),
     ({"password": "a long one:with colon"}, "admin.password: must be one line without a colon"),
     ({"password_hash": "plain"}, "admin.password_hash: must be a crypt hash"),
