@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from .files import atomic_write
@@ -85,7 +86,7 @@ def check_ssh_key(value: Any) -> str:
         raise ValueError("must be one public key on one line, such as the contents of ~/.ssh/id_ed25519.pub")
     try:
         load_ssh_public_key(" ".join(text.split()[:2]).encode())
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError, IndexError, UnsupportedAlgorithm):  # a key type it does not know, too
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise ValueError(
             f"{shown!r} is not an SSH public key: paste the line from ~/.ssh/id_ed25519.pub "

@@ -33,9 +33,10 @@ from typing import Any
 
 import yaml
 
-from relay.config import ConfigError, check_fqdn
+from relay.addresses import control_char_problem
+from relay.config import ConfigError, check_fqdn, refuse_control_chars
 
-from . import certificates, topology
+from . import admin_login, certificates, topology
 from .admin_login import AdminLogin, apply_admin, check_admin, hash_password
 from .certificates import Bundle, CertificateError
 from .files import atomic_write, remove_file
@@ -44,7 +45,7 @@ from .network.apply import ApplyError, Applied, Target, apply_network, missing_i
 from .network.kernel import KernelError, netlink, read_state
 from .network.render import plan as plan_files
 from .network.render import write_plan
-from .schema import ApplianceConfig, parse_text, validate_document
+from .schema import ApplianceConfig, field_paths as config_field_paths, parse_text, validate_document
 from .store import ConfigStore
 
 SEED_ONLY = ("topology", "tls", "admin")
@@ -95,6 +96,14 @@ def real_path(root: Path | str, relative: str) -> Path:
 def check_seed(seed: Any, root: Path | str = "/", base_dir: Path | str | None = None,
                check_interfaces: bool | None = None) -> tuple[Plan | None, list[str]]:
     """Validate a whole seed; returns (plan, []) or (None, every problem). Changes nothing."""
+    plan, problems = _check_seed(seed, root, base_dir, check_interfaces)
+    if isinstance(seed, dict):  # the configuration's sections have had the same check from their validators
+        problems = refuse_control_chars("", {key: seed[key] for key in SEED_ONLY if key in seed}, problems)
+    return (None, problems) if problems else (plan, [])
+
+
+def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
+                check_interfaces: bool | None) -> tuple[Plan | None, list[str]]:
     root = Path(root)
     base_dir = Path(base_dir) if base_dir else Path.cwd()
     if seed is None:
@@ -165,12 +174,26 @@ def check_seed(seed: Any, root: Path | str = "/", base_dir: Path | str | None = 
     return plan, []
 
 
+def field_paths() -> list[tuple[tuple[str, ...], bool]]:
+    """Every field of a seed, as (path of keys, is it a list): the configuration's and setup's own."""
+    keys = {"topology": (), "tls": TLS_KEYS, "admin": admin_login.KEYS}
+    assert set(keys) == set(SEED_ONLY), "a section only seeds have is missing here"
+    paths = config_field_paths() + [(("mta", "external_relay", "password"), False)]
+    for section, section_keys in keys.items():
+        paths += [((section, key), key == "ssh_keys") for key in section_keys] or [((section,), False)]
+    return paths
+
+
 def _take_password(mta: Any, problems: list[str]) -> str | None:
     relay = mta.get("external_relay") if isinstance(mta, dict) else None
     if not isinstance(relay, dict) or "password" not in relay:
         return None
     password = relay.pop("password")
-    if not isinstance(password, str) or not password or "\n" in password or "\r" in password:
+    reason = control_char_problem(password) if isinstance(password, str) else None
+    if reason:  # the reason names the character and where it is, never the password
+        problems.append(f"mta.external_relay.password: {reason}")
+        return None
+    if not isinstance(password, str) or not password:
         problems.append("mta.external_relay.password: must be the smart host's password on one line")
         return None
     if relay.get("password_file"):

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from relay.config import ConfigError, MtaConfig, parse_mta
+from relay.config import ConfigError, MtaConfig, parse_mta, refuse_control_chars
+from relay.config import field_paths as mta_field_paths
 
 from .network.model import NetworkConfig, parse_network
+from .network.model import field_paths as network_field_paths
 
 DEFAULT_CONFIG = Path("/etc/postern/postern.yaml")
 
@@ -23,7 +25,19 @@ SECTIONS: dict[str, Callable[[Any], tuple[Any, list[str]]]] = {
     "mta": parse_mta,
 }
 
-__all__ = ["ApplianceConfig", "ConfigError", "SECTIONS", "load_config_file", "parse_text", "validate_document"]
+# Each section's fields, as (path of keys, is it a list), for whatever walks them all.
+FIELDS: dict[str, Callable[[], list[tuple[tuple[str, ...], bool]]]] = {
+    "network": network_field_paths,
+    "mta": mta_field_paths,
+}
+
+
+def field_paths() -> list[tuple[tuple[str, ...], bool]]:
+    """Every field of the configuration file, its section first, such as ("mta", "tls", "cert_file")."""
+    return [((name,) + path, is_list) for name, fields in FIELDS.items() for path, is_list in fields()]
+
+
+__all__ = ["ApplianceConfig", "ConfigError", "SECTIONS", "field_paths", "load_config_file", "parse_text", "validate_document"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +53,9 @@ def validate_document(document: Any) -> tuple[ApplianceConfig | None, list[str]]
         document = {}
     if not isinstance(document, dict):
         return None, [f"the file must be a mapping with sections such as {', '.join(SECTIONS)}"]
-    problems = [
-        f"{key}: unknown section; known sections are {', '.join(SECTIONS)}" for key in document if key not in SECTIONS
-    ]
+    unknown = {key: value for key, value in document.items() if key not in SECTIONS}
+    problems = [f"{key}: unknown section; known sections are {', '.join(SECTIONS)}" for key in unknown]
+    problems = refuse_control_chars("", dict.fromkeys(unknown), problems)  # its name is all that is shown
     parsed = {}
     for name, parse in SECTIONS.items():
         value, section_problems = parse(document.get(name))

@@ -83,7 +83,7 @@ SUBFIELD_WORDS: dict[str, tuple[str, str]] = {
     "password_file": ("Password file", "file holding the password (mode 640, root:postern)"),
 }
 UNKNOWN_HELP = "see the configuration reference"
-_PROBLEM = re.compile(r"^mta\.([A-Za-z0-9_.\-]+?)((?:\[\d+\])*)\s*:\s*(.*)$", re.S)
+_PROBLEM = re.compile(r"mta\.([A-Za-z0-9_.\-]+?)((?:\[\d+\])*)\s*:\s*(.*)", re.S)
 _UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60))
 
 
@@ -349,7 +349,7 @@ def place(problem: str, keys: set[str]) -> tuple[str, str]:
 
     'mta.my_networks[1]: ...' -> ('my_networks', 'line 2: ...').
     """
-    match = _PROBLEM.match(problem)
+    match = _PROBLEM.fullmatch(problem)
     if not match:
         return "", problem
     key, index, words = match.groups()

@@ -152,7 +152,7 @@ def place(problem: str, interface: str) -> tuple[str, str]:
     key, sep, words_ = problem.partition(": ")
     if not sep:
         return GENERAL, problem
-    base = re.sub(r"\[\d+\]$", "", key)
+    base = re.sub(r"\[\d+\]\Z", "", key)
     own = f"network.interfaces.{interface}"
     fields = {
         "network.hostname": "hostname", f"{own}.address": "address", f"{own}.gateway": "gateway",

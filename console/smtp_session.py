@@ -40,8 +40,8 @@ AUTH_MECHANISMS = ("none", "plain", "login")
 MAX_LINE = 8192
 
 _REPLY = re.compile(r"^(\d{3})([ -])?(.*)$")
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322: printable ASCII except the colon
-_ADDRESS = re.compile(r"^[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+$")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322: printable ASCII except the colon
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")  # used whole (fullmatch)
 _FORBIDDEN = ("\r", "\n", "\0")
 # Headers the test message writes itself; an extra header of the same name replaces it.
 _OWN_HEADERS = ("Date", "From", "To", "Subject", "Message-ID", "MIME-Version", "Content-Type",
@@ -378,7 +378,7 @@ class TestMessage:
             if not line.strip():
                 continue
             name, colon, value = line.partition(":")
-            if not colon or not _HEADER_NAME.match(name):
+            if not colon or not _HEADER_NAME.fullmatch(name):
                 raise FieldProblem("headers", f"line {number} is not a header: write it like X-Test: yes")
             value = value.strip()
             if any(char in value for char in _FORBIDDEN) or not value.isprintable():
@@ -415,15 +415,15 @@ def check(message: TestMessage) -> list[FieldProblem]:
             problems.append(FieldProblem("auth", "AUTH is only sent over TLS: choose STARTTLS or TLS on connect"))
         if not message.username and "username" not in broken:
             problems.append(FieldProblem("username", "needed for AUTH"))
-    if message.helo and "helo" not in broken and not re.match(r"^[A-Za-z0-9.\-\[\]:]+$", message.helo):
+    if message.helo and "helo" not in broken and not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", message.helo):
         problems.append(FieldProblem("helo", "use a host name such as client.example.com"))
-    if "sender" not in broken and message.sender and not _ADDRESS.match(message.sender):
+    if "sender" not in broken and message.sender and not _ADDRESS.fullmatch(message.sender):
         problems.append(FieldProblem("sender", f"{message.sender!r} is not an address like alice@example.com"))
     if "to" not in broken:
         if not message.recipients:
             problems.append(FieldProblem("to", "name at least one recipient"))
         for address in message.recipients:
-            if not _ADDRESS.match(address):
+            if not _ADDRESS.fullmatch(address):
                 problems.append(FieldProblem("to", f"{address!r} is not an address like bob@example.com"))
     try:
         message.extra_headers()

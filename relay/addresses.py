@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 # Characters that make a local part route mail somewhere else on a sloppy next hop:
 # the percent hack (user%host@relay), bang paths (host!user@relay) and a second @.
@@ -19,8 +20,27 @@ def domain_of(address: str) -> str:
     return split(address)[1]
 
 
-def has_control_chars(address: str) -> bool:
-    return any(ord(ch) < 32 or ord(ch) == 127 for ch in address)
+# C0 controls, DEL, C1 controls (NEL, U+0085, among them) and Unicode's line and paragraph
+# separators: each of them ends a line, moves the cursor or switches a terminal's mode for
+# some reader of the text (a configuration file, a mail header, a log, a console screen).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def has_control_chars(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
+def control_char_problem(text: str) -> str | None:
+    """Why `text` cannot be used, in words, when it holds a control character; else None."""
+    match = _CONTROL.search(text)
+    if match is None:
+        return None
+    return f"contains a control character ({shown(match.group())} at position {match.start() + 1}): remove it"
+
+
+def shown(text: str) -> str:
+    """`text` with each control character written as its escape, such as \\n or \\x1b."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def is_routed(address: str) -> bool:

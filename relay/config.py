@@ -18,14 +18,27 @@ from typing import Any, Callable
 
 import yaml
 
+from .addresses import control_char_problem, shown
+
 DEFAULT_CONFIG = "/etc/postern/postern.yaml"
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
+# Patterns are used with fullmatch: `$` would also match before a final newline.
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_DURATION = re.compile(r"(\d+)\s*([smhdw]?)")
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION = 3650 * 86400
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 field name: printable ASCII but the colon
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field name: printable ASCII but the colon
+_LISTEN = (re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d+)"), re.compile(r"([0-9.]+):(\d+)"))
+
+MAX_NAME = 253  # a domain name in text form (RFC 1035 2.3.4), its labels at most 63
+# The greeting "220 <hostname> <banner>" with its CRLF must fit in an SMTP reply line
+# of 512 octets (RFC 5321 4.5.3.1.5): 4 + 253 + 1 + 200 + 2 leaves room.
+MAX_BANNER = 200
+# The loop marker "<header>: <value>" stays far below RFC 5322's 998 octets per line.
+MAX_HEADER_NAME = 64
+MAX_HEADER_VALUE = 200
+MAX_USERNAME = 255
 
 TLS_LEVELS = ("none", "may", "encrypt", "verify")
 INBOUND_TLS_LEVELS = ("may", "require")
@@ -199,12 +212,19 @@ def _domain_in(domain: str, domains: tuple[str, ...], subdomains: bool) -> bool:
 # --- field checkers: each returns the clean value or raises ValueError(message) ---
 
 
+def check_length(value: str, limit: int, reason: str) -> None:
+    """ValueError when `value` is longer than `limit` characters; the message does not repeat the value."""
+    if len(value) > limit:
+        raise ValueError(f"is {len(value)} characters long: {reason} (at most {limit}): shorten it")
+
+
 def check_fqdn(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a fully qualified host name such as gw.example.com")
+    check_length(value.rstrip("."), MAX_NAME, "too long for a host name")
     name = value.lower().rstrip(".")
     labels = name.split(".")
-    if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError(
             f"{value!r} is not a fully qualified host name: use letters, digits and "
             "hyphens in dot-separated labels, such as gw.example.com"
@@ -215,9 +235,10 @@ def check_fqdn(value: Any) -> str:
 def check_domain(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("must be a domain name such as example.com")
+    check_length(value.rstrip("."), MAX_NAME, "too long for a domain name")
     name = value.lower().rstrip(".")
     labels = name.split(".")
-    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+    if not name or not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError(f"{value!r} is not a domain name: write it like example.com")
     return name
 
@@ -231,6 +252,7 @@ def check_optional_fqdn(value: Any) -> str:
 def check_banner(value: Any) -> str:
     if not isinstance(value, str) or not value.isascii() or not value.isprintable():
         raise ValueError("must be printable ASCII text on one line, such as 'ESMTP Postern'")
+    check_length(value, MAX_BANNER, "the greeting with the host name must fit in one 512-octet SMTP reply line")
     return value
 
 
@@ -260,7 +282,7 @@ def check_duration(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         seconds = value
     else:
-        match = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
+        match = _DURATION.fullmatch(str(value).strip()) if isinstance(value, str) else None
         if not match or int(match.group(1)) == 0:
             raise ValueError(f"{value!r} is not a duration: use seconds or a number with s, m, h, d or w, such as 5d")
         seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
@@ -296,7 +318,7 @@ def check_host(value: Any) -> str:
 
 def check_listen(value: Any) -> ListenAddress:
     text = str(value)
-    match = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", text) or re.match(r"^([0-9.]+):(\d+)$", text)
+    match = _LISTEN[0].fullmatch(text) or _LISTEN[1].fullmatch(text)
     if not match:
         raise ValueError(f"{value!r} is not an address and port: write it like 0.0.0.0:25 or [::]:25")
     try:
@@ -325,6 +347,8 @@ def check_dns_server(value: Any) -> str:
     try:
         ipaddress.ip_address(host.strip("[]"))
         if port:
+            if not port.isascii() or not port.isdigit():  # int() would take " 53\n"
+                raise ValueError
             check_port(int(port))
     except ValueError:
         raise ValueError(f"{value!r} is not a DNS server address: write it like 192.0.2.53 or 127.0.0.1:5353") from None
@@ -342,7 +366,7 @@ def one_of(*choices) -> Callable[[Any], Any]:
 
 def check_tenant_id(value: Any) -> str:
     text = str(value).strip().lower() if isinstance(value, str) else ""
-    if not _GUID.match(text):
+    if not _GUID.fullmatch(text):
         raise ValueError(
             f"{value!r} is not a tenant ID: copy the GUID from the overview page of Microsoft Entra ID, "
             "such as 72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -351,7 +375,9 @@ def check_tenant_id(value: Any) -> str:
 
 
 def check_header_name(value: Any) -> str:
-    if not isinstance(value, str) or not _HEADER_NAME.match(value):
+    if isinstance(value, str):
+        check_length(value, MAX_HEADER_NAME, "too long for a header name")
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a header name: use letters, digits and hyphens, such as X-Postern-Processed")
     if value.lower() in _RESERVED_HEADERS:
         raise ValueError(f"{value!r} is a standard header that mail needs: use a name of your own, such as X-Postern-Processed")
@@ -361,6 +387,8 @@ def check_header_name(value: Any) -> str:
 def check_header_value(value: Any) -> str:
     if value in ("", None):
         return ""
+    if isinstance(value, str):
+        check_length(value, MAX_HEADER_VALUE, "too long for the marker's header value")
     if not isinstance(value, str) or not value.isascii() or not value.isprintable() or value != value.strip():
         raise ValueError(f"{value!r} is not a header value: use printable ASCII text on one line, such as gw.example.com")
     return value
@@ -371,6 +399,7 @@ def check_username(value: Any) -> str:
         return ""
     if not isinstance(value, str) or not value.isprintable() or value != value.strip():
         raise ValueError("must be the login name on one line, without spaces around it")
+    check_length(value, MAX_USERNAME, "too long for a login name")
     return value
 
 
@@ -522,6 +551,60 @@ def _parse_fields(path: str, data: Any, fields: dict, problems: list[str]) -> di
     return values
 
 
+def field_paths(fields: dict = MTA_FIELDS, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], bool]]:
+    """Every field of the section as (path of keys, is it a list), sections opened: what a tool walks."""
+    paths = []
+    for key, spec in fields.items():
+        if isinstance(spec, tuple) and spec[0] == "section":
+            paths += field_paths(spec[2], path + (key,))
+        else:
+            paths.append((path + (key,), isinstance(spec, tuple) and spec[0] == "list"))
+    return paths
+
+
+def control_char_problems(data: Any, where: str) -> list[tuple[str, str]]:
+    """(field, problem line) for each text in `data`, a key or a value at any depth, with a control character.
+
+    A newline, a carriage return or a terminal escape is never part of a setting: in a value it would
+    end a line of a file written from it (/etc/hostname, a networkd file, a mail header), in a key
+    it would do the same to the problem line that names it."""
+    found: list[tuple[str, str]] = []
+    pending = [(where, data)]  # a list, not recursion: however deep the document, this answers
+    while pending:
+        where, data = pending.pop()
+        if isinstance(data, str):
+            reason = control_char_problem(data)
+            if reason:
+                found.append((where, f"{shown(where)}: {reason}"))
+        elif isinstance(data, dict):
+            inside = []
+            for key, value in data.items():
+                field_name = f"{where}.{key}" if where else str(key)
+                reason = control_char_problem(key) if isinstance(key, str) else None
+                if reason:
+                    found.append((field_name, f"{shown(field_name)}: the name {reason}"))
+                else:
+                    inside.append((field_name, value))
+            pending += reversed(inside)
+        elif isinstance(data, list):
+            pending += reversed([(f"{where}[{index}]", item) for index, item in enumerate(data)])
+    return found
+
+
+def refuse_control_chars(where: str, data: Any, problems: list[str]) -> list[str]:
+    """`problems` with a line for each text in `data` that has a control character, in place of the
+    other lines about the same field (they would only repeat it, control character and all)."""
+    found = control_char_problems(data, where)
+    if not found:
+        return problems
+
+    def about_found(problem: str) -> bool:
+        return any(problem.startswith(name) and problem[len(name):len(name) + 1] in (":", ".", "[")
+                   for name, _ in found)
+
+    return [line for _, line in found] + [problem for problem in problems if not about_found(problem)]
+
+
 def _check_whole(config: MtaConfig, problems: list[str]) -> None:
     if config.relay_domains and not config.internal_relay.host:
         problems.append(
@@ -595,6 +678,8 @@ def parse_mta(data: Any) -> tuple[MtaConfig | None, list[str]]:
     """Validate an `mta:` section; returns (config, []) or (None, problems)."""
     problems: list[str] = []
     values = _parse_fields("mta", data, MTA_FIELDS, problems)
+    if isinstance(data, dict):  # else "must be a mapping" says it all
+        problems = refuse_control_chars("mta", data, problems)
     config = MtaConfig(**values, raw=dict(data) if isinstance(data, dict) else {})
     # The checks across fields run even when some fields are wrong, so that one run names
     # every problem; but not on a key whose own fields are wrong: they would only repeat them.

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from relay.config import check_bool, check_domain, check_fqdn
+from relay.addresses import has_control_chars
+from relay.config import check_bool, check_domain, check_fqdn, refuse_control_chars
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -34,8 +35,13 @@ MAX_SEARCH_DOMAINS = 6
 MAX_HOSTNAME = 64  # the kernel's HOST_NAME_MAX
 MTU_RANGE = (576, 9216)
 INTERFACE_KEYS = ("dhcp", "address", "gateway", "broadcast", "mtu")
+DNS_KEYS = ("servers", "search")
 NETWORK_KEYS = ("hostname", "interfaces", "dns", "hosts")
-_IFNAME = re.compile(r"^[^\s/:]{1,15}$")
+IFNAMSIZ = 16  # the kernel's limit for an interface name, its final NUL included
+# The kernel refuses a slash, a colon and white space in an interface name (dev_valid_name);
+# networkd reads Name= as shell globs, so *, ?, [ and ] would match other links, a leading !
+# would match every link but this one, and quotes and backslashes would be taken apart.
+_IFNAME = re.compile(r"[^\s/:*?\[\]\\\"'!][^\s/:*?\[\]\\\"']*")
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,11 @@ def check_hostname(value: Any) -> str:
 
 
 def check_interface_name(name: Any) -> str:
-    if not isinstance(name, str) or not _IFNAME.match(name) or name in (".", ".."):
+    if (not isinstance(name, str) or not _IFNAME.fullmatch(name) or has_control_chars(name)
+            or len(name.encode()) >= IFNAMSIZ or name in (".", "..")):
         raise ValueError(
             f"{name!r} is not an interface name: use the kernel's name such as eth0 or ens18 "
-            "(at most 15 characters, no spaces, slashes or colons)"
+            f"(at most {IFNAMSIZ - 1} bytes; no spaces, slashes, colons, quotes, or the patterns * ? [ ] !)"
         )
     if name == "lo":
         raise ValueError("the loopback interface is set up by the system: leave lo out")
@@ -342,8 +349,8 @@ def _parse_dns(data: Any, problems: Problems) -> DnsConfig:
         problems.add("network.dns", "must be a mapping such as {servers: [192.0.2.53], search: [example.com]}")
         return DnsConfig()
     for key in data:
-        if key not in ("servers", "search"):
-            problems.add(f"network.dns.{key}", "unknown key; known keys are servers, search")
+        if key not in DNS_KEYS:
+            problems.add(f"network.dns.{key}", f"unknown key; known keys are {', '.join(DNS_KEYS)}")
     servers: list[IPAddress] = []
     raw = _as_list(data.get("servers"))
     if raw is None:
@@ -404,6 +411,16 @@ def _parse_hosts(data: Any, problems: Problems) -> list[tuple[IPAddress, tuple[s
     return entries
 
 
+def field_paths() -> list[tuple[tuple[str, ...], bool]]:
+    """Every field of the section as (path of keys, is it a list); "*" is a key of the admin's choosing
+    (an interface name, a hosts address), itself a field."""
+    paths = [(("hostname",), False), (("interfaces", "*"), False), (("hosts", "*"), True)]
+    paths += [(("interfaces", "*", key), key in ("address", "gateway")) for key in INTERFACE_KEYS]
+    paths += [(("dns", key), True) for key in DNS_KEYS]
+    assert {path[0] for path, _ in paths} == set(NETWORK_KEYS), "a key of the section is missing here"
+    return paths
+
+
 def parse_network(data: Any) -> tuple[NetworkConfig | None, list[str]]:
     """Validate a `network:` section; returns (config, []) or (None, problems)."""
     problems = Problems()
@@ -423,6 +440,7 @@ def parse_network(data: Any) -> tuple[NetworkConfig | None, list[str]]:
     interfaces = _parse_interfaces(data.get("interfaces"), problems)
     dns = _parse_dns(data.get("dns"), problems)
     hosts = _parse_hosts(data.get("hosts"), problems)
+    problems = Problems(refuse_control_chars("network", data, problems))
     wrote_servers = any(problem.startswith("network.dns") for problem in problems)
     if interfaces and not any(i.dhcp for i in interfaces) and not dns.servers and not wrote_servers:
         problems.add(

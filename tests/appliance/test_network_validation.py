@@ -46,7 +46,7 @@ CASES = [
     ("interfaces", ["eth0"], "network.interfaces", "must be a mapping of interface names to settings"),
     ("interfaces/eth 0", {"dhcp": True}, "network.interfaces.eth 0", "'eth 0' is not an interface name"),
     ("interfaces/averyveryverylongname", {"dhcp": True}, "network.interfaces.averyveryverylongname",
-     "is not an interface name: use the kernel's name such as eth0 or ens18 (at most 15 characters"),
+     "is not an interface name: use the kernel's name such as eth0 or ens18 (at most 15 bytes"),
     ("interfaces/lo", {"dhcp": True}, "network.interfaces.lo", "the loopback interface is set up by the system: leave lo out"),
     (E0, "dhcp", "network.interfaces.eth0", "must be a mapping such as {dhcp: true}"),
     (f"{E0}/netmask", "255.255.255.0", "network.interfaces.eth0.netmask",
@@ -99,6 +99,23 @@ CASES = [
     ("hosts", {"192.0.2.25": ["mail_1"]}, "network.hosts.192.0.2.25[0]", "'mail_1' is not a domain name"),
     ("hosts", {"192.0.2.25": []}, "network.hosts.192.0.2.25", "needs at least one name, such as [mail.example.com]"),
     ("hosts", ["192.0.2.25 mail"], "network.hosts", "must be a mapping of addresses to names"),
+    # A control character would add lines to the files written from the value, and a pattern
+    # in an interface name would make its networkd file match other links, or every link.
+    ("hostname", "gw.example.com\n", "network.hostname", "contains a control character (\\n at position 15): remove it"),
+    ("hostname", "gw.example.com\u2028", "network.hostname", "contains a control character (\\u2028 at position 15)"),
+    ("interfaces/*", {"dhcp": True}, "network.interfaces.*", "'*' is not an interface name"),
+    ("interfaces/en*", {"dhcp": True}, "network.interfaces.en*", "'en*' is not an interface name"),
+    ("interfaces/eth[01]", {"dhcp": True}, "network.interfaces.eth[01]", "'eth[01]' is not an interface name"),
+    ("interfaces/!eth0", {"dhcp": True}, "network.interfaces.!eth0", "'!eth0' is not an interface name"),
+    ("interfaces/eth2\n", {"dhcp": True}, "network.interfaces.eth2\\n",
+     "the name contains a control character (\\n at position 5): remove it"),
+    ("interfaces/eth2\x85", {"dhcp": True}, "network.interfaces.eth2\\x85", "the name contains a control character"),
+    (f"{E0}/address", "192.0.2.10/24\n", "network.interfaces.eth0.address", "contains a control character (\\n at position 14)"),
+    ("dns/servers", ["192.0.2.53\n"], "network.dns.servers[0]", "contains a control character (\\n at position 11)"),
+    ("dns/search", ["example.com\n", "nameserver"], "network.dns.search[0]", "contains a control character (\\n at position 12)"),
+    ("hosts", {"192.0.2.25": ["mail.example.com\n", "evil"]}, "network.hosts.192.0.2.25[0]",
+     "contains a control character (\\n at position 17)"),
+    ("hosts", {"192.0.2.25\r": ["mail.example.com"]}, "network.hosts.192.0.2.25\\r", "the name contains a control character"),
 ]
 
 

@@ -312,6 +312,7 @@ def test_the_administrator_gets_keys_and_a_password(tmp_path, root):
 
 @pytest.mark.parametrize("admin, problem", [
     ({"ssh_keys": ["ssh-ed25519 AAAA-not-base64 x"]}, "admin.ssh_keys[0]: 'ssh-ed25519 AAAA-not-base64 x' is not an SSH"),
+    ({"ssh_keys": ["ssh-foo AAAAB3NzaC1yc2E alice@laptop"]}, "admin.ssh_keys[0]: 'ssh-foo AAAAB3NzaC1yc2E alice@laptop' is not an SSH"),
     ({"password": "short"}, "admin.password: at least 10 characters"),
     ({"password": "a long one:with colon"}, "admin.password: must be one line without a colon"),
     ({"password_hash": "plain"}, "admin.password_hash: must be a crypt hash"),
@@ -323,4 +324,34 @@ def test_a_wrong_administrator_login_is_refused(tmp_path, root, capsys, admin, p
     seed["admin"] = admin
     assert provision(write_seed(tmp_path, seed), root) == 1
     assert problem in capsys.readouterr().err
+    assert tree(root) == []
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda s: s["network"].update(hostname="gw.example.com\n"),
+     "network.hostname: contains a control character (\\n at position 15): remove it"),
+    (lambda s: s["network"]["interfaces"].update({"*": {"dhcp": True}}), "network.interfaces.*: '*' is not an interface name"),
+    (lambda s: s["network"]["dns"].update(search=["example.com\n", "nameserver"]),
+     "network.dns.search[0]: contains a control character (\\n at position 12)"),
+    (lambda s: s["mta"].update(helo_name="gw.example.com\r\n"), "mta.helo_name: contains a control character (\\r at position 15)"),
+    (lambda s: s.update(topology="direct\n"), "topology: contains a control character (\\n at position 7)"),
+    (lambda s: s.update(tls={"mode": "self-signed\x1b[2J"}), "tls.mode: contains a control character (\\x1b at position 12)"),
+    (lambda s: s.update(tls={"mode": "import", "cert": "cert.pem\n", "key": "key.pem"}), "tls.cert: contains a control character"),
+    (lambda s: s.update(admin={"ssh_keys": [ssh_key() + "\n"]}), "admin.ssh_keys[0]: contains a control character"),
+    (lambda s: s.update(admin={"password": "correct horse\nroot::0:0::/:/bin/sh"}),
+     "admin.password: contains a control character (\\n at position 14): remove it"),
+    (lambda s: s.update(admin={"password_hash": "$y$j9T$abc\x85def"}), "admin.password_hash: contains a control character"),
+    (lambda s: s["mta"].update(external_relay={"host": "smtp.provider.example", "username": "gateway",
+                                               "password": "correct horse\x00battery"}),
+     "mta.external_relay.password: contains a control character (\\x00 at position 14): remove it"),
+    (lambda s: s["mta"].update(banner="ESMTP " + "x" * 100_000), "mta.banner: is 100006 characters long"),
+])
+def test_a_control_character_in_a_seed_is_refused_by_its_field_and_changes_nothing(tmp_path, root, capsys, change, problem):
+    seed = seed_for("direct")
+    change(seed)
+    assert provision(write_seed(tmp_path, seed), root) == 1
+    err = capsys.readouterr().err
+    assert f"postern-appliance: {problem}" in err
+    assert [line for line in err.splitlines() if not line.startswith("postern-appliance: ")] == []  # no line of its own
+    assert "correct horse" not in err  # a secret is never repeated
     assert tree(root) == []

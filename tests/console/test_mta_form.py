@@ -75,3 +75,24 @@ def _value(section, path):
     for part in path:
         section = section[part]
     return section
+
+
+def test_a_pasted_100_kb_banner_or_marker_and_a_control_character_are_refused_at_their_fields():
+    section = running()
+    groups = mta_form.build(section)
+    fields = {field.key: field for field in mta_form.fields_of(groups)}
+    raws = {key: mta_form.shown(field, _value(section, field.path)) for key, field in fields.items()}
+    raws["banner"] = "ESMTP " + "x" * 100_000
+    raws["marker.header"] = "X-" + "p" * 100_000
+    raws["marker.value"] = "gw.example.com\u2028Bcc: everyone@example.com"
+    proposed, problems = mta_form.proposed(section, groups, raws)
+    assert not problems
+    config, problems = mta_form.validate(proposed)
+    assert config is None
+    placed = dict(mta_form.place(problem, set(fields)) for problem in problems)
+    assert placed == {
+        "banner": "is 100006 characters long: the greeting with the host name must fit in one 512-octet SMTP "
+                  "reply line (at most 200): shorten it",
+        "marker.header": "is 100002 characters long: too long for a header name (at most 64): shorten it",
+        "marker.value": "contains a control character (\\u2028 at position 15): remove it",
+    }

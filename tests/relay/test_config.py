@@ -19,7 +19,7 @@ BAD_FIELDS = [
     ({"hostname": "-gw.example.com"}, "mta.hostname: '-gw.example.com' is not a fully qualified host name"),
     ({"hostname": 42}, "mta.hostname: must be a fully qualified host name"),
     ({"helo_name": "my gateway"}, "mta.helo_name: 'my gateway' is not a fully qualified host name"),
-    ({"banner": "two\nlines"}, "mta.banner: must be printable ASCII text on one line"),
+    ({"banner": "two\nlines"}, "mta.banner: contains a control character (\\n at position 4): remove it"),
     ({"banner": "ESMTP Pøstern"}, "mta.banner: must be printable ASCII text on one line"),
     ({"listen": ["0.0.0.0"]}, "mta.listen[0]: '0.0.0.0' is not an address and port: write it like 0.0.0.0:25"),
     ({"listen": ["127.0.0.1:25", "0.0.0.0:99999"]}, "mta.listen[1]: 99999 is not a port number: use 1 to 65535"),
@@ -75,6 +75,37 @@ BAD_FIELDS = [
     ({"relay_domains": ["example.com"]}, "mta.internal_relay.host: required when relay_domains is set"),
     ({"relay_domains": ["example.com"], "internal_relay": {"host": "", "port": 25}},
      "mta.internal_relay.host: required when relay_domains is set"),
+    # A line end in a name would split the Received: header, the greeting or the EHLO a next hop reads.
+    ({"hostname": "gw.example.com\n"}, "mta.hostname: contains a control character (\\n at position 15): remove it"),
+    ({"helo_name": "gw.example.com\n"}, "mta.helo_name: contains a control character (\\n at position 15): remove it"),
+    ({"hostname": "gw.example.com\r\n"}, "mta.hostname: contains a control character (\\r at position 15)"),
+    ({"hostname": "\u2028gw.example.com"}, "mta.hostname: contains a control character (\\u2028 at position 1)"),
+    ({"banner": "ESMTP\x85Postern"}, "mta.banner: contains a control character (\\x85 at position 6)"),
+    ({"relay_domains": ["example.com\n"], **INTERNAL}, "mta.relay_domains[0]: contains a control character"),
+    ({"relay_domains": "example.com\n", **INTERNAL}, "mta.relay_domains: contains a control character"),
+    ({"paused_domains": ["example.org\n"]}, "mta.paused_domains[0]: contains a control character"),
+    ({"internal_relay": {"host": "mail.example.com\n"}}, "mta.internal_relay.host: contains a control character"),
+    ({"internal_relay": {"host": "mail.example.com", "tls": "verify", "tls_name": "mx.example.com\n"}},
+     "mta.internal_relay.tls_name: contains a control character"),
+    ({"external_relay": {"host": "smtp.example.net", "username": "relay\u2029"}},
+     "mta.external_relay.username: contains a control character"),
+    ({"listen": ["127.0.0.1:25\n"]}, "mta.listen[0]: contains a control character (\\n at position 13)"),
+    ({"dns_servers": ["127.0.0.1:5353\n"]}, "mta.dns_servers[0]: contains a control character"),
+    ({"idle_timeout": "5m\n"}, "mta.idle_timeout: contains a control character"),
+    ({"tls": {"cert_file": "/etc/postern/cert.pem\n", "key_file": "/etc/postern/key.pem"}},
+     "mta.tls.cert_file: contains a control character"),
+    ({"hostname\n": "gw.example.com"}, "mta.hostname\\n: the name contains a control character (\\n at position 9)"),
+    # Lengths: a name as DNS allows, a banner that keeps the greeting in one 512-octet reply line.
+    ({"hostname": "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61}, None),
+    ({"hostname": "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62},
+     "mta.hostname: is 254 characters long: too long for a host name (at most 253): shorten it"),
+    ({"hostname": "a" * 64 + ".example.com"}, "mta.hostname: '" + "a" * 64 + ".example.com' is not a fully qualified host name"),
+    ({"banner": "x" * 200}, None),
+    ({"marker": {"header": "X-" + "a" * 62, "value": "v" * 200}}, None),
+    ({"banner": "x" * 100_000}, "mta.banner: is 100000 characters long: the greeting with the host name must fit in one "
+                                "512-octet SMTP reply line (at most 200): shorten it"),
+    ({"external_relay": {"host": "smtp.example.net", "username": "u" * 256}},
+     "mta.external_relay.username: is 256 characters long: too long for a login name (at most 255)"),
 ]
 
 
@@ -236,6 +267,22 @@ def test_check_lists_one_line_per_problem_and_exits_1(tmp_path):
         "postern-relay: mta.idle_timeout: '5 days' is not a duration: use seconds or a number with s, m, h, d or w, "
         "such as 5d",
     ])
+    assert not (tmp_path / "state").exists()
+
+
+def test_check_refuses_line_ends_that_would_split_the_greeting_the_received_header_and_the_ehlo(tmp_path):
+    # As the admin's editor writes them: a quoted escape, and a block scalar that keeps its last line end.
+    path = tmp_path / "postern.yaml"
+    path.write_text('mta:\n  hostname: "gw.example.com\\r\\nX-Injected: yes"\n  helo_name: |\n    out.example.com\n'
+                    "  banner: " + "x" * 100_000 + "\n")
+    result = run_check(path, tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "postern-relay: mta.hostname: contains a control character (\\r at position 15): remove it",
+        "postern-relay: mta.helo_name: contains a control character (\\n at position 16): remove it",
+        "postern-relay: mta.banner: is 100000 characters long: the greeting with the host name must fit in one "
+        "512-octet SMTP reply line (at most 200): shorten it",
+    ]
     assert not (tmp_path / "state").exists()
 
 

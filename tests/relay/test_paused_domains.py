@@ -96,3 +96,17 @@ def test_posternctl_pauses_lists_and_resumes(make_relay, sink):
     assert ctl("domains", "resume", "example.com").stdout == "on migration hold: example.org\n"
     assert rcpt(relay, "someone@example.net", "bob@example.com") == (250, "2.1.5 Ok")
     assert ctl("domains", "pause").returncode == 2
+
+
+def test_a_domain_with_a_line_end_is_refused_by_the_control_api_and_never_reaches_the_file_or_the_log(make_relay, sink):
+    relay = make_relay(sink.port)
+    before = relay.config_path.read_text()
+    with ControlClient(str(relay.workdir / "control.sock")) as client:
+        for hostile in ("example.org\n", "example.org\r", "example.org\x85"):
+            with pytest.raises(ControlError) as error:
+                client.call("io.postern.Config.Pause", domains=["example.com", hostile])
+            assert error.value.name == "io.postern.Config.InvalidConfig"
+            assert error.value.parameters["problems"] == [f"domains[1]: {hostile!r} is not a domain name: write it like example.com"]
+        assert client.call("io.postern.Status.Get")["status"]["paused_domains"] == []
+    assert relay.config_path.read_text() == before
+    assert "migration hold" not in relay.log()

@@ -265,3 +265,18 @@ def _greets(port: int) -> bool:
             return client.greeting().startswith("220 ")
     except (ConnectionError, socket.timeout):
         return False
+
+
+def test_the_longest_hostname_and_banner_the_configuration_takes_keep_each_reply_line_within_512_octets(make_relay, sink):
+    from relay.config import MAX_BANNER, MAX_NAME
+
+    hostname = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(hostname) == MAX_NAME
+    relay = make_relay(sink.port, hostname=hostname, banner="B" * MAX_BANNER)
+    with RawSmtp(relay.port) as client:
+        greeting = client.reply()
+        client.send(b"EHLO client.example.net\r\n")
+        ehlo = client.reply()
+    assert greeting == [f"220 {hostname} {'B' * MAX_BANNER}"]
+    assert ehlo[0] == f"250-{hostname}"
+    assert max(len(line) + 2 for line in greeting + ehlo) <= 512  # RFC 5321 4.5.3.1.5, CRLF included
