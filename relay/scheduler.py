@@ -264,7 +264,8 @@ class Scheduler:
             log.info("%s: not notifying: the sender is the null address <>", entry.id)
             return True
         config = self.relay.config
-        body = bounce.build_dsn(config, entry, failed, header_block(message))
+        # in a thread: linear, but a header of megabytes would hold the loop for a while
+        body = await asyncio.to_thread(bounce.build_dsn, config, entry, failed, header_block(message))
         store = self.relay.store
         envelope = Envelope(
             id=store.new_id(),

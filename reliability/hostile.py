@@ -10,6 +10,9 @@ max_connections. The surplus gets 421 4.7.0 and is closed; while the flood holds
 connections open, the trusted client still gets its mail through and the control API
 answers; once the flood is gone, anyone gets in again.
 
+Then one address alone opens hundreds of connections: it gets client_connection_count_limit
+of them and 421 for the rest, while another stranger and the trusted client still get in.
+
 Then a header flood: one untrusted client sends a message whose header is one field of
 2 MB, and one as large as message_size_limit allows, in folded continuation lines. While
 the relay receives and checks it, another SMTP client and the control API keep asking;
@@ -40,6 +43,8 @@ class Hostile:
     idle_timeout: int = 2
     session_timeout: int = 5
     junk_command_limit: int = 20
+    one_address: int = 300
+    client_connection_count_limit: int = 20
     header_floods: tuple[int, ...] = (2_000_000, 10_240_000 - 2_000)  # the second: message_size_limit, less room
     header_patience: float = 600.0  # a probe unanswered this long is reported as such
 
@@ -221,6 +226,47 @@ async def flood(plan: Hostile, relay: RelayProcess, outcome: Outcome, run: str) 
     return [f"flood.{run}@reliability.example"] if trusted == "250" else []
 
 
+async def one_address_flood(plan: Hostile, relay: RelayProcess, outcome: Outcome, run: str) -> list[str]:
+    """Many connections from one address: only its share is greeted; others are not locked out."""
+    source = untrusted(plan.flood + 20)
+
+    async def open_one():
+        try:
+            reader, writer = await asyncio.wait_for(connect(relay.port, source), 20)
+            line = await asyncio.wait_for(reader.readline(), 20)
+            return writer, line.decode(errors="replace").strip()
+        except (OSError, asyncio.TimeoutError) as error:
+            return None, type(error).__name__
+
+    opened = await asyncio.gather(*(open_one() for _ in range(plan.one_address)))
+    greetings = Counter(line[:3] for _, line in opened)
+    refusals = {line for _, line in opened if line.startswith("421")}
+    try:
+        reader, writer = await connect(relay.port, untrusted(plan.flood + 21))
+        stranger = (await asyncio.wait_for(reader.readline(), 10)).strip()[:3].decode()
+        writer.close()
+    except (OSError, asyncio.TimeoutError) as error:
+        stranger = type(error).__name__
+    trusted = await asyncio.to_thread(trusted_send, relay, f"one-address.{run}@reliability.example")
+    for writer, _ in opened:
+        if writer is not None:
+            writer.close()
+    limit = plan.client_connection_count_limit
+    outcome.figures.update({
+        "one address": f"{plan.one_address} connections from {source}, client_connection_count_limit {limit}",
+        "one address greetings": ", ".join(f"{code} x{n}" for code, n in sorted(greetings.items())),
+        "one address was told": "; ".join(sorted(refusals))[:120] or "(no refusal)",
+        "another stranger meanwhile": stranger,
+        "trusted mail meanwhile (one address)": trusted,
+    })
+    outcome.check(greetings == Counter({"220": limit, "421": plan.one_address - limit}),
+                  f"one address greetings: {dict(greetings)}")
+    outcome.check(all("too many connections from" in line for line in refusals), f"refusals: {refusals}")
+    outcome.check(stranger == "220", f"another stranger during the one-address flood: {stranger}")
+    outcome.check(trusted == "250", f"the trusted client during the one-address flood: {trusted}")
+    return [f"one-address.{run}@reliability.example"] if trusted == "250" else []
+
+
 def flooded_header(size: int) -> bytes:
     """A message of about `size` bytes: one header field of folded 4-byte continuation lines."""
     head = b"Subject: header flood\r\nX-Flood: start\r\n"
@@ -315,8 +361,10 @@ def run(plan: Hostile | None = None) -> Outcome:
                                  junk_command_limit=plan.junk_command_limit,
                                  max_connections=plan.idle + plan.noop_loops + plan.drips + 10)
             sent = asyncio.run(timeouts_and_junk(plan, limits, outcome, run_id))
-            crowded = relays.make(sink.port, max_connections=plan.max_connections)
+            crowded = relays.make(sink.port, max_connections=plan.max_connections,
+                                  client_connection_count_limit=plan.client_connection_count_limit)
             sent += asyncio.run(flood(plan, crowded, outcome, run_id))
+            sent += asyncio.run(one_address_flood(plan, crowded, outcome, run_id))
             asyncio.run(header_floods(plan, crowded, outcome))
             wait_for(lambda: len(sink.messages) >= len(sent) + len(plan.header_floods), 15)
             delivered = {message_id_of(m.content) for m in sink.messages}
