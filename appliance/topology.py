@@ -1,4 +1,4 @@
-"""Where the gateway sits: the five setups of seed 002 section 2 and the Microsoft 365 connectors.
+"""Where the gateway sits: the five usual setups of a mail gateway and the Microsoft 365 connectors.
 
 A topology decides the shape of the `mta:` section: which next hop takes mail for the
 relay domains (`internal_relay`: the mail server, the virus scanner, or Exchange Online),
@@ -202,8 +202,8 @@ def _first_address(networks) -> str:
 
 
 def other_side(topology: str, mta: MtaConfig, address: str = "") -> list[OtherSide]:
-    """The admin's steps outside this appliance for the topology (seed 002 sec. 4-7 and appendix B;
-    seeds 000, 003 and 004 for Microsoft 365), with this gateway's hostname and address."""
+    """The admin's steps outside this appliance for the topology (connectors, DNS and the other side of each hop;
+    Microsoft 365 too), with this gateway's hostname and address."""
     shape = TOPOLOGIES[topology]
     host = mta.hostname
     here = f"{host} ({address})" if address else host
@@ -223,7 +223,7 @@ def other_side(topology: str, mta: MtaConfig, address: str = "") -> list[OtherSi
     else:
         sides.append(OtherSide(f"On the internal mail server ({internal})", (
             "Exchange: add a send connector: usage Custom, address space SMTP:* with cost 1, "
-            f"route mail through the smart host {smart}, smart host authentication None (seed 002 appendix B).",
+            f"route mail through the smart host {smart}, smart host authentication None.",
             f"Accept mail for {domains} from {here} (a receive connector that allows it anonymously).",
         )))
     if shape.smart_host:
@@ -234,7 +234,7 @@ def other_side(topology: str, mta: MtaConfig, address: str = "") -> list[OtherSi
             f"Send incoming mail for {domains} to {here}.",
         )))
     else:
-        sides.append(OtherSide("In DNS (seed 002 appendix A)", (
+        sides.append(OtherSide("In DNS", (
             f"The PTR record of the public address outgoing mail leaves from names {host}, "
             f"and {host} has an A record back to that address; otherwise receivers may refuse the mail.",
         )))
@@ -269,7 +269,7 @@ def _m365_sides(mta: MtaConfig, here: str, address: str, domains: str) -> list[O
         OtherSide("Exchange admin center: connector from this gateway to Office 365", (
             "From: Your organization's email server; To: Office 365; name it \"From Postern\".",
             f"Identify the gateway by its TLS certificate name {host}, not by its IP address: Exchange Online "
-            "attributes mail to a tenant by the certificate (seed 004).",
+            "attributes mail to a tenant by the certificate.",
             f"Turn on Enhanced Filtering for Connectors and list {address or 'the gateway address'} in it, so "
             "that SPF is checked against the original sender.",
         )),
@@ -282,7 +282,7 @@ def _m365_sides(mta: MtaConfig, here: str, address: str, domains: str) -> list[O
         )),
         OtherSide("Exchange Online protection", (
             f"Add {address or 'the gateway address'} to the IP Allow list of the connection filter policy "
-            "(seed 000), so that mail the gateway returns is not filtered twice.",
+            ", so that mail the gateway returns is not filtered twice.",
         )),
         OtherSide("This gateway", (
             f"Relays outside mail only for tenant {tenants} and takes mail for {domains}.",

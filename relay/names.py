@@ -2,7 +2,7 @@
 
 Receiving servers compare the name in EHLO (and some the 220 banner) with the PTR
 record of the connecting address, forward-confirmed, and score or refuse mail when
-they differ (seed 002 appendix A, seed 001). `name_warnings` is the pure verdict;
+they differ (a receiver that checks the PTR record refuses or scores mail from a mismatched name). `name_warnings` is the pure verdict;
 `check_names` looks the records up with the relay's resolver. The control API's
 `io.postern.Status.CheckNames` runs it for an address, and the appliance's
 diagnostics may import either function.

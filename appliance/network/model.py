@@ -10,7 +10,7 @@ network:
   hosts: {192.0.2.25: [mail.example.com, mail]}
 ```
 
-The fields follow CipherMail's network pages (seed 002, section 3): per interface DHCP or
+The fields follow the network pages admins know from other mail gateways: per interface DHCP or
 a static address with netmask, broadcast and gateway; a fully qualified hostname; one to
 three DNS servers and search domains; extra /etc/hosts lines. `parse_network` returns
 every problem at once, each naming the field and the fix, in the same form as the relay's

@@ -78,7 +78,7 @@ def test_a_message_passing_more_than_the_loop_limit_is_refused(relay, sink):
 
 
 def test_a_loop_through_exchange_online_is_caught(make_relay, sink):
-    """Seed 004's loop: our tenant's Exchange Online keeps sending the gateway's output back to it."""
+    """The Exchange Online loop: our tenant's Exchange Online keeps sending the gateway's output back to it."""
     relay = make_relay(sink.port, m365={"tenant_ids": [TENANT], "networks": [f"{EXCHANGE}/32"]},
                        marker={"loop_limit": 1})
     first = f"X-MS-Exchange-CrossTenant-Id: {TENANT}\r\n".encode() + make_message("exo-loop@x")

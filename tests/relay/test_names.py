@@ -1,4 +1,4 @@
-"""The banner and HELO names against the PTR record of the appliance's address (seed 002 appendix A)."""
+"""The banner and HELO names against the PTR record of the appliance's address."""
 
 import subprocess
 import sys
