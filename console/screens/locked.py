@@ -52,7 +52,7 @@ class LockScreen(Screen[None]):
         status = Static("Reading...", id="lock-status", classes="panel")
         status.border_title = "This appliance"
         yield status
-        yield Static(f"Password for {self.user} (to manage the appliance; then S on System for a shell):",
+        yield Static(f"Password for {self.user} (to manage the appliance; then F11 System, s for a shell):",
                      id="lock-prompt")
         yield Input(password=True, id="lock-password", compact=True)
         yield Static("", id="lock-notice")
@@ -80,7 +80,6 @@ class LockScreen(Screen[None]):
         for label, value in rows:
             text.append(f"{label:<10}", style="dim")
             text.append(f"{value}\n")
-        text.append(f"{'Relay':<10}", style="dim")
         text.append_text(relay_summary(self.app.relay_status, self.app.relay_problem))
         text.append("\n")
         keys = facts.host_keys if facts else []
