@@ -17,7 +17,7 @@ import pytest
 
 ROOTFS = Path(__file__).resolve().parents[2] / "image-build/rootfs"
 GRUB_CFG = ROOTFS / "boot/grub/grub.cfg"
-HOOK = ROOTFS / "usr/lib/postern/firstboot.d/40-grub-password"
+HOOK = ROOTFS / "usr/lib/postern/grub-password"
 
 
 def test_grub_lets_anyone_boot_but_only_its_superuser_edit():
