@@ -29,7 +29,7 @@ import psutil
 from console.app import make_app
 
 async def main():
-    app = make_app(sys.argv[1])
+    app = make_app(sys.argv[1], require_login=False)
     figures = {}
     async with app.run_test(size=(80, 25)) as pilot:
         await pilot.pause()

@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="open the setup wizard (it resumes where it was left)")
     parser.add_argument("--root", default="/", metavar="DIR",
                         help="the system the wizard sets up (default /; any other root only gets files)")
-    parser.add_argument("--allow-shell", action=argparse.BooleanOptionalAction, default=None,
-                        help="offer a shell on the System screen (default: only when the console runs as root)")
+    parser.add_argument("--allow-shell", action=argparse.BooleanOptionalAction, default=True,
+                        help="offer a shell on the System screen after the login (default); as root it is the "
+                             "admin's own shell, never root's")
     args = parser.parse_args(argv)
     make_app(args.socket, args.config, first_boot=args.first_boot, root=args.root,
              allow_shell=args.allow_shell).run()

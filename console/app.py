@@ -7,13 +7,16 @@ import importlib
 import signal
 import sys
 import termios
+import time
 from functools import partial
 
+from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.reactive import reactive
 
+from . import login
 from .appliance_link import ApplianceLink, Runner, run_command
 from .linux_console import theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
@@ -72,6 +75,7 @@ class PosternConsole(App):
         Binding("f8", "switch_mode('diagnostics')", "Diagnostics", id="area.diagnostics", show=False),
         Binding("f9", "switch_mode('certificates')", "Certificates", id="area.certificates", show=False),
         Binding("f11", "switch_mode('system')", "System", id="area.system", show=False),
+        Binding("f12", "lock", "Lock", id="app.lock", show=False),
         Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),
         Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True),
     ]
@@ -79,26 +83,89 @@ class PosternConsole(App):
     relay_status: reactive[dict | None] = reactive(None, always_update=True)
     relay_problem: reactive[str] = reactive("Relay: connecting...")
 
+    # While locked or in the first-boot wizard, these app actions are refused (the palette is off too).
+    GATED_ACTIONS = frozenset({"switch_mode", "command_palette", "lock"})
+    IDLE_CHECK = 15.0  # seconds between looks at the idle time
+
     def __init__(self, socket_path: str, config_path: str | None = None, first_boot: bool = False, root: str = "/",
-                 appliance: ApplianceLink | None = None):
+                 appliance: ApplianceLink | None = None, login_user: str | None = None,
+                 idle_lock: float = login.IDLE_LOCK_SECONDS, fail_delay: float = login.FAIL_DELAY):
         super().__init__()
         self.link = RelayLink(socket_path)
         self.appliance = appliance or ApplianceLink(config_path, root)  # network, diagnostics, certificates, power
         self.config_path = config_path
         self.first_boot = first_boot
         self.root = root  # the system the setup wizard configures: / on the appliance, a directory in tests
+        self.login_user = login_user  # whose password unlocks the console; None: no login on this console
+        self.idle_lock = idle_lock
+        self.fail_delay = fail_delay
+        self.locked = False
+        self.last_input = time.monotonic()
         use_console_safe_glyphs()
 
     def on_mount(self) -> None:
         self.theme = theme_for_terminal()
         self.run_worker(self.link.watch(self), name="relay-status", group="relay", exclusive=True)
         if self.first_boot:
+            self.use_command_palette = False  # only the wizard: no palette, no area keys, no shell
             start_wizard(self, self.root)
+        elif self.login_user:
+            self.action_lock()
+        if self.login_user:
+            self.set_interval(self.IDLE_CHECK, self._lock_if_idle)
         if not self.is_headless and sys.__stdin__ is not None and sys.__stdin__.isatty():
             # A closed SSH session or console must end the console, not leave it spinning:
             # Textual's input thread keeps polling a hung-up terminal.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
             self.set_interval(2, self._exit_if_terminal_gone)
+
+    # --- the lock and the first-boot wizard --------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in self.GATED_ACTIONS and (self.locked or self.first_boot):
+            return False
+        if action == "lock" and not self.login_user:
+            return False
+        return super().check_action(action, parameters)
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self.last_input = time.monotonic()
+        await super().on_event(event)
+
+    def action_lock(self) -> None:
+        """Show the locked status screen over whatever is open; the admin's password takes it away."""
+        if self.locked or not self.login_user:
+            return
+        from .screens.locked import LockScreen
+
+        self.locked = True
+        self.use_command_palette = False
+        self.push_screen(LockScreen(self.login_user, self.fail_delay), self._unlocked)
+
+    def _unlocked(self, _=None) -> None:
+        self.locked = False
+        self.last_input = time.monotonic()
+        self.use_command_palette = not self.first_boot
+
+    def _lock_if_idle(self) -> None:
+        if not self.first_boot and time.monotonic() - self.last_input >= self.idle_lock:
+            self.action_lock()
+
+    def on_worker_state_changed(self, event) -> None:
+        """First boot: the wizard is all there is until setup is complete; then the console locks."""
+        worker = event.worker
+        if worker.name != "setup-wizard" or not self.first_boot or not worker.is_finished:
+            return
+        wizard = getattr(worker, "postern_wizard", None)
+        if wizard is not None and wizard.finished:
+            self.first_boot = False
+            self._unlocked()
+            if self.login_user:
+                self.action_lock()
+        else:
+            # Left or failed: back to where it was (its answers are kept).
+            self.set_timer(0.5, partial(start_wizard, self, self.root))
 
     def _exit_if_terminal_gone(self) -> None:
         try:
@@ -124,11 +191,19 @@ AREA_KEYS = [(b.key.split(",")[0].upper(), b.description) for b in PosternConsol
 
 
 def make_app(socket_path: str, config_path: str | None = None, first_boot: bool = False,
-             root: str = "/", *, run_command: Runner = run_command, allow_shell: bool | None = None,
-             netns: str | None = None) -> PosternConsole:
+             root: str = "/", *, run_command: Runner = run_command, allow_shell: bool = True,
+             netns: str | None = None, require_login: bool | None = None, login_user: str | None = None,
+             idle_lock: float = login.IDLE_LOCK_SECONDS, fail_delay: float = login.FAIL_DELAY) -> PosternConsole:
     """The one factory: the command line and the tests build the same app.
 
-    run_command runs reboot and power off (tests pass a recorder); allow_shell None offers a
-    shell only to root; netns applies network changes in that namespace (tests only)."""
-    appliance = ApplianceLink(config_path, root, netns=netns, run_command=run_command, allow_shell=allow_shell)
-    return PosternConsole(socket_path, config_path, first_boot, root, appliance)
+    run_command runs reboot and power off (tests pass a recorder); allow_shell False never offers
+    a shell; netns applies network changes in that namespace (tests only). require_login None
+    asks for a password when the console runs as root or on the machine's own terminal
+    (login.login_required); login_user is whose password (default login.login_user())."""
+    user = login_user or login.login_user()
+    appliance = ApplianceLink(config_path, root, netns=netns, run_command=run_command, allow_shell=allow_shell,
+                              shell_user=user)
+    if require_login is None:
+        require_login = login.login_required()
+    return PosternConsole(socket_path, config_path, first_boot, root, appliance,
+                          login_user=user if require_login else None, idle_lock=idle_lock, fail_delay=fail_delay)

@@ -19,6 +19,7 @@ import datetime
 import ipaddress
 import os
 import platform
+import pwd
 import shutil
 import socket
 import subprocess
@@ -206,13 +207,14 @@ class SystemFacts:
 
 class ApplianceLink:
     def __init__(self, config_path: Path | str | None = None, root: Path | str = "/", *, netns: str | None = None,
-                 run_command: Runner = run_command, allow_shell: bool | None = None,
+                 run_command: Runner = run_command, allow_shell: bool = True, shell_user: str | None = None,
                  try_seconds: float = TRY_SECONDS):
         self.config_path = Path(config_path) if config_path else DEFAULT_CONFIG
         self.root = Path(root).absolute()
         self.netns = netns
         self.run = run_command
         self.allow_shell = allow_shell
+        self.shell_user = shell_user  # whose shell a root console opens (the admin); None: the invoking user
         self.try_seconds = try_seconds
 
     @property
@@ -566,18 +568,38 @@ class ApplianceLink:
                            len(psutil.users()))
 
     def shell_permission(self) -> tuple[bool, str]:
-        if self.allow_shell is not None:
-            return self.allow_shell, ("allowed (--allow-shell)" if self.allow_shell
-                                      else "not allowed on this console (--no-allow-shell)")
+        """May the System screen open a shell, and the words that say so. The screen is reached only
+        after the login (and never during first boot), so this is about whose shell it is."""
+        if not self.allow_shell:
+            return False, "not offered on this console (it was started with --no-allow-shell)"
+        try:
+            user = self._shell_account()
+        except KeyError:
+            return False, f"not offered: there is no user {self.shell_user} on this system"
+        extra = "; sudo for root tasks" if os.geteuid() == 0 else ""
+        return True, f"press s for {user.pw_name}'s own login shell ({self._login_shell(user)}{extra})"
+
+    def _shell_account(self) -> pwd.struct_passwd:
         if os.geteuid() == 0:
-            return True, "allowed (the console runs as root)"
-        return False, "not allowed: the console does not run as root (start it with --allow-shell to permit it)"
+            return pwd.getpwnam(self.shell_user or "admin")
+        return pwd.getpwuid(os.getuid())
+
+    @staticmethod
+    def _login_shell(user: pwd.struct_passwd) -> str:
+        """The user's shell, unless it is missing or is the login shell that starts this console."""
+        shell = user.pw_shell if os.geteuid() == 0 else (os.environ.get("SHELL") or user.pw_shell)
+        if not shell or "postern" in shell or not shutil.which(shell):
+            shell = SHELL_FALLBACK
+        return shell
 
     def shell(self) -> list[str]:
-        """$SHELL, unless it is missing or is the login shell that starts this console."""
-        shell = os.environ.get("SHELL", "")
-        if not shell or "postern" in Path(shell).name or not shutil.which(shell):
-            shell = SHELL_FALLBACK
+        """The command for the shell: as the admin (never root) when the console runs as root, through
+        runuser's login (the admin's groups, home and environment; sudo asks the admin's password);
+        else the invoking user's own shell."""
+        user = self._shell_account()
+        shell = self._login_shell(user)
+        if os.geteuid() == 0:
+            return ["runuser", "--login", "--shell", shell, user.pw_name]
         return [shell]
 
     def power(self, verb: str) -> CommandResult:

@@ -18,7 +18,8 @@ class HostFacts:
     load: float
 
 
-def read_facts(disk_path: str = "/") -> HostFacts:
+def interface_addresses() -> list[str]:
+    """`eth0 192.0.2.10` for every address but loopback and link-local IPv6."""
     addresses = []
     for name, addrs in sorted(psutil.net_if_addrs().items()):
         if name == "lo":
@@ -26,6 +27,11 @@ def read_facts(disk_path: str = "/") -> HostFacts:
         for addr in addrs:
             if addr.family == socket.AF_INET or (addr.family == socket.AF_INET6 and not addr.address.startswith("fe80")):
                 addresses.append(f"{name} {addr.address}")
+    return addresses
+
+
+def read_facts(disk_path: str = "/") -> HostFacts:
+    addresses = interface_addresses()
     disk = psutil.disk_usage(disk_path)
     return HostFacts(
         hostname=socket.getfqdn(),

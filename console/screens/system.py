@@ -1,10 +1,11 @@
-"""System: the machine itself. Reboot and power off (each after a yes), and a shell when allowed.
+"""System: the machine itself. Reboot and power off (each after a yes), and the admin's shell.
 
 Commands go through the appliance link's command runner (`systemctl reboot`,
 `systemctl poweroff`), which the factory takes as an argument: the tests give it a
-recorder. A shell suspends the console and gives the terminal to $SHELL (or /bin/bash)
-until it exits; it is offered only when the console runs as root or was started with
---allow-shell.
+recorder. A shell suspends the console and gives the terminal to the admin's own login shell
+(as root: through runuser, never root's shell; otherwise the user's $SHELL) until it exits.
+The screen is reached only after the login, and never during first boot; --no-allow-shell
+takes the shell away.
 """
 
 from __future__ import annotations

@@ -70,6 +70,10 @@ class SetupWizard:
                 self.index += 1
             elif answer == BACK and self.index > 0:
                 self.index -= 1
+            elif answer == BACK and getattr(self.app, "first_boot", False):
+                # First boot: the wizard is all the console offers until setup is complete.
+                self.app.notify("This is the first step. The appliance is set up here first; the console's "
+                                "other screens open once setup is complete.", title="Setup wizard", timeout=8)
             elif answer == BACK:
                 leave = await self.app.push_screen_wait(ConfirmScreen(
                     "Leave the setup wizard?\n\nYour answers are kept: it starts again at this step "

@@ -25,7 +25,8 @@ def start_wizard(app: App, root: Path | str = "/") -> SetupWizard | None:
     from .flow import SetupWizard  # the steps load the system layer: only when the wizard opens
 
     wizard = SetupWizard(app, root)
-    app.run_worker(wizard.run(), name="setup-wizard", group="setup-wizard")
+    worker = app.run_worker(wizard.run(), name="setup-wizard", group="setup-wizard")
+    worker.postern_wizard = wizard  # the console's first-boot mode asks it whether setup finished
     return wizard
 
 

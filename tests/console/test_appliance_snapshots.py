@@ -157,3 +157,23 @@ def test_system_screen(snap_compare, ansi, tmp_path, monkeypatch, size):
 
     app = console(tmp_path, run_command=lambda argv, interactive=False: None, allow_shell=False)
     assert snap_compare(app, terminal_size=size, run_before=ask)
+
+
+@size_ids
+def test_locked_screen(snap_compare, ansi, monkeypatch, tmp_path, size):
+    """What the VM's screen shows after setup: the appliance, the relay (down here), the SSH host key, the prompt."""
+    from console import host
+
+    monkeypatch.setattr(host, "interface_addresses", lambda: ["eth0 192.0.2.10", "eth0 2001:db8::10"])
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))).public_key()
+    (tmp_path / "etc/ssh").mkdir(parents=True)
+    (tmp_path / "etc/ssh/ssh_host_ed25519_key.pub").write_bytes(
+        key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b" root@gw\n")
+
+    async def locked(pilot):
+        await relay_down(pilot)
+        await until(pilot, lambda: "SHA256:" in str(pilot.app.screen.query_one("#lock-status").render()),
+                    what="the host key")
+
+    app = console(tmp_path, require_login=True, login_user="admin")
+    assert snap_compare(app, terminal_size=size, run_before=locked)

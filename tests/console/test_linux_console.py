@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 
+from tests.console.login_support import ADMIN_PASSWORD, PamWorld, usable
 from tests.support.console_font import UNI2_FIXED16, font_glyphs
 
 pytestmark = pytest.mark.skipif(
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.skipif(
 
 # key presses, and what the screen must show once they have taken effect
 VISITS = [
-    ([], "Dashboard"),
+    ([], "Password for admin"),
+    (["literal:not it", "Enter"], "Wrong password"),
+    (["literal:" + ADMIN_PASSWORD, "Enter"], "Dashboard"),
     (["F3"], "QUEUE ID"),
     (["Enter"], "Recipients"),
     (["Escape"], "QUEUE ID"),
@@ -45,6 +48,7 @@ VISITS = [
     (["n"], "cancelled"),
     (["F1"], None),
     (["F2"], "Dashboard"),
+    (["F12"], "Password for admin"),
 ]
 
 
@@ -70,17 +74,26 @@ class Tmux:
         raise AssertionError(f"{text!r} never appeared; the screen shows:\n{screen}")
 
 
-def test_every_screen_draws_only_what_the_console_font_has(queued_relay):
+@pytest.mark.console_login
+@pytest.mark.skipif(bool(usable()), reason=usable() or "")
+def test_every_screen_draws_only_what_the_console_font_has(queued_relay, tmp_path):
+    """As root, as on the VM's screen: the locked screen first, the admin's password (real PAM, in a
+    private mount namespace with its own admin), then every screen."""
     glyphs = font_glyphs() | {chr(c) for c in range(32, 127)}
     tmux = Tmux()
+    world = PamWorld(tmp_path / "world")
     # Textual draws on stderr; after a crash, the pane keeps showing what it printed.
     command = f"TERM=linux {sys.executable} -m console --socket {queued_relay.socket}; sleep 60"
-    tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "25", "-c", os.getcwd(), command)
+    subprocess.run(world.command(["tmux", "-L", tmux.socket, "new-session", "-d", "-s", "console", "-x", "80",
+                                  "-y", "25", "-c", os.getcwd(), command]), check=True, timeout=20)
     try:
         strays: dict[str, str] = {}
         for keys, expected in VISITS:
             for key in keys:
-                tmux.run("send-keys", "-t", "console", key)
+                if key.startswith("literal:"):
+                    tmux.run("send-keys", "-t", "console", "-l", key.removeprefix("literal:"))
+                else:
+                    tmux.run("send-keys", "-t", "console", key)
                 time.sleep(0.3)
             screen = tmux.wait_for(expected) if expected else (time.sleep(1.0) or tmux.screen())
             assert "Traceback" not in screen, screen
@@ -116,7 +129,7 @@ WIZARD_VISITS = [
     (["PageDown"], None),
     (["C-n"], "Setup 12/12"),
     (["C-n"], "status=sent"),
-    (["C-n"], "Dashboard"),
+    (["C-n"], "Password for admin"),  # setup is complete: the console locks (it runs as root)
 ]
 
 

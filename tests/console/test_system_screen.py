@@ -1,7 +1,7 @@
 """The system screen: reboot and power off only after a yes, through the command runner; a shell when allowed.
 
 Nothing is ever rebooted: the app gets a recorder as its command runner. The shell is
-opened for real in a terminal (tmux), with SHELL set to a script that leaves a mark.
+opened for real in a terminal (tmux), after the admin's password, as the admin.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from console.appliance_link import CommandResult, run_command
 from tests.console.conftest import text_of, until
 from tests.console.test_linux_console import Tmux
 
+from . import login_support
 from .appliance_support import Recorder, console
 
 
@@ -65,10 +66,10 @@ async def test_no_shell_unless_allowed(tmp_path):
     app = console(tmp_path, run_command=recorder, allow_shell=False)
     async with app.run_test(size=(80, 25)) as pilot:
         await system_screen(pilot)
-        assert "Shell: not allowed" in text_of(app, "#system-actions")
+        assert "Shell: not offered on this console" in text_of(app, "#system-actions")
         await pilot.press("s")
         await pilot.pause()
-        assert "not allowed" in text_of(app, "#area-notice")
+        assert "not offered" in text_of(app, "#area-notice")
         assert recorder.calls == []
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", what="Escape to go back")
@@ -80,25 +81,39 @@ def test_the_real_runner_reports_exit_codes_and_missing_programs():
     assert run_command(["/nonexistent/systemctl"]).returncode == 127
 
 
+@pytest.mark.console_login
 @pytest.mark.skipif(not shutil.which("tmux"), reason="needs tmux (scripts/install-test-packages installs it)")
-def test_the_shell_gets_the_terminal_and_gives_it_back(tmp_path):
-    mark = tmp_path / "shell-was-here"
-    shell = tmp_path / "shell"
-    shell.write_text(f"#!/bin/sh\necho \"$@\" > {mark}\nsleep 0.5\n")
-    shell.chmod(0o755)
+@pytest.mark.skipif(bool(login_support.usable()), reason=login_support.usable() or "")
+def test_after_the_login_the_shell_is_the_admins_and_gives_the_terminal_back(tmp_path):
+    """As on the VM's screen: the console runs as root, asks for the admin's password (real PAM, in a
+    private mount namespace with its own admin), and S on System opens the admin's shell, not root's."""
+    world = login_support.PamWorld(tmp_path / "world")
     tmux = Tmux()
-    command = (f"SHELL={shell} TERM=linux {sys.executable} -m console --socket {tmp_path / 'none.sock'} "
-               f"--config {tmp_path / 'postern.yaml'} --root {tmp_path} --allow-shell; sleep 60")
-    tmux.run("new-session", "-d", "-s", "console", "-x", "80", "-y", "25", "-c", os.getcwd(), command)
+    command = (f"TERM=linux {sys.executable} -m console --socket {tmp_path / 'none.sock'} "
+               f"--config {tmp_path / 'postern.yaml'} --root {tmp_path}; sleep 60")
+    subprocess.run(world.command(["tmux", "-L", tmux.socket, "new-session", "-d", "-s", "console", "-x", "80",
+                                  "-y", "25", "-c", os.getcwd(), command]), check=True, timeout=20)
     try:
-        tmux.wait_for("Dashboard")
+        screen = tmux.wait_for("Password for admin")
+        assert "Dashboard" not in screen and "Relay: not running" in screen
+        tmux.run("send-keys", "-t", "console", "F11")  # refused while locked
+        tmux.run("send-keys", "-t", "console", "-l", "guess")
+        tmux.run("send-keys", "-t", "console", "Enter")
+        screen = tmux.wait_for("Wrong password")
+        assert "guess" not in screen  # not echoed
+        tmux.run("send-keys", "-t", "console", "-l", login_support.ADMIN_PASSWORD)
+        tmux.run("send-keys", "-t", "console", "Enter")
+        tmux.wait_for("| Dashboard |")
         tmux.run("send-keys", "-t", "console", "F11")
-        tmux.wait_for("Shell: allowed (--allow-shell)")
+        tmux.wait_for("press s for admin's own login shell")
         tmux.run("send-keys", "-t", "console", "s")
-        deadline = time.monotonic() + 15
-        while not mark.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert mark.exists(), tmux.screen()
+        tmux.wait_for("type exit to return to the console")
+        time.sleep(1)
+        tmux.run("send-keys", "-t", "console", "-l", "echo I am $(id -un) uid $(id -u)")
+        tmux.run("send-keys", "-t", "console", "Enter")
+        screen = tmux.wait_for(f"I am admin uid {world.uid}")
+        tmux.run("send-keys", "-t", "console", "-l", "exit")
+        tmux.run("send-keys", "-t", "console", "Enter")
         screen = tmux.wait_for("Back from the shell")
         assert "exit code 0)" in " ".join(screen.split()) and "Traceback" not in screen
     finally:

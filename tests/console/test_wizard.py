@@ -276,9 +276,28 @@ async def test_back_keeps_the_answers_and_a_restart_resumes_at_the_same_step(gat
         assert options.get_option_at_index(options.highlighted).id == "via-relay"
 
 
-async def test_leaving_at_the_first_step_keeps_the_wizard_for_later(gateway, machine):
+async def test_first_boot_offers_only_the_wizard(gateway, machine):
+    """No way out to the other screens, the command palette or a shell until setup is complete."""
+    from textual.command import CommandPalette
+
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        await pilot.press("escape")  # Back on the first step: there is nothing before it
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, ConfirmScreen) and step_title(app).startswith("1/")
+        for key in ("ctrl+p", "f11", "f2", "f3", "f7", "f12"):
+            await pilot.press(key)
+            await pilot.pause()
+            assert isinstance(app.screen, StepScreen) and not CommandPalette.is_open(app), f"{key} left the wizard"
+        assert step_title(app).startswith("1/")
+        assert not SetupState(gateway.root).is_complete()
+
+
+async def test_leaving_the_wizard_run_again_keeps_it_for_later(gateway, machine):
+    app = make_app(str(gateway.socket), root=str(gateway.root))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await palette_command(pilot, "setup wiz")
         await at_step(pilot, 1)
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
