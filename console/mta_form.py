@@ -18,7 +18,7 @@ import yaml
 
 from relay.config import MTA_FIELDS, MtaConfig, check_bool, check_duration, parse_mta, to_dict
 
-# label, one-line help; seed 002 figures 10 and 11 give the words for the CipherMail fields.
+# label, one-line help: the words admins know from the MTA settings pages of other mail gateways.
 WORDS: dict[str, tuple[str, str]] = {
     "hostname": ("My hostname", "the internet hostname of this mail system"),
     "helo_name": ("SMTP HELO name", "name sent in EHLO when delivering; empty: My hostname"),

@@ -1,1 +1,1 @@
-"""The first-boot setup wizard: the steps of seed 002 in order, saved as they are answered."""
+"""The first-boot setup wizard: the setup steps in order, saved as they are answered."""

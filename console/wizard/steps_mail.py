@@ -29,7 +29,7 @@ def port_value(text: str):
 class TopologyStep(StepScreen):
     NAME = "topology"
     TITLE = "Topology"
-    HELP = "Where the gateway sits in your mail flow (seed 002 section 2). Up and down show each setup."
+    HELP = "Where the gateway sits in your mail flow. Up and down show each setup."
     FIELDS = {"topology": ("topology", "Topology")}
 
     def compose_fields(self) -> ComposeResult:
@@ -196,7 +196,7 @@ class ExternalStep(StepScreen):
 
     def help_text(self) -> str:
         if TOPOLOGIES[self.draft.topology].m365:
-            return ("Outgoing mail goes back to Exchange Online, which sends it on (seed 004); or straight to "
+            return ("Outgoing mail goes back to Exchange Online, which sends it on; or straight to "
                     "each domain's MX hosts.")
         return ("Deliver outside mail straight to each domain's MX hosts (then the PTR record of step 2 matters), "
                 "or hand it to a smart host: a relay server, perhaps your provider's, with an optional login.")

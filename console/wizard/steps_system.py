@@ -180,7 +180,7 @@ class HostnameStep(StepScreen):
     NAME = "hostname"
     TITLE = "Hostname"
     HELP = ("The gateway's fully qualified name. Receiving servers look up the PTR record of the address your "
-            "mail comes from and compare it with the name in EHLO (seed 002 appendix A): use the name your public "
+            "mail comes from and compare it with the name in EHLO: use the name your public "
             "address resolves back to, or set the HELO name to it. Ctrl+T checks the PTR record.")
     FIELDS = {"network.hostname": ("hostname", "Hostname"), "mta.hostname": ("hostname", "Hostname"),
               "mta.helo_name": ("helo", "HELO name"), "wizard.public_address": ("public", "Public address")}

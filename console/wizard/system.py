@@ -40,7 +40,7 @@ def local_addresses() -> set[str]:
 
 
 def ptr_check(hostname: str, address: str, servers: list[str]) -> HeloVerdict | str:
-    """The HELO/PTR check of seed 002 appendix A; a string when DNS did not answer."""
+    """The HELO/PTR check (the PTR record of the public address against the HELO name); a string when DNS did not answer."""
     try:
         return check_helo(make_resolver(servers or None), hostname, address)
     except LookupFailed as error:
