@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,11 +139,7 @@ class ConfigStore:
         self._record_unversioned_current()
         version = self._new_version()
         atomic_write(version.path, text, 0o600)
-        mode, owner = 0o644, None
-        if self.path.exists():  # keep who may read it: the relay may run as its own user
-            info = self.path.stat()
-            mode, owner = info.st_mode & 0o777, (info.st_uid, info.st_gid)
-        atomic_write(self.path, text, mode, owner)
+        atomic_write(self.path, text, 0o640, self._owner())
         self._prune()
         return version
 
@@ -178,6 +175,16 @@ class ConfigStore:
             fromfile=old.id, tofile=new.id,
         )
         return "".join(lines)
+
+    def _owner(self) -> tuple[int, int] | None:
+        """Root's file in the configuration directory's group (the relay's on the appliance: root:postern).
+
+        Never the current file's owner: anyone who may write in the directory could have put
+        a file of their own there, and it must not stay theirs.
+        """
+        if os.geteuid() != 0:
+            return None
+        return 0, self.path.parent.stat().st_gid
 
     # --- history ---
 

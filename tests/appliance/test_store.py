@@ -56,7 +56,24 @@ def test_a_file_written_by_other_means_becomes_a_version_before_it_is_replaced(s
     os.chmod(store.path, 0o640)
     store.save_text(GOOD)
     assert [store.version_text(n).split()[2] for n in (1,)] == ["first.example.com}"]
-    assert store.path.stat().st_mode & 0o777 == 0o640  # who may read it stays as it was
+    assert store.path.stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting a file of another user needs root")
+def test_a_file_planted_by_a_group_member_does_not_stay_theirs(store):
+    """The configuration directory is writable by the relay's group: a member may rename a file
+    of their own over the configuration. The next save by root makes it root's again, 0640, in
+    the directory's group, so the planter can no longer change it."""
+    store.path.parent.mkdir(parents=True)
+    os.chown(store.path.parent, 0, 4242)
+    os.chmod(store.path.parent, 0o2770)
+    store.path.write_text("mta: {hostname: planted.example.com}\n")
+    os.chown(store.path, 65534, 65534)
+    os.chmod(store.path, 0o666)
+    store.save_text(GOOD)
+    info = store.path.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, 4242, 0o640)
+    assert store.current_text() == GOOD
 
 
 @pytest.mark.parametrize("text, line", [
