@@ -45,6 +45,16 @@ class Envelope:
     protocol: str = "ESMTP"
     subject: str = ""
     message_id: str = ""
+    # ESMTP parameters kept to pass on (RFC 6152, 6531, 3461). body: "", "7BIT" or "8BITMIME";
+    # ret: "", "FULL" or "HDRS"; envid: the decoded ENVID. notify and orcpt are keyed by recipient
+    # address: notify is "NEVER" or a comma list of SUCCESS, FAILURE, DELAY (absent: the default,
+    # FAILURE and DELAY); orcpt is the decoded "type;address".
+    body: str = ""
+    smtputf8: bool = False
+    ret: str = ""
+    envid: str = ""
+    notify: dict[str, str] = field(default_factory=dict)
+    orcpt: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
