@@ -25,6 +25,8 @@ class Recipient:
     last_reply: str = ""
     dsn: str = ""
     relay: str = ""
+    # The next hop offered DSN and was given this recipient's NOTIFY/ORCPT: notices are its job now.
+    dsn_passed: bool = False
 
     @property
     def done(self) -> bool:
@@ -114,6 +116,7 @@ class QueueEntry:
                 recipient.last_reply = known.get("last_reply", "")
                 recipient.dsn = known.get("dsn", "")
                 recipient.relay = known.get("relay", "")
+                recipient.dsn_passed = bool(known.get("dsn_passed", False))
 
 
 @dataclass
