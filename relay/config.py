@@ -134,6 +134,7 @@ class QueueTimes:
     minimal_backoff_time: int = 300
     maximal_backoff_time: int = 4000
     maximal_queue_lifetime: int = 5 * 86400
+    delay_warning_time: int = 0  # Postfix's default: no "delayed" notices
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,13 @@ def check_duration(value: Any) -> int:
     if seconds > MAX_DURATION:  # a timer takes a float: 10**400 seconds would fail every session
         raise ValueError(f"{value!r} is too long: at most 3650d")
     return seconds
+
+
+def check_duration_or_off(value: Any) -> int:
+    """A duration, or 0 for off (Postfix's delay_warning_time)."""
+    if (value == 0 and not isinstance(value, bool)) or (isinstance(value, str) and re.fullmatch(r"0+[smhdw]?", value.strip())):
+        return 0
+    return check_duration(value)
 
 
 def check_network(value: Any):
@@ -480,6 +488,7 @@ MTA_FIELDS: dict[str, Any] = {
             "minimal_backoff_time": check_duration,
             "maximal_backoff_time": check_duration,
             "maximal_queue_lifetime": check_duration,
+            "delay_warning_time": check_duration_or_off,
         },
     ),
     "delivery": section(

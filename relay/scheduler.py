@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from . import addresses, bounce
 from .delivery import Delivery, Job
-from .queue.entry import BOUNCED, DEFERRED, PENDING, SENT, Envelope, QueueEntry
+from .bounce import DELAYED, FAILED, RELAYED, duration_text
+from .queue.entry import BOUNCED, BOUNCING, DEFERRED, PENDING, SENT, Envelope, QueueEntry
 from .queue.store import DamagedFile, QueueFull, QueueWriteError
 from .routing import next_hop
-from .smtpd import header_block
 
 if TYPE_CHECKING:
     from .daemon import Relay
@@ -34,13 +34,9 @@ log = logging.getLogger("postern/qmgr")
 # The active window: messages being delivered at once, and their bodies' bytes in memory.
 ACTIVE_LIMIT = 1000
 ACTIVE_BYTES_LIMIT = 256 * 2**20
-
-
-def duration_text(seconds: float) -> str:
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds / size:g} {unit}"
-    return f"{seconds:g} seconds"
+# What the log calls each notice, in Postfix's words.
+_NOTICE_NAMES = {FAILED: "non-delivery notification", DELAYED: "delay notification",
+                 RELAYED: "delivery status notification"}
 
 
 def backoff_delay(age: float, minimal: int, maximal: int) -> float:
@@ -197,7 +193,7 @@ class Scheduler:
             except FileNotFoundError:
                 self._drop(entry.id)  # deleted by an admin meanwhile
                 return
-            tried = entry.open_recipients()
+            tried = [r for r in entry.open_recipients() if r.status != BOUNCING]  # bouncing: only the notice is due
             by_hop: dict = {}
             for recipient in tried:
                 hop = next_hop(self.relay.config, addresses.domain_of(recipient.address))
@@ -205,7 +201,7 @@ class Scheduler:
             jobs = [Job(entry, recipients, hop, message) for hop, recipients in by_hop.items()]
             for job in jobs:
                 self.delivery.submit(job)
-            await asyncio.gather(*(job.done for job in jobs))
+            await asyncio.gather(*(self._settled(job) for job in jobs))
             await self._after_attempt(entry, tried, message)
         except Exception:
             log.exception("%s: could not finish a delivery attempt; it stays queued", entry.id)
@@ -215,6 +211,16 @@ class Scheduler:
             async with self._room:
                 self._in_flight_bytes -= entry.envelope.size
                 self._room.notify_all()
+
+    async def _settled(self, job: Job) -> None:
+        """Save the message's state as soon as one next hop is done with it, so that a stop or a
+        crash while another next hop is still busy does not send this one's recipients again."""
+        await job.done
+        for recipient in job.recipients:
+            if recipient.status == BOUNCED:
+                recipient.status = BOUNCING  # until the sender's notice is queued
+        if self.entries.get(job.entry.id) is job.entry:
+            await self.relay.store.save_state(job.entry)
 
     async def _after_attempt(self, entry: QueueEntry, tried: list, message: bytes) -> None:
         self.relay.events.publish("queue")
@@ -226,18 +232,19 @@ class Scheduler:
         expired = now - entry.envelope.arrival >= queue.maximal_queue_lifetime
         for recipient in tried:
             if recipient.status == DEFERRED and expired:
-                recipient.status = BOUNCED
+                recipient.status = BOUNCING
                 recipient.dsn = "4.4.7"
                 lifetime = duration_text(queue.maximal_queue_lifetime)
                 recipient.last_reply = f"message expired after {lifetime}; last error: {recipient.last_reply}"
                 log.info("%s: to=<%s>, status=expired, returned to sender", entry.id, recipient.address)
-        failed = [r for r in tried if r.status == BOUNCED]
-        if failed and not await self._notify_sender(entry, failed, message):
-            for recipient in failed:
-                recipient.status = DEFERRED  # tried again later, and notified then
-            failed = []
+        bouncing = [r for r in entry.recipients if r.status == BOUNCING]
+        if bouncing:
+            await self._return_failed(entry, bouncing, message)
+        relayed = [r for r in tried if r.status == SENT and not r.dsn_passed and bounce.wants(entry, r.address, RELAYED)]
+        if relayed:
+            await self._queue_notice(entry, RELAYED, relayed, message)
         counters.delivered += sum(1 for r in tried if r.status == SENT)
-        counters.bounced += len(failed)
+        counters.bounced += sum(1 for r in bouncing if r.status == BOUNCED)
         counters.deferred += sum(1 for r in tried if r.status == DEFERRED)
         if not entry.open_recipients():
             await self.relay.store.remove(entry.id)
@@ -245,7 +252,9 @@ class Scheduler:
             log.info("%s: removed", entry.id)
             return
         deferred = [r for r in entry.recipients if r.status == DEFERRED]
-        self._reschedule(entry, deferred[-1].last_reply if deferred else "")
+        if deferred:
+            await self._warn_of_delay(entry, deferred, message, now)
+        self._reschedule(entry, deferred[-1].last_reply if deferred else entry.last_reply)
         await self.relay.store.save_state(entry)
 
     def _reschedule(self, entry: QueueEntry, reply: str) -> None:
@@ -258,30 +267,57 @@ class Scheduler:
         if not entry.hold:
             self._schedule(entry, entry.next_attempt)
 
-    async def _notify_sender(self, entry: QueueEntry, failed: list, message: bytes) -> bool:
-        """Queue a DSN to the sender; False if it could not be queued (try again later)."""
+    async def _return_failed(self, entry: QueueEntry, bouncing: list, message: bytes) -> None:
+        """The sender's non-delivery notice for these recipients; they stay bouncing (and the message
+        queued) until it is queued itself. NOTIFY=NEVER, or without FAILURE, asks for none."""
+        unwanted = [r for r in bouncing if not bounce.wants(entry, r.address, FAILED)]
+        for recipient in unwanted:
+            log.info("%s: to=<%s>: no non-delivery notice: NOTIFY=%s", entry.id, recipient.address,
+                     entry.envelope.notify.get(recipient.address, ""))
+            recipient.status = BOUNCED
+        wanted = [r for r in bouncing if r not in unwanted]
+        if wanted and await self._queue_notice(entry, FAILED, wanted, message):
+            for recipient in wanted:
+                recipient.status = BOUNCED
+
+    async def _warn_of_delay(self, entry: QueueEntry, deferred: list, message: bytes, now: float) -> None:
+        """One "delayed" notice per message once it is older than delay_warning_time (0: never)."""
+        warn_after = self.relay.config.queue.delay_warning_time
+        if not warn_after or entry.delay_warned or now - entry.envelope.arrival < warn_after:
+            return
+        wanted = [r for r in deferred if bounce.wants(entry, r.address, DELAYED)]
+        if not wanted or await self._queue_notice(entry, DELAYED, wanted, message):
+            entry.delay_warned = True
+
+    async def _queue_notice(self, entry: QueueEntry, action: str, recipients: list, message: bytes) -> bool:
+        """Queue a notice (RFC 3464) to the sender; False if it could not be built or queued (try again later).
+
+        Never to the null sender: that is a notice itself, or mail that asked for none."""
+        kind = _NOTICE_NAMES[action]
         if not entry.envelope.sender:
             log.info("%s: not notifying: the sender is the null address <>", entry.id)
             return True
-        config = self.relay.config
-        # in a thread: linear, but a header of megabytes would hold the loop for a while
-        body = await asyncio.to_thread(bounce.build_dsn, config, entry, failed, header_block(message))
         store = self.relay.store
-        envelope = Envelope(
-            id=store.new_id(),
-            sender="",
-            recipients=[entry.envelope.sender],
-            arrival=time.time(),
-            size=len(body),
-            client="local",
-            protocol="DSN",
-            subject="Undelivered Mail Returned to Sender",
-        )
         try:
-            notification = await store.commit(envelope, body)
-        except (QueueFull, QueueWriteError) as error:
-            log.error("%s: cannot queue the sender's non-delivery notification: %s", entry.id, error)
+            # in a thread: linear, but a header of megabytes would hold the loop for a while
+            body = await asyncio.to_thread(bounce.build_notice, self.relay.config, entry, action, recipients, message)
+            envelope = Envelope(
+                id=store.new_id(),
+                sender="",
+                recipients=[entry.envelope.sender],
+                arrival=time.time(),
+                size=len(body),
+                client="local",
+                protocol="DSN",
+                subject=bounce.subject(action),
+                smtputf8=entry.envelope.smtputf8,
+                body="8BITMIME" if not body.isascii() else "",
+            )
+            notice = await store.commit(envelope, body)
+        except Exception as error:  # whatever it is, the message stays: a lost notice is lost mail
+            log.error("%s: cannot queue the sender's %s: %s; the message stays queued and the notice is "
+                      "tried again later", entry.id, kind, error, exc_info=not isinstance(error, (QueueFull, QueueWriteError)))
             return False
-        log.info("%s: sender non-delivery notification: %s", entry.id, envelope.id)
-        self.add(notification)
+        log.info("%s: sender %s: %s", entry.id, kind, envelope.id)
+        self.add(notice)
         return True

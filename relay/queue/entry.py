@@ -11,6 +11,8 @@ DEFERRED = "deferred"
 SENT = "sent"
 BOUNCED = "bounced"
 FINAL = (SENT, BOUNCED)
+# Failed for good, but the sender's notice is not yet queued: the message stays until it is.
+BOUNCING = "bouncing"
 
 # Message states shown to admins (Postfix's queue names).
 ACTIVE = "active"
@@ -70,6 +72,7 @@ class QueueEntry:
     attempts: int = 0
     next_attempt: float = 0.0
     last_reply: str = ""
+    delay_warned: bool = False  # the sender has had its "delayed" notice (delay_warning_time)
 
     @classmethod
     def new(cls, envelope: Envelope) -> QueueEntry:
@@ -99,6 +102,7 @@ class QueueEntry:
             "attempts": self.attempts,
             "next_attempt": self.next_attempt,
             "last_reply": self.last_reply,
+            "delay_warned": self.delay_warned,
             "recipients": [asdict(r) for r in self.recipients],
         }
 
@@ -107,6 +111,7 @@ class QueueEntry:
         self.attempts = int(data.get("attempts", 0))
         self.next_attempt = float(data.get("next_attempt", 0.0))
         self.last_reply = str(data.get("last_reply", ""))
+        self.delay_warned = bool(data.get("delay_warned", False))
         saved = {r["address"]: r for r in data.get("recipients", [])}
         for recipient in self.recipients:
             if recipient.address in saved:

@@ -54,6 +54,7 @@ class QueueStore:
         self.state = self.root / "state"
         self.corrupt = self.root / "corrupt"
         self._counter = itertools.count()
+        self._state_locks: dict[str, asyncio.Lock] = {}
 
     def open(self) -> None:
         for directory in (self.root, self.tmp, self.msg, self.state, self.corrupt):
@@ -77,19 +78,27 @@ class QueueStore:
             raise QueueWriteError(str(error)) from error
         return QueueEntry.new(envelope)
 
-    def _save_state_sync(self, entry: QueueEntry) -> None:
-        data = json.dumps(entry.state_dict(), separators=(",", ":")).encode()
-        atomic_write(self.state / entry.id, data, 0o600, temporary=self.tmp / f"{entry.id}.{next(self._counter)}.state")
+    def _write_state_sync(self, queue_id: str, data: bytes) -> None:
+        atomic_write(self.state / queue_id, data, 0o600, temporary=self.tmp / f"{queue_id}.{next(self._counter)}.state")
 
     async def save_state(self, entry: QueueEntry) -> None:
-        await asyncio.to_thread(self._save_state_sync, entry)
+        """Write the entry's state as it is now, durably; one message's writes happen one after
+        another, so an older state never lands after a newer one."""
+        async with self._state_lock(entry.id):
+            data = json.dumps(entry.state_dict(), separators=(",", ":")).encode()  # taken at its turn: the latest
+            await asyncio.to_thread(self._write_state_sync, entry.id, data)
+
+    def _state_lock(self, queue_id: str) -> asyncio.Lock:
+        return self._state_locks.setdefault(queue_id, asyncio.Lock())
 
     def _remove_sync(self, queue_id: str) -> None:
         (self.msg / queue_id).unlink(missing_ok=True)
         (self.state / queue_id).unlink(missing_ok=True)
 
     async def remove(self, queue_id: str) -> None:
-        await asyncio.to_thread(self._remove_sync, queue_id)
+        async with self._state_lock(queue_id):
+            await asyncio.to_thread(self._remove_sync, queue_id)
+        self._state_locks.pop(queue_id, None)
 
     # --- reading -------------------------------------------------------------
 

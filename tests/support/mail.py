@@ -24,6 +24,7 @@ class Dsn:
     recipients: list[Message]
     human: str
     original_headers: str
+    original: bytes = b""  # the returned part as it came, whole message or header only
 
 
 def read_dsn(content: bytes) -> Dsn:
@@ -36,5 +37,13 @@ def read_dsn(content: bytes) -> Dsn:
     assert status.get_content_type() == "message/delivery-status"
     assert headers.get_content_type() in ("text/rfc822-headers", "message/rfc822")
     blocks = status.get_payload()
+    original = returned_part(content, message.get_boundary())
     return Dsn(message, blocks[0], blocks[1:], human.get_payload(decode=True).decode(),
-               headers.get_payload(decode=True).decode())
+               original.partition(b"\r\n\r\n")[0].decode("utf-8", "replace"), original)
+
+
+def returned_part(content: bytes, boundary: str) -> bytes:
+    """The report's third part (the original or its header) byte for byte, without its MIME header."""
+    parts = content.split(b"\r\n--" + boundary.encode())
+    assert len(parts) == 5 and parts[4].startswith(b"--"), "not three parts and a closing boundary"
+    return parts[3].partition(b"\r\n\r\n")[2]
