@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import crash, damaged, disk_full, hostile, outage
+from . import crash, damaged, disk_full, hostile, outage, two_hops
 from .scenario import Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +45,7 @@ def scenarios(args) -> dict:
         "hostile": lambda: hostile.run(hostile.Hostile() if quick else hostile.Hostile(
             idle=100, noop_loops=100, drips=20, flood=500, max_connections=100)),
         "damaged": lambda: damaged.run(damaged.Damaged() if quick else damaged.Damaged(messages=200)),
+        "two-hops": lambda: two_hops.run(two_hops.TwoHops() if quick else two_hops.TwoHops(messages=200)),
     }
 
 

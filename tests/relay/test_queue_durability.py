@@ -1,6 +1,7 @@
 """The queue on disk is the truth: what the relay acknowledged survives a crash, damage is set aside."""
 
 import json
+import socket
 
 from tests.support.mail import make_message, message_id
 from tests.support.net import free_port, wait_until
@@ -114,3 +115,26 @@ def test_files_left_in_queue_tmp_are_never_delivered(make_relay):
         assert len(sink.messages) == 1
     finally:
         sink.stop()
+
+
+def test_a_next_hop_that_is_done_gets_nothing_again_when_another_is_still_busy_at_a_kill_9(make_relay, sink):
+    """Each next hop's recipients are saved as it settles, not once the slowest hop is done."""
+    silent = socket.create_server(("127.0.0.1", 0))  # the slow hop: takes the connection, never greets
+    slow_port = silent.getsockname()[1]
+    try:
+        relay = make_relay(sink.port, external_relay={"host": "127.0.0.1", "port": slow_port, "mx": False},
+                           delivery={"connect_timeout": 120})
+        relay.send("alice@example.net", ["bob@example.com", "carol@example.org"], make_message("two@example.net"))
+        [queue_id] = relay.queue_files()
+        sink.wait_for(1)
+        state = queue_dir(relay, "state") / queue_id
+        wait_until(lambda: state.exists() and '"sent"' in state.read_text(), timeout=5,
+                   what="bob's delivery saved while carol's next hop is still silent")
+        relay.kill()
+    finally:
+        silent.close()
+
+    relay.write_config({**relay.mta, "external_relay": {"host": "127.0.0.1", "port": sink.port, "mx": False}})
+    relay.start()
+    wait_until(lambda: relay.queue_files() == [], what="an empty queue")
+    assert sorted(r for m in sink.messages for r in m.recipients) == ["bob@example.com", "carol@example.org"]

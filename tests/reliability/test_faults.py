@@ -6,7 +6,7 @@ The long run, with 10,000 messages and 20 kills, is `make reliability`.
 
 import pytest
 
-from reliability import crash, damaged, disk_full, hostile, outage
+from reliability import crash, damaged, disk_full, hostile, outage, two_hops
 
 
 def held(outcome) -> None:
@@ -40,3 +40,7 @@ def test_slow_and_hostile_clients_are_cut_and_trusted_mail_still_flows():
 
 def test_damaged_queue_files_are_set_aside_and_the_rest_delivers():
     held(damaged.run())
+
+
+def test_a_kill_9_while_one_next_hop_is_busy_sends_nothing_twice_to_the_other():
+    held(two_hops.run(two_hops.TwoHops(messages=10)))
