@@ -49,6 +49,7 @@ def test_exchange_sends_a_message_with_bare_line_feeds_in_chunks(relay, sink):
     result = send_like_exchange(relay.port, ["bob@example.com", "carol@example.com"], message, chunk_size=1000)
 
     assert result.ehlo[-1] == "250 CHUNKING"
+    assert "BINARYMIME" not in result.extensions
     assert result.mail == "250 2.1.0 Ok"
     assert result.rcpts == ["250 2.1.5 Ok"] * 2
     assert result.chunks[:-1] == ["250 2.0.0 Ok: 1000 bytes"] * 3
@@ -192,7 +193,8 @@ def test_commands_that_cannot_follow_bdat(relay, sink):
 
 
 def test_rset_discards_the_chunks_taken(relay, sink):
-    replies = session(relay, envelope() + b"BDAT 20\r\nSubject: dropped\r\n\r\n" + b"RSET\r\n" + transaction([b"Subject: kept\r\n\r\nbody\r\n"]))
+    replies = session(relay, envelope() + b"BDAT 20\r\nSubject: dropped\r\n\r\n" + b"RSET\r\n"
+                      + transaction([b"Subject: kept\r\n\r\nbody\r\n"]))
     assert replies[2:4] == ["250 2.0.0 Ok: 20 bytes", "250 2.0.0 Ok"]
     assert QUEUED.fullmatch(replies[6]), replies
     [received] = sink.wait_for(1)
@@ -202,7 +204,8 @@ def test_rset_discards_the_chunks_taken(relay, sink):
 def test_pipelined_transactions_with_several_chunks_each(relay, sink):
     first = b"Subject: one\r\n\r\n" + b"line of the first message\r\n" * 100
     second = b"Subject: two\r\n\r\n" + b"line of the second\n" * 100
-    replies = session(relay, transaction(chunks_of(first, 700)) + transaction(chunks_of(second, 333), "carol@example.com"))
+    replies = session(relay, transaction(chunks_of(first, 700))
+                      + transaction(chunks_of(second, 333), "carol@example.com"))
     assert replies[:6] == ["250 2.1.0 Ok", "250 2.1.5 Ok"] + ["250 2.0.0 Ok: 700 bytes"] * 3 + [replies[5]]
     assert QUEUED.fullmatch(replies[5]) and QUEUED.fullmatch(replies[-2]), replies
     assert len(replies) == 6 + 8 + 1
@@ -251,3 +254,25 @@ def test_the_checks_at_the_end_of_data_apply(relay, sink, message, reply):
     assert replies[-2:] == [reply, "221 2.0.0 Bye"]
     assert "NOQUEUE: reject: DATA from unknown[127.0.0.1]: " + reply in relay.log()
     assert relay.queue_files() == []
+
+
+OUR_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+EXCHANGE_ONLINE = "127.0.0.3"
+
+
+@pytest.mark.parametrize("tenant, relayed", [(OUR_TENANT, True), ("0b5e0e8c-1234-4c1d-9f0e-0123456789ab", False)],
+                         ids=["our tenant", "another tenant"])
+def test_the_tenant_check_decides_outbound_mail_sent_in_chunks(make_relay, sink, tenant, relayed):
+    relay = make_relay(sink.port, m365={"tenant_ids": [OUR_TENANT], "networks": [f"{EXCHANGE_ONLINE}/32"]})
+    message = f"X-MS-Exchange-CrossTenant-Id: {tenant}\nSubject: outbound\n\nbare\nline feeds\n".encode()
+    result = send_like_exchange(relay.port, ["carol@partner.org"], message, chunk_size=32, source=EXCHANGE_ONLINE)
+    assert result.rcpts == ["250 2.1.5 Ok"]
+    assert result.chunks[:-1] == ["250 2.0.0 Ok: 32 bytes"] * (len(message) // 32)
+    if relayed:
+        assert QUEUED.fullmatch(result.chunks[-1]), result.chunks
+        [received] = sink.wait_for(1)
+        assert below_trace(received.content) == message.replace(b"\n", b"\r\n")
+    else:
+        assert result.chunks[-1].startswith("550 5.7.1 Relay access denied: Microsoft 365 tenant check failed")
+        assert relay.queue_files() == []
+        relay.wait_log(r"NOQUEUE: reject: DATA from unknown\[127\.0\.0\.3\]: 550 5\.7\.1 .*to=<carol@partner\.org>")

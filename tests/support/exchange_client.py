@@ -25,7 +25,12 @@ class ExchangeSession:
 
     @property
     def extensions(self) -> set[str]:
-        return {line[4:].split(" ")[0].upper() for line in self.ehlo[1:]}
+        return extensions(self.ehlo)
+
+
+def extensions(ehlo: list[str]) -> set[str]:
+    """The keywords an EHLO reply offers."""
+    return {line[4:].split(" ")[0].upper() for line in ehlo[1:]}
 
 
 def chunks_of(message: bytes, size: int) -> list[bytes]:
@@ -50,8 +55,7 @@ def send_like_exchange(port: int, recipients: list[str], message: bytes, chunk_s
         greeting = client.greeting()
         client.send(f"EHLO {helo}\r\n")
         ehlo = client.reply()
-        offered = {line[4:].split(" ")[0].upper() for line in ehlo[1:]}
-        dsn = "DSN" in offered
+        dsn = "DSN" in extensions(ehlo)
         mail = f"MAIL FROM:<{sender}> SIZE={len(message)} BODY=8BITMIME"
         if dsn:
             mail += " RET=HDRS ENVID=exchange-test+2B1"
