@@ -68,3 +68,16 @@ def with_enhanced_code(reply: str) -> str:
     if code not in ENHANCED_DEFAULTS or text[:1].isdigit():
         return reply
     return f"{code} {ENHANCED_DEFAULTS[code]} {text}"
+
+# CHUNKING (RFC 3030): BDAT and the commands around it, as Postfix's smtpd answers them.
+CHUNK_OK = "250 2.0.0 Ok: {size} bytes"
+BDAT_SYNTAX = "521 5.5.4 Syntax: BDAT count [LAST]"
+NULL_BDAT = "551 5.7.1 Null BDAT request"
+BDAT_DISCARDED = "551 5.0.0 Discarded {size} bytes after earlier error"
+NEED_RCPT = "503 5.5.1 Error: need RCPT command"
+NO_VALID_RECIPIENTS = "554 5.5.1 Error: no valid recipients"
+CHUNK_TOO_BIG = "552 5.3.4 Chunk exceeds message size limit"
+MAIL_AFTER_BDAT = "503 5.5.1 Error: MAIL after BDAT"
+RCPT_AFTER_BDAT = "503 5.5.1 Error: RCPT after BDAT"
+DATA_AFTER_BDAT = "503 5.5.1 Error: DATA after BDAT"
+UNSUPPORTED_BODY = "555 5.5.4 Unsupported option: {option}"

@@ -26,6 +26,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope as SmtpEnvelope, Session, synt
 
 from . import addresses, headers, replies
 from .anvil import Anvil
+from .chunking import Chunking
 from .config import MtaConfig
 from .m365 import check_tenant
 from .printable import printable
@@ -58,8 +59,8 @@ def client_ip(session: Session) -> str:
     return session.peer[0] if isinstance(session.peer, tuple) else ""
 
 
-class SmtpSession(SMTP):
-    """One client connection."""
+class SmtpSession(Chunking, SMTP):
+    """One client connection; BDAT comes from `Chunking`."""
 
     def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None,
                  implicit_tls: bool = False):
@@ -202,6 +203,9 @@ class SmtpSession(SMTP):
         """
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
+        if self.in_bdat:
+            await self.push(replies.DATA_AFTER_BDAT)
+            return
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
             return
@@ -219,14 +223,20 @@ class SmtpSession(SMTP):
             self.transport.close()
             return
         content, size = received
+        await self._end_of_message(content, size)
+
+    async def _end_of_message(self, content: bytes, size: int, dot_stuffed: bool = True) -> None:
+        """The whole message is in, from DATA or from BDAT's chunks: check it, hand it on, reply."""
         if self.data_size_limit and size > self.data_size_limit:
             await self.push("552 Error: Too much mail data")
         elif _LONG_LINE.search(content):
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
         else:
-            # RFC 5321 4.5.2: a line's leading dot was added by the client; take it off.
-            content = content.replace(b"\r\n.", b"\r\n")
-            self.envelope.content = self.envelope.original_content = content[1:] if content[:1] == b"." else content
+            if dot_stuffed:  # DATA's; BDAT content is sent as it is (RFC 3030)
+                # RFC 5321 4.5.2: a line's leading dot was added by the client; take it off.
+                content = content.replace(b"\r\n.", b"\r\n")
+                content = content[1:] if content[:1] == b"." else content
+            self.envelope.content = self.envelope.original_content = content
             status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
             await self.push("250 OK" if status is MISSING else status)
@@ -352,6 +362,7 @@ class Receiver:
         if server.tls_context and not server.encrypted:
             lines.append("STARTTLS")
         lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
+        lines.append("CHUNKING")  # last, as Postfix lists it
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def handle_MAIL(self, server, session, envelope: SmtpEnvelope, address: str, mail_options):
