@@ -142,6 +142,9 @@ class DeliverySettings:
     destination_concurrency_limit: int = 20
     connect_timeout: int = 30
     command_timeout: int = 300
+    data_init_timeout: int = 120  # Postfix's smtp_data_init_timeout: the reply to DATA
+    data_xfer_timeout: int = 180  # smtp_data_xfer_timeout: each write of the message content
+    data_done_timeout: int = 600  # smtp_data_done_timeout: the reply after the final dot
 
 
 @dataclass(frozen=True)
@@ -497,6 +500,9 @@ MTA_FIELDS: dict[str, Any] = {
             "destination_concurrency_limit": positive_int(),
             "connect_timeout": check_duration,
             "command_timeout": check_duration,
+            "data_init_timeout": check_duration,
+            "data_xfer_timeout": check_duration,
+            "data_done_timeout": check_duration,
         },
     ),
     "smtps_listen": list_of(check_listen),

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
+from . import outbound
+from .config import is_ip
 from .routing import NextHop, RouteError, Target, resolve
 from .tls import ENCRYPTING_LEVELS, certificate_matches, certificate_names, sni_name
 
@@ -123,26 +125,35 @@ class Delivery:
         for destination in self.destinations.values():
             destination.dead_until = 0.0
 
-    async def connect(self, hop: NextHop) -> _Connection:
+    async def targets(self, hop: NextHop) -> list[Target]:
+        """The addresses to try, best first; MX hosts that are this gateway left out (RFC 5321 5.1)."""
         relay = self.relay
-        config = relay.config
+        if hop.mx and not is_ip(hop.host):
+            return await resolve(relay.resolver, hop, is_myself=relay.is_myself)
         targets = await resolve(relay.resolver, hop)
-        for target in targets:
-            if relay.is_myself(target):
-                raise RouteError("4.4.6", f"mail for {hop.host} loops back to myself")
+        if any(relay.is_myself(target) for target in targets):
+            raise RouteError("5.4.6", f"mail for {hop.host} loops back to myself")
+        return targets
+
+    async def connect(self, hop: NextHop) -> _Connection:
+        """A connection to the first address of the next hop that answers (for recipient verification)."""
         errors: list[ConnectionFailed] = []
-        for target in targets:
+        for target in await self.targets(hop):
             try:
-                connection = await self._open(hop, target, config)
+                return await self.open(hop, target)
             except ConnectionFailed as error:
                 errors.append(error)
-                continue
-            if hop.login:
-                await self._login(connection, config)
-            return connection
         if not errors:
             raise RouteError("4.4.1", f"no address for {hop.host}")
         raise RouteError(errors[-1].dsn, str(errors[-1]))
+
+    async def open(self, hop: NextHop, target: Target) -> _Connection:
+        """Connect, greet (EHLO, else HELO), STARTTLS as the TLS level says, log in to a smart host."""
+        config = self.relay.config
+        connection = await self._open(hop, target, config)
+        if hop.login:
+            await self._login(connection, config)
+        return connection
 
     async def _plain(self, target: Target, config) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
@@ -153,16 +164,21 @@ class Delivery:
             start_tls=False,
             validate_certs=False,
         )
+        stage = "receiving the initial server greeting"
         try:
             await client.connect(timeout=config.delivery.connect_timeout)
-            await client.ehlo()
+            stage = "performing the EHLO handshake"
+            await _greet(client)
         except aiosmtplib.SMTPResponseException as error:
             client.close()
-            raise ConnectionFailed(f"connect to {target}: server refused to talk: "
+            raise ConnectionFailed(f"host {target} refused to talk to me: "
                                    f"{one_line(error.code, error.message)}") from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
+        except aiosmtplib.SMTPConnectError as error:
             client.close()
             raise ConnectionFailed(f"connect to {target}: {reason_of(error)}") from None
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
+            client.close()
+            raise ConnectionFailed(lost_text(error, str(target), stage)) from None
         return client
 
     async def _open(self, hop: NextHop, target: Target, config) -> _Connection:
@@ -187,7 +203,7 @@ class Delivery:
                         f"server certificate not verified: host {target} presented a certificate for "
                         f"{', '.join(names) or 'no name'}, not {wanted}", "4.7.5",
                     )
-            await client.ehlo()
+            await _greet(client)
             return _Connection(client, target, encrypted=True)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
             client.close()
@@ -305,64 +321,219 @@ class Destination:
         if self.dead_until > time.time():
             self._defer_all(job, "4.4.1", f"delivery temporarily suspended: {self.dead_reason}")
             return connection
-        if connection is None:
+        attempt = _Attempt(job, self.delivery.relay.config)
+        recipients = list(job.recipients)
+        if connection is not None:
+            attempt.final = True
             try:
-                connection = await self.delivery.connect(self.hop)
-            except RouteError as error:
-                permanent = error.permanent and self.hop.mx and not self._is_configured_relay()
-                if permanent:
-                    for recipient in job.recipients:
-                        job.settle(recipient, BOUNCED, error.dsn, error.text)
-                else:
-                    dsn = error.dsn if error.dsn.startswith("4") else "4" + error.dsn[1:]
-                    self.dead_until = time.time() + self.delivery.relay.config.queue.minimal_backoff_time
-                    self.dead_reason = error.text
-                    self._defer_all(job, dsn, error.text)
-                return None
+                await attempt.transaction(connection, recipients)
+                return connection if connection.client.is_connected else None
+            except _Lost as lost:
+                if not lost.before_mail:
+                    attempt.defer(lost.retry)
+                    return None
+                # The next hop closed the cached connection while it waited: nothing was sent, so
+                # this is no failure of the message; it takes a new connection (Postfix's smtp_reuse).
+                log.info("%s: cached connection to %s was closed; reconnecting", job.entry.id, connection.target)
+                attempt.final = False
+        return await self._deliver_fresh(job, attempt, recipients)
+
+    async def _deliver_fresh(self, job: Job, attempt: _Attempt, recipients: list[Recipient]) -> _Connection | None:
+        """Postfix's MX fallback: a temporary failure at one address moves on to the next, for at most
+        MX_SESSION_LIMIT sessions (smtp_mx_session_limit); the last session's failures are the final ones."""
         try:
-            await self._transaction(job, connection)
-            return connection
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
-            self._defer_all(job, "4.4.2", f"lost connection with {connection.target} while sending: {error}", str(connection.target))
-            connection.client.close()
+            targets = await self.delivery.targets(self.hop)
+        except RouteError as error:
+            self._route_failed(job, error)
             return None
+        sessions = 0
+        for index, target in enumerate(targets):
+            try:
+                connection = await self.delivery.open(self.hop, target)
+            except ConnectionFailed as error:
+                attempt.error = (error.dsn, str(error), "")
+                continue
+            except RouteError as error:  # the smart host refused our login
+                self._route_failed(job, error)
+                return None
+            sessions += 1
+            attempt.final = index == len(targets) - 1 or sessions >= MX_SESSION_LIMIT
+            try:
+                recipients = await attempt.transaction(connection, recipients)
+            except _Lost as lost:
+                recipients = lost.retry
+            else:
+                if not recipients and connection.client.is_connected:
+                    return connection
+                await connection.close()
+            if not recipients or attempt.final:
+                break
+        if sessions == 0:
+            dsn, text, _ = attempt.error
+            self._route_failed(job, RouteError(dsn, text))
+            return None
+        attempt.defer(recipients)
+        return None
+
+    def _route_failed(self, job: Job, error: RouteError) -> None:
+        """No session with the next hop: bounce (a domain that cannot take mail) or defer and mark it dead."""
+        permanent = error.permanent and self.hop.mx and not self._is_configured_relay()
+        if permanent:
+            for recipient in job.recipients:
+                if not recipient.done:
+                    job.settle(recipient, BOUNCED, error.dsn, error.text)
+            return
+        dsn = error.dsn if error.dsn.startswith("4") else "4" + error.dsn[1:]
+        self.dead_until = time.time() + self.delivery.relay.config.queue.minimal_backoff_time
+        self.dead_reason = error.text
+        self._defer_all(job, dsn, error.text)
 
     def _is_configured_relay(self) -> bool:
         config = self.delivery.relay.config
         hops = {config.internal_relay, config.external_relay}
         return any(self.hop.host == relay.host and self.hop.port == relay.port for relay in hops if relay.host)
 
-    async def _transaction(self, job: Job, connection: _Connection) -> None:
-        client = connection.client
-        relay = str(connection.target)
-        sender = job.entry.envelope.sender
-        try:
-            await client.mail(sender)
-        except aiosmtplib.SMTPResponseException as error:
-            self._settle_by_code(job, job.recipients, error.code, error.message, relay)
-            await client.rset()
-            return
-        accepted = []
-        for recipient in job.recipients:
-            try:
-                await client.rcpt(recipient.address)
-                accepted.append(recipient)
-            except aiosmtplib.SMTPResponseException as error:
-                self._settle_by_code(job, [recipient], error.code, error.message, relay)
-        if not accepted:
-            await client.rset()
-            return
-        try:
-            response = await client.data(job.message)
-        except aiosmtplib.SMTPResponseException as error:
-            self._settle_by_code(job, accepted, error.code, error.message, relay)
-            return
-        for recipient in accepted:
-            job.settle(recipient, SENT, dsn_of(response.code, response.message), one_line(response.code, response.message), relay)
 
-    @staticmethod
-    def _settle_by_code(job: Job, recipients: list[Recipient], code: int, message: str, relay: str) -> None:
-        status = BOUNCED if 500 <= code < 600 else DEFERRED
-        reply = f"host {relay} said: {one_line(code, message)}"
+MX_SESSION_LIMIT = 2  # Postfix's smtp_mx_session_limit
+
+
+async def _greet(client: aiosmtplib.SMTP) -> None:
+    """EHLO; a refusal other than 421 falls back to HELO, without extensions then (Postfix's smtp_helo)."""
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError as error:
+        if error.code == 421 or not client.is_connected:
+            raise
+        await client.helo()
+
+
+def lost_text(error: BaseException, relay: str, stage: str) -> str:
+    """Postfix's words for a connection that broke in the middle of a conversation."""
+    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
+        return f"conversation with {relay} timed out while {stage}"
+    return f"lost connection with {relay} while {stage}"
+
+
+class _Lost(Exception):
+    """The connection broke; `retry` are the recipients still to send, `before_mail` if nothing was accepted."""
+
+    def __init__(self, retry: list[Recipient], before_mail: bool):
+        super().__init__("lost connection")
+        self.retry = retry
+        self.before_mail = before_mail
+
+
+class _Attempt:
+    """One delivery attempt of a job over the next hop's addresses, and what each failure means
+    (Postfix's smtp_trouble.c): a 5xx reply is final; a 4xx reply or a broken connection is final
+    only in the last session, before that its recipients go on to the next MX host."""
+
+    def __init__(self, job: Job, config):
+        self.job = job
+        self.timeouts = config.delivery
+        self.final = False
+        self.error = ("4.4.1", "no address to deliver to", "")  # the last temporary failure
+
+    def settle_failure(self, recipients: list[Recipient], dsn: str, text: str, relay: str) -> list[Recipient]:
+        """Bounce (5.x.x) or defer the recipients; returns those to try at the next MX host instead."""
+        if dsn.startswith("5"):
+            for recipient in recipients:
+                self.job.settle(recipient, BOUNCED, dsn, text, relay)
+            return []
+        self.error = (dsn, text, relay)
+        if not self.final:
+            return list(recipients)
+        self.defer(recipients)
+        return []
+
+    def refused(self, recipients: list[Recipient], error: aiosmtplib.SMTPResponseException, relay: str) -> list[Recipient]:
+        dsn = dsn_of(error.code, error.message)
+        if not 400 <= error.code < 600:  # a reply that makes no sense here: try later
+            dsn = "4.5.0"
+        return self.settle_failure(recipients, dsn, f"host {relay} said: {one_line(error.code, error.message)}", relay)
+
+    def defer(self, recipients: list[Recipient]) -> None:
+        dsn, text, relay = self.error
         for recipient in recipients:
-            job.settle(recipient, status, dsn_of(code, message), reply, relay)
+            self.job.settle(recipient, DEFERRED, dsn, text, relay)
+
+    async def transaction(self, connection: _Connection, recipients: list[Recipient]) -> list[Recipient]:
+        """MAIL, RCPT, DATA for the recipients; returns those to try at the next MX host.
+
+        Raises _Lost when the connection breaks before the final dot. Once the dot is sent,
+        a broken connection defers the recipients: the message is never sent twice in one attempt."""
+        client, job = connection.client, self.job
+        relay = str(connection.target)
+        envelope = job.entry.envelope
+        offers = outbound.Offers.of(client)
+        needs_utf8 = envelope.smtputf8 and not all(
+            a.isascii() for a in (envelope.sender, *(r.address for r in recipients)))
+        if needs_utf8 and not offers.smtputf8:
+            return self.settle_failure(recipients, "5.6.7", "message requires SMTPUTF8, but no server was found "
+                                       f"that supports SMTPUTF8. The last attempted server was {relay}", relay)
+        message, mail_options = outbound.prepare(job.message, envelope, offers)
+        encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
+        open_, accepted, retry = list(recipients), [], []
+        stage, before_mail = "sending MAIL FROM", True
+        try:
+            try:
+                await client.mail(envelope.sender, options=mail_options, encoding=encoding,
+                                  timeout=self.timeouts.command_timeout)
+            except aiosmtplib.SMTPResponseException as error:
+                retry = self.refused(open_, error, relay)
+                await _rset(client)
+                return retry
+            except (ValueError, UnicodeError):
+                return self.settle_failure(open_, "5.1.7", f"bad sender address syntax: <{envelope.sender}>", relay)
+            before_mail, stage = False, "sending RCPT TO"
+            for recipient in recipients:
+                try:
+                    await client.rcpt(recipient.address, options=outbound.rcpt_options(envelope, recipient, offers),
+                                      encoding=encoding, timeout=self.timeouts.command_timeout)
+                    accepted.append(recipient)
+                except aiosmtplib.SMTPResponseException as error:
+                    retry += self.refused([recipient], error, relay)
+                    open_.remove(recipient)
+                except (ValueError, UnicodeError):
+                    self.settle_failure([recipient], "5.1.3", f"bad address syntax: <{recipient.address}>", relay)
+                    open_.remove(recipient)
+            if not accepted:
+                await _rset(client)
+                return retry
+            stage = "sending DATA command"
+            reply = await client.execute_command(b"DATA", timeout=self.timeouts.data_init_timeout)
+            if reply.code != 354:
+                retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
+                await _rset(client)
+                return retry
+            stage = "sending message content"
+            for chunk in outbound.wire_chunks(message):
+                client.protocol.write(chunk)
+                # One timeout per write, not one for the whole message: a slow link that moves finishes.
+                await asyncio.wait_for(client.protocol._drain_helper(), self.timeouts.data_xfer_timeout)
+            stage = "sending end of data -- message may be sent more than once"
+            open_ = []
+            reply = await client.execute_command(b".", timeout=self.timeouts.data_done_timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
+            client.close()
+            text = lost_text(error, relay, stage)
+            if not open_:  # the final dot went out: whatever happened, not again now
+                self.error = ("4.4.2", text, relay)
+                self.defer(accepted)
+                raise _Lost([], before_mail) from None
+            self.error = ("4.4.2", text, relay)
+            raise _Lost(retry + open_, before_mail) from None
+        if reply.code != 250:
+            return retry + self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
+        for recipient in accepted:
+            recipient.dsn_passed = offers.dsn
+            job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay)
+        return retry
+
+
+async def _rset(client: aiosmtplib.SMTP) -> None:
+    """End a failed transaction; a connection that cannot is closed (and not reused)."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        client.close()

@@ -41,6 +41,7 @@ class Target:
     name: str
     ip: str
     port: int
+    preference: int = 0  # the MX preference it was found under
 
     def __str__(self) -> str:
         return f"{self.name}[{self.ip}]:{self.port}"
@@ -106,8 +107,30 @@ async def _addresses(resolver, name: str) -> list[str]:
     raise RouteError("5.4.4", f"Host or domain name not found. Name service error for name={name} type=A: Host not found")
 
 
-async def resolve(resolver, hop: NextHop, max_addresses: int = 5) -> list[Target]:
-    """The addresses to try for a next hop, best first (MX preference, then record order)."""
+MX_ADDRESS_LIMIT = 5  # Postfix's smtp_mx_address_limit
+
+
+def without_self(targets: list[Target], is_myself, domain: str, best_preference: int) -> list[Target]:
+    """Drop the MX hosts at or below our own preference (RFC 5321 5.1), as Postfix's smtp_addr.c does.
+
+    Nothing better left: 5.4.6 "loops back to myself"; but 4.4.4 when better MX hosts
+    exist without a usable address (we may be their backup: wait for them).
+    """
+    myself = next((target for target in targets if is_myself(target)), None)
+    if myself is None:
+        return targets
+    better = [target for target in targets if target.preference < myself.preference]
+    if better:
+        return better
+    if targets[0].preference != best_preference:
+        raise RouteError("4.4.4", f"unable to find primary relay for {domain}")
+    raise RouteError("5.4.6", f"mail for {domain} loops back to myself")
+
+
+async def resolve(resolver, hop: NextHop, max_addresses: int = MX_ADDRESS_LIMIT, is_myself=None) -> list[Target]:
+    """The addresses to try for a next hop, best first (MX preference, then record order).
+
+    With `is_myself`, MX hosts that are this gateway, and those less preferred, are left out."""
     if is_ip(hop.host):
         return [Target(hop.host, hop.host, hop.port)]
     if not hop.mx:
@@ -130,15 +153,17 @@ async def resolve(resolver, hop: NextHop, max_addresses: int = 5) -> list[Target
         raise RouteError("5.1.10", f"mail for {hop.host} is not accepted: the domain publishes a null MX (RFC 7505)")
     targets: list[Target] = []
     last_error: RouteError | None = None
-    for _, _, exchange in sorted(records):
+    for preference, _, exchange in sorted(records):
         if not exchange:
             continue
         try:
-            targets.extend(Target(exchange, ip, hop.port) for ip in await _addresses(resolver, exchange))
+            targets.extend(Target(exchange, ip, hop.port, preference)
+                           for ip in await _addresses(resolver, exchange))
         except RouteError as error:
             last_error = error
         if len(targets) >= max_addresses:
             break
     if not targets:
         raise last_error or RouteError("4.4.3", f"no usable MX host for {hop.host}")
-    return targets[:max_addresses]
+    targets = targets[:max_addresses]
+    return without_self(targets, is_myself, hop.host, min(records)[0]) if is_myself else targets
