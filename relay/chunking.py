@@ -106,7 +106,7 @@ class Chunking(SMTP):
             await self._read(size, self._chunks)
             if last:
                 message = bytes(self._chunks)
-                self._chunks = None
+                self._chunks = None  # freed before the checks make their copies
                 await self._end_of_message(message, len(message), dot_stuffed=False)
             else:
                 await self.push(replies.CHUNK_OK.format(size=size))
