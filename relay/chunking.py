@@ -84,9 +84,10 @@ class Chunking(SMTP):
             log.info("lost connection after BDAT (%d bytes) from %s", self._chunk_octets, self._client())
             self._writer.close()
             raise
-        except ConnectionError:
+        except ConnectionError:  # the client closed its side inside a chunk
             log.info("lost connection after BDAT (%d bytes) from %s", self._chunk_octets, self._client())
-            self.transport.close()
+            if self.transport is not None:
+                self.transport.close()
 
     async def _chunk(self, size: int, last: bool) -> None:
         if size == 0 and not last:
@@ -94,7 +95,7 @@ class Chunking(SMTP):
         elif self._chunks_refused:
             await self._refuse(size, last, replies.BDAT_DISCARDED.format(size=size), logged=False)
         elif self._chunks is None and not self.envelope.rcpt_tos:
-            # A client may pipeline BDAT behind refused RCPTs: RFC 3030 lets it (Postfix's words).
+            # Every RCPT refused while BDAT was pipelined behind them: not a protocol error, as in Postfix.
             await self._refuse(size, last, replies.NO_VALID_RECIPIENTS if self.envelope.mail_from
                                else replies.NEED_RCPT)
         elif self.data_size_limit and len(self._chunks or b"") + size > self.data_size_limit:
@@ -105,7 +106,7 @@ class Chunking(SMTP):
             await self._read(size, self._chunks)
             if last:
                 message = bytes(self._chunks)
-                self._chunks = None
+                self._chunks = None  # freed before the checks make their copies
                 await self._end_of_message(message, len(message), dot_stuffed=False)
             else:
                 await self.push(replies.CHUNK_OK.format(size=size))

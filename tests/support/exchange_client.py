@@ -9,6 +9,7 @@ given: no line ends are changed, nothing is dot-stuffed.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from .raw_smtp import RawSmtp
@@ -40,11 +41,10 @@ def chunks_of(message: bytes, size: int) -> list[bytes]:
 
 def bdat(chunks: list[bytes], empty_last: bool = False) -> bytes:
     """The BDAT commands with their chunks; the last marked LAST, or followed by `BDAT 0 LAST`."""
-    commands = b""
-    for number, chunk in enumerate(chunks, 1):
-        last = b" LAST" if number == len(chunks) and not empty_last else b""
-        commands += b"BDAT %d%s\r\n" % (len(chunk), last) + chunk
-    return commands + (b"BDAT 0 LAST\r\n" if empty_last else b"")
+    final = len(chunks) - 1 if not empty_last else None
+    commands = [b"BDAT %d%s\r\n%s" % (len(chunk), b" LAST" if number == final else b"", chunk)
+                for number, chunk in enumerate(chunks)]
+    return b"".join(commands) + (b"BDAT 0 LAST\r\n" if empty_last else b"")
 
 
 def send_like_exchange(port: int, recipients: list[str], message: bytes, chunk_size: int = 4096,
@@ -62,9 +62,21 @@ def send_like_exchange(port: int, recipients: list[str], message: bytes, chunk_s
         commands = [mail] + [f"RCPT TO:<{rcpt}>" + (f" NOTIFY=FAILURE ORCPT=rfc822;{rcpt}" if dsn else "")
                              for rcpt in recipients]
         chunks = chunks_of(message, chunk_size)
-        client.send("".join(f"{command}\r\n" for command in commands).encode()
-                    + bdat(chunks, empty_last) + b"QUIT\r\n")
+        data = "".join(f"{command}\r\n" for command in commands).encode() + bdat(chunks, empty_last) + b"QUIT\r\n"
+        # Replies are read while the rest is still being sent, as RFC 2920 asks of a pipelining
+        # client: one that reads nothing until it has sent all fills its receive buffer and stalls.
+        sending = threading.Thread(target=_send, args=(client, data), daemon=True)
+        sending.start()
         mail_reply = client.reply()[-1]
         rcpt_replies = [client.reply()[-1] for _ in recipients]
         chunk_replies = [client.reply()[-1] for _ in range(len(chunks) + empty_last)]
-        return ExchangeSession(greeting, ehlo, mail_reply, rcpt_replies, chunk_replies, client.reply()[-1])
+        quit_reply = client.reply()[-1]
+        sending.join()
+        return ExchangeSession(greeting, ehlo, mail_reply, rcpt_replies, chunk_replies, quit_reply)
+
+
+def _send(client: RawSmtp, data: bytes) -> None:
+    try:
+        client.send(data)
+    except OSError:  # the server hung up: the replies read so far tell why
+        pass
