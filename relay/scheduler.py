@@ -81,6 +81,17 @@ class Scheduler:
     def busy(self) -> bool:
         return bool(self._in_flight)
 
+    async def drain(self) -> None:
+        """Wait for the delivery attempts under way (each saves its state as it ends)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def cut(self) -> int:
+        """Stop the attempts still under way: their recipients stay as last saved, to be tried again."""
+        for task in self._tasks:
+            task.cancel()
+        return len(self._tasks)
+
     async def delete(self, ids: list[str]) -> list[str]:
         """postsuper -d: gone from the queue, without notifying anyone."""
         done = []
