@@ -130,7 +130,8 @@ class Scheduler:
         for entry in done:
             entry.next_attempt = 0.0
             for recipient in entry.open_recipients():
-                recipient.status = PENDING
+                if recipient.status != BOUNCING:  # failed for good: only its notice is still due
+                    recipient.status = PENDING
             await self.relay.store.save_state(entry)
             if not entry.hold:
                 self._schedule(entry, 0.0)
