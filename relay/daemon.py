@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -95,6 +96,7 @@ class Sessions:
         return make
 
     def _tracked(self, session, method):
+        @functools.wraps(method)  # aiosmtpd's HELP reads the command's syntax from it
         async def tracked(arg):
             self.busy.add(session)
             try:

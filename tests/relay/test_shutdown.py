@@ -39,6 +39,7 @@ def test_a_delivery_under_way_at_sigterm_finishes_and_is_recorded(relay, sink, h
 def test_sigterm_tells_idle_sessions_421_and_lets_data_in_flight_finish(relay):
     idle = RawSmtp(relay.port)
     idle.start_session()
+    assert "DATA" in idle.command("HELP")  # the commands, watched for the stop, keep what aiosmtpd reads of them
     sending = RawSmtp(relay.port)
     sending.start_session()
     assert sending.command("MAIL FROM:<alice@example.net>").startswith("250")
