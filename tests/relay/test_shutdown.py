@@ -60,3 +60,13 @@ def test_sigterm_tells_idle_sessions_421_and_lets_data_in_flight_finish(relay):
     assert len(relay.queue_files()) == 1  # acknowledged, so kept for the next start
     idle.close()
     sending.close()
+
+
+def test_a_next_hop_that_never_answers_holds_the_stop_for_the_grace_only(relay, sink, held_next_hop):
+    relay.send("alice@example.net", ["bob@example.com"], make_message("never-answered@example.net"))
+    sink.wait_for(1)
+    relay.process.send_signal(signal.SIGTERM)
+    assert relay.process.wait(30) == 0  # the grace is 10 s
+    relay.wait_log(r"stopping: grace of 10 s over: cut 0 sessions still receiving, 1 delivery attempts "
+                   r"\(their messages stay queued\)")
+    assert len(relay.queue_files()) == 1  # not recorded as delivered: it is tried again at the next start
