@@ -297,7 +297,8 @@ def check_duration(value: Any) -> int:
 
 def check_duration_or_off(value: Any) -> int:
     """A duration, or 0 for off (Postfix's delay_warning_time)."""
-    if (value == 0 and not isinstance(value, bool)) or (isinstance(value, str) and re.fullmatch(r"0+[smhdw]?", value.strip())):
+    zero = value == 0 and not isinstance(value, bool)
+    if zero or (isinstance(value, str) and re.fullmatch(r"0+[smhdw]?", value.strip())):
         return 0
     return check_duration(value)
 

@@ -5,13 +5,16 @@
 
 Runs in the foreground and logs to stderr (the journal on the appliance). SIGHUP
 reloads the configuration file; a file with problems is refused and the running
-configuration stays. SIGTERM and SIGINT stop it; queued mail stays on disk.
+configuration stays. SIGTERM and SIGINT stop it gracefully: no new connections, idle
+sessions told `421 4.3.2`, and up to SHUTDOWN_GRACE seconds for messages being received
+or delivered to finish; queued mail stays on disk.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import ipaddress
 import logging
 import os
@@ -19,10 +22,11 @@ import signal
 import socket
 import ssl
 import sys
+import weakref
 
 import psutil
 
-from . import VERSION
+from . import VERSION, replies
 from .config import DEFAULT_CONFIG, ConfigError, MtaConfig, load_file
 from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
@@ -40,6 +44,7 @@ log = logging.getLogger("postern/master")
 DEFAULT_STATE_DIR = "/var/lib/postern"
 DEFAULT_GROUP = "postern"
 LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 421) instead of being dropped
+SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
@@ -67,6 +72,69 @@ def sd_notify(state: str) -> None:
         sock.sendall(state.encode())
 
 
+class Sessions:
+    """The open SMTP sessions, so that a stop can tell the idle ones 421 and wait for the busy ones.
+
+    A session is busy while one of its commands runs (DATA being read and queued, above all),
+    idle while it waits for the next command line. It wraps the receiver's protocol factory,
+    so the SMTP protocol itself knows nothing of it."""
+
+    def __init__(self):
+        self.open: weakref.WeakSet = weakref.WeakSet()
+        self.busy: set = set()
+        self.stopping = ""  # the 421 reply, once the daemon is stopping
+        self._settled = asyncio.Event()
+
+    def protocol(self, factory):
+        def make():
+            session = factory()
+            self.open.add(session)
+            for command, method in session._smtp_methods.items():
+                session._smtp_methods[command] = self._tracked(session, method)
+            return session
+
+        return make
+
+    def _tracked(self, session, method):
+        @functools.wraps(method)  # aiosmtpd's HELP reads the command's syntax from it
+        async def tracked(arg):
+            self.busy.add(session)
+            try:
+                await method(arg)
+            finally:
+                self.busy.discard(session)
+                self._settled.set()
+                if self.stopping:
+                    self._close(session)
+
+        return tracked
+
+    def _close(self, session) -> None:
+        transport = session.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(self.stopping.encode() + b"\r\n")
+            transport.close()
+
+    def stop(self, reply: str) -> None:
+        """From now on a session is told `reply` and closed as soon as it is idle; the idle ones at once."""
+        self.stopping = reply
+        for session in list(self.open):
+            if session not in self.busy:
+                self._close(session)
+
+    async def wait_idle(self) -> None:
+        while self.busy:
+            self._settled.clear()
+            await self._settled.wait()
+
+    def close_all(self) -> int:
+        """Close what is still busy after the grace: it was told nothing, so its client keeps its mail."""
+        left = [s for s in self.busy if s.transport is not None and not s.transport.is_closing()]
+        for session in left:
+            session.transport.close()
+        return len(left)
+
+
 class Relay:
     """The daemon's long-lived objects, shared by receiver, scheduler and control API."""
 
@@ -91,6 +159,9 @@ class Relay:
         self.smtps_servers: dict = {}
         self.smtps_context: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task] = []
+        self.sessions = Sessions()
+        self._smtp_protocol = self.sessions.protocol(self.receiver.protocol)
+        self._smtps_protocol = self.sessions.protocol(self.receiver.smtps_protocol)
 
     def is_myself(self, target: Target) -> bool:
         """Would connecting to this target reach one of our own listeners?"""
@@ -128,7 +199,7 @@ class Relay:
             if address not in self.servers:
                 try:
                     self.servers[address] = await loop.create_server(
-                        self.receiver.protocol, address.host, address.port, reuse_address=True,
+                        self._smtp_protocol, address.host, address.port, reuse_address=True,
                         backlog=LISTEN_BACKLOG,
                     )
                 except OSError as error:
@@ -158,7 +229,7 @@ class Relay:
             if address not in self.smtps_servers:
                 try:
                     self.smtps_servers[address] = await loop.create_server(
-                        self.receiver.smtps_protocol, address.host, address.port, reuse_address=True,
+                        self._smtps_protocol, address.host, address.port, reuse_address=True,
                         backlog=LISTEN_BACKLOG, ssl=self.smtps_context,
                         ssl_handshake_timeout=min(self.config.idle_timeout, 60),
                     )
@@ -204,12 +275,23 @@ class Relay:
         self.events.publish("config")
         return []
 
-    async def stop(self) -> None:
-        await self.control.stop()
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """No new connections or delivery attempts; idle sessions are told 421; messages being
+        received and deliveries under way get `grace` seconds to finish and record their state."""
+        log.info("stopping: up to %g s for messages being received or delivered", grace)
         for server in [*self.servers.values(), *self.smtps_servers.values()]:
             server.close()
         for task in self._tasks:
-            task.cancel()
+            task.cancel()  # the scheduler starts nothing more; attempts under way go on
+        self.sessions.stop(replies.SHUTTING_DOWN.format(hostname=self.config.hostname))
+        await self.control.stop()
+        try:
+            await asyncio.wait_for(asyncio.gather(self.sessions.wait_idle(), self.scheduler.drain()), grace)
+        except asyncio.TimeoutError:
+            cut = self.sessions.close_all()
+            attempts = self.scheduler.cut()
+            log.warning("stopping: grace of %g s over: cut %d sessions still receiving, %d delivery attempts "
+                        "(their messages stay queued)", grace, cut, attempts)
         self.receiver.anvil.log_statistics()
         log.info("daemon stopped; %d messages stay queued", len(self.scheduler.entries))
 

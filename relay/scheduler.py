@@ -2,10 +2,14 @@
 
 The on-disk queue is the truth; the scheduler keeps every entry's envelope and
 state in memory (never bodies), a heap of due times, and a bounded window of
-messages being delivered. After an attempt a message is removed (every recipient
-sent or bounced), or deferred with Postfix's backoff: the message's age, kept
-between the minimal and maximal backoff time, plus a little jitter. Past the
-queue lifetime its deferred recipients bounce.
+messages being delivered. A message's state is saved as each of its next hops
+settles, so a stop or crash while another hop is busy never repeats a finished one.
+After an attempt a message is removed (every recipient sent or bounced), or deferred
+with Postfix's backoff: the message's age, kept between the minimal and maximal
+backoff time, plus a little jitter. Past the queue lifetime its deferred recipients
+bounce. A recipient that failed for good stays `bouncing`, and its message queued,
+until the sender's notice is queued (`bounce.py` builds it); delay warnings and
+"relayed" notices go the same way.
 """
 
 from __future__ import annotations
@@ -81,6 +85,17 @@ class Scheduler:
     def busy(self) -> bool:
         return bool(self._in_flight)
 
+    async def drain(self) -> None:
+        """Wait for the delivery attempts under way (each saves its state as it ends)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
+    def cut(self) -> int:
+        """Stop the attempts still under way: their recipients stay as last saved, to be tried again."""
+        for task in self._tasks:
+            task.cancel()
+        return len(self._tasks)
+
     async def delete(self, ids: list[str]) -> list[str]:
         """postsuper -d: gone from the queue, without notifying anyone."""
         done = []
@@ -119,7 +134,8 @@ class Scheduler:
         for entry in done:
             entry.next_attempt = 0.0
             for recipient in entry.open_recipients():
-                recipient.status = PENDING
+                if recipient.status != BOUNCING:  # failed for good: only its notice is still due
+                    recipient.status = PENDING
             await self.relay.store.save_state(entry)
             if not entry.hold:
                 self._schedule(entry, 0.0)
@@ -193,7 +209,7 @@ class Scheduler:
             except FileNotFoundError:
                 self._drop(entry.id)  # deleted by an admin meanwhile
                 return
-            tried = [r for r in entry.open_recipients() if r.status != BOUNCING]  # bouncing: only the notice is due
+            tried = [r for r in entry.open_recipients() if r.status != BOUNCING]  # for those only the notice is due
             by_hop: dict = {}
             for recipient in tried:
                 hop = next_hop(self.relay.config, addresses.domain_of(recipient.address))
@@ -240,7 +256,8 @@ class Scheduler:
         bouncing = [r for r in entry.recipients if r.status == BOUNCING]
         if bouncing:
             await self._return_failed(entry, bouncing, message)
-        relayed = [r for r in tried if r.status == SENT and not r.dsn_passed and bounce.wants(entry, r.address, RELAYED)]
+        relayed = [r for r in tried
+                   if r.status == SENT and not r.dsn_passed and bounce.wants(entry, r.address, RELAYED)]
         if relayed:
             await self._queue_notice(entry, RELAYED, relayed, message)
         counters.delivered += sum(1 for r in tried if r.status == SENT)
@@ -315,8 +332,9 @@ class Scheduler:
             )
             notice = await store.commit(envelope, body)
         except Exception as error:  # whatever it is, the message stays: a lost notice is lost mail
+            unexpected = not isinstance(error, (QueueFull, QueueWriteError))  # a bug: its traceback too
             log.error("%s: cannot queue the sender's %s: %s; the message stays queued and the notice is "
-                      "tried again later", entry.id, kind, error, exc_info=not isinstance(error, (QueueFull, QueueWriteError)))
+                      "tried again later", entry.id, kind, error, exc_info=unexpected)
             return False
         log.info("%s: sender %s: %s", entry.id, kind, envelope.id)
         self.add(notice)
