@@ -38,6 +38,7 @@ _SUBJECT = {
     RELAYED: "Successful Mail Delivery Report",
 }
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
+_SAID = re.compile(r"(?:host \S+ said: )?([2-5]\d\d .*)", re.DOTALL)  # how delivery.py records a reply
 
 
 def duration_text(seconds: float) -> str:
@@ -103,6 +104,14 @@ def _address_type(entry: QueueEntry, address: str) -> str:
     return "utf-8" if entry.envelope.smtputf8 and not address.isascii() else "rfc822"
 
 
+def _diagnostic(reply: str) -> str:
+    """The next hop's own reply as `smtp; ...`; the relay's words (no connection, expired) as `X-Postern; ...`."""
+    said = _SAID.match(reply)
+    if said:
+        return f"smtp; {_masked(said.group(1))}"
+    return f"X-Postern; {_masked(reply)}"
+
+
 def _status_fields(config: MtaConfig, entry: QueueEntry, action: str, recipients: list[Recipient]) -> list[str]:
     """The message/delivery-status body, in Postfix's field order."""
     envelope = entry.envelope
@@ -127,7 +136,7 @@ def _status_fields(config: MtaConfig, entry: QueueEntry, action: str, recipients
         if recipient.relay:
             lines += _folded(f"Remote-MTA: dns; {_masked(recipient.relay.split('[')[0])}", " ")
         if recipient.last_reply:
-            lines += _folded(f"Diagnostic-Code: smtp; {_masked(recipient.last_reply)}", " ")
+            lines += _folded(f"Diagnostic-Code: {_diagnostic(recipient.last_reply)}", " ")
         if action == DELAYED:
             until = envelope.arrival + config.queue.maximal_queue_lifetime
             lines.append(f"Will-Retry-Until: {email.utils.formatdate(until, localtime=True)}")
