@@ -68,3 +68,17 @@ def with_enhanced_code(reply: str) -> str:
     if code not in ENHANCED_DEFAULTS or text[:1].isdigit():
         return reply
     return f"{code} {ENHANCED_DEFAULTS[code]} {text}"
+
+# The receiving side's protocol replies, in Postfix's smtpd wording (see relay/esmtp.py).
+COMMAND_TOO_LONG = "500 5.5.2 {hostname} Error: command too long"
+BAD_UTF8 = "500 5.5.2 Error: bad UTF-8 syntax"
+NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
+MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address>"
+RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address>"
+NEED_MAIL = "503 5.5.1 Error: need MAIL command"
+BAD_SIZE_SYNTAX = "501 5.5.4 Bad message size syntax"
+BAD_RET_SYNTAX = "501 5.5.4 Bad RET parameter syntax"
+BAD_ENVID_SYNTAX = "501 5.5.4 Bad ENVID parameter syntax"
+BAD_NOTIFY_SYNTAX = "501 5.5.4 Error: Bad NOTIFY parameter syntax"
+BAD_ORCPT_SYNTAX = "501 5.5.4 Error: Bad ORCPT parameter syntax"
+UNSUPPORTED_OPTION = "555 5.5.4 Unsupported option: {option}"
