@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 
 import pytest
@@ -307,3 +308,29 @@ def test_without_peername_lookup_the_client_is_unknown_and_dns_is_not_asked(make
     _, message = queued(relay, queue_id)
     assert message.startswith(b"Received: from client.example.net (unknown [127.0.0.1])\r\n")
     assert not [query for query in dns.queries if query[1] == "PTR"]
+
+
+def test_a_name_is_looked_up_once_then_remembered(gateway, dns):
+    ptr = ("1.0.0.127.in-addr.arpa", "PTR")
+    with session(gateway) as raw:
+        send(raw, GOOD)
+    asked = dns.queries.count(ptr)
+    with session(gateway) as raw:
+        send(raw, GOOD)
+    assert dns.queries.count(ptr) == asked
+
+
+def test_a_silent_dns_server_delays_neither_the_greeting_nor_ehlo_and_the_client_is_unknown(make_relay):
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # takes the queries, never answers
+    silent.bind(("127.0.0.1", 0))
+    try:
+        relay = make_relay(1, dns_servers=[f"127.0.0.1:{silent.getsockname()[1]}"], peername_lookup=True)
+        with session(relay) as raw:  # greeting and EHLO answered while the lookup is pending
+            silent.settimeout(10)
+            assert silent.recvfrom(512)  # the PTR query did go out
+            assert "connect from" not in relay.log()  # logged with the name, once the lookup ends
+            queue_id = send(raw, GOOD)  # MAIL waits for the lookup's 5 s limit
+        _, message = queued(relay, queue_id)
+        assert message.startswith(b"Received: from client.example.net (unknown [127.0.0.1])\r\n")
+    finally:
+        silent.close()
