@@ -54,7 +54,16 @@ def client_name(session: Session) -> str:
     """Postfix's "name[address]": the verified name once it is known, else unknown."""
     peer = session.peer
     ip = peer[0] if isinstance(peer, tuple) else str(peer)
-    return f"{getattr(session, 'peer_name', UNKNOWN)}[{ip}]"
+    return f"{session.peer_name}[{ip}]"
+
+
+class ClientSession(Session):
+    """aiosmtpd's session with the client's verified name and the refusal already logged."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        super().__init__(loop)
+        self.peer_name = UNKNOWN  # until the lookup begun at connect ends
+        self.logged_reply: str | None = None  # the refusal a check logged itself, so push does not again
 
 
 class SmtpEnvelope(AiosmtpdEnvelope):
@@ -149,6 +158,12 @@ class SmtpSession(SMTP):
 
         return checked
 
+    def _create_session(self) -> ClientSession:
+        session = ClientSession(self.loop)
+        if self.session is not None:  # STARTTLS starts the session afresh; the client stays who it was
+            session.peer_name = self.session.peer_name
+        return session
+
     def _create_envelope(self) -> SmtpEnvelope:
         return SmtpEnvelope()
 
@@ -159,7 +174,7 @@ class SmtpSession(SMTP):
             await asyncio.wait([lookup])
             if not lookup.cancelled():
                 self.session.peer_name = lookup.result()
-        return getattr(self.session, "peer_name", UNKNOWN)
+        return self.session.peer_name
 
     def data_received(self, data: bytes) -> None:
         # idle_timeout is per read, like Postfix's smtpd_timeout: a client still sending
@@ -257,12 +272,17 @@ class SmtpSession(SMTP):
         finally:
             self._in_greeting_reply = False
 
-    def protocol(self, smtputf8: bool) -> str:
-        """The protocol for the Received: header and the queue: ESMTP, ESMTPS, ESMTPSA, UTF8SMTPS... (RFC 3848, 6531)."""
-        if not self.session.extended_smtp:
-            return "SMTP"
-        return (("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if self.encrypted else "")
-                + ("A" if self.session.authenticated else ""))
+    def protocol_name(self, smtputf8: bool) -> str:
+        """The protocol for the Received: header and the queue, as Postfix names it (RFC 3848, RFC 6531).
+
+        SMTP after HELO (or none), ESMTP after EHLO; UTF8SMTP for mail with SMTPUTF8. After
+        EHLO, S marks TLS and A a login: ESMTPS, ESMTPSA, UTF8SMTPS, UTF8SMTPSA.
+        """
+        extended = self.session.extended_smtp
+        name = "UTF8SMTP" if smtputf8 else "ESMTP" if extended else "SMTP"
+        if extended:
+            name += ("S" if self.encrypted else "") + ("A" if self.session.authenticated else "")
+        return name
 
     async def check_helo_needed(self, helo: str = "HELO") -> bool:
         return False  # Postfix's smtpd_helo_required = no: MAIL may come first
@@ -333,8 +353,9 @@ class SmtpSession(SMTP):
         address, rest = self._getaddr(arg)
         rest = rest or ""
         taken = arg[: len(arg) - len(rest)]
-        valid = not (address is None or addresses.has_control_chars(arg) or (rest.strip() and not (taken[-1:].isspace() or rest[:1].isspace()))
-                     or taken.strip().startswith("<") != taken.strip().endswith(">"))
+        separated = not rest.strip() or taken[-1:].isspace() or rest[:1].isspace()
+        bracketed = taken.strip().startswith("<") == taken.strip().endswith(">")
+        valid = address is not None and separated and bracketed and not addresses.has_control_chars(arg)
         return address, rest.split() if valid else [], valid
 
     @syntax("DATA")
@@ -419,7 +440,7 @@ class SmtpSession(SMTP):
             status = replies.with_enhanced_code(status)
         if isinstance(status, str):  # aiosmtpd echoes an unknown command as it came: a bare CR would start a line
             status = printable(status)
-            if status[:1] in ("4", "5") and getattr(self.session, "logged_reply", None) not in (original, status):
+            if status[:1] in ("4", "5") and self.session.logged_reply not in (original, status):
                 self.receiver.refused(self, status)
             self.session.logged_reply = None
         await super().push(status)
@@ -619,7 +640,7 @@ class Receiver:
 
         store = self.relay.store
         queue_id = store.new_id()
-        protocol = server.protocol(envelope.smtp_utf8)
+        protocol = server.protocol_name(envelope.smtp_utf8)
         received = self._received_header(config, session, server, protocol, queue_id, envelope.rcpt_tos)
         stamp = headers.field(marker.header, config.marker_value) if marker.enabled else b""
         message = received + stamp + body
@@ -690,7 +711,7 @@ class Receiver:
     def _received_header(config: MtaConfig, session, server: SmtpSession, protocol: str, queue_id: str,
                          rcpts: list[str]) -> bytes:
         """Postfix's smtpd Received: header: "for" only with one recipient, the TLS session when there is one."""
-        name = getattr(session, "peer_name", UNKNOWN)
+        name = session.peer_name
         ip = client_ip(session)
         literal = f"IPv6:{ip}" if ":" in ip else ip
         lines = [f"Received: from {session.host_name or name} ({name} [{literal}])"]
