@@ -71,6 +71,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "marker.value": ("Value", "the marker's value; empty: My hostname"),
     "marker.loop_limit": ("Loop limit", "this many markers mean the message loops"),
     "paused_domains": ("Paused domains", "mail for these domains waits in the queue, one per line"),
+    "peername_lookup": ("Client name lookup", "log and stamp each client's verified DNS name; off: unknown"),
 }
 # The same words for each next hop (internal_relay.*, external_relay.*).
 SUBFIELD_WORDS: dict[str, tuple[str, str]] = {
