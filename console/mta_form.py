@@ -55,6 +55,9 @@ WORDS: dict[str, tuple[str, str]] = {
     "delivery.destination_concurrency_limit": ("Concurrency limit", "most deliveries at once to one destination"),
     "delivery.connect_timeout": ("Connect timeout", "give up connecting to a next hop after this long"),
     "delivery.command_timeout": ("Command timeout", "give up on a next hop silent this long"),
+    "delivery.data_init_timeout": ("DATA timeout", "wait this long for the reply to DATA"),
+    "delivery.data_xfer_timeout": ("Transfer timeout", "give up when one write of a message stalls this long"),
+    "delivery.data_done_timeout": ("End-of-data timeout", "wait this long for the reply after the message"),
     "smtps_listen": ("SMTPS listen", "address:port for TLS on connect (465), one per line"),
     "m365": ("Microsoft 365", "Exchange Online tenants that may relay out through this system"),
     "m365.tenant_ids": ("Tenant IDs", "tenant GUIDs allowed to relay out, one per line"),
@@ -71,6 +74,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "marker.value": ("Value", "the marker's value; empty: My hostname"),
     "marker.loop_limit": ("Loop limit", "this many markers mean the message loops"),
     "paused_domains": ("Paused domains", "mail for these domains waits in the queue, one per line"),
+    "peername_lookup": ("Client name lookup", "log and stamp each client's verified DNS name; off: unknown"),
 }
 # The same words for each next hop (internal_relay.*, external_relay.*).
 SUBFIELD_WORDS: dict[str, tuple[str, str]] = {

@@ -29,7 +29,6 @@ from .printable import printable
 log = logging.getLogger("postern/smtpd")
 
 _BDAT_ARGS = re.compile(r"(\d+)(?:[ \t]+(LAST))?", re.IGNORECASE)
-_BINARYMIME = re.compile(r"(?i)(?<!\S)(BODY=BINARYMIME)(?!\S)")
 _PIECE = 1 << 20  # a chunk is read this much at a time
 
 
@@ -48,24 +47,6 @@ class Chunking(SMTP):
     def _set_post_data_state(self):
         super()._set_post_data_state()  # also RSET's, HELO's and EHLO's reset
         self._chunks, self._chunks_refused, self._chunk_octets = None, False, 0
-
-    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_MAIL(self, arg: str | None) -> None:
-        if self.in_bdat:
-            await self.push(replies.MAIL_AFTER_BDAT)
-            return
-        binary = _BINARYMIME.search(arg or "")
-        if binary:
-            await self.push(replies.UNSUPPORTED_BODY.format(option=binary[1]))
-            return
-        await super().smtp_MAIL(arg)
-
-    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_RCPT(self, arg: str | None) -> None:
-        if self.in_bdat:
-            await self.push(replies.RCPT_AFTER_BDAT)
-            return
-        await super().smtp_RCPT(arg)
 
     @syntax("BDAT count [LAST]")
     async def smtp_BDAT(self, arg: str | None) -> None:

@@ -177,6 +177,7 @@ class MtaConfig:
     reject_unverified_recipient: RecipientVerification = RecipientVerification()
     marker: LoopMarker = LoopMarker()
     paused_domains: tuple[str, ...] = ()
+    peername_lookup: bool = True
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -522,6 +523,7 @@ MTA_FIELDS: dict[str, Any] = {
         {"enabled": check_bool, "header": check_header_name, "value": check_header_value, "loop_limit": positive_int()},
     ),
     "paused_domains": list_of(check_domain),
+    "peername_lookup": check_bool,
 }
 
 

@@ -17,9 +17,12 @@ import re
 _LINE = rb"[^\r\n]*+(?:\r\n|\Z)"
 _CONTINUATIONS = rb"(?:[ \t][^\r\n]*+(?:\r\n|\Z))*+"
 _UNFOLD = re.compile(rb"\r\n[ \t]*+")
-# A field with at least one continuation line: the only kind that can pass header_size_limit,
-# as one line is at most 1001 bytes (aiosmtpd's line_length_limit) and the limit at least 1024.
-_FOLDED = re.compile(rb"(?m)^[^ \t\r\n][^\r\n]*+\r\n(?:[ \t][^\r\n]*+\r\n)++")
+# A field with its continuation lines. A line of DATA may be of any length (as in Postfix),
+# so a field of one line can pass header_size_limit too.
+_FOLDED = re.compile(rb"(?m)^[^ \t\r\n][^\r\n]*+\r\n(?:[ \t][^\r\n]*+\r\n)*+")
+# The header fields at the start of a message: a name (printable ASCII but the colon, as
+# Postfix's is_header()), optional blanks, a colon, then continuation lines.
+_FIELDS = re.compile(rb"(?:[!-9;-~]++[ \t]*+:[^\r\n]*+\r\n(?:[ \t][^\r\n]*+\r\n)*+)*+")
 
 
 @functools.lru_cache(maxsize=32)
@@ -32,6 +35,19 @@ def values(headers: bytes, name: str) -> list[str]:
     """Every value of a header, unfolded and trimmed, in the order they appear."""
     return [_UNFOLD.sub(b" ", match.group(1)).strip().decode("ascii", "replace")
             for match in _named(name).finditer(headers)]
+
+
+def separated(message: bytes) -> bytes:
+    """The message with an empty line where its header section ends on a line that is no header.
+
+    Postfix's cleanup does the same (mime_state.c: "force output of one blank line"): a
+    message of body text only, or whose headers run into text, keeps that text as body,
+    and the headers added in front of it never swallow its first line.
+    """
+    end = _FIELDS.match(message).end()
+    if end == len(message) or message.startswith(b"\r\n", end):
+        return message
+    return message[:end] + b"\r\n" + message[end:]
 
 
 def strip(message: bytes, header_end: int, name: str) -> tuple[bytes, int]:

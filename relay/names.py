@@ -6,11 +6,18 @@ they differ (a receiver that checks the PTR record refuses or scores mail from a
 `check_names` looks the records up with the relay's resolver. The control API's
 `io.postern.Status.CheckNames` runs it for an address, and the appliance's
 diagnostics may import either function.
+
+`PeerNames` is the other direction: the verified name of a connecting client, as
+Postfix's smtpd finds it for its logs and `Received:` header.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import re
+import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 
 import dns.asyncresolver
@@ -92,3 +99,53 @@ async def check_names(config: MtaConfig, resolver: dns.asyncresolver.Resolver, a
                 return check
     check.warnings = name_warnings(check.banner_name, check.helo_name, check.address, check.ptr, check.forward)
     return check
+
+
+UNKNOWN = "unknown"
+_HOSTNAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+
+
+class PeerNames:
+    """A client address's verified name: its PTR name if that name resolves back to the address.
+
+    As Postfix's smtpd: "unknown" when there is no PTR record, when the name does not
+    lead back to the address, or when DNS does not answer in time (`timeout` seconds for
+    the whole lookup). Answers are kept for `ttl` seconds, the last `size` addresses.
+    """
+
+    def __init__(self, timeout: float = 5.0, size: int = 1000, ttl: float = 3600.0):
+        self.timeout = timeout
+        self.size = size
+        self.ttl = ttl
+        self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
+
+    async def lookup(self, resolver: dns.asyncresolver.Resolver, address: str) -> str:
+        now = time.monotonic()
+        cached = self._cache.get(address)
+        if cached and cached[0] > now:
+            self._cache.move_to_end(address)
+            return cached[1]
+        try:
+            name = await asyncio.wait_for(_verified_name(resolver, address), self.timeout)
+        except (asyncio.TimeoutError, dns.exception.DNSException, ValueError):
+            name = UNKNOWN
+        self._cache[address] = (now + self.ttl, name)
+        self._cache.move_to_end(address)
+        while len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return name
+
+
+async def _verified_name(resolver: dns.asyncresolver.Resolver, address: str) -> str:
+    wanted = ipaddress.ip_address(address)
+    answer = await resolver.resolve_address(str(wanted))
+    name = str(answer[0].target).rstrip(".")
+    if not _HOSTNAME.fullmatch(name):  # it goes into logs and Received: headers
+        return UNKNOWN
+    try:
+        forward = await resolver.resolve(name, "AAAA" if wanted.version == 6 else "A", search=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        return UNKNOWN
+    if any(ipaddress.ip_address(str(record)) == wanted for record in forward):
+        return name
+    return UNKNOWN

@@ -14,6 +14,7 @@ Microsoft 365 tenant check at the end of DATA, where the headers are known.
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import functools
 import logging
@@ -22,13 +23,14 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope as SmtpEnvelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, syntax
 
-from . import addresses, headers, replies
+from . import addresses, esmtp, headers, replies
 from .anvil import Anvil
 from .chunking import Chunking
 from .config import MtaConfig
 from .m365 import check_tenant
+from .names import UNKNOWN, PeerNames
 from .printable import printable
 from .queue.entry import Envelope
 from .queue.store import QueueFull, QueueWriteError
@@ -43,16 +45,38 @@ log = logging.getLogger("postern/smtpd")
 _LINE_END = re.compile(rb"\r\n|[\r\n]\.?")
 _RECEIVED = re.compile(rb"(?im)^received:")
 _END_OF_DATA = b"\r\n.\r\n"
-# A line longer than aiosmtpd's line_length_limit (1001 octets with its CRLF). Anchored at
-# line starts, so each line is looked at once: linear.
-_LONG_LINE = re.compile(rb"(?m)^[^\r\n]{1000}")
+# Postfix's line_length_limit: a longer command line gets "command too long". A line of
+# DATA may be of any length; message_size_limit bounds the whole message.
+LINE_LENGTH_LIMIT = 2048
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
 
 
 def client_name(session: Session) -> str:
+    """Postfix's "name[address]": the verified name once it is known, else unknown."""
     peer = session.peer
     ip = peer[0] if isinstance(peer, tuple) else str(peer)
-    return f"unknown[{ip}]"
+    return f"{session.peer_name}[{ip}]"
+
+
+class ClientSession(Session):
+    """aiosmtpd's session with the client's verified name and the refusal already logged."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        super().__init__(loop)
+        self.peer_name = UNKNOWN  # until the lookup begun at connect ends
+        self.logged_reply: str | None = None  # the refusal a check logged itself, so push does not again
+
+
+class SmtpEnvelope(AiosmtpdEnvelope):
+    """aiosmtpd's envelope with the ESMTP parameters to keep (relay/esmtp.py)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = ""
+        self.ret = ""
+        self.envid = ""
+        self.notify: dict[str, str] = {}
+        self.orcpt: dict[str, str] = {}
 
 
 def client_ip(session: Session) -> str:
@@ -61,6 +85,8 @@ def client_ip(session: Session) -> str:
 
 class SmtpSession(Chunking, SMTP):
     """One client connection; BDAT comes from `Chunking`."""
+
+    line_length_limit = LINE_LENGTH_LIMIT  # aiosmtpd's reader refuses a longer command line
 
     def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None,
                  implicit_tls: bool = False):
@@ -71,7 +97,7 @@ class SmtpSession(Chunking, SMTP):
             ident=config.banner,
             data_size_limit=config.message_size_limit,
             decode_data=False,
-            enable_SMTPUTF8=False,
+            enable_SMTPUTF8=True,
             tls_context=tls_context,
             timeout=config.idle_timeout,
             command_call_limit=limits,
@@ -85,9 +111,17 @@ class SmtpSession(Chunking, SMTP):
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
         self._junk_commands = 0
+        # aiosmtpd's per-command limits (512) are tighter than Postfix's: the reader's limit rules.
+        self.command_size_limits = collections.defaultdict(lambda: LINE_LENGTH_LIMIT)
+        self.stage = "CONNECT"  # the command being answered, for the reject log
+        self.sender = ""  # the sender of the MAIL being answered, for the reject log
+        self.rcpt = ""  # the recipient of the RCPT being answered, for the reject log
+        self._peer_lookup: asyncio.Future[str] | None = None
         for command in _JUNK_COMMANDS:
             if command in self._smtp_methods:
                 self._smtp_methods[command] = self._counted_as_junk(self._smtp_methods[command])
+        for command, method in self._smtp_methods.items():
+            self._smtp_methods[command] = self._checked(command, method)
 
     @property
     def encrypted(self) -> bool:
@@ -108,6 +142,40 @@ class SmtpSession(Chunking, SMTP):
             await method(arg)
 
         return counted
+
+    def _checked(self, command: str, method):
+        """Refuse a command line that is not UTF-8 (Postfix's smtputf8_enable); note the stage."""
+
+        @functools.wraps(method)
+        async def checked(arg):
+            self.stage = command
+            try:
+                if arg and not _is_utf8(arg):
+                    await self.push(replies.BAD_UTF8)
+                    return
+                await method(arg)
+            finally:
+                self.stage, self.sender, self.rcpt = "UNKNOWN", "", ""
+
+        return checked
+
+    def _create_session(self) -> ClientSession:
+        session = ClientSession(self.loop)
+        if self.session is not None:  # STARTTLS starts the session afresh; the client stays who it was
+            session.peer_name = self.session.peer_name
+        return session
+
+    def _create_envelope(self) -> SmtpEnvelope:
+        return SmtpEnvelope()
+
+    async def peer_name(self) -> str:
+        """The client's verified name (or unknown), waiting for the lookup begun at connect."""
+        lookup = self._peer_lookup
+        if lookup is not None:
+            await asyncio.wait([lookup])
+            if not lookup.cancelled():
+                self.session.peer_name = lookup.result()
+        return self.session.peer_name
 
     def data_received(self, data: bytes) -> None:
         # idle_timeout is per read, like Postfix's smtpd_timeout: a client still sending
@@ -131,8 +199,17 @@ class SmtpSession(Chunking, SMTP):
             self._session_timer = asyncio.get_running_loop().call_later(
                 self.config.session_timeout, self._session_expired
             )
-            log.info("connect from unknown[%s]", ip)
         super().connection_made(transport)
+        if first_call:  # looked up while the client reads the greeting; awaited at MAIL
+            self._peer_lookup = asyncio.ensure_future(self.receiver.peer_name(ip))
+            self._peer_lookup.add_done_callback(self._connected)
+
+    def _connected(self, lookup: asyncio.Future[str]) -> None:
+        """Log the connection as Postfix does, with the client's name, once it is known."""
+        if lookup.cancelled():
+            return
+        self.session.peer_name = lookup.result()
+        log.info("connect from %s", client_name(self.session))
 
     def _connection_refusal(self, ip: str) -> str | None:
         """The 421 for a connection over max_connections or its client's limits; None lets it in.
@@ -166,6 +243,9 @@ class SmtpSession(Chunking, SMTP):
             return
         self._counted = False
         self.receiver.connections -= 1
+        if self._peer_lookup is not None and not self._peer_lookup.done():
+            self._peer_lookup.cancel()  # gone before its name was known
+            log.info("connect from %s", client_name(self.session))
         if self._session_timer:
             self._session_timer.cancel()
         if self.session is not None:
@@ -192,6 +272,98 @@ class SmtpSession(Chunking, SMTP):
             await super().smtp_HELO(hostname)
         finally:
             self._in_greeting_reply = False
+
+    def protocol_name(self, smtputf8: bool) -> str:
+        """The protocol for the Received: header and the queue, as Postfix names it (RFC 3848, RFC 6531).
+
+        SMTP after HELO (or none), ESMTP after EHLO; UTF8SMTP for mail with SMTPUTF8. After
+        EHLO, S marks TLS and A a login: ESMTPS, ESMTPSA, UTF8SMTPS, UTF8SMTPSA.
+        """
+        extended = self.session.extended_smtp
+        name = "UTF8SMTP" if smtputf8 else "ESMTP" if extended else "SMTP"
+        if extended:
+            name += ("S" if self.encrypted else "") + ("A" if self.session.authenticated else "")
+        return name
+
+    async def check_helo_needed(self, helo: str = "HELO") -> bool:
+        return False  # Postfix's smtpd_helo_required = no: MAIL may come first
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """aiosmtpd's MAIL with Postfix's checks: SMTPUTF8, BODY, SIZE, RET and ENVID (relay/esmtp.py)."""
+        if await self.check_auth_needed("MAIL"):
+            return
+        if self.in_bdat:
+            await self.push(replies.MAIL_AFTER_BDAT)
+            return
+        await self.peer_name()
+        if self.envelope.mail_from:
+            await self.push(replies.NESTED_MAIL)
+            return
+        arg = self._strip_command_keyword("FROM:", arg or "")
+        if not arg:
+            await self.push(replies.MAIL_SYNTAX)
+            return
+        address, params, valid = self._path(arg)
+        smtputf8 = esmtp.wants_smtputf8(params)
+        self.sender = address if valid and address else _as_written(arg)
+        if not valid or not address or not _valid_address(address, smtputf8):
+            await self.push(replies.BAD_SENDER_SYNTAX)
+            return
+        try:
+            found = esmtp.mail_params(params, self.data_size_limit)
+        except esmtp.Refused as refused:
+            await self.push(refused.reply)
+            return
+        status = await self._call_handler_hook("MAIL", address, params)
+        if status.startswith("250"):
+            envelope = self.envelope
+            envelope.smtp_utf8, envelope.body, envelope.ret, envelope.envid = (
+                found.smtputf8, found.body, found.ret, found.envid)
+        await self.push(status)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """aiosmtpd's RCPT with Postfix's checks: NOTIFY and ORCPT (relay/esmtp.py)."""
+        if await self.check_auth_needed("RCPT"):
+            return
+        if self.in_bdat:
+            await self.push(replies.RCPT_AFTER_BDAT)
+            return
+        if not self.envelope.mail_from:
+            await self.push(replies.NEED_MAIL)
+            return
+        arg = self._strip_command_keyword("TO:", arg or "")
+        if not arg:
+            await self.push(replies.RCPT_SYNTAX)
+            return
+        address, params, valid = self._path(arg)
+        self.rcpt = address if valid and address else _as_written(arg)
+        if not valid or not address or not _valid_address(address, self.envelope.smtp_utf8):
+            await self.push(replies.BAD_RECIPIENT_SYNTAX)
+            return
+        try:
+            found = esmtp.rcpt_params(params)
+        except esmtp.Refused as refused:
+            await self.push(refused.reply)
+            return
+        status = await self._call_handler_hook("RCPT", address, params)
+        if status.startswith("250"):
+            if found.notify:
+                self.envelope.notify.setdefault(address, found.notify)
+            if found.orcpt:
+                self.envelope.orcpt.setdefault(address, found.orcpt)
+        await self.push(status)
+
+    def _path(self, arg: str) -> tuple[str | None, list[str], bool]:
+        """The address of MAIL FROM: or RCPT TO:, the parameters after it, and whether the two are well-formed."""
+        address, rest = self._getaddr(arg)
+        rest = rest or ""
+        taken = arg[: len(arg) - len(rest)]
+        separated = not rest.strip() or taken[-1:].isspace() or rest[:1].isspace()
+        bracketed = taken.strip().startswith("<") == taken.strip().endswith(">")
+        valid = address is not None and separated and bracketed and not addresses.has_control_chars(arg)
+        return address, rest.split() if valid else [], valid
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
@@ -227,10 +399,9 @@ class SmtpSession(Chunking, SMTP):
 
     async def _end_of_message(self, content: bytes, size: int, dot_stuffed: bool = True) -> None:
         """The whole message is in, from DATA or from BDAT's chunks: check it, hand it on, reply."""
+        self.stage = "END-OF-MESSAGE"
         if self.data_size_limit and size > self.data_size_limit:
             await self.push("552 Error: Too much mail data")
-        elif _LONG_LINE.search(content):
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
         else:
             if dot_stuffed:  # DATA's; BDAT content is sent as it is (RFC 3030)
                 # RFC 5321 4.5.2: a line's leading dot was added by the client; take it off.
@@ -275,10 +446,19 @@ class SmtpSession(Chunking, SMTP):
         await super().smtp_STARTTLS(arg)
 
     async def push(self, status):
+        original = status
+        if isinstance(status, str) and status[:1] in ("4", "5"):
+            await self.peer_name()  # for the log lines below
+        if status == "500 Command line too long":  # aiosmtpd's reader skipped the rest of the line, as Postfix does
+            log.warning("warning: %s: request longer than %d", client_name(self.session), LINE_LENGTH_LIMIT)
+            status = replies.COMMAND_TOO_LONG.format(hostname=self.config.hostname)
         if isinstance(status, str) and not self._in_greeting_reply:
             status = replies.with_enhanced_code(status)
         if isinstance(status, str):  # aiosmtpd echoes an unknown command as it came: a bare CR would start a line
             status = printable(status)
+            if status[:1] in ("4", "5") and self.session.logged_reply not in (original, status):
+                self.receiver.refused(self, status)
+            self.session.logged_reply = None
         await super().push(status)
 
 
@@ -315,6 +495,28 @@ def header_value(headers: bytes, name: bytes, limit: int = 200) -> str:
     return value[:limit]
 
 
+def _is_utf8(text: str) -> bool:
+    """aiosmtpd decodes a command's argument with surrogateescape: bytes that were not UTF-8 show as surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _as_written(path: str) -> str:
+    """A malformed address for the log: what stands between its angle brackets, else its first word."""
+    text = path.strip()
+    if text.startswith("<") and ">" in text:
+        return text[1:text.index(">")]
+    return text.split()[0] if text else ""
+
+
+def _valid_address(address: str, smtputf8: bool) -> bool:
+    """Without SMTPUTF8 a domain must be ASCII; a local part may be 8-bit anyway, as Postfix has always taken."""
+    return smtputf8 or "@" not in address or addresses.domain_of(address).isascii()
+
+
 def is_outside(config: MtaConfig, address: str) -> bool:
     """Does this recipient need relay permission: outside the relay domains, or routing beyond them?"""
     return addresses.is_routed(address) or not config.is_relay_domain(addresses.domain_of(address))
@@ -337,6 +539,13 @@ class Receiver:
         self.relay = relay
         self.connections = 0
         self.anvil = Anvil()
+        self.peer_names = PeerNames()
+
+    async def peer_name(self, ip: str) -> str:
+        """The client's verified name; "unknown" without a lookup when mta.peername_lookup is off."""
+        if not self.relay.config.peername_lookup or not ip:
+            return UNKNOWN
+        return await self.peer_names.lookup(self.relay.resolver, ip)
 
     def protocol(self) -> SmtpSession:
         """Protocol factory for loop.create_server: each connection gets the config in force."""
@@ -361,8 +570,7 @@ class Receiver:
         lines = [server.config.hostname, "PIPELINING", f"SIZE {server.config.message_size_limit}"]
         if server.tls_context and not server.encrypted:
             lines.append("STARTTLS")
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME"]
-        lines.append("CHUNKING")  # last, as Postfix lists it
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]  # Postfix's order
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def handle_MAIL(self, server, session, envelope: SmtpEnvelope, address: str, mail_options):
@@ -417,9 +625,9 @@ class Receiver:
 
     async def handle_DATA(self, server: SmtpSession, session, envelope: SmtpEnvelope):
         config = server.config
-        body = normalise_line_ends(envelope.original_content or b"")
+        body = headers.separated(normalise_line_ends(envelope.original_content or b""))
         if b"\0" in body:  # a next hop that drops NULs could read <CRLF>NUL.<CRLF> as the end of data
-            self._reject(session, "DATA", replies.NUL_IN_MESSAGE, envelope.mail_from, envelope.rcpt_tos[0])
+            self._reject(session, "END-OF-MESSAGE", replies.NUL_IN_MESSAGE, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.NUL_IN_MESSAGE
         headers_in = header_block(body)
         body, header_end, cut = headers.bound(body, len(headers_in), config.header_size_limit)
@@ -428,12 +636,12 @@ class Receiver:
                      cut, client_name(session), config.header_size_limit)
             headers_in = body[:header_end]
         if count_received(headers_in) >= config.hopcount_limit:
-            self._reject(session, "DATA", replies.TOO_MANY_HOPS, envelope.mail_from, envelope.rcpt_tos[0])
+            self._reject(session, "END-OF-MESSAGE", replies.TOO_MANY_HOPS, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.TOO_MANY_HOPS
         marker = config.marker
         looping = self._loop_refusal(config, headers_in)
         if looping:
-            self._reject(session, "DATA", looping, envelope.mail_from, envelope.rcpt_tos[0])
+            self._reject(session, "END-OF-MESSAGE", looping, envelope.mail_from, envelope.rcpt_tos[0])
             return looping
         trusted, tenant = config.is_trusted(client_ip(session)), ""
         if config.m365.covers(client_ip(session)):
@@ -448,8 +656,8 @@ class Receiver:
 
         store = self.relay.store
         queue_id = store.new_id()
-        protocol = ("ESMTPS" if server.encrypted else "ESMTP") if session.extended_smtp else "SMTP"
-        received = self._received_header(config, session, protocol, queue_id, envelope.rcpt_tos)
+        protocol = server.protocol_name(envelope.smtp_utf8)
+        received = self._received_header(config, session, server, protocol, queue_id, envelope.rcpt_tos)
         stamp = headers.field(marker.header, config.marker_value) if marker.enabled else b""
         message = received + stamp + body
         if len(message) > config.message_size_limit:
@@ -466,6 +674,12 @@ class Receiver:
             protocol=protocol,
             subject=header_value(headers_in, b"subject"),
             message_id=header_value(headers_in, b"message-id"),
+            body=envelope.body,
+            smtputf8=envelope.smtp_utf8,
+            ret=envelope.ret,
+            envid=envelope.envid,
+            notify=envelope.notify,
+            orcpt=envelope.orcpt,
         )
         try:
             entry = await store.commit(queued, message)
@@ -502,7 +716,7 @@ class Receiver:
             reply = replies.TENANT_REFUSED.format(reason=check.reason)
             log.warning("m365: refused %s: tenant=%s, %d outside recipients: %s",
                         client_name(session), check.tenant, len(outside), check.reason)
-            self._reject(session, "DATA", reply, envelope.mail_from, outside[0])
+            self._reject(session, "END-OF-MESSAGE", reply, envelope.mail_from, outside[0])
             return reply, False, check.tenant
         decision = "allowed to relay" if outside else "inbound to the relay domains"
         log.info("m365: %s from %s: tenant=%s (%s)", decision, client_name(session), check.tenant,
@@ -510,21 +724,37 @@ class Receiver:
         return None, check.allowed, check.tenant  # our own tenant's mail keeps its markers
 
     @staticmethod
-    def _received_header(config: MtaConfig, session, protocol: str, queue_id: str, rcpts: list[str]) -> bytes:
-        helo = session.host_name or "unknown"
+    def _received_header(config: MtaConfig, session, server: SmtpSession, protocol: str, queue_id: str,
+                         rcpts: list[str]) -> bytes:
+        """Postfix's smtpd Received: header: "for" only with one recipient, the TLS session when there is one."""
+        name = session.peer_name
         ip = client_ip(session)
         literal = f"IPv6:{ip}" if ":" in ip else ip
-        text = f"Received: from {helo} (unknown [{literal}])\r\n\tby {config.hostname} (Postern) with {protocol} id {queue_id}"
-        if len(rcpts) == 1:
-            text += f"\r\n\tfor <{rcpts[0]}>"
-        text += f"; {email.utils.formatdate(localtime=True)}\r\n"
-        return text.encode("ascii", "replace")
+        lines = [f"Received: from {session.host_name or name} ({name} [{literal}])"]
+        tls = server.transport.get_extra_info("ssl_object") if server.transport else None
+        if tls is not None and tls.cipher():
+            cipher, version, bits = tls.cipher()
+            lines += [f"\t(using {tls.version() or version} with cipher {cipher} ({bits}/{bits} bits))",
+                      "\t(No client certificate requested)"]
+        by = f"\tby {config.hostname} (Postern) with {protocol} id {queue_id}"
+        date = email.utils.formatdate(localtime=True)
+        lines += [by, f"\tfor <{rcpts[0]}>; {date}"] if len(rcpts) == 1 else [f"{by};", f"\t{date}"]
+        return "".join(line + "\r\n" for line in lines).encode("utf-8", "replace")
 
-    def _reject(self, session, stage: str, reply: str, sender: str, rcpt: str) -> None:
+    def refused(self, server: SmtpSession, reply: str) -> None:
+        """Log a refusal that no check logged itself: a syntax error, a bad parameter, a limit."""
+        envelope = server.envelope
+        sender = server.sender or (envelope.mail_from if envelope else "")
+        self._reject(server.session, server.stage, reply, sender, server.rcpt)
+
+    def _reject(self, session, stage: str, reply: str, sender: str | None, rcpt: str) -> None:
+        """Log a refusal as Postfix does; from=, to= and helo= only when there is one."""
         self.relay.counters.rejected += 1
-        sender = "" if sender in (None, "<>") else sender
-        log.info(
-            "NOQUEUE: reject: %s from %s: %s; from=<%s> to=<%s> proto=%s helo=<%s>",
-            stage, client_name(session), reply, sender, rcpt,
-            "ESMTP" if session.extended_smtp else "SMTP", session.host_name or "",
-        )
+        session.logged_reply = reply  # SmtpSession.push logs each reply once
+        details = [f"from=<{'' if sender == '<>' else sender}>"] if sender else []
+        if rcpt:
+            details.append(f"to=<{rcpt}>")
+        details.append(f"proto={'ESMTP' if session.extended_smtp else 'SMTP'}")
+        if session.host_name:
+            details.append(f"helo=<{session.host_name}>")
+        log.info("NOQUEUE: reject: %s from %s: %s; %s", stage, client_name(session), reply, " ".join(details))

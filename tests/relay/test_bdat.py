@@ -252,7 +252,7 @@ def test_binarymime_is_not_offered(relay):
 def test_the_checks_at_the_end_of_data_apply(relay, sink, message, reply):
     replies = session(relay, transaction(chunks_of(message, 16)))
     assert replies[-2:] == [reply, "221 2.0.0 Bye"]
-    assert "NOQUEUE: reject: DATA from unknown[127.0.0.1]: " + reply in relay.log()
+    assert "NOQUEUE: reject: END-OF-MESSAGE from unknown[127.0.0.1]: " + reply in relay.log()
     assert relay.queue_files() == []
 
 
@@ -275,4 +275,4 @@ def test_the_tenant_check_decides_outbound_mail_sent_in_chunks(make_relay, sink,
     else:
         assert result.chunks[-1].startswith("550 5.7.1 Relay access denied: Microsoft 365 tenant check failed")
         assert relay.queue_files() == []
-        relay.wait_log(r"NOQUEUE: reject: DATA from unknown\[127\.0\.0\.3\]: 550 5\.7\.1 .*to=<carol@partner\.org>")
+        relay.wait_log(r"NOQUEUE: reject: END-OF-MESSAGE from unknown\[127\.0\.0\.3\]: 550 5\.7\.1 .*to=<carol@partner\.org>")

@@ -32,8 +32,9 @@ def test_starttls_is_offered_and_mail_arrives_over_it(tls_relay, sink, tmp_path)
         assert client.sock.version() in ("TLSv1.2", "TLSv1.3")
         assert client.sendmail("alice@example.net", ["bob@example.com"], b"Subject: secret\r\n\r\nsecret\r\n") == {}
     [message] = sink.wait_for(1)
-    received = message.content.split(b"\r\n\t")[1]
-    assert received.startswith(b"by gw.example.com (Postern) with ESMTPS id ")
+    received = message.content.split(b"\r\n\t")[1:4]
+    assert received[0].startswith(b"(using TLSv1.")  # as Postfix's smtpd_tls_received_header
+    assert received[2].startswith(b"by gw.example.com (Postern) with ESMTPS id ")
 
 
 def test_mail_without_starttls_is_marked_esmtp(tls_relay, sink):

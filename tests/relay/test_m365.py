@@ -57,7 +57,7 @@ def test_any_other_tenant_is_refused_at_the_end_of_data_and_nothing_is_queued(m3
     assert text.startswith("5.7.1 Relay access denied: Microsoft 365 tenant check failed"), text
     assert m365_relay.queue_files() == []
     m365_relay.wait_log(rf"m365: refused unknown\[{EXCHANGE}\]: tenant={seen}, 1 outside recipients")
-    m365_relay.wait_log(r"NOQUEUE: reject: DATA from unknown\[127\.0\.0\.3\]: 550 5\.7\.1 .*to=<carol@partner\.org>")
+    m365_relay.wait_log(r"NOQUEUE: reject: END-OF-MESSAGE from unknown\[127\.0\.0\.3\]: 550 5\.7\.1 .*to=<carol@partner\.org>")
     assert sink.messages == []
 
 

@@ -73,7 +73,7 @@ def test_a_message_passing_more_than_the_loop_limit_is_refused(relay, sink):
     assert passes == 4, "three passes are fine (loop_limit 2), the fourth arrives with three markers"
     assert (code, text) == (554, "5.4.6 Error: mail loop: the message passed gw.example.com 3 times already "
                                  "(X-Postern-Processed)")
-    relay.wait_log(r"NOQUEUE: reject: DATA from unknown\[127\.0\.0\.1\]: 554 5\.4\.6 ")
+    relay.wait_log(r"NOQUEUE: reject: END-OF-MESSAGE from unknown\[127\.0\.0\.1\]: 554 5\.4\.6 ")
     assert relay.queue_files() == []
 
 

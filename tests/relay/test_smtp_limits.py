@@ -103,7 +103,7 @@ def test_too_many_received_headers_is_a_mail_loop(make_relay, sink):
         client.rcpt("bob@example.com")
         code, text = client.data(received_headers(6) + b"Subject: loop\r\n\r\nloop\r\n")
     assert (code, text.decode()) == (554, "5.4.0 Error: too many hops")
-    relay.wait_log(r"NOQUEUE: reject: DATA from unknown\[127\.0\.0\.1\]: 554 5\.4\.0 Error: too many hops")
+    relay.wait_log(r"NOQUEUE: reject: END-OF-MESSAGE from unknown\[127\.0\.0\.1\]: 554 5\.4\.0 Error: too many hops")
     marker_arrives(relay, sink)
 
 

@@ -85,12 +85,13 @@ def test_nul_anywhere_in_the_message_is_refused_and_the_session_goes_on(relay, s
                                      b"EHLO a\x00b", b"EHLO \x1b[31mred", b"EHLO tab\x7f"],
                          ids=["EHLO with bare CR", "HELO with bare CR", "NUL", "ESC", "DEL"])
 def test_control_bytes_in_the_helo_name_are_refused_and_never_reach_a_header(relay, sink, command):
-    with RawSmtp(relay.port, source=UNTRUSTED) as client:
-        client.greeting()
-        assert client.command(command) == "501 5.5.2 Helo command rejected: Invalid name"
-        assert client.command("MAIL FROM:<alice@example.net>").startswith("503 "), "no greeting, no mail"
-    only_the_marker_arrives(relay, sink)
-    assert b"X-Injected" not in sink.messages[0].content
+    """MAIL may follow (as Postfix's smtpd_helo_required = no); the refused name is not taken."""
+    replies = transaction(relay, b"Subject: x\r\n\r\nx\r\n.\r\n", helo=command)
+    assert replies[1] == "501 5.5.2 Helo command rejected: Invalid name"
+    assert replies[5].startswith("250 ")
+    [message] = sink.wait_for(1)
+    assert message.content.startswith(f"Received: from unknown (unknown [{UNTRUSTED}])\r\n".encode())
+    assert b"X-Injected" not in message.content
 
 
 def test_a_refused_helo_name_leaves_no_header_even_after_a_good_one(relay, sink):
@@ -100,45 +101,47 @@ def test_a_refused_helo_name_leaves_no_header_even_after_a_good_one(relay, sink)
     with RawSmtp(relay.port, source=UNTRUSTED) as client:
         client.start_session()
         assert client.command(b"EHLO evil\rX-Injected: yes").startswith("501 ")
-        assert client.command("MAIL FROM:<alice@example.net>").startswith("503 ")
-    sink.wait_for(1)
-    assert all(b"X-Injected" not in m.content for m in sink.messages)
+        assert client.command("MAIL FROM:<alice@example.net>").startswith("250 ")
+        assert client.command("RCPT TO:<carol@example.com>").startswith("250 ")
+        assert client.command("DATA").startswith("354 ")
+        assert client.command(b"Subject: y\r\n\r\ny\r\n.").startswith("250 ")
+    messages = sink.wait_for(2)
+    assert all(b"X-Injected" not in m.content for m in messages)
+    [second] = [m for m in messages if m.recipients == ["carol@example.com"]]
+    assert second.content.startswith(f"Received: from unknown (unknown [{UNTRUSTED}])\r\n".encode())
 
 
-# --- over-long input, 8-bit input without SMTPUTF8 -------------------------------------------------
+# --- over-long input, non-ASCII input without SMTPUTF8 ---------------------------------------------
+# (A DATA line of any length is taken, as Postfix takes it: tests/relay/test_receive_conformance.py.)
 
 
-@pytest.mark.parametrize("length", [600, 100_000], ids=["600 bytes", "100 kB"])
+@pytest.mark.parametrize("length", [3000, 100_000], ids=["3 kB", "100 kB"])
 def test_an_over_long_command_line_is_refused_and_the_session_goes_on(relay, sink, length):
     with RawSmtp(relay.port, source=UNTRUSTED) as client:
         client.start_session()
-        assert client.command(b"RCPT TO:<" + b"a" * length + b"@example.com>") == "500 5.5.2 Command line too long"
+        reply = client.command(b"RCPT TO:<" + b"a" * length + b"@example.com>")
+        assert reply == "500 5.5.2 gw.example.com Error: command too long"
         assert client.command("NOOP") == "250 2.0.0 Ok"
     only_the_marker_arrives(relay, sink)
 
 
-def test_an_over_long_data_line_refuses_the_message_and_keeps_nothing(relay, sink):
-    replies = transaction(relay, b"Subject: long\r\n\r\n" + b"x" * 5000 + b"\r\n.\r\n")
-    assert replies[5] == "500 5.5.2 Line too long (see RFC5321 4.5.3.1.6)"
-    assert replies[6:] == ["221 2.0.0 Bye"]
-    only_the_marker_arrives(relay, sink)
-
-
-@pytest.mark.parametrize("command", ["MAIL FROM:<jörg@example.net>", "MAIL FROM:<alice@exämple.net>",
-                                     "EHLO exämple.net"], ids=["local part", "domain", "EHLO"])
-def test_non_ascii_commands_without_smtputf8_are_refused(relay, sink, command):
+@pytest.mark.parametrize(("command", "reply"), [
+    ("MAIL FROM:<alice@exämple.net>".encode(), "501 5.1.7 Bad sender address syntax"),
+    (b"MAIL FROM:<j\xf6rg@example.net>", "500 5.5.2 Error: bad UTF-8 syntax"),
+    (b"EHLO ex\xe4mple.net", "500 5.5.2 Error: bad UTF-8 syntax"),
+], ids=["domain", "Latin-1 local part", "Latin-1 EHLO"])
+def test_non_ascii_that_postfix_refuses_without_smtputf8_is_refused(relay, sink, command, reply):
     with RawSmtp(relay.port, source=UNTRUSTED) as client:
         client.start_session()
-        assert client.command(command.encode()) == "500 5.5.2 Error: strict ASCII mode"
-        assert client.command("MAIL FROM:<alice@example.net> SMTPUTF8").startswith("5"), "SMTPUTF8 is not offered"
+        assert client.command(command) == reply
     only_the_marker_arrives(relay, sink)
 
 
-def test_non_ascii_recipient_is_refused(relay, sink):
+def test_non_ascii_recipient_domain_is_refused(relay, sink):
     with RawSmtp(relay.port, source=UNTRUSTED) as client:
         client.start_session()
         assert client.command("MAIL FROM:<alice@example.net>") == "250 2.1.0 Ok"
-        assert client.command("RCPT TO:<jörg@example.com>".encode()) == "500 5.5.2 Error: strict ASCII mode"
+        assert client.command("RCPT TO:<bob@exämple.com>".encode()) == "501 5.1.3 Bad recipient address syntax"
         assert client.command("DATA").startswith("503 ")
     only_the_marker_arrives(relay, sink)
 

@@ -26,6 +26,8 @@ def base_mta(port: int, next_hop_port: int) -> dict:
         "internal_relay": {"host": "127.0.0.1", "port": next_hop_port, "mx": False},
         "external_relay": {"host": "127.0.0.1", "port": next_hop_port, "mx": False},
         "queue": {"minimal_backoff_time": 1, "maximal_backoff_time": 2},
+        # Client names come from this machine's DNS otherwise; tests that need them run a DNS server.
+        "peername_lookup": False,
     }
 
 
