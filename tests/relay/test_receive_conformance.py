@@ -31,6 +31,8 @@ def dns():
         ("client.example.net", "A"): ["127.0.0.1"],
         ("2.0.0.127.in-addr.arpa", "PTR"): ["liar.example.net."],  # its name points elsewhere
         ("liar.example.net", "A"): ["192.0.2.1"],
+        ("4.0.0.127.in-addr.arpa", "PTR"): ["evil\\013x.example.net."],  # a CR in the name
+        ("evil\\013x.example.net", "A"): ["127.0.0.4"],
     }).start()
     yield server
     server.stop()
@@ -275,7 +277,8 @@ def test_received_header_without_for_when_there_are_several_recipients(gateway):
                     rb"\t\w{3}, \d{1,2} \w{3} \d{4} [\d:]{8} [+-]\d{4}\r\n", message)
 
 
-@pytest.mark.parametrize("source", ["127.0.0.2", "127.0.0.3"])  # a name that points elsewhere; no PTR at all
+# A name that points elsewhere; no PTR at all; a name that is no host name (it would reach the header).
+@pytest.mark.parametrize("source", ["127.0.0.2", "127.0.0.3", "127.0.0.4"])
 def test_a_client_without_a_forward_confirmed_name_is_unknown(gateway, source):
     with session(gateway, source=source) as raw:
         queue_id = send(raw, GOOD)
