@@ -51,6 +51,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "queue.minimal_backoff_time": ("Minimal backoff", "shortest wait before trying deferred mail again"),
     "queue.maximal_backoff_time": ("Maximal backoff", "longest wait between two tries"),
     "queue.maximal_queue_lifetime": ("Queue lifetime", "bounce mail still not delivered after this long"),
+    "queue.delay_warning_time": ("Delay warning", "tell the sender once mail waits this long; 0: never"),
     "delivery": ("Delivery", "how the relay talks to next hops"),
     "delivery.destination_concurrency_limit": ("Concurrency limit", "most deliveries at once to one destination"),
     "delivery.connect_timeout": ("Connect timeout", "give up connecting to a next hop after this long"),

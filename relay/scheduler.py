@@ -217,7 +217,7 @@ class Scheduler:
             jobs = [Job(entry, recipients, hop, message) for hop, recipients in by_hop.items()]
             for job in jobs:
                 self.delivery.submit(job)
-            await asyncio.gather(*(self._settled(job) for job in jobs))
+            await asyncio.gather(*(self._settled(job, jobs) for job in jobs))
             await self._after_attempt(entry, tried, message)
         except Exception:
             log.exception("%s: could not finish a delivery attempt; it stays queued", entry.id)
@@ -228,14 +228,16 @@ class Scheduler:
                 self._in_flight_bytes -= entry.envelope.size
                 self._room.notify_all()
 
-    async def _settled(self, job: Job) -> None:
-        """Save the message's state as soon as one next hop is done with it, so that a stop or a
-        crash while another next hop is still busy does not send this one's recipients again."""
+    async def _settled(self, job: Job, jobs: list[Job]) -> None:
+        """Save the message's state as soon as one next hop is done with it while another is still
+        busy, so that a stop or a crash meanwhile does not send this one's recipients again. (The
+        last to finish needs no write of its own: the end of the attempt saves or removes the message.)"""
         await job.done
         for recipient in job.recipients:
             if recipient.status == BOUNCED:
                 recipient.status = BOUNCING  # until the sender's notice is queued
-        if self.entries.get(job.entry.id) is job.entry:
+        others_busy = any(not other.done.done() for other in jobs)
+        if others_busy and self.entries.get(job.entry.id) is job.entry:
             await self.relay.store.save_state(job.entry)
 
     async def _after_attempt(self, entry: QueueEntry, tried: list, message: bytes) -> None:
