@@ -40,15 +40,14 @@ class World:
         """MX hosts in preference order (10, 20, ...); the string "self" is the gateway itself."""
         records = {("example.org", "MX"): []}
         listen = "127.0.0.1:25"
+        await self._start_on_one_port([(f"127.0.0.{n + 1}", hop) for n, hop in enumerate(hops, start=1)
+                                       if isinstance(hop, ScriptedHop)])
         for number, hop in enumerate(hops, start=1):
             name = f"mx{number}.example.org"
             ip = f"127.0.0.{number + 1}"
             records[("example.org", "MX")].append(f"{number * 10} {name}.")
             if hop == "self":
                 listen = f"{ip}:{self.port}"
-            elif hop is not None:
-                hop.host, hop.port = ip, self.port
-                self.hops.append(await hop.start())
             if hop is not None:
                 records[(name, "A")] = [ip]
         self.dns = DnsServer(records).start()
@@ -61,6 +60,21 @@ class World:
                            str(self.tmp_path / "control.sock"))
         self.delivery = Delivery(self.relay)
         return self.hops
+
+    async def _start_on_one_port(self, hops: list[tuple[str, ScriptedHop]]) -> None:
+        """Start the hops on their addresses, all on one port (as MX hosts share 25): the first port free on all."""
+        for _ in range(20):
+            try:
+                for ip, hop in hops:
+                    hop.host, hop.port = ip, self.port
+                    self.hops.append(await hop.start())
+                return
+            except OSError:  # taken on one of the addresses: another port
+                for hop in self.hops:
+                    await hop.stop()
+                self.hops = []
+                self.port = free_port()
+        raise AssertionError("no port free on all the MX addresses")
 
     async def send(self, recipients=("bob@example.org",), message: bytes = MESSAGE,
                    sender: str = "alice@example.com", **envelope) -> QueueEntry:
@@ -291,6 +305,13 @@ async def test_a_utf8_address_to_a_hop_without_smtputf8_bounces_with_5_6_7(world
     assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.6.7")}
     assert "message requires SMTPUTF8" in entry.recipients[0].last_reply
     assert hop.messages == []
+
+
+async def test_a_utf8_address_goes_on_to_a_backup_mx_that_offers_smtputf8(world):
+    primary, backup = await world.mx(ScriptedHop(), ScriptedHop(extensions=("8BITMIME", "SMTPUTF8")))
+    entry = await world.send(["jörg@example.org"], smtputf8=True)
+    assert outcome(entry) == {"jörg@example.org": (SENT, "2.0.0")}
+    assert primary.messages == [] and len(backup.messages) == 1
 
 
 async def test_an_ascii_envelope_with_smtputf8_is_delivered_to_a_hop_without_it(world):
