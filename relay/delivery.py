@@ -1,11 +1,17 @@
-"""Delivering mail to a next hop with aiosmtplib.
+"""Delivering mail to a next hop with aiosmtplib, as Postfix's smtp client does.
 
 A `Destination` holds the jobs (a message and its recipients for that next hop)
 waiting for one next hop, and runs up to `destination_concurrency_limit`
 connections to it. Each connection delivers job after job and stays open for a
-moment when it runs out of work, so a burst reuses it. A next hop that cannot be
+moment when it runs out of work, so a burst reuses it; if the next hop closed it
+meanwhile, a new one is made without a deferral. A next hop that cannot be
 reached is marked dead for the minimal backoff time: its other jobs defer at once
 instead of each waiting for their own connection timeout, as Postfix does.
+
+One attempt (`_Attempt`) walks the next hop's addresses: a temporary failure moves
+the recipients it concerns on to the next MX host, for at most MX_SESSION_LIMIT
+sessions; a 5xx is final (Postfix's smtp_trouble.c). What goes on the wire after
+MAIL, RCPT and DATA (parameters, 8-bit downgrade, long lines) is `outbound.py`'s.
 
 Each next hop has a TLS level (see `tls.py`): `encrypt` and `verify` never fall
 back to plain text, and a smart host with a username gets AUTH PLAIN or LOGIN,
@@ -469,8 +475,13 @@ class _Attempt:
         needs_utf8 = envelope.smtputf8 and not all(
             a.isascii() for a in (envelope.sender, *(r.address for r in recipients)))
         if needs_utf8 and not offers.smtputf8:
-            return self.settle_failure(recipients, "5.6.7", "message requires SMTPUTF8, but no server was found "
-                                       f"that supports SMTPUTF8. The last attempted server was {relay}", relay)
+            text = ("message requires SMTPUTF8, but no server was found that supports SMTPUTF8. "
+                    f"The last attempted server was {relay}")
+            if not self.final:  # another MX host may offer it (Postfix tries them before giving up)
+                self.error = ("4.6.7", text, relay)
+                await _rset(client)
+                return list(recipients)
+            return self.settle_failure(recipients, "5.6.7", text, relay)
         message, mail_options = outbound.prepare(job.message, envelope, offers)
         encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
         open_, accepted, retry = list(recipients), [], []
@@ -510,6 +521,7 @@ class _Attempt:
             for chunk in outbound.wire_chunks(message):
                 client.protocol.write(chunk)
                 # One timeout per write, not one for the whole message: a slow link that moves finishes.
+                # aiosmtplib's protocol has StreamWriter's flow control; _drain_helper is its drain().
                 await asyncio.wait_for(client.protocol._drain_helper(), self.timeouts.data_xfer_timeout)
             stage = "sending end of data -- message may be sent more than once"
             open_ = []

@@ -1,0 +1,370 @@
+"""The delivery client against next hops that misbehave the ways real ones do, as Postfix's smtp client copes.
+
+Each test runs the relay's real delivery code in this process against scripted SMTP
+servers on loopback addresses (127.0.0.x, one port for all, as MX hosts share port
+25), found through an authoritative DNS server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from relay import delivery as delivery_module
+from relay.config import parse_mta
+from relay.daemon import Relay
+from relay.delivery import Delivery, Job
+from relay.queue.entry import BOUNCED, DEFERRED, SENT, Envelope, QueueEntry
+from relay.routing import NextHop
+from tests.support.dns_server import DnsServer
+from tests.support.net import free_port
+from tests.support.scripted_hop import CLOSE, ScriptedHop
+
+MESSAGE = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
+
+
+class World:
+    """Scripted MX hosts for example.org, a DNS server naming them, and a relay to deliver with."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.hops: list[ScriptedHop] = []
+        self.dns: DnsServer | None = None
+        self.relay: Relay | None = None
+        self.delivery: Delivery | None = None
+
+    async def mx(self, *hops: ScriptedHop | str, settings: dict | None = None) -> list[ScriptedHop]:
+        """MX hosts in preference order (10, 20, ...); the string "self" is the gateway itself."""
+        records = {("example.org", "MX"): []}
+        listen = "127.0.0.1:25"
+        await self._start_on_one_port([(f"127.0.0.{n + 1}", hop) for n, hop in enumerate(hops, start=1)
+                                       if isinstance(hop, ScriptedHop)])
+        for number, hop in enumerate(hops, start=1):
+            name = f"mx{number}.example.org"
+            ip = f"127.0.0.{number + 1}"
+            records[("example.org", "MX")].append(f"{number * 10} {name}.")
+            if hop == "self":
+                listen = f"{ip}:{self.port}"
+            if hop is not None:
+                records[(name, "A")] = [ip]
+        self.dns = DnsServer(records).start()
+        config, problems = parse_mta({
+            "hostname": "gw.example.com", "listen": [listen],
+            "dns_servers": [self.dns.address], "delivery": settings or {},
+        })
+        assert not problems, problems
+        self.relay = Relay(config, str(self.tmp_path / "postern.yaml"), str(self.tmp_path / "state"),
+                           str(self.tmp_path / "control.sock"))
+        self.delivery = Delivery(self.relay)
+        return self.hops
+
+    async def _start_on_one_port(self, hops: list[tuple[str, ScriptedHop]]) -> None:
+        """Start the hops on their addresses, all on one port (as MX hosts share 25): the first port free on all."""
+        for _ in range(20):
+            try:
+                for ip, hop in hops:
+                    hop.host, hop.port = ip, self.port
+                    self.hops.append(await hop.start())
+                return
+            except OSError:  # taken on one of the addresses: another port
+                for hop in self.hops:
+                    await hop.stop()
+                self.hops = []
+                self.port = free_port()
+        raise AssertionError("no port free on all the MX addresses")
+
+    async def send(self, recipients=("bob@example.org",), message: bytes = MESSAGE,
+                   sender: str = "alice@example.com", **envelope) -> QueueEntry:
+        entry = QueueEntry.new(Envelope(id=f"T{time.monotonic_ns()}", sender=sender, recipients=list(recipients),
+                                        arrival=time.time(), size=len(message), **envelope))
+        job = Job(entry, entry.recipients, NextHop("example.org", self.port, mx=True), message)
+        self.delivery.submit(job)
+        await asyncio.wait_for(job.done, 30)
+        return entry
+
+    async def close(self) -> None:
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        await asyncio.gather(*tasks, return_exceptions=True)  # cached connections close after their short wait
+        for hop in self.hops:
+            await hop.stop()
+        if self.dns:
+            self.dns.stop()
+
+
+@pytest.fixture
+async def world(tmp_path, monkeypatch):
+    monkeypatch.setattr(delivery_module, "CONNECTION_CACHE_TIME", 0.3)
+    made = World(tmp_path)
+    yield made
+    await made.close()
+
+
+def outcome(entry: QueueEntry) -> dict[str, tuple[str, str]]:
+    return {r.address: (r.status, r.dsn) for r in entry.recipients}
+
+
+# --- 1. HELO fallback ---------------------------------------------------------------
+
+async def test_a_hop_that_refuses_ehlo_gets_helo_and_no_extensions(world):
+    [hop] = await world.mx(ScriptedHop(replies={"EHLO": "502 5.5.1 Error: command not implemented"}))
+    entry = await world.send(body="8BITMIME")
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert hop.verbs()[:3] == ["EHLO", "HELO", "MAIL"]
+    assert hop.messages[0].mail == "MAIL FROM:<alice@example.com>"  # no BODY=, no SIZE=
+
+
+async def test_a_421_to_ehlo_is_not_answered_with_helo(world):
+    [hop] = await world.mx(ScriptedHop(replies={"EHLO": "421 4.3.2 shutting down"}))
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.1")}
+    assert "HELO" not in hop.verbs()
+    assert "refused to talk to me: 421 4.3.2 shutting down" in entry.recipients[0].last_reply
+
+
+# --- 2. MX fallback within one attempt --------------------------------------------------
+
+async def test_a_4xx_to_mail_at_the_primary_mx_is_delivered_by_the_backup_at_once(world):
+    primary, backup = await world.mx(ScriptedHop(replies={"MAIL": "451 4.3.0 try again later"}), ScriptedHop())
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert entry.recipients[0].relay.startswith("mx2.example.org[127.0.0.3]")
+    assert len(primary.messages) == 0 and len(backup.messages) == 1
+
+
+async def test_a_4xx_to_one_rcpt_sends_only_that_recipient_on_to_the_backup(world):
+    greylist = {"RCPT": lambda line: "450 4.2.0 greylisted" if "carol@" in line else "250 2.1.5 Ok"}
+    primary, backup = await world.mx(ScriptedHop(replies=greylist), ScriptedHop())
+    entry = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
+    assert [m.rcpts for m in primary.messages] == [["RCPT TO:<bob@example.org>"]]
+    assert [m.rcpts for m in backup.messages] == [["RCPT TO:<carol@example.org>"]]
+
+
+async def test_a_5xx_to_rcpt_is_final_and_not_tried_at_the_backup(world):
+    refuse = {"RCPT": lambda line: "550 5.1.1 no such user" if "carol@" in line else "250 2.1.5 Ok"}
+    primary, backup = await world.mx(ScriptedHop(replies=refuse), ScriptedHop())
+    entry = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (BOUNCED, "5.1.1")}
+    assert backup.connections == 0
+
+
+async def test_a_5xx_to_data_bounces_the_message_without_trying_the_backup(world):
+    primary, backup = await world.mx(ScriptedHop(replies={"DATA": "554 5.7.1 rejected"}), ScriptedHop())
+    entry = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.7.1"), "carol@example.org": (BOUNCED, "5.7.1")}
+    assert backup.connections == 0
+
+
+async def test_at_most_two_mx_sessions_per_attempt_and_the_last_reply_is_the_reason(world):
+    busy = {"MAIL": "451 4.3.0 busy"}
+    hops = await world.mx(ScriptedHop(replies=busy), ScriptedHop(replies={"MAIL": "452 4.3.1 full"}),
+                          ScriptedHop(replies=busy))
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.3.1")}
+    assert "mx2.example.org[127.0.0.3]" in entry.recipients[0].last_reply
+    assert [hop.connections for hop in hops] == [1, 1, 0]  # Postfix's smtp_mx_session_limit = 2
+
+
+async def test_a_greeting_or_a_lost_connection_at_the_primary_moves_on_without_counting_a_session(world):
+    hops = await world.mx(ScriptedHop(replies={"greeting": "421 4.3.2 too busy"}),
+                          ScriptedHop(replies={"RCPT": CLOSE}), ScriptedHop())
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert [len(hop.messages) for hop in hops] == [0, 0, 1]
+
+
+# --- 3. The gateway among the MX hosts ---------------------------------------------------
+
+async def test_mx_hosts_at_or_below_our_own_preference_are_dropped(world):
+    primary, backup = await world.mx(ScriptedHop(replies={"MAIL": "451 4.3.0 busy"}), "self", ScriptedHop())
+    entry = await world.send()
+    # Only the better MX host is tried: the one below us would send it back to us some day.
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.3.0")}
+    assert primary.connections == 1 and backup.connections == 0
+
+
+async def test_when_we_are_the_best_mx_the_mail_loops_back_and_is_returned(world):
+    [backup] = await world.mx("self", ScriptedHop())
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.4.6")}
+    assert entry.recipients[0].last_reply == "mail for example.org loops back to myself"
+    assert backup.connections == 0
+
+
+async def test_when_a_better_mx_has_no_address_we_wait_for_it_as_its_backup(world):
+    await world.mx(None, "self")
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.4")}
+    assert entry.recipients[0].last_reply == "unable to find primary relay for example.org"
+
+
+# --- 4. Connection reuse ---------------------------------------------------------------
+
+async def test_a_cached_connection_the_hop_closed_is_replaced_without_a_deferral(world):
+    [hop] = await world.mx(ScriptedHop())
+    await world.send()
+    await hop.drop_connections()  # the hop's idle timer closes the connection we keep for the next message
+    second = await world.send(["carol@example.org"])
+    assert outcome(second) == {"carol@example.org": (SENT, "2.0.0")}
+    assert second.recipients[0].attempts == 1
+    assert hop.connections == 2 and len(hop.messages) == 2
+
+
+async def test_a_connection_lost_after_the_final_dot_is_never_resent_in_the_same_attempt(world):
+    primary, backup = await world.mx(ScriptedHop(replies={"dot": CLOSE}), ScriptedHop())
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert "while sending end of data -- message may be sent more than once" in entry.recipients[0].last_reply
+    assert len(primary.messages) == 1 and backup.connections == 0
+
+
+# --- 5. Timeouts per stage -------------------------------------------------------------
+
+async def test_a_slow_reply_after_the_final_dot_waits_for_data_done_timeout(world):
+    [hop] = await world.mx(ScriptedHop(delays={"dot": 1.5}),
+                           settings={"command_timeout": 1, "data_done_timeout": 30})
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+
+
+async def test_a_slow_but_moving_transfer_finishes(world):
+    [hop] = await world.mx(ScriptedHop(data_pause=(256 * 1024, 0.1)),
+                           settings={"command_timeout": 1, "data_xfer_timeout": 30, "data_done_timeout": 30})
+    body = b"".join(b"line %08d of a long message, moving slowly but surely\r\n" % n for n in range(60000))
+    entry = await world.send(message=MESSAGE + body)
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert hop.messages[0].content == MESSAGE + body
+
+
+async def test_a_hop_that_does_not_answer_data_times_out_at_data_init_timeout(world):
+    [hop] = await world.mx(ScriptedHop(delays={"DATA": 3}), settings={"data_init_timeout": 1})
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert entry.recipients[0].last_reply == \
+        "conversation with mx1.example.org[127.0.0.2]:%d timed out while sending DATA command" % world.port
+
+
+# --- 6. 8-bit to a hop without 8BITMIME ------------------------------------------------
+
+EIGHT_BIT = (
+    "From: alice@example.com\r\nTo: bob@example.org\r\nSubject: Grüße\r\nMIME-Version: 1.0\r\n"
+    "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n"
+    "--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    "Grüße aus Köln = schön\r\n"
+    "--b1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nplain part\r\n"
+    "--b1--\r\n"
+).encode()
+
+
+async def test_8bit_text_is_sent_as_quoted_printable_to_a_hop_without_8bitmime(world):
+    [hop] = await world.mx(ScriptedHop(extensions=("SIZE 10240000",)))
+    entry = await world.send(message=EIGHT_BIT, body="8BITMIME")
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    received = hop.messages[0]
+    assert received.mail == "MAIL FROM:<alice@example.com>"  # neither BODY= nor SIZE= (the size changes)
+    content = received.content
+    assert content.isascii() is False  # the header keeps its 8-bit text, as in Postfix
+    body = content.split(b"\r\n\r\n", 1)[1]
+    assert body.isascii()
+    assert b"Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe aus K=C3=B6ln =3D sch=C3=B6n\r\n" in body
+    assert b"Content-Type: text/plain; charset=us-ascii\r\n\r\nplain part\r\n" in body
+
+
+async def test_a_message_that_needs_no_conversion_passes_byte_for_byte(world):
+    [plain_hop] = await world.mx(ScriptedHop(extensions=("SIZE 10240000",)))
+    ascii_body = b"From: a@example.com\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\nX-Odd:   spaced\r\n\tfolded\r\n\r\nplain\r\n"
+    entry = await world.send(message=ascii_body, body="8BITMIME")
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert plain_hop.messages[0].content == ascii_body
+
+
+async def test_a_hop_with_8bitmime_gets_the_body_as_it_is_with_body_and_size(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(message=EIGHT_BIT, body="8BITMIME")
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert hop.messages[0].content == EIGHT_BIT
+    assert hop.messages[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(EIGHT_BIT)} BODY=8BITMIME"
+
+
+# --- 7. SMTPUTF8 ---------------------------------------------------------------------
+
+async def test_smtputf8_is_passed_on_to_a_hop_that_offers_it(world):
+    [hop] = await world.mx(ScriptedHop(extensions=("8BITMIME", "SMTPUTF8")))
+    entry = await world.send(["jörg@example.org"], sender="zoë@example.com", smtputf8=True)
+    assert outcome(entry) == {"jörg@example.org": (SENT, "2.0.0")}
+    assert hop.messages[0].mail == "MAIL FROM:<zoë@example.com> SMTPUTF8"
+    assert hop.messages[0].rcpts == ["RCPT TO:<jörg@example.org>"]
+
+
+async def test_a_utf8_address_to_a_hop_without_smtputf8_bounces_with_5_6_7(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(["jörg@example.org"], smtputf8=True)
+    assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.6.7")}
+    assert "message requires SMTPUTF8" in entry.recipients[0].last_reply
+    assert hop.messages == []
+
+
+async def test_a_utf8_address_goes_on_to_a_backup_mx_that_offers_smtputf8(world):
+    primary, backup = await world.mx(ScriptedHop(), ScriptedHop(extensions=("8BITMIME", "SMTPUTF8")))
+    entry = await world.send(["jörg@example.org"], smtputf8=True)
+    assert outcome(entry) == {"jörg@example.org": (SENT, "2.0.0")}
+    assert primary.messages == [] and len(backup.messages) == 1
+
+
+async def test_an_ascii_envelope_with_smtputf8_is_delivered_to_a_hop_without_it(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(smtputf8=True)
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert "SMTPUTF8" not in hop.messages[0].mail
+
+
+# --- 8. DSN parameters -----------------------------------------------------------------
+
+async def test_dsn_parameters_are_passed_on_to_a_hop_that_offers_dsn(world):
+    [hop] = await world.mx(ScriptedHop(extensions=("DSN",)))
+    entry = await world.send(["bob@example.org", "carol@example.org"], ret="HDRS", envid="id+1=x y",
+                             notify={"bob@example.org": "SUCCESS,FAILURE"},
+                             orcpt={"bob@example.org": "rfc822;Bob+Box@example.net"})
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
+    [message] = hop.messages
+    assert message.mail == "MAIL FROM:<alice@example.com> ENVID=id+2B1+3Dx+20y RET=HDRS"
+    assert message.rcpts == ["RCPT TO:<bob@example.org> ORCPT=rfc822;Bob+2BBox@example.net NOTIFY=SUCCESS,FAILURE",
+                             "RCPT TO:<carol@example.org> ORCPT=rfc822;carol@example.org"]
+    assert all(r.dsn_passed for r in entry.recipients)
+
+
+async def test_no_dsn_parameters_go_to_a_hop_without_dsn(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(ret="FULL", envid="abc", notify={"bob@example.org": "NEVER"},
+                             orcpt={"bob@example.org": "rfc822;bob@example.org"})
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert hop.messages[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(MESSAGE)}"
+    assert hop.messages[0].rcpts == ["RCPT TO:<bob@example.org>"]
+    assert entry.recipients[0].dsn_passed is False
+
+
+# --- 9. Long lines ---------------------------------------------------------------------
+
+async def test_lines_longer_than_998_octets_are_broken_with_crlf_space(world):
+    [hop] = await world.mx(ScriptedHop())
+    long_header = b"X-Long: " + b"h" * 1500
+    long_body = b"." + b"b" * 2500
+    message = b"From: a@example.com\r\n" + long_header + b"\r\n\r\n" + long_body + b"\r\nend\r\n"
+    entry = await world.send(message=message)
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    raw = hop.messages[0].raw
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 999  # 998, plus the stuffed dot of the body line
+    assert hop.messages[0].content.replace(b"\r\n ", b"") == message
+    assert raw.split(b"\r\n")[4:7] == [b".." + b"b" * 997, b" " + b"b" * 997, b" " + b"b" * 506]
+
+
+# --- 10. Addresses that cannot be sent ---------------------------------------------------
+
+async def test_an_address_that_cannot_be_sent_bounces_alone(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(["jörg@example.org", "bob@example.org"])  # non-ASCII, and no SMTPUTF8 asked
+    assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.1.3"), "bob@example.org": (SENT, "2.0.0")}
+    assert hop.messages[0].rcpts == ["RCPT TO:<bob@example.org>"]
