@@ -10,6 +10,11 @@ instance is stopped, its processes waited for, and the directory removed afterwa
 Settings are Postfix's defaults except what a relay between two loopback ports
 needs: queue files are fsynced as usual, chroot is off, in_flow_delay = 0,
 relayhost = [127.0.0.1]:SINKPORT, mynetworks = 127.0.0.0/8, no local delivery.
+
+Other users (the conformance suite under tests/conformance/) pass their own
+`settings` on top, change them later with `postconf()` and `reload()`, and use
+`flush()`, `delete_queue()` and `log()` as an admin would use postqueue -f,
+postsuper -d ALL and the mail log.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from .tools import HOST, BenchError, accepts_connections, tail, wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
+POSTQUEUE = shutil.which("postqueue") or "/usr/sbin/postqueue"
+POSTSUPER = shutil.which("postsuper") or "/usr/sbin/postsuper"
 # Where the package installs those metadata files (Debian puts postfix-files under /etc/postfix); only read.
 _META_SOURCES = [Path("/usr/share/postfix"), Path("/etc/postfix")]
 
@@ -71,10 +78,11 @@ def _meta_file(name: str) -> Path:
 
 
 class PostfixInstance:
-    def __init__(self, sink_port: int, parent: Path | None = None):
+    def __init__(self, sink_port: int, parent: Path | None = None, settings: dict[str, object] | None = None):
         if os.geteuid() != 0:
             raise BenchError("a private Postfix instance must be started as root")
         self.sink_port = sink_port
+        self.settings = dict(settings or {})  # main.cf parameters on top of the ones below
         self.port = 0
         self.root = Path(tempfile.mkdtemp(prefix="postfix-bench-", dir=parent))
         self.config_dir = self.root / "etc"
@@ -117,6 +125,7 @@ class PostfixInstance:
             "biff": "no",
             "maillog_file": self.log_path,
             "maillog_file_prefixes": self.root,
+            **self.settings,
         }
         (self.config_dir / "main.cf").write_text("".join(f"{key} = {value}\n" for key, value in main.items()))
         listener = f"{HOST}:{self.port} inet  n       -       n       -       -       smtpd\n"
@@ -138,6 +147,43 @@ class PostfixInstance:
         wait_until(lambda: self.master() is not None, 15, "the Postfix master process")
         wait_until(lambda: accepts_connections(self.port), 15, f"Postfix to listen on port {self.port}")
         return self
+
+    def postconf(self, settings: dict[str, object]) -> None:
+        """Change main.cf parameters (`postconf -e`); `reload()` makes running daemons see them."""
+        if not settings:
+            return
+        result = subprocess.run(
+            [POSTCONF, "-c", str(self.config_dir), "-e", *(f"{key}={value}" for key, value in settings.items())],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"postconf failed: {result.stderr.strip()}")
+        self.settings.update(settings)
+
+    def reload(self) -> None:
+        """`postfix reload`, returning once the master has logged that it re-read its configuration."""
+        before = self.log().count("reload -- version")
+        result = self._postfix("reload")
+        if result.returncode != 0:
+            raise BenchError(f"postfix reload failed: {result.stderr.strip()}")
+        wait_until(lambda: self.log().count("reload -- version") > before, 15, "Postfix to reload")
+
+    def flush(self) -> None:
+        """Attempt every deferred message now (`postqueue -f`)."""
+        subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-f"], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+
+    def delete_queue(self) -> None:
+        """Delete every queued message (`postsuper -d ALL`)."""
+        subprocess.run([POSTSUPER, "-c", str(self.config_dir), "-d", "ALL"], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+
+    def log(self) -> str:
+        """The instance's mail log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def master(self) -> psutil.Process | None:
         try:

@@ -1,0 +1,192 @@
+"""The two servers under comparison, behind one interface.
+
+Each `Peer` is an MTA listening on loopback and relaying everything to its own scripted
+next hop (`hop.Hop`): Postfix 3.x as a private instance (bench/postfix.py) and Postern
+as a real `postern-relay` process (tests/support/relay.py). Both run for the whole test
+session; a case changes settings for itself and puts them back afterwards.
+
+Both use short timers so that retries and timeouts happen within seconds: retries after
+1-2 s, 3 s to wait for a next hop's reply.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.postfix import PostfixInstance
+from tests.support.net import free_port, wait_until
+from tests.support.relay import RelayProcess, base_mta
+
+from .hop import Hop
+
+REPLY_TIMEOUT = 3  # seconds either server waits for a next hop's reply
+
+# Postfix's defaults, except what the comparison needs (docs/conformance.md lists them).
+POSTFIX_SETTINGS = {
+    "myhostname": "postfix.example.net",
+    "smtpd_banner": "$myhostname ESMTP",
+    # Clients on loopback are "local" to a Postfix listening there, which would let it rewrite
+    # headers and add missing ones; a gateway's clients are remote: treat ours as remote.
+    "local_header_rewrite_clients": "",
+    "smtpd_error_sleep_time": "0s",
+    "queue_run_delay": "1s",
+    "minimal_backoff_time": "1s",
+    "maximal_backoff_time": "2s",
+    "smtp_connect_timeout": f"{REPLY_TIMEOUT}s",
+    "smtp_helo_timeout": f"{REPLY_TIMEOUT}s",
+    "smtp_mail_timeout": f"{REPLY_TIMEOUT}s",
+    "smtp_rcpt_timeout": f"{REPLY_TIMEOUT}s",
+    "smtp_data_init_timeout": f"{REPLY_TIMEOUT}s",
+    "smtp_data_xfer_timeout": f"{REPLY_TIMEOUT}s",
+    "smtp_data_done_timeout": f"{REPLY_TIMEOUT}s",
+}
+
+POSTERN_SETTINGS = {
+    "queue": {"minimal_backoff_time": 1, "maximal_backoff_time": 2},
+    "delivery": {"connect_timeout": REPLY_TIMEOUT, "command_timeout": REPLY_TIMEOUT},
+}
+
+_DELIVERY = re.compile(r"to=<([^>]*)>,.*? dsn=([0-9.]+), status=(\w+)")
+
+
+class Peer:
+    name = ""
+    hostname = ""
+
+    def __init__(self, hop: Hop):
+        self.hop = hop
+        self.port = 0
+
+    def log(self) -> str:
+        raise NotImplementedError
+
+    def mark(self) -> int:
+        return len(self.log())
+
+    def log_since(self, mark: int) -> str:
+        return self.log()[mark:]
+
+    def wait_log(self, pattern: str, mark: int, count: int = 1, timeout: float = 20) -> list:
+        regex = re.compile(pattern)
+        return wait_until(lambda: (found := regex.findall(self.log_since(mark))) and len(found) >= count and found,
+                          timeout, what=f"{self.name} log line {pattern!r}:\n{self.log_since(mark)[-3000:]}")
+
+    def deliveries(self, mark: int) -> list[tuple[str, str, str]]:
+        """(recipient, dsn, status) for each delivery attempt logged since `mark`."""
+        return _DELIVERY.findall(self.log_since(mark))
+
+    def configure(self, settings: dict) -> None:
+        raise NotImplementedError
+
+    def restore(self, settings: dict) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def clear_queue(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class PostfixPeer(Peer):
+    name = "postfix"
+    hostname = POSTFIX_SETTINGS["myhostname"]
+
+    def __init__(self, hop: Hop, parent: Path):
+        super().__init__(hop)
+        # under /tmp itself: the postfix user must reach the instance, which pytest's private directories forbid
+        self.instance = PostfixInstance(hop.port, None, settings=POSTFIX_SETTINGS)
+        self.instance.start(free_port())
+        self.port = self.instance.port
+
+    def log(self) -> str:
+        return self.instance.log()
+
+    def configure(self, settings: dict) -> None:
+        if settings:
+            self._defaults = {key: self.instance.settings.get(key, _default(key)) for key in settings}
+            self.instance.postconf(settings)
+            self.instance.reload()
+
+    def restore(self, settings: dict) -> None:
+        if settings:
+            self.instance.postconf(self._defaults)
+            self.instance.reload()
+
+    def flush(self) -> None:
+        self.instance.flush()
+
+    def clear_queue(self) -> None:
+        self.instance.delete_queue()
+
+    def restart(self) -> None:
+        self.instance._postfix("stop")
+        wait_until(lambda: self.instance.master() is None, 20, what="Postfix to stop")
+        result = self.instance._postfix("start")
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: self.instance.master() is not None, 20, what="Postfix to start")
+
+    def stop(self) -> None:
+        self.instance.stop()
+
+
+def _default(key: str) -> str:
+    out = subprocess.run(["postconf", "-d", "-h", key], capture_output=True, text=True, timeout=10)
+    return out.stdout.strip()
+
+
+class PosternPeer(Peer):
+    name = "postern"
+    hostname = "gw.example.com"
+
+    def __init__(self, hop: Hop, parent: Path):
+        super().__init__(hop)
+        self.port = free_port()
+        workdir = Path(tempfile.mkdtemp(prefix="postern-conformance-", dir=parent))
+        self.mta = {**base_mta(self.port, hop.port), **POSTERN_SETTINGS}
+        self.relay = RelayProcess(workdir, self.mta, self.port).start()
+
+    def log(self) -> str:
+        return self.relay.log()
+
+    def configure(self, settings: dict) -> None:
+        if settings:
+            self._reload({**self.mta, **settings})
+
+    def restore(self, settings: dict) -> None:
+        if settings:
+            self._reload(self.mta)
+
+    def _reload(self, mta: dict) -> None:
+        before = self.log().count("reload -- configuration")
+        self.relay.write_config(mta)
+        self.relay.reload()
+        wait_until(lambda: self.log().count("reload -- configuration") > before, 15, what="Postern to reload")
+        self.relay.mta = self.mta
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(self.relay.workdir / "control.sock"),
+                        *args], capture_output=True, timeout=30, check=True, cwd=Path(__file__).resolve().parents[2])
+
+    def flush(self) -> None:
+        self._ctl("queue", "flush")
+
+    def clear_queue(self) -> None:
+        self._ctl("queue", "delete", "--all")
+
+    def restart(self) -> None:
+        self.relay.stop()
+        self.relay.start()
+
+    def stop(self) -> None:
+        self.relay.kill()

@@ -1,0 +1,38 @@
+"""Each case against Postfix and against Postern, compared (see cases.py and docs/conformance.md)."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from . import cases_delivery, cases_receive  # noqa: F401  (they register their cases)
+from .cases import CASES, Case
+
+
+def _param(case: Case):
+    marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
+    return pytest.param(case, id=case.name, marks=marks)
+
+
+def observe(case: Case, peer) -> dict:
+    peer.hop.reset(case.script())
+    settings = case.postfix_settings if peer.name == "postfix" else case.postern_settings
+    peer.configure(settings)
+    try:
+        return case.run(peer)
+    finally:
+        peer.clear_queue()
+        peer.restore(settings)
+
+
+@pytest.mark.parametrize("case", [_param(case) for case in CASES])
+def test_case(case: Case, peers):
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(observe, case, peer) for name, peer in peers.items()}
+        observed = {name: future.result() for name, future in futures.items()}
+    postfix, postern = observed["postfix"], observed["postern"]
+    if case.postfix:
+        case.postfix(postfix)
+    if case.why:
+        case.postern(postern, postfix)
+    else:
+        assert postern == postfix
