@@ -74,9 +74,10 @@ def case(area: str, compares: str, **options):
 class Session:
     """A byte-exact client session (RawSmtp) that keeps every reply it got."""
 
-    def __init__(self, peer: Peer, helo: str | None = "client.example.net", verb: str = "EHLO"):
+    def __init__(self, peer: Peer, helo: str | None = "client.example.net", verb: str = "EHLO",
+                 source: str = "127.0.0.1"):
         self.peer = peer
-        self.smtp = RawSmtp(peer.port)
+        self.smtp = RawSmtp(peer.port, source=source)
         self.replies: list[str] = [self.smtp.reply()[-1]]
         self.ehlo_lines: list[str] = []
         if helo is not None:
@@ -201,10 +202,11 @@ def first_attempts(peer: Peer, mark: int, rcpts: tuple[str, ...] = (RCPT,)) -> d
     return {rcpt: f"{text.split()[0]} {text.split()[1][:1]}" for rcpt, text in found.items()}
 
 
-def rejects(peer: Peer, mark: int) -> list[str]:
-    """The `NOQUEUE: reject: STAGE from` lines since `mark`, as "STAGE CODE"."""
-    return [f"{stage} {reply}" for stage, reply in
-            re.findall(r"NOQUEUE: reject: (\w+) from [^:]*: (\d{3})", peer.log_since(mark))]
+def rejects(peer: Peer, mark: int, count: int = 1) -> list[str]:
+    """The `NOQUEUE: reject: STAGE from` lines since `mark`, as "STAGE CODE" (waits for `count`:
+    Postfix's log is written by another process, a moment later)."""
+    found = peer.wait_log(r"NOQUEUE: reject: (\w+) from [^:]*: (\d{3})", mark, count)
+    return [f"{stage} {reply}" for stage, reply in found]
 
 
 def dsn_report(transaction: Transaction) -> dict:
@@ -233,3 +235,29 @@ def dsn_report(transaction: Transaction) -> dict:
 
 def bounce(peer: Peer) -> dict:
     return dsn_report(relayed(peer, sender="")[0])
+
+
+def passed_on(transaction: Transaction) -> dict:
+    """The MAIL and RCPT parameters the next hop was given (SIZE only as present: the trace
+    headers each server adds make the sizes differ)."""
+    mail = transaction.mail_params()
+    if "SIZE" in mail:
+        mail["SIZE"] = "present"
+    return {"mail": mail, "rcpt": transaction.rcpt_params()}
+
+
+def relay_one(peer: Peer, content: bytes, mail_params: str = "", rcpt_params: str = "", sender: str = SENDER,
+              rcpts: tuple[str, ...] = (RCPT,), parameters: bool = False) -> dict:
+    """Send one message; the replies, and once it is delivered what the next hop got."""
+    mark = peer.mark()
+    with Session(peer) as session:
+        replies = session.mail(sender, rcpts, content, mail_params, rcpt_params)
+    seen = {"replies": [code(r) for r in replies]}
+    if cls(replies[-1]) != "2":
+        return seen
+    seen["log"] = outcome(peer, mark, rcpts)
+    got = relayed(peer, sender=sender)[0]
+    seen["content"] = below_trace(got.content, peer)
+    if parameters:
+        seen["passed on"] = passed_on(got)
+    return seen

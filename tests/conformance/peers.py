@@ -29,6 +29,7 @@ REPLY_TIMEOUT = 3  # seconds either server waits for a next hop's reply
 POSTFIX_SETTINGS = {
     "myhostname": "postfix.example.net",
     "smtpd_banner": "$myhostname ESMTP",
+    "mynetworks": "127.0.0.1/32",  # as Postern's my_networks: a client on 127.0.0.2 is an outsider
     # Clients on loopback are "local" to a Postfix listening there, which would let it rewrite
     # headers and add missing ones; a gateway's clients are remote: treat ours as remote.
     "local_header_rewrite_clients": "",
