@@ -204,13 +204,20 @@ def first_attempts(peer: Peer, mark: int, rcpts: tuple[str, ...] = (RCPT,)) -> d
 
 def rejects(peer: Peer, mark: int, count: int = 1) -> list[str]:
     """The `NOQUEUE: reject: STAGE from` lines since `mark`, as "STAGE CODE" (waits for `count`:
-    Postfix's log is written by another process, a moment later)."""
-    found = peer.wait_log(r"NOQUEUE: reject: (\w+) from [^:]*: (\d{3})", mark, count)
+    Postfix's log is written by another process, a moment later). Once a transaction has a
+    queue ID, Postfix writes that ID in place of NOQUEUE."""
+    found = peer.wait_log(r"(?:NOQUEUE|[0-9A-Za-z]+): reject: (\w+) from [^:]*: (\d{3})", mark, count)
     return [f"{stage} {reply}" for stage, reply in found]
 
 
-def dsn_report(transaction: Transaction) -> dict:
-    """The fields of a bounce that matter: per-message and per-recipient DSN fields, what is returned."""
+def _address_type(value) -> str:
+    """ "rfc822; a@b" and "rfc822;a@b" are the same field value."""
+    return re.sub(r";\s*", ";", " ".join(str(value).split())) if value else None
+
+
+def dsn_report(transaction: Transaction, returned: bool = False) -> dict:
+    """The fields of a bounce that matter: per-message and per-recipient DSN fields; with
+    `returned`, what part of the original message comes back."""
     parsed = email.message_from_bytes(transaction.content, policy=email.policy.compat32)
     report: dict = {"content-type": parsed.get_content_type(), "report-type": parsed.get_param("report-type"),
                     "recipients": [], "returned": None}
@@ -222,19 +229,29 @@ def dsn_report(transaction: Transaction) -> dict:
             report["envid"] = first.get("Original-Envelope-Id")
             for block in rest:
                 report["recipients"].append({
-                    "final": " ".join(str(block.get("Final-Recipient", "")).split()),
-                    "original": " ".join(str(block.get("Original-Recipient", "")).split()) or None,
+                    "final": _address_type(block.get("Final-Recipient")),
+                    "original": _address_type(block.get("Original-Recipient")),
                     "action": str(block.get("Action", "")).strip(),
                     "status": str(block.get("Status", "")).strip(),
                     "diagnostic": str(block.get("Diagnostic-Code", "")).split(";")[0].strip() or None,
                 })
         elif kind in ("message/rfc822", "text/rfc822-headers", "message/global", "message/global-headers"):
             report["returned"] = kind
+    if not returned:
+        del report["returned"]
     return report
 
 
-def bounce(peer: Peer) -> dict:
-    return dsn_report(relayed(peer, sender="")[0])
+def bounce(peer: Peer, returned: bool = False) -> dict:
+    return dsn_report(relayed(peer, sender="")[0], returned)
+
+
+def all_done(peer: Peer, mark: int) -> None:
+    """Wait until the client has gone and every message it left has been removed from the queue."""
+    peer.wait_log(r"disconnect from", mark)
+    log = lambda: peer.log_since(mark)  # noqa: E731
+    wait_until(lambda: log().count(": removed") >= log().count(": client="), 20,
+               what=f"{peer.name} to finish every message:\n{log()[-3000:]}")
 
 
 def passed_on(transaction: Transaction) -> dict:
