@@ -44,7 +44,7 @@ class Case:
     xfail: str = ""
     why: str = ""
     postern: Callable[[dict, dict], None] | None = None  # (postern, postfix) observations, for a `why`
-    postfix: Callable[[dict], None] | None = None  # what Postfix must show for the case to mean anything
+    postfix: Callable[[dict], bool] | None = None  # true when Postfix shows what the case is about
     postfix_settings: dict = field(default_factory=dict)
     postern_settings: dict = field(default_factory=dict)
     slow: bool = False

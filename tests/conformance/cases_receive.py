@@ -37,6 +37,27 @@ def long_header_line(peer):
     return relay_one(peer, message(headers=b"X-Long: " + LONG + b"\r\n"))
 
 
+MAIL_KEYWORDS = ("8BITMIME", "CHUNKING", "DSN", "ENHANCEDSTATUSCODES", "PIPELINING", "SIZE", "SMTPUTF8")
+
+
+def ehlo_keywords_of(peer) -> list[str]:
+    with Session(peer) as session:
+        return sorted(line[4:].upper() for line in session.ehlo_lines[1:])
+
+
+@case("receive", "the EHLO keywords that change how mail is sent (SIZE with its value); "
+      "docs/conformance.md shows both whole replies",
+      xfail="EHLO: Postern offers neither SMTPUTF8, CHUNKING nor DSN")
+def ehlo_keywords(peer):
+    return {"keywords": [k for k in ehlo_keywords_of(peer) if k.split()[0] in MAIL_KEYWORDS]}
+
+
+@case("receive", "the EHLO keywords VRFY and ETRN (Postfix's defaults announce both)",
+      xfail="EHLO: Postern announces neither VRFY nor ETRN")
+def ehlo_vrfy_and_etrn(peer):
+    return {"keywords": [k for k in ehlo_keywords_of(peer) if k.split()[0] not in MAIL_KEYWORDS]}
+
+
 @case("receive", "8-bit body without BODY=8BITMIME: accepted and relayed; MAIL parameters passed on",
       xfail="envelope: Postern passes neither SIZE nor ORCPT on to a DSN next hop")
 def eight_bit_without_body_parameter(peer):

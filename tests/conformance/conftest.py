@@ -3,8 +3,7 @@ import shutil
 
 import pytest
 
-from .hop import Hop
-from .peers import PosternPeer, PostfixPeer
+from .peers import running_peers
 
 
 @pytest.fixture(scope="session")
@@ -14,15 +13,5 @@ def peers(tmp_path_factory):
         pytest.skip("the conformance suite starts a private Postfix instance, which needs root")
     if not shutil.which("postfix"):
         pytest.skip("Postfix is not installed (make setup installs it)")
-    parent = tmp_path_factory.mktemp("conformance")
-    parent.chmod(0o755)  # Postfix's processes, running as the postfix user, reach their directories inside
-    started = []
-    try:
-        for kind in (PostfixPeer, PosternPeer):
-            hop = Hop().start()
-            started.append(hop)
-            started.append(kind(hop, parent))
-        yield {peer.name: peer for peer in started if not isinstance(peer, Hop)}
-    finally:
-        for item in reversed(started):
-            item.stop()
+    with running_peers(tmp_path_factory.mktemp("conformance")) as started:
+        yield started

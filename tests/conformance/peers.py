@@ -11,6 +11,7 @@ Both use short timers so that retries and timeouts happen within seconds: retrie
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -191,3 +192,18 @@ class PosternPeer(Peer):
 
     def stop(self) -> None:
         self.relay.kill()
+
+
+@contextlib.contextmanager
+def running_peers(parent: Path):
+    """Postfix and Postern, each with its own scripted next hop, until the block ends."""
+    started: list = []
+    try:
+        for kind in (PostfixPeer, PosternPeer):
+            hop = Hop().start()
+            started.append(hop)
+            started.append(kind(hop, parent))
+        yield {peer.name: peer for peer in started if isinstance(peer, Peer)}
+    finally:
+        for item in reversed(started):
+            item.stop()

@@ -5,8 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from . import cases_delivery, cases_receive  # noqa: F401  (they register their cases)
-from .cases import CASES, Case
+from .cases import Case
+from .catalogue import CASES
 
 
 def _param(case: Case):
@@ -37,7 +37,7 @@ def test_case(case: Case, peers):
         observed = {name: future.result() for name, future in futures.items()}
     postfix, postern = observed["postfix"], observed["postern"]
     if case.postfix:
-        case.postfix(postfix)
+        assert case.postfix(postfix), f"Postfix does not show what the case is about: {postfix}"
     if case.why:
         case.postern(postern, postfix)
     else:
