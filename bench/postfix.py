@@ -14,7 +14,10 @@ relayhost = [127.0.0.1]:SINKPORT, mynetworks = 127.0.0.0/8, no local delivery.
 Other users (the conformance suite under tests/conformance/) pass their own
 `settings` on top, change them later with `postconf()` and `reload()`, and use
 `flush()`, `delete_queue()` and `log()` as an admin would use postqueue -f,
-postsuper -d ALL and the mail log.
+postsuper -d ALL and the mail log. With `resolv_conf`, the instance runs in a
+private mount namespace (`unshare --mount`) where that file is bind-mounted over
+/etc/resolv.conf, so its DNS lookups go to a test server; the host's /etc is
+never changed.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
 POSTQUEUE = shutil.which("postqueue") or "/usr/sbin/postqueue"
 POSTSUPER = shutil.which("postsuper") or "/usr/sbin/postsuper"
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 # Where the package installs those metadata files (Debian puts postfix-files under /etc/postfix); only read.
 _META_SOURCES = [Path("/usr/share/postfix"), Path("/etc/postfix")]
 
@@ -78,10 +82,12 @@ def _meta_file(name: str) -> Path:
 
 
 class PostfixInstance:
-    def __init__(self, sink_port: int, parent: Path | None = None, settings: dict[str, object] | None = None):
+    def __init__(self, sink_port: int, parent: Path | None = None, settings: dict[str, object] | None = None,
+                 resolv_conf: Path | None = None):
         if os.geteuid() != 0:
             raise BenchError("a private Postfix instance must be started as root")
         self.sink_port = sink_port
+        self.resolv_conf = resolv_conf
         self.settings = dict(settings or {})  # main.cf parameters on top of the ones below
         self.port = 0
         self.root = Path(tempfile.mkdtemp(prefix="postfix-bench-", dir=parent))
@@ -132,8 +138,13 @@ class PostfixInstance:
         (self.config_dir / "master.cf").write_text(listener + _SERVICES)
 
     def _postfix(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        command = [POSTFIX, "-c", str(self.config_dir), *args]
+        if self.resolv_conf is not None and args[:1] == ("start",):
+            # The master and everything it starts stay in the namespace, with this resolv.conf.
+            command = [UNSHARE, "--mount", "--propagation", "private", "--", "sh", "-c",
+                       'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self.resolv_conf), *command]
         return subprocess.run(
-            [POSTFIX, "-c", str(self.config_dir), *args],
+            command,
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
 
@@ -147,6 +158,16 @@ class PostfixInstance:
         wait_until(lambda: self.master() is not None, 15, "the Postfix master process")
         wait_until(lambda: accepts_connections(self.port), 15, f"Postfix to listen on port {self.port}")
         return self
+
+    def restart(self) -> None:
+        """`postfix stop`, wait for the master to go, then `postfix start` again (the queue stays)."""
+        self._postfix("stop", timeout=30)
+        wait_until(lambda: self.master() is None, 20, "Postfix to stop")
+        result = self._postfix("start")
+        if result.returncode != 0:
+            raise BenchError(f"postfix start failed ({result.returncode}): {result.stderr.strip()}")
+        wait_until(lambda: self.master() is not None, 15, "the Postfix master process")
+        wait_until(lambda: accepts_connections(self.port), 15, f"Postfix to listen on port {self.port}")
 
     def postconf(self, settings: dict[str, object]) -> None:
         """Change main.cf parameters (`postconf -e`); `reload()` makes running daemons see them."""

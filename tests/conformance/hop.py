@@ -69,12 +69,12 @@ def _params(line: str) -> dict[str, str]:
 
 
 class Hop:
-    """The scripted next hop on 127.0.0.1 and a free port; `script` may be replaced between cases."""
+    """The scripted next hop on `host` and `port` (0: a free one); `script` may be replaced between cases."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, script: Script | None = None):
         self.host = host
-        self.port = 0
-        self.script = Script()
+        self.port = port
+        self.script = script or Script()
         self.transactions: list[Transaction] = []
         self.connections = 0
         self.commands: list[str] = []
@@ -88,7 +88,7 @@ class Hop:
     def start(self) -> Hop:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._session, self.host, 0, limit=1 << 22), self._loop).result(10)
+            asyncio.start_server(self._session, self.host, self.port, limit=1 << 22), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.postfix import PostfixInstance
-from tests.support.net import free_port, wait_until
+from tests.support.dns_server import DnsServer
+from tests.support.net import free_port, spare_loopback_ip, wait_until
 from tests.support.relay import RelayProcess, base_mta
 
 from .hop import Hop
@@ -62,6 +64,12 @@ class Peer:
     def __init__(self, hop: Hop):
         self.hop = hop
         self.port = 0
+        self.dns: DnsServer | None = None
+
+    @property
+    def mx_domain(self) -> str:
+        """A domain of this peer's own whose mail goes to its MX hosts (cases_mx.py sets the records)."""
+        return f"{self.name}-mx.example.org"
 
     def log(self) -> str:
         raise NotImplementedError
@@ -104,10 +112,16 @@ class PostfixPeer(Peer):
     name = "postfix"
     hostname = POSTFIX_SETTINGS["myhostname"]
 
-    def __init__(self, hop: Hop, parent: Path):
+    def __init__(self, hop: Hop, parent: Path, dns: DnsServer):
         super().__init__(hop)
+        self.dns = dns
+        resolv_conf = parent / "resolv.conf"
+        resolv_conf.write_text(f"nameserver {dns.host}\noptions attempts:1 timeout:2\n")
+        resolv_conf.chmod(0o644)
+        # Mail for MX_DOMAIN goes by MX, as a relayhost written without brackets would.
+        settings = {**POSTFIX_SETTINGS, "transport_maps": f"inline:{{{self.mx_domain}=smtp:{self.mx_domain}}}"}
         # under /tmp itself: the postfix user must reach the instance, which pytest's private directories forbid
-        self.instance = PostfixInstance(hop.port, None, settings=POSTFIX_SETTINGS)
+        self.instance = PostfixInstance(hop.port, None, settings=settings, resolv_conf=resolv_conf)
         self.instance.start(free_port())
         self.port = self.instance.port
 
@@ -132,11 +146,7 @@ class PostfixPeer(Peer):
         self.instance.delete_queue()
 
     def restart(self) -> None:
-        self.instance._postfix("stop")
-        wait_until(lambda: self.instance.master() is None, 20, what="Postfix to stop")
-        result = self.instance._postfix("start")
-        assert result.returncode == 0, result.stderr
-        wait_until(lambda: self.instance.master() is not None, 20, what="Postfix to start")
+        self.instance.restart()
 
     def stop(self) -> None:
         self.instance.stop()
@@ -151,11 +161,12 @@ class PosternPeer(Peer):
     name = "postern"
     hostname = "gw.example.com"
 
-    def __init__(self, hop: Hop, parent: Path):
+    def __init__(self, hop: Hop, parent: Path, dns: DnsServer):
         super().__init__(hop)
+        self.dns = dns
         self.port = free_port()
         workdir = Path(tempfile.mkdtemp(prefix="postern-conformance-", dir=parent))
-        self.mta = {**base_mta(self.port, hop.port), **POSTERN_SETTINGS}
+        self.mta = {**base_mta(self.port, hop.port), **POSTERN_SETTINGS, "dns_servers": [dns.address]}
         self.relay = RelayProcess(workdir, self.mta, self.port).start()
 
     def log(self) -> str:
@@ -194,15 +205,29 @@ class PosternPeer(Peer):
         self.relay.kill()
 
 
+class _DnsServer53(DnsServer):
+    """The test DNS server on port 53, where resolv.conf (which names no port) sends Postfix."""
+
+    def __init__(self, host: str):
+        super().__init__({}, host)
+        self._sock.close()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.bind((host, 53))
+        self.port = 53
+
+
 @contextlib.contextmanager
 def running_peers(parent: Path):
-    """Postfix and Postern, each with its own scripted next hop, until the block ends."""
+    """Postfix and Postern, each with its own scripted next hop, and one DNS server for both
+    (no records until a case sets them), until the block ends."""
     started: list = []
     try:
+        dns = _DnsServer53(spare_loopback_ip(53)).start()
+        started.append(dns)
         for kind in (PostfixPeer, PosternPeer):
             hop = Hop().start()
             started.append(hop)
-            started.append(kind(hop, parent))
+            started.append(kind(hop, parent, dns))
         yield {peer.name: peer for peer in started if isinstance(peer, Peer)}
     finally:
         for item in reversed(started):
