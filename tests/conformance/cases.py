@@ -20,6 +20,7 @@ import email
 import email.policy
 import re
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -93,6 +94,17 @@ class Session:
         except OSError:
             pass
         self.smtp.close()
+
+    def starttls(self) -> str:
+        """STARTTLS, the handshake (no certificate check) and EHLO again; returns the STARTTLS reply."""
+        reply = self.ask("STARTTLS")
+        if reply.startswith("220"):
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self.smtp.starttls(context)
+            self.ehlo_lines = self.ask("EHLO client.example.net", all_lines=True)
+        return reply
 
     def ask(self, line: str | bytes, all_lines: bool = False):
         try:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from bench.postfix import PostfixInstance
+from tests.support.certs import self_signed
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port, spare_loopback_ip, wait_until
 from tests.support.relay import RelayProcess, base_mta
@@ -118,8 +119,14 @@ class PostfixPeer(Peer):
         resolv_conf = parent / "resolv.conf"
         resolv_conf.write_text(f"nameserver {dns.host}\noptions attempts:1 timeout:2\n")
         resolv_conf.chmod(0o644)
-        # Mail for MX_DOMAIN goes by MX, as a relayhost written without brackets would.
-        settings = {**POSTFIX_SETTINGS, "transport_maps": f"inline:{{{self.mx_domain}=smtp:{self.mx_domain}}}"}
+        cert, key = self_signed(_private_dir(parent, "postfix-tls"), self.hostname)
+        settings = {
+            **POSTFIX_SETTINGS,
+            # Mail for mx_domain goes by MX, as a relayhost written without brackets would.
+            "transport_maps": f"inline:{{{self.mx_domain}=smtp:{self.mx_domain}}}",
+            # STARTTLS offered, as Postern offers it with a certificate.
+            "smtpd_tls_security_level": "may", "smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key,
+        }
         # under /tmp itself: the postfix user must reach the instance, which pytest's private directories forbid
         self.instance = PostfixInstance(hop.port, None, settings=settings, resolv_conf=resolv_conf)
         self.instance.start(free_port())
@@ -166,7 +173,9 @@ class PosternPeer(Peer):
         self.dns = dns
         self.port = free_port()
         workdir = Path(tempfile.mkdtemp(prefix="postern-conformance-", dir=parent))
-        self.mta = {**base_mta(self.port, hop.port), **POSTERN_SETTINGS, "dns_servers": [dns.address]}
+        cert, key = self_signed(_private_dir(parent, "postern-tls"), self.hostname)
+        self.mta = {**base_mta(self.port, hop.port), **POSTERN_SETTINGS, "dns_servers": [dns.address],
+                    "tls": {"cert_file": str(cert), "key_file": str(key)}}
         self.relay = RelayProcess(workdir, self.mta, self.port).start()
 
     def log(self) -> str:
@@ -203,6 +212,12 @@ class PosternPeer(Peer):
 
     def stop(self) -> None:
         self.relay.kill()
+
+
+def _private_dir(parent: Path, name: str) -> Path:
+    directory = parent / name
+    directory.mkdir(mode=0o700)
+    return directory
 
 
 class _DnsServer53(DnsServer):
