@@ -48,7 +48,6 @@ class Case:
     postfix: Callable[[dict], bool] | None = None  # true when Postfix shows what the case is about
     postfix_settings: dict = field(default_factory=dict)
     postern_settings: dict = field(default_factory=dict)
-    slow: bool = False
 
     @property
     def standing(self) -> str:

@@ -2,7 +2,7 @@
 
 import re
 
-from .cases import (CASES, MARKER, RCPT, SENDER, Case, Session, all_done, below_trace, bounce, case, cls, code, dsn_report,
+from .cases import (CASES, MARKER, RCPT, SENDER, Case, Session, all_done, below_trace, bounce, case, cls, code,
                     first_attempts, message, outcome, passed_on, relayed)
 from .hop import DEFAULT_EXTENSIONS, DROP, Script
 
@@ -122,7 +122,7 @@ def connection_closed_by_next_hop(peer):
 
 
 @case("delivery", "a restart while the message waits for a retry: delivered once after the restart",
-      script=lambda: Script(rcpt={RCPT: "450 4.2.0 mailbox busy"}), slow=True)
+      script=lambda: Script(rcpt={RCPT: "450 4.2.0 mailbox busy"}))
 def restart_while_deferred(peer):
     mark = send(peer)
     first = first_attempts(peer, mark)

@@ -386,7 +386,7 @@ def swaks_attachment(peer):
     return {"exit": result.returncode, "content": content.replace(boundary, "BOUNDARY") if boundary else content}
 
 
-@case("receive", "swaks sending an 8-bit message with bare LF line ends over a pipelined session: what the next hop gets")
+@case("receive", "swaks sending an 8-bit message without BODY=8BITMIME, pipelined: what the next hop gets")
 def swaks_eight_bit(peer):
     mark = peer.mark()
     result = subprocess.run(
