@@ -70,6 +70,21 @@ for _name, _what, _script in _STAGES:
                  _script, _status)
 
 
+@case("delivery", "the next hop refuses the connection: deferred; once it listens again, delivered once",
+      postfix=lambda seen: seen["first attempt"][RCPT].startswith("deferred"))
+def next_hop_refuses_connection(peer):
+    peer.hop.refuse_connections()
+    try:
+        mark = send(peer)
+        first = first_attempts(peer, mark)
+    finally:
+        peer.hop.listen()
+    peer.flush()
+    final = outcome(peer, mark)
+    relayed(peer)
+    return {"first attempt": first, "final": final, "copies": len(peer.hop.messages(SENDER))}
+
+
 @case("delivery", "EHLO refused with 502: the client falls back to HELO and delivers",
       script=lambda: Script(ehlo="502 5.5.2 Error: command not recognized"),
       xfail="delivery: Postern does not fall back to HELO when EHLO is refused")
@@ -209,6 +224,18 @@ def bounce_fields(peer):
 def bounce_returns_whole_message(peer):
     outcome(peer, send(peer))
     return bounce(peer, returned=True)
+
+
+@case("bounce", "a message deferred past maximal_queue_lifetime (4 s for this case): returned, and the bounce's fields",
+      script=lambda: Script(rcpt={RCPT: "450 4.2.0 mailbox busy"}),
+      postfix_settings={"maximal_queue_lifetime": "4s", "bounce_queue_lifetime": "4s"},
+      postern_settings={"queue": {"minimal_backoff_time": 1, "maximal_backoff_time": 2, "maximal_queue_lifetime": 4}},
+      xfail="bounce: an expired message's Status is 4.4.7 where Postfix keeps the last reply's code (4.2.0)")
+def expired_after_queue_lifetime(peer):
+    mark = send(peer)
+    peer.wait_log(r"status=expired", mark, timeout=30)
+    report = bounce(peer)
+    return {"expired": len(re.findall(r"status=expired", peer.log_since(mark))), "bounce": report}
 
 
 @case("bounce", "the bounce's own envelope: null sender, to the original sender",

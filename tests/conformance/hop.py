@@ -87,8 +87,7 @@ class Hop:
 
     def start(self) -> Hop:
         self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._session, self.host, self.port, limit=1 << 22), self._loop).result(10)
+        self.listen()
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -122,6 +121,18 @@ class Hop:
             self.commands = []
             self.connections = 0
             self._attempts = {}
+
+    def refuse_connections(self) -> None:
+        """Stop listening (connections are refused) until `listen()`."""
+        async def close():
+            self._server.close()
+            await self._server.wait_closed()
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+
+    def listen(self) -> None:
+        """Listen again on the same port."""
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._session, self.host, self.port, limit=1 << 22), self._loop).result(10)
 
     def messages(self, sender: str | None = None) -> list[Transaction]:
         """Accepted transactions, optionally only those from one envelope sender ("" for bounces)."""
