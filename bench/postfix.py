@@ -10,6 +10,14 @@ instance is stopped, its processes waited for, and the directory removed afterwa
 Settings are Postfix's defaults except what a relay between two loopback ports
 needs: queue files are fsynced as usual, chroot is off, in_flow_delay = 0,
 relayhost = [127.0.0.1]:SINKPORT, mynetworks = 127.0.0.0/8, no local delivery.
+
+Other users (the conformance suite under tests/conformance/) pass their own
+`settings` on top, change them later with `postconf()` and `reload()`, and use
+`flush()`, `delete_queue()` and `log()` as an admin would use postqueue -f,
+postsuper -d ALL and the mail log. With `resolv_conf`, the instance runs in a
+private mount namespace (`unshare --mount`) where that file is bind-mounted over
+/etc/resolv.conf, so its DNS lookups go to a test server; the host's /etc is
+never changed.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ from .tools import HOST, BenchError, accepts_connections, tail, wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
+POSTQUEUE = shutil.which("postqueue") or "/usr/sbin/postqueue"
+POSTSUPER = shutil.which("postsuper") or "/usr/sbin/postsuper"
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 # Where the package installs those metadata files (Debian puts postfix-files under /etc/postfix); only read.
 _META_SOURCES = [Path("/usr/share/postfix"), Path("/etc/postfix")]
 
@@ -71,10 +82,13 @@ def _meta_file(name: str) -> Path:
 
 
 class PostfixInstance:
-    def __init__(self, sink_port: int, parent: Path | None = None):
+    def __init__(self, sink_port: int, parent: Path | None = None, settings: dict[str, object] | None = None,
+                 resolv_conf: Path | None = None):
         if os.geteuid() != 0:
             raise BenchError("a private Postfix instance must be started as root")
         self.sink_port = sink_port
+        self.resolv_conf = resolv_conf
+        self.settings = dict(settings or {})  # main.cf parameters on top of the ones below
         self.port = 0
         self.root = Path(tempfile.mkdtemp(prefix="postfix-bench-", dir=parent))
         self.config_dir = self.root / "etc"
@@ -117,14 +131,20 @@ class PostfixInstance:
             "biff": "no",
             "maillog_file": self.log_path,
             "maillog_file_prefixes": self.root,
+            **self.settings,
         }
         (self.config_dir / "main.cf").write_text("".join(f"{key} = {value}\n" for key, value in main.items()))
         listener = f"{HOST}:{self.port} inet  n       -       n       -       -       smtpd\n"
         (self.config_dir / "master.cf").write_text(listener + _SERVICES)
 
     def _postfix(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        command = [POSTFIX, "-c", str(self.config_dir), *args]
+        if self.resolv_conf is not None and args[:1] == ("start",):
+            # The master and everything it starts stay in the namespace, with this resolv.conf.
+            command = [UNSHARE, "--mount", "--propagation", "private", "--", "sh", "-c",
+                       'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(self.resolv_conf), *command]
         return subprocess.run(
-            [POSTFIX, "-c", str(self.config_dir), *args],
+            command,
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
         )
 
@@ -138,6 +158,53 @@ class PostfixInstance:
         wait_until(lambda: self.master() is not None, 15, "the Postfix master process")
         wait_until(lambda: accepts_connections(self.port), 15, f"Postfix to listen on port {self.port}")
         return self
+
+    def restart(self) -> None:
+        """`postfix stop`, wait for the master to go, then `postfix start` again (the queue stays)."""
+        self._postfix("stop", timeout=30)
+        wait_until(lambda: self.master() is None, 20, "Postfix to stop")
+        result = self._postfix("start")
+        if result.returncode != 0:
+            raise BenchError(f"postfix start failed ({result.returncode}): {result.stderr.strip()}")
+        wait_until(lambda: self.master() is not None, 15, "the Postfix master process")
+        wait_until(lambda: accepts_connections(self.port), 15, f"Postfix to listen on port {self.port}")
+
+    def postconf(self, settings: dict[str, object]) -> None:
+        """Change main.cf parameters (`postconf -e`); `reload()` makes running daemons see them."""
+        if not settings:
+            return
+        result = subprocess.run(
+            [POSTCONF, "-c", str(self.config_dir), "-e", *(f"{key}={value}" for key, value in settings.items())],
+            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"postconf failed: {result.stderr.strip()}")
+        self.settings.update(settings)
+
+    def reload(self) -> None:
+        """`postfix reload`, returning once the master has logged that it re-read its configuration."""
+        before = self.log().count("reload -- version")
+        result = self._postfix("reload")
+        if result.returncode != 0:
+            raise BenchError(f"postfix reload failed: {result.stderr.strip()}")
+        wait_until(lambda: self.log().count("reload -- version") > before, 15, "Postfix to reload")
+
+    def flush(self) -> None:
+        """Attempt every deferred message now (`postqueue -f`)."""
+        subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-f"], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+
+    def delete_queue(self) -> None:
+        """Delete every queued message (`postsuper -d ALL`)."""
+        subprocess.run([POSTSUPER, "-c", str(self.config_dir), "-d", "ALL"], capture_output=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+
+    def log(self) -> str:
+        """The instance's mail log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def master(self) -> psutil.Process | None:
         try:
