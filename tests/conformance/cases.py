@@ -213,11 +213,13 @@ def first_attempts(peer: Peer, mark: int, rcpts: tuple[str, ...] = (RCPT,)) -> d
     return {rcpt: f"{text.split()[0]} {text.split()[1][:1]}" for rcpt, text in found.items()}
 
 
-def rejects(peer: Peer, mark: int, count: int = 1) -> list[str]:
-    """The `NOQUEUE: reject: STAGE from` lines since `mark`, as "STAGE CODE" (waits for `count`:
-    Postfix's log is written by another process, a moment later). Once a transaction has a
-    queue ID, Postfix writes that ID in place of NOQUEUE."""
-    found = peer.wait_log(r"(?:NOQUEUE|[0-9A-Za-z]+): reject: (\w+) from [^:]*: (\d{3})", mark, count)
+def rejects(peer: Peer, mark: int) -> list[str]:
+    """The `NOQUEUE: reject: STAGE from` lines of a session that has ended since `mark`, as
+    "STAGE CODE". Once a transaction has a queue ID, Postfix writes that in place of NOQUEUE.
+    Postfix's log is written by another process, a moment later: the session's `disconnect
+    from` line, written after its rejects, says it is all there."""
+    peer.wait_log(r"disconnect from", mark)
+    found = re.findall(r"(?:NOQUEUE|[0-9A-Za-z]+): reject: (\w+) from [^:]*: (\d{3})", peer.log_since(mark))
     return [f"{stage} {reply}" for stage, reply in found]
 
 

@@ -201,7 +201,8 @@ def pipelining_whole_transaction(peer):
             "recipients": sorted(relayed(peer)[0].rcpt_addresses())}
 
 
-@case("receive", "pipelined RCPTs from an outside client, one refused: replies; NOQUEUE reject log line")
+@case("receive", "pipelined RCPTs from an outside client, one refused: replies; NOQUEUE reject log line",
+      postfix=lambda seen: seen["log"] == ["RCPT 554"])
 def pipelining_with_refused_recipient(peer):
     data = f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{RCPT}>\r\nRCPT TO:<eve@elsewhere.org>\r\nDATA\r\n".encode()
     mark = peer.mark()
@@ -213,7 +214,8 @@ def pipelining_with_refused_recipient(peer):
             "recipients": relayed(peer)[0].rcpt_addresses()}
 
 
-@case("receive", "relaying denied to an outside client: reply code; NOQUEUE reject log line")
+@case("receive", "relaying denied to an outside client: reply code; NOQUEUE reject log line",
+      postfix=lambda seen: seen["log"] == ["RCPT 554"])
 def relay_access_denied(peer):
     mark = peer.mark()
     with Session(peer, source=OUTSIDER) as session:
@@ -432,3 +434,34 @@ def received_header_after_starttls(peer):
       xfail="Received: Postern writes no TLS details")
 def received_tls_details(peer):
     return {"tls details": "(using TLS" in _received(peer, tls=True)}
+
+
+@case("receive", "SIZE over message_size_limit: the reject log line (`reject: MAIL` with its code)",
+      postfix=lambda seen: seen["log"] == ["MAIL 552"],
+      xfail="log: Postern logs no reject line for a SIZE over the limit")
+def size_over_limit_logged(peer):
+    mark = peer.mark()
+    with Session(peer) as session:
+        session.ask(f"MAIL FROM:<{SENDER}> SIZE=20000000")
+    return {"log": rejects(peer, mark)}
+
+
+@case("receive", "EHLO with an address literal, EHLO [127.0.0.1]: a whole transaction")
+def ehlo_address_literal(peer):
+    mark = peer.mark()
+    with Session(peer, helo="[127.0.0.1]") as session:
+        replies = session.mail(content=message())
+    outcome(peer, mark)
+    return {"replies": [code(r) for r in replies]}
+
+
+@case("receive", "HELO without a name: reply code")
+def helo_without_name(peer):
+    with Session(peer, helo=None) as session:
+        return {"helo": code(session.ask("HELO")), "ehlo": code(session.ask("EHLO"))}
+
+
+@case("receive", "trailing spaces after the address, MAIL FROM:<addr>   : reply classes")
+def trailing_spaces_after_address(peer):
+    with Session(peer) as session:
+        return {"replies": [cls(session.ask(f"MAIL FROM:<{SENDER}>   ")), cls(session.ask(f"RCPT TO:<{RCPT}>  "))]}

@@ -59,6 +59,14 @@ class Transaction:
         return [line.split("<", 1)[1].split(">", 1)[0] for line in self.rcpts]
 
 
+def _plain(script: Script) -> bool:
+    """Whether the script greets, answers EHLO and keeps connections as the default one does."""
+    default = Script()
+    return (script.greeting, script.ehlo, script.helo, script.extensions, script.close_after_message) == (
+        default.greeting, default.ehlo, default.helo, default.extensions, default.close_after_message
+    ) and not script.delay
+
+
 def _params(line: str) -> dict[str, str]:
     rest = line.split(">", 1)[1] if ">" in line else ""
     found = {}
@@ -101,12 +109,26 @@ class Hop:
         self._thread.join(10)
 
     def reset(self, script: Script | None = None) -> None:
-        """A new script and empty records, once the connections from earlier are gone.
+        """A new script and empty records.
 
         A client keeps an idle connection a moment for more mail (Postern 2 s, Postfix's
-        smtp_connection_cache_time_limit 2 s); the next case must start on a fresh one, both
-        for its greeting and EHLO and because a connection closed under a client is a case of
-        its own (connection_closed_by_next_hop). Connections still open after 5 s are closed."""
+        smtp_connection_cache_time_limit 2 s). When the old or the new script greets, answers
+        EHLO or ends a session other than plainly, the next case must start on a fresh
+        connection, so this waits for the client to close its idle ones (those still open
+        after 5 s are closed here); otherwise the new case may go on over an old connection,
+        which then answers by the new script."""
+        script = script or Script()
+        if not (_plain(self.script) and _plain(script)):
+            self._wait_idle()
+        with self.lock:
+            self.script = script
+            self.transactions = []
+            self.commands = []
+            self.connections = 0
+            self._attempts = {}
+
+    def _wait_idle(self) -> None:
+        """Wait for clients to close their idle connections; close those still open after 5 s."""
         deadline = time.monotonic() + 5
         while self._writers and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -115,15 +137,11 @@ class Hop:
             for writer in list(self._writers):
                 writer.close()
         asyncio.run_coroutine_threadsafe(hang_up(), self._loop).result(10)
-        with self.lock:
-            self.script = script or Script()
-            self.transactions = []
-            self.commands = []
-            self.connections = 0
-            self._attempts = {}
 
     def refuse_connections(self) -> None:
-        """Stop listening (connections are refused) until `listen()`."""
+        """Stop listening (connections are refused) until `listen()`; none is left open."""
+        self._wait_idle()
+
         async def close():
             self._server.close()
             await self._server.wait_closed()
@@ -184,6 +202,7 @@ class Hop:
         current: Transaction | None = None
         while True:
             raw = await reader.readuntil(b"\n")
+            script = self.script  # the case's script, also on a connection opened before it
             line = raw.rstrip(b"\r\n").decode("utf-8", "replace")
             verb = line.split(" ", 1)[0].upper()
             with self.lock:
