@@ -38,7 +38,9 @@ class Offers:
 
     @classmethod
     def of(cls, client) -> Offers:
-        return cls(*(client.supports_extension(name) for name in ("8bitmime", "size", "smtputf8", "dsn")))
+        eight_bit, size, smtputf8, dsn = (client.supports_extension(name)
+                                          for name in ("8bitmime", "size", "smtputf8", "dsn"))
+        return cls(eight_bit or smtputf8, size, smtputf8, dsn)  # SMTPUTF8 implies 8BITMIME, as in Postfix
 
 
 def xtext(text: str) -> str:
@@ -82,7 +84,7 @@ def rcpt_options(envelope, recipient, offers: Offers) -> list[str]:
         return []
     options = []
     address = recipient.address
-    orcpt = envelope.orcpt.get(address) or (f"rfc822;{address}" if address.isascii() else f"utf-8;{address}")
+    orcpt = envelope.orcpt.get(address) or f"rfc822;{address}"  # Postfix's: UTF-8 octets as xtext
     kind, _, original = orcpt.partition(";")
     if kind.lower() == "utf-8":
         options.append(f"ORCPT={kind};{uxtext(original)}")

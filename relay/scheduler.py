@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from . import addresses, bounce
 from .delivery import Delivery, Job
-from .bounce import DELAYED, FAILED, RELAYED, duration_text
+from .bounce import DELAYED, FAILED, RELAYED
 from .queue.entry import BOUNCED, BOUNCING, DEFERRED, PENDING, SENT, Envelope, QueueEntry
 from .queue.store import DamagedFile, QueueFull, QueueWriteError
 from .routing import next_hop
@@ -250,10 +250,7 @@ class Scheduler:
         expired = now - entry.envelope.arrival >= queue.maximal_queue_lifetime
         for recipient in tried:
             if recipient.status == DEFERRED and expired:
-                recipient.status = BOUNCING
-                recipient.dsn = "4.4.7"
-                lifetime = duration_text(queue.maximal_queue_lifetime)
-                recipient.last_reply = f"message expired after {lifetime}; last error: {recipient.last_reply}"
+                recipient.status = BOUNCING  # with its last reply and status, as Postfix returns it
                 log.info("%s: to=<%s>, status=expired, returned to sender", entry.id, recipient.address)
         bouncing = [r for r in entry.recipients if r.status == BOUNCING]
         if bouncing:

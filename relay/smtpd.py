@@ -43,6 +43,7 @@ log = logging.getLogger("postern/smtpd")
 
 # A CRLF, or a bare CR or LF with the dot that may start the line it begins.
 _LINE_END = re.compile(rb"\r\n|[\r\n]\.?")
+_BARE_LINE_END = re.compile(rb"\r\n|[\r\n]")
 _RECEIVED = re.compile(rb"(?im)^received:")
 _END_OF_DATA = b"\r\n.\r\n"
 # Postfix's line_length_limit: a longer command line gets "command too long". A line of
@@ -407,6 +408,8 @@ class SmtpSession(Chunking, SMTP):
                 # RFC 5321 4.5.2: a line's leading dot was added by the client; take it off.
                 content = content.replace(b"\r\n.", b"\r\n")
                 content = content[1:] if content[:1] == b"." else content
+            else:  # line ends made whole here, where a dot after a bare one is known to be the message's
+                content = normalise_line_ends(content, stuffed=False)
             self.envelope.content = self.envelope.original_content = content
             status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
@@ -462,16 +465,18 @@ class SmtpSession(Chunking, SMTP):
         await super().push(status)
 
 
-def normalise_line_ends(data: bytes) -> bytes:
+def normalise_line_ends(data: bytes, stuffed: bool = True) -> bytes:
     """Bare CR and bare LF become CRLF, so nothing downstream can read them as line ends of its own.
 
-    A line they begin loses a leading dot, as SMTP's transparency rule (RFC 5321 4.5.2)
-    took it off every CRLF line: a smuggled <LF>.<LF> becomes an empty line, not a lone dot.
+    In DATA (`stuffed`) a line they begin loses a leading dot, as SMTP's transparency rule
+    (RFC 5321 4.5.2) took it off every CRLF line: a smuggled <LF>.<LF> becomes an empty
+    line, not a lone dot. BDAT's chunks are counted, not dot-stuffed: a dot there is the
+    message's own and stays, as in Postfix (delivery dot-stuffs it like any other).
     """
     crlf = data.count(b"\r\n")
     if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
         return data  # the usual case: every line already ends in CRLF
-    return _LINE_END.sub(b"\r\n", data)
+    return (_LINE_END if stuffed else _BARE_LINE_END).sub(b"\r\n", data)
 
 
 def header_block(message: bytes) -> bytes:

@@ -52,7 +52,9 @@ POSTFIX_SETTINGS = {
 
 POSTERN_SETTINGS = {
     "queue": {"minimal_backoff_time": 1, "maximal_backoff_time": 2},
-    "delivery": {"connect_timeout": REPLY_TIMEOUT, "command_timeout": REPLY_TIMEOUT},
+    "delivery": {"connect_timeout": REPLY_TIMEOUT, "command_timeout": REPLY_TIMEOUT,
+                 "data_init_timeout": REPLY_TIMEOUT, "data_xfer_timeout": REPLY_TIMEOUT,
+                 "data_done_timeout": REPLY_TIMEOUT},
 }
 
 _DELIVERY = re.compile(r"to=<([^>]*)>,.*? dsn=([0-9.]+), status=(\w+)")
