@@ -86,10 +86,10 @@ class World:
         return entry
 
     async def close(self) -> None:
-        tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        await asyncio.gather(*tasks, return_exceptions=True)  # cached connections close after their short wait
         for hop in self.hops:
             await hop.stop()
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        await asyncio.gather(*tasks, return_exceptions=True)  # cached connections close after their short wait
         if self.dns:
             self.dns.stop()
 
@@ -237,6 +237,14 @@ async def test_a_slow_but_moving_transfer_finishes(world):
     entry = await world.send(message=MESSAGE + body)
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
     assert hop.messages[0].content == MESSAGE + body
+
+
+async def test_a_transfer_that_stops_moving_times_out_at_data_xfer_timeout(world):
+    [hop] = await world.mx(ScriptedHop(data_stall=True), settings={"data_xfer_timeout": 1})
+    body = b"x" * 70 + b"\r\n"
+    entry = await world.send(message=MESSAGE + body * 300_000)  # more than the socket buffers hold
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert entry.recipients[0].last_reply.endswith("timed out while sending message content")
 
 
 async def test_a_hop_that_does_not_answer_data_times_out_at_data_init_timeout(world):
