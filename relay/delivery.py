@@ -488,8 +488,8 @@ class _Attempt:
         stage, before_mail = "sending MAIL FROM", True
         try:
             try:
-                await client.mail(envelope.sender, options=mail_options, encoding=encoding,
-                                  timeout=self.timeouts.command_timeout)
+                await _command(client, b"MAIL FROM:", envelope.sender, mail_options, encoding,
+                               self.timeouts.command_timeout)
             except aiosmtplib.SMTPResponseException as error:
                 retry = self.refused(open_, error, relay)
                 await _rset(client)
@@ -499,8 +499,9 @@ class _Attempt:
             before_mail, stage = False, "sending RCPT TO"
             for recipient in recipients:
                 try:
-                    await client.rcpt(recipient.address, options=outbound.rcpt_options(envelope, recipient, offers),
-                                      encoding=encoding, timeout=self.timeouts.command_timeout)
+                    await _command(client, b"RCPT TO:", recipient.address,
+                                   outbound.rcpt_options(envelope, recipient, offers), encoding,
+                                   self.timeouts.command_timeout)
                     accepted.append(recipient)
                 except aiosmtplib.SMTPResponseException as error:
                     retry += self.refused([recipient], error, relay)
@@ -541,6 +542,27 @@ class _Attempt:
             recipient.dsn_passed = offers.dsn
             job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay)
         return retry
+
+
+_QUOTED_LOCAL_PART = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"')
+_NOT_IN_A_PATH = re.compile(r'[\s<>"]')
+
+
+async def _command(client: aiosmtplib.SMTP, verb: bytes, address: str, options: list[str], encoding: str,
+                   timeout: float) -> None:
+    """MAIL FROM or RCPT TO with the address exactly as the client gave it to us.
+
+    (aiosmtplib's mail() and rcpt() pass the address through email.utils.parseaddr, which
+    rewrites some: "a;b@example.org" would go out as <a>.) ValueError or UnicodeError when
+    the address cannot go on an SMTP command line; SMTPResponseException for a refusal.
+    """
+    if _NOT_IN_A_PATH.search(_QUOTED_LOCAL_PART.sub("", address, count=1)):
+        raise ValueError(f"address {address!r} cannot be sent")
+    path = b"<" + address.encode(encoding) + b">"
+    reply = await client.execute_command(verb + path, *(option.encode("ascii") for option in options),
+                                         timeout=timeout)
+    if reply.code not in (250, 251):
+        raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:

@@ -376,3 +376,17 @@ async def test_an_address_that_cannot_be_sent_bounces_alone(world):
     entry = await world.send(["jörg@example.org", "bob@example.org"])  # non-ASCII, and no SMTPUTF8 asked
     assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.1.3"), "bob@example.org": (SENT, "2.0.0")}
     assert hop.messages[0].rcpts == ["RCPT TO:<bob@example.org>"]
+
+
+async def test_addresses_are_sent_as_the_client_gave_them(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(["a;b@example.org", '"john doe"@example.org'], sender="")
+    assert outcome(entry) == {"a;b@example.org": (SENT, "2.0.0"), '"john doe"@example.org': (SENT, "2.0.0")}
+    assert hop.messages[0].mail == f"MAIL FROM:<> SIZE={len(MESSAGE)}"
+    assert hop.messages[0].rcpts == ["RCPT TO:<a;b@example.org>", 'RCPT TO:<"john doe"@example.org>']
+
+
+async def test_an_address_with_a_bracket_bounces_alone(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(["bob@example.org", "eve>@example.org"])
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "eve>@example.org": (BOUNCED, "5.1.3")}
