@@ -13,6 +13,7 @@ import time
 import pytest
 
 from relay import delivery as delivery_module
+from relay import outbound
 from relay.config import parse_mta
 from relay.daemon import Relay
 from relay.delivery import Delivery, Job
@@ -390,3 +391,41 @@ async def test_an_address_with_a_bracket_bounces_alone(world):
     [hop] = await world.mx(ScriptedHop())
     entry = await world.send(["bob@example.org", "eve>@example.org"])
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "eve>@example.org": (BOUNCED, "5.1.3")}
+
+
+# --- The wire format on its own --------------------------------------------------------
+
+def test_an_attached_8bit_message_is_converted_inside_and_marked_7bit():
+    inner = "From: c@example.net\r\nSubject: inner\r\n\r\nÄrger\r\n"
+    message = (
+        "From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n"
+        "--o\r\nContent-Type: text/plain\r\n\r\nfirst, no encoding named\r\nnaïve\r\n"
+        "--o\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + inner +
+        "--o--\r\n"
+    ).encode()
+    converted = outbound.downgrade_8bit(message)
+    assert converted.isascii()
+    assert b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" \
+           b"first, no encoding named\r\nna=C3=AFve\r\n" in converted
+    assert b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\n" in converted
+    assert b"Subject: inner\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=84rger\r\n" in converted
+
+
+def test_a_base64_part_is_left_alone_and_so_is_an_8bit_header_only_message():
+    headers_only = "Subject: Grüße\r\n\r\nascii body\r\n".encode()
+    assert outbound.downgrade_8bit(headers_only) is headers_only
+    base64_part = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ==\r\n")
+    assert outbound.downgrade_8bit(base64_part) is base64_part
+
+
+def test_a_single_line_of_megabytes_is_folded_in_one_pass():
+    line = b"y" * 5_000_000
+    out = b"".join(outbound.wire_chunks(line + b"\r\n"))
+    pieces = out.split(b"\r\n")
+    assert pieces[0] == line[:998] and all(p.startswith(b" ") and len(p) <= 998 for p in pieces[1:-1])
+    assert b"".join(p[1:] for p in pieces[1:-1]) == line[998:]
+
+
+def test_xtext_and_utf8_xtext():
+    assert outbound.xtext("a+b=c d\x7fé") == "a+2Bb+3Dc+20d+7F+C3+A9"
+    assert outbound.uxtext("jörg+x\\y") == "j\\x{F6}rg\\x{2B}x\\x{5C}y"
