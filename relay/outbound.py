@@ -35,10 +35,13 @@ class Offers:
     size: bool = False
     smtputf8: bool = False
     dsn: bool = False
+    size_limit: int = 0  # the number after SIZE; 0: none given
 
     @classmethod
     def of(cls, client) -> Offers:
-        return cls(*(client.supports_extension(name) for name in ("8bitmime", "size", "smtputf8", "dsn")))
+        offered = [client.supports_extension(name) for name in ("8bitmime", "size", "smtputf8", "dsn")]
+        limit = client.esmtp_extensions.get("size", "").strip()
+        return cls(*offered, size_limit=int(limit) if limit.isdigit() else 0)
 
 
 def xtext(text: str) -> str:

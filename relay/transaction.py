@@ -101,6 +101,9 @@ class Attempt:
                 await _rset(client)
                 return list(recipients)
             return self.settle_failure(recipients, "5.6.7", text, relay)
+        if 0 < offers.size_limit < envelope.size:
+            return self.settle_failure(recipients, "5.3.4", f"message size {envelope.size} exceeds size limit "
+                                       f"{offers.size_limit} of server {relay}", relay)
         message, mail_options = outbound.prepare(job.message, envelope, offers)
         encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
         open_, accepted, retry = list(recipients), [], []

@@ -241,7 +241,7 @@ async def test_a_slow_but_moving_transfer_finishes(world):
 
 
 async def test_a_transfer_that_stops_moving_times_out_at_data_xfer_timeout(world):
-    [hop] = await world.mx(ScriptedHop(data_stall=True), settings={"data_xfer_timeout": 1})
+    [hop] = await world.mx(ScriptedHop(data_stall=True, extensions=("8BITMIME",)), settings={"data_xfer_timeout": 1})
     body = b"x" * 70 + b"\r\n"
     entry = await world.send(message=MESSAGE + body * 300_000)  # more than the socket buffers hold
     assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
@@ -328,6 +328,14 @@ async def test_an_ascii_envelope_with_smtputf8_is_delivered_to_a_hop_without_it(
     entry = await world.send(smtputf8=True)
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
     assert "SMTPUTF8" not in hop.messages[0].mail
+
+
+async def test_a_message_larger_than_the_hops_size_limit_is_returned_without_sending(world):
+    [hop] = await world.mx(ScriptedHop(extensions=("SIZE 100",)))
+    entry = await world.send(message=MESSAGE + b"x" * 100 + b"\r\n")
+    assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.3.4")}
+    assert entry.recipients[0].last_reply.startswith(f"message size {len(MESSAGE) + 102} exceeds size limit 100")
+    assert "MAIL" not in hop.verbs()
 
 
 # --- 8. DSN parameters -----------------------------------------------------------------
