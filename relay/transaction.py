@@ -107,7 +107,7 @@ class Attempt:
         message, mail_options = outbound.prepare(job.message, envelope, offers)
         encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
         open_, accepted, retry = list(recipients), [], []
-        stage, before_mail = "sending MAIL FROM", True
+        stage, before_mail, dot_sent = "sending MAIL FROM", True, False
         try:
             try:
                 await _command(client, b"MAIL FROM:", envelope.sender, mail_options, encoding,
@@ -146,17 +146,14 @@ class Attempt:
                 # One timeout per write, not one for the whole message: a slow link that moves finishes.
                 # aiosmtplib's protocol has StreamWriter's flow control; _drain_helper is its drain().
                 await asyncio.wait_for(client.protocol._drain_helper(), self.timeouts.data_xfer_timeout)
-            stage = "sending end of data -- message may be sent more than once"
-            open_ = []
+            stage, dot_sent = "sending end of data -- message may be sent more than once", True
             reply = await client.execute_command(b".", timeout=self.timeouts.data_done_timeout)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
             client.close()
-            text = lost_text(error, relay, stage)
-            if not open_:  # the final dot went out: whatever happened, not again now
-                self.error = ("4.4.2", text, relay)
+            self.error = ("4.4.2", lost_text(error, relay, stage), relay)
+            if dot_sent:  # whatever happened to the message, it is not sent again now
                 self.defer(accepted)
                 raise Lost([], before_mail) from None
-            self.error = ("4.4.2", text, relay)
             raise Lost(retry + open_, before_mail) from None
         if reply.code != 250:
             return retry + self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
