@@ -114,6 +114,7 @@ def downgrade_8bit(message: bytes) -> bytes:
     if not needs_downgrade(message):
         return message
     parsed = BytesParser(policy=policy.compat32).parsebytes(message)
+    converted = False
     for part in parsed.walk():
         encoding = (part.get("Content-Transfer-Encoding") or "").strip().lower()
         if part.is_multipart():  # multipart/* and message/rfc822: their parts are converted instead
@@ -127,10 +128,13 @@ def downgrade_8bit(message: bytes) -> bytes:
             continue
         encoded = quopri.encodestring(data.replace(b"\r\n", b"\n")).decode("ascii")
         part.set_payload(encoded)
+        converted = True
         if "Content-Transfer-Encoding" in part:
             part.replace_header("Content-Transfer-Encoding", "quoted-printable")
         else:
             part["Content-Transfer-Encoding"] = "quoted-printable"
+    if not converted:  # the 8-bit octets were in the parts' headers only: sent as they are
+        return message
     out = io.BytesIO()
     BytesGenerator(out, mangle_from_=False, policy=_GENERATOR_POLICY).flatten(parsed)
     return out.getvalue()

@@ -424,6 +424,9 @@ def test_a_base64_part_is_left_alone_and_so_is_an_8bit_header_only_message():
     assert outbound.downgrade_8bit(headers_only) is headers_only
     base64_part = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ==\r\n")
     assert outbound.downgrade_8bit(base64_part) is base64_part
+    part_header_only = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; "
+                        b"name=\"Gr\xc3\xbc\xc3\x9fe.txt\"\r\n\r\nascii\r\n--b--\r\n")
+    assert outbound.downgrade_8bit(part_header_only) is part_header_only
 
 
 def test_a_single_line_of_megabytes_is_folded_in_one_pass():
