@@ -8,9 +8,9 @@ meanwhile, a new one is made without a deferral. A next hop that cannot be
 reached is marked dead for the minimal backoff time: its other jobs defer at once
 instead of each waiting for their own connection timeout, as Postfix does.
 
-One attempt (`_Attempt`) walks the next hop's addresses: a temporary failure moves
+One attempt (`Attempt`) walks the next hop's addresses: a temporary failure moves
 the recipients it concerns on to the next MX host, for at most MX_SESSION_LIMIT
-sessions; a 5xx is final (Postfix's smtp_trouble.c). What goes on the wire after
+sessions; a 5xx is final (Postfix's smtp_trouble.c; see `transaction.py`). What goes on the wire after
 MAIL, RCPT and DATA (parameters, 8-bit downgrade, long lines) is `outbound.py`'s.
 
 Each next hop has a TLS level (see `tls.py`): `encrypt` and `verify` never fall
@@ -23,32 +23,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import ssl
 import time
 from dataclasses import dataclass, field
 
 import aiosmtplib
 
-from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
-from . import outbound
 from .config import is_ip
+from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
 from .routing import NextHop, RouteError, Target, resolve
+from .transaction import Attempt, Lost, one_line
 from .tls import ENCRYPTING_LEVELS, certificate_matches, certificate_names, sni_name
 
 log = logging.getLogger("postern/smtp")
 
 CONNECTION_CACHE_TIME = 2.0
-_DSN = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-
-
-def dsn_of(code: int, message: str) -> str:
-    match = _DSN.match(message)
-    if match and match.group(1) == str(code)[0]:
-        return match.group(0)
-    return f"{str(code)[0]}.0.0"
-
-
 def reason_of(error: BaseException) -> str:
     """Postfix-style short reason: 'Connection refused' rather than a wrapped exception's text."""
     for candidate in (error, error.__cause__, error.__context__):  # an SSLError's errno is OpenSSL's, not the OS's
@@ -62,10 +51,6 @@ def reason_of(error: BaseException) -> str:
     if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
         return "Connection timed out"
     return str(error) or error.__class__.__name__
-
-
-def one_line(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}"
 
 
 @dataclass
@@ -327,14 +312,14 @@ class Destination:
         if self.dead_until > time.time():
             self._defer_all(job, "4.4.1", f"delivery temporarily suspended: {self.dead_reason}")
             return connection
-        attempt = _Attempt(job, self.delivery.relay.config)
+        attempt = Attempt(job, self.delivery.relay.config)
         recipients = list(job.recipients)
         if connection is not None:
             attempt.final = True
             try:
                 await attempt.transaction(connection, recipients)
                 return connection if connection.client.is_connected else None
-            except _Lost as lost:
+            except Lost as lost:
                 if not lost.before_mail:
                     attempt.defer(lost.retry)
                     return None
@@ -344,7 +329,7 @@ class Destination:
                 attempt.final = False
         return await self._deliver_fresh(job, attempt, recipients)
 
-    async def _deliver_fresh(self, job: Job, attempt: _Attempt, recipients: list[Recipient]) -> _Connection | None:
+    async def _deliver_fresh(self, job: Job, attempt: Attempt, recipients: list[Recipient]) -> _Connection | None:
         """Postfix's MX fallback: a temporary failure at one address moves on to the next, for at most
         MX_SESSION_LIMIT sessions (smtp_mx_session_limit); the last session's failures are the final ones."""
         try:
@@ -366,7 +351,7 @@ class Destination:
             attempt.final = index == len(targets) - 1 or sessions >= MX_SESSION_LIMIT
             try:
                 recipients = await attempt.transaction(connection, recipients)
-            except _Lost as lost:
+            except Lost as lost:
                 recipients = lost.retry
             else:
                 if not recipients and connection.client.is_connected:
@@ -411,141 +396,3 @@ async def _greet(client: aiosmtplib.SMTP) -> None:
         if error.code == 421 or not client.is_connected:
             raise
         await client.helo()
-
-
-def lost_text(error: BaseException, relay: str, stage: str) -> str:
-    """Postfix's words for a connection that broke in the middle of a conversation."""
-    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
-        return f"conversation with {relay} timed out while {stage}"
-    return f"lost connection with {relay} while {stage}"
-
-
-class _Lost(Exception):
-    """The connection broke; `retry` are the recipients still to send, `before_mail` if nothing was accepted."""
-
-    def __init__(self, retry: list[Recipient], before_mail: bool):
-        super().__init__("lost connection")
-        self.retry = retry
-        self.before_mail = before_mail
-
-
-class _Attempt:
-    """One delivery attempt of a job over the next hop's addresses, and what each failure means
-    (Postfix's smtp_trouble.c): a 5xx reply is final; a 4xx reply or a broken connection is final
-    only in the last session, before that its recipients go on to the next MX host."""
-
-    def __init__(self, job: Job, config):
-        self.job = job
-        self.timeouts = config.delivery
-        self.final = False
-        self.error = ("4.4.1", "no address to deliver to", "")  # the last temporary failure
-
-    def settle_failure(self, recipients: list[Recipient], dsn: str, text: str, relay: str) -> list[Recipient]:
-        """Bounce (5.x.x) or defer the recipients; returns those to try at the next MX host instead."""
-        if dsn.startswith("5"):
-            for recipient in recipients:
-                self.job.settle(recipient, BOUNCED, dsn, text, relay)
-            return []
-        self.error = (dsn, text, relay)
-        if not self.final:
-            return list(recipients)
-        self.defer(recipients)
-        return []
-
-    def refused(self, recipients: list[Recipient], error: aiosmtplib.SMTPResponseException, relay: str) -> list[Recipient]:
-        dsn = dsn_of(error.code, error.message)
-        if not 400 <= error.code < 600:  # a reply that makes no sense here: try later
-            dsn = "4.5.0"
-        return self.settle_failure(recipients, dsn, f"host {relay} said: {one_line(error.code, error.message)}", relay)
-
-    def defer(self, recipients: list[Recipient]) -> None:
-        dsn, text, relay = self.error
-        for recipient in recipients:
-            self.job.settle(recipient, DEFERRED, dsn, text, relay)
-
-    async def transaction(self, connection: _Connection, recipients: list[Recipient]) -> list[Recipient]:
-        """MAIL, RCPT, DATA for the recipients; returns those to try at the next MX host.
-
-        Raises _Lost when the connection breaks before the final dot. Once the dot is sent,
-        a broken connection defers the recipients: the message is never sent twice in one attempt."""
-        client, job = connection.client, self.job
-        relay = str(connection.target)
-        envelope = job.entry.envelope
-        offers = outbound.Offers.of(client)
-        needs_utf8 = envelope.smtputf8 and not all(
-            a.isascii() for a in (envelope.sender, *(r.address for r in recipients)))
-        if needs_utf8 and not offers.smtputf8:
-            text = ("message requires SMTPUTF8, but no server was found that supports SMTPUTF8. "
-                    f"The last attempted server was {relay}")
-            if not self.final:  # another MX host may offer it (Postfix tries them before giving up)
-                self.error = ("4.6.7", text, relay)
-                await _rset(client)
-                return list(recipients)
-            return self.settle_failure(recipients, "5.6.7", text, relay)
-        message, mail_options = outbound.prepare(job.message, envelope, offers)
-        encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
-        open_, accepted, retry = list(recipients), [], []
-        stage, before_mail = "sending MAIL FROM", True
-        try:
-            try:
-                await client.mail(envelope.sender, options=mail_options, encoding=encoding,
-                                  timeout=self.timeouts.command_timeout)
-            except aiosmtplib.SMTPResponseException as error:
-                retry = self.refused(open_, error, relay)
-                await _rset(client)
-                return retry
-            except (ValueError, UnicodeError):
-                return self.settle_failure(open_, "5.1.7", f"bad sender address syntax: <{envelope.sender}>", relay)
-            before_mail, stage = False, "sending RCPT TO"
-            for recipient in recipients:
-                try:
-                    await client.rcpt(recipient.address, options=outbound.rcpt_options(envelope, recipient, offers),
-                                      encoding=encoding, timeout=self.timeouts.command_timeout)
-                    accepted.append(recipient)
-                except aiosmtplib.SMTPResponseException as error:
-                    retry += self.refused([recipient], error, relay)
-                    open_.remove(recipient)
-                except (ValueError, UnicodeError):
-                    self.settle_failure([recipient], "5.1.3", f"bad address syntax: <{recipient.address}>", relay)
-                    open_.remove(recipient)
-            if not accepted:
-                await _rset(client)
-                return retry
-            stage = "sending DATA command"
-            reply = await client.execute_command(b"DATA", timeout=self.timeouts.data_init_timeout)
-            if reply.code != 354:
-                retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
-                await _rset(client)
-                return retry
-            stage = "sending message content"
-            for chunk in outbound.wire_chunks(message):
-                client.protocol.write(chunk)
-                # One timeout per write, not one for the whole message: a slow link that moves finishes.
-                # aiosmtplib's protocol has StreamWriter's flow control; _drain_helper is its drain().
-                await asyncio.wait_for(client.protocol._drain_helper(), self.timeouts.data_xfer_timeout)
-            stage = "sending end of data -- message may be sent more than once"
-            open_ = []
-            reply = await client.execute_command(b".", timeout=self.timeouts.data_done_timeout)
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
-            client.close()
-            text = lost_text(error, relay, stage)
-            if not open_:  # the final dot went out: whatever happened, not again now
-                self.error = ("4.4.2", text, relay)
-                self.defer(accepted)
-                raise _Lost([], before_mail) from None
-            self.error = ("4.4.2", text, relay)
-            raise _Lost(retry + open_, before_mail) from None
-        if reply.code != 250:
-            return retry + self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
-        for recipient in accepted:
-            recipient.dsn_passed = offers.dsn
-            job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay)
-        return retry
-
-
-async def _rset(client: aiosmtplib.SMTP) -> None:
-    """End a failed transaction; a connection that cannot is closed (and not reused)."""
-    try:
-        await client.rset()
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-        client.close()

@@ -35,12 +35,15 @@ class Offers:
     size: bool = False
     smtputf8: bool = False
     dsn: bool = False
+    size_limit: int = 0  # the number after SIZE; 0: none given
 
     @classmethod
     def of(cls, client) -> Offers:
         eight_bit, size, smtputf8, dsn = (client.supports_extension(name)
                                           for name in ("8bitmime", "size", "smtputf8", "dsn"))
-        return cls(eight_bit or smtputf8, size, smtputf8, dsn)  # SMTPUTF8 implies 8BITMIME, as in Postfix
+        limit = client.esmtp_extensions.get("size", "").strip()
+        # SMTPUTF8 implies 8BITMIME, as in Postfix
+        return cls(eight_bit or smtputf8, size, smtputf8, dsn, size_limit=int(limit) if limit.isdigit() else 0)
 
 
 def xtext(text: str) -> str:
@@ -113,6 +116,7 @@ def downgrade_8bit(message: bytes) -> bytes:
     if not needs_downgrade(message):
         return message
     parsed = BytesParser(policy=policy.compat32).parsebytes(message)
+    converted = False
     for part in parsed.walk():
         encoding = (part.get("Content-Transfer-Encoding") or "").strip().lower()
         if part.is_multipart():  # multipart/* and message/rfc822: their parts are converted instead
@@ -126,10 +130,13 @@ def downgrade_8bit(message: bytes) -> bytes:
             continue
         encoded = quopri.encodestring(data.replace(b"\r\n", b"\n")).decode("ascii")
         part.set_payload(encoded)
+        converted = True
         if "Content-Transfer-Encoding" in part:
             part.replace_header("Content-Transfer-Encoding", "quoted-printable")
         else:
             part["Content-Transfer-Encoding"] = "quoted-printable"
+    if not converted:  # the 8-bit octets were in the parts' headers only: sent as they are
+        return message
     out = io.BytesIO()
     BytesGenerator(out, mangle_from_=False, policy=_GENERATOR_POLICY).flatten(parsed)
     return out.getvalue()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from relay import delivery as delivery_module
+from relay import outbound
 from relay.config import parse_mta
 from relay.daemon import Relay
 from relay.delivery import Delivery, Job
@@ -86,10 +87,10 @@ class World:
         return entry
 
     async def close(self) -> None:
-        tasks = asyncio.all_tasks() - {asyncio.current_task()}
-        await asyncio.gather(*tasks, return_exceptions=True)  # cached connections close after their short wait
         for hop in self.hops:
             await hop.stop()
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
+        await asyncio.gather(*tasks, return_exceptions=True)  # cached connections close after their short wait
         if self.dns:
             self.dns.stop()
 
@@ -239,6 +240,14 @@ async def test_a_slow_but_moving_transfer_finishes(world):
     assert hop.messages[0].content == MESSAGE + body
 
 
+async def test_a_transfer_that_stops_moving_times_out_at_data_xfer_timeout(world):
+    [hop] = await world.mx(ScriptedHop(data_stall=True, extensions=("8BITMIME",)), settings={"data_xfer_timeout": 1})
+    body = b"x" * 70 + b"\r\n"
+    entry = await world.send(message=MESSAGE + body * 300_000)  # more than the socket buffers hold
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert entry.recipients[0].last_reply.endswith("timed out while sending message content")
+
+
 async def test_a_hop_that_does_not_answer_data_times_out_at_data_init_timeout(world):
     [hop] = await world.mx(ScriptedHop(delays={"DATA": 3}), settings={"data_init_timeout": 1})
     entry = await world.send()
@@ -321,6 +330,14 @@ async def test_an_ascii_envelope_with_smtputf8_is_delivered_to_a_hop_without_it(
     assert "SMTPUTF8" not in hop.messages[0].mail
 
 
+async def test_a_message_larger_than_the_hops_size_limit_is_returned_without_sending(world):
+    [hop] = await world.mx(ScriptedHop(extensions=("SIZE 100",)))
+    entry = await world.send(message=MESSAGE + b"x" * 100 + b"\r\n")
+    assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.3.4")}
+    assert entry.recipients[0].last_reply.startswith(f"message size {len(MESSAGE) + 102} exceeds size limit 100")
+    assert "MAIL" not in hop.verbs()
+
+
 # --- 8. DSN parameters -----------------------------------------------------------------
 
 async def test_dsn_parameters_are_passed_on_to_a_hop_that_offers_dsn(world):
@@ -368,3 +385,58 @@ async def test_an_address_that_cannot_be_sent_bounces_alone(world):
     entry = await world.send(["jörg@example.org", "bob@example.org"])  # non-ASCII, and no SMTPUTF8 asked
     assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.1.3"), "bob@example.org": (SENT, "2.0.0")}
     assert hop.messages[0].rcpts == ["RCPT TO:<bob@example.org>"]
+
+
+async def test_addresses_are_sent_as_the_client_gave_them(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(["a;b@example.org", '"john doe"@example.org'], sender="")
+    assert outcome(entry) == {"a;b@example.org": (SENT, "2.0.0"), '"john doe"@example.org': (SENT, "2.0.0")}
+    assert hop.messages[0].mail == f"MAIL FROM:<> SIZE={len(MESSAGE)}"
+    assert hop.messages[0].rcpts == ["RCPT TO:<a;b@example.org>", 'RCPT TO:<"john doe"@example.org>']
+
+
+async def test_an_address_with_a_bracket_bounces_alone(world):
+    [hop] = await world.mx(ScriptedHop())
+    entry = await world.send(["bob@example.org", "eve>@example.org"])
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "eve>@example.org": (BOUNCED, "5.1.3")}
+
+
+# --- The wire format on its own --------------------------------------------------------
+
+def test_an_attached_8bit_message_is_converted_inside_and_marked_7bit():
+    inner = "From: c@example.net\r\nSubject: inner\r\n\r\nÄrger\r\n"
+    message = (
+        "From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n"
+        "--o\r\nContent-Type: text/plain\r\n\r\nfirst, no encoding named\r\nnaïve\r\n"
+        "--o\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + inner +
+        "--o--\r\n"
+    ).encode()
+    converted = outbound.downgrade_8bit(message)
+    assert converted.isascii()
+    assert b"Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n" \
+           b"first, no encoding named\r\nna=C3=AFve\r\n" in converted
+    assert b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\n" in converted
+    assert b"Subject: inner\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=C3=84rger\r\n" in converted
+
+
+def test_a_base64_part_is_left_alone_and_so_is_an_8bit_header_only_message():
+    headers_only = "Subject: Grüße\r\n\r\nascii body\r\n".encode()
+    assert outbound.downgrade_8bit(headers_only) is headers_only
+    base64_part = (b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\nR3LDvMOfZQ==\r\n")
+    assert outbound.downgrade_8bit(base64_part) is base64_part
+    part_header_only = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; "
+                        b"name=\"Gr\xc3\xbc\xc3\x9fe.txt\"\r\n\r\nascii\r\n--b--\r\n")
+    assert outbound.downgrade_8bit(part_header_only) is part_header_only
+
+
+def test_a_single_line_of_megabytes_is_folded_in_one_pass():
+    line = b"y" * 5_000_000
+    out = b"".join(outbound.wire_chunks(line + b"\r\n"))
+    pieces = out.split(b"\r\n")
+    assert pieces[0] == line[:998] and all(p.startswith(b" ") and len(p) <= 998 for p in pieces[1:-1])
+    assert b"".join(p[1:] for p in pieces[1:-1]) == line[998:]
+
+
+def test_xtext_and_utf8_xtext():
+    assert outbound.xtext("a+b=c d\x7fé") == "a+2Bb+3Dc+20d+7F+C3+A9"
+    assert outbound.uxtext("jörg+x\\y") == "j\\x{F6}rg\\x{2B}x\\x{5C}y"

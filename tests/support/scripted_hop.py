@@ -11,7 +11,8 @@ It runs on the test's own event loop and records everything it receives.
 (the reply after the final dot), "RSET", "QUIT") to a reply: a string, a list (one
 per use, the last one kept), or a function of the command line. The reply `CLOSE`
 closes the connection without a word. `delays` holds seconds to wait before a
-stage's reply; `data_pause` makes the reading of the message slow but moving.
+stage's reply; `data_pause` makes the reading of the message slow but moving,
+`data_stall` stops it altogether.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ScriptedHop:
     replies: dict[str, object] = field(default_factory=dict)
     delays: dict[str, float] = field(default_factory=dict)
     data_pause: tuple[int, float] | None = None  # read (bytes, then sleep seconds) while taking DATA
+    data_stall: bool = False  # stop reading the message after its first bytes, until stopped
     connections: int = 0
     commands: list[tuple[int, str]] = field(default_factory=list)  # (connection number, line)
     messages: list[Message] = field(default_factory=list)
@@ -58,11 +60,13 @@ class ScriptedHop:
     async def start(self) -> ScriptedHop:
         self._uses: dict[str, int] = {}
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = asyncio.Event()
         self._server = await asyncio.start_server(self._session, self.host, self.port, limit=2**26)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()
         self._server.close()
         for writer in list(self._writers):
             writer.close()
@@ -125,7 +129,7 @@ class ScriptedHop:
                     writer.write(reply.encode() + b"\r\n")
                     if not reply.startswith("354"):
                         continue
-                    raw = await self._read_data(reader)
+                    raw = await self._read_data(reader, writer)
                     content = b"".join(l[1:] if l.startswith(b".") else l for l in raw.splitlines(keepends=True))
                     self.messages.append(Message(number, mail, rcpts, raw, content))
                     mail, rcpts = "", []
@@ -154,7 +158,12 @@ class ScriptedHop:
             self._writers.discard(writer)
             writer.close()
 
-    async def _read_data(self, reader: asyncio.StreamReader) -> bytes:
+    async def _read_data(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        if self.data_stall:
+            await reader.read(1024)
+            writer.transport.pause_reading()  # the client's writes fill the socket buffers, then wait
+            await self._stopping.wait()
+            raise ConnectionError("stalled on purpose")
         if self.data_pause:
             size, pause = self.data_pause
             received = bytearray()

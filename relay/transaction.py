@@ -1,0 +1,192 @@
+"""One SMTP transaction with a next hop, and what each of its failures means.
+
+MAIL, RCPT and DATA for a job's recipients over an open connection, with Postfix's
+smtp_trouble.c rules: a 5xx reply is final; a 4xx reply or a broken connection is
+final only in the last session of an attempt, before that the recipients it concerns
+go on to the next MX host. The message is never sent twice in one attempt: once the
+final dot is out, a broken connection defers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import aiosmtplib
+
+from . import outbound
+from .queue.entry import BOUNCED, DEFERRED, SENT, Recipient
+
+_DSN = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def dsn_of(code: int, message: str) -> str:
+    match = _DSN.match(message)
+    if match and match.group(1) == str(code)[0]:
+        return match.group(0)
+    return f"{str(code)[0]}.0.0"
+
+
+def one_line(code: int, message: str) -> str:
+    return f"{code} {' '.join(message.split())}"
+
+
+def lost_text(error: BaseException, relay: str, stage: str) -> str:
+    """Postfix's words for a connection that broke in the middle of a conversation."""
+    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
+        return f"conversation with {relay} timed out while {stage}"
+    return f"lost connection with {relay} while {stage}"
+
+
+class Lost(Exception):
+    """The connection broke; `retry` are the recipients still to send, `before_mail` if nothing was accepted."""
+
+    def __init__(self, retry: list[Recipient], before_mail: bool):
+        super().__init__("lost connection")
+        self.retry = retry
+        self.before_mail = before_mail
+
+
+class Attempt:
+    """One delivery attempt of a job over the next hop's addresses, and what each failure means
+    (Postfix's smtp_trouble.c): a 5xx reply is final; a 4xx reply or a broken connection is final
+    only in the last session, before that its recipients go on to the next MX host."""
+
+    def __init__(self, job, config):
+        self.job = job
+        self.timeouts = config.delivery
+        self.final = False
+        self.error = ("4.4.1", "no address to deliver to", "")  # the last temporary failure
+
+    def settle_failure(self, recipients: list[Recipient], dsn: str, text: str, relay: str) -> list[Recipient]:
+        """Bounce (5.x.x) or defer the recipients; returns those to try at the next MX host instead."""
+        if dsn.startswith("5"):
+            for recipient in recipients:
+                self.job.settle(recipient, BOUNCED, dsn, text, relay)
+            return []
+        self.error = (dsn, text, relay)
+        if not self.final:
+            return list(recipients)
+        self.defer(recipients)
+        return []
+
+    def refused(self, recipients: list[Recipient], error: aiosmtplib.SMTPResponseException, relay: str) -> list[Recipient]:
+        dsn = dsn_of(error.code, error.message)
+        if not 400 <= error.code < 600:  # a reply that makes no sense here: try later
+            dsn = "4.5.0"
+        return self.settle_failure(recipients, dsn, f"host {relay} said: {one_line(error.code, error.message)}", relay)
+
+    def defer(self, recipients: list[Recipient]) -> None:
+        dsn, text, relay = self.error
+        for recipient in recipients:
+            self.job.settle(recipient, DEFERRED, dsn, text, relay)
+
+    async def transaction(self, connection, recipients: list[Recipient]) -> list[Recipient]:
+        """MAIL, RCPT, DATA for the recipients over an open connection (its `client` and `target`);
+        returns those to try at the next MX host.
+
+        Raises Lost when the connection breaks before the final dot. Once the dot is sent,
+        a broken connection defers the recipients: the message is never sent twice in one attempt."""
+        client, job = connection.client, self.job
+        relay = str(connection.target)
+        envelope = job.entry.envelope
+        offers = outbound.Offers.of(client)
+        needs_utf8 = envelope.smtputf8 and not all(
+            a.isascii() for a in (envelope.sender, *(r.address for r in recipients)))
+        if needs_utf8 and not offers.smtputf8:
+            text = ("message requires SMTPUTF8, but no server was found that supports SMTPUTF8. "
+                    f"The last attempted server was {relay}")
+            if not self.final:  # another MX host may offer it (Postfix tries them before giving up)
+                self.error = ("4.6.7", text, relay)
+                await _rset(client)
+                return list(recipients)
+            return self.settle_failure(recipients, "5.6.7", text, relay)
+        if 0 < offers.size_limit < envelope.size:
+            return self.settle_failure(recipients, "5.3.4", f"message size {envelope.size} exceeds size limit "
+                                       f"{offers.size_limit} of server {relay}", relay)
+        message, mail_options = outbound.prepare(job.message, envelope, offers)
+        encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
+        open_, accepted, retry = list(recipients), [], []
+        stage, before_mail, dot_sent = "sending MAIL FROM", True, False
+        try:
+            try:
+                await _command(client, b"MAIL FROM:", envelope.sender, mail_options, encoding,
+                               self.timeouts.command_timeout)
+            except aiosmtplib.SMTPResponseException as error:
+                retry = self.refused(open_, error, relay)
+                await _rset(client)
+                return retry
+            except (ValueError, UnicodeError):
+                return self.settle_failure(open_, "5.1.7", f"bad sender address syntax: <{envelope.sender}>", relay)
+            before_mail, stage = False, "sending RCPT TO"
+            for recipient in recipients:
+                try:
+                    await _command(client, b"RCPT TO:", recipient.address,
+                                   outbound.rcpt_options(envelope, recipient, offers), encoding,
+                                   self.timeouts.command_timeout)
+                    accepted.append(recipient)
+                except aiosmtplib.SMTPResponseException as error:
+                    retry += self.refused([recipient], error, relay)
+                    open_.remove(recipient)
+                except (ValueError, UnicodeError):
+                    self.settle_failure([recipient], "5.1.3", f"bad address syntax: <{recipient.address}>", relay)
+                    open_.remove(recipient)
+            if not accepted:
+                await _rset(client)
+                return retry
+            stage = "sending DATA command"
+            reply = await client.execute_command(b"DATA", timeout=self.timeouts.data_init_timeout)
+            if reply.code != 354:
+                retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
+                await _rset(client)
+                return retry
+            stage = "sending message content"
+            for chunk in outbound.wire_chunks(message):
+                client.protocol.write(chunk)
+                # One timeout per write, not one for the whole message: a slow link that moves finishes.
+                # aiosmtplib's protocol has StreamWriter's flow control; _drain_helper is its drain().
+                await asyncio.wait_for(client.protocol._drain_helper(), self.timeouts.data_xfer_timeout)
+            stage, dot_sent = "sending end of data -- message may be sent more than once", True
+            reply = await client.execute_command(b".", timeout=self.timeouts.data_done_timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
+            client.close()
+            self.error = ("4.4.2", lost_text(error, relay, stage), relay)
+            if dot_sent:  # whatever happened to the message, it is not sent again now
+                self.defer(accepted)
+                raise Lost([], before_mail) from None
+            raise Lost(retry + open_, before_mail) from None
+        if reply.code != 250:
+            return retry + self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
+        for recipient in accepted:
+            recipient.dsn_passed = offers.dsn
+            job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay)
+        return retry
+
+
+_QUOTED_LOCAL_PART = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"')
+_NOT_IN_A_PATH = re.compile(r'[\s<>"]')
+
+
+async def _command(client: aiosmtplib.SMTP, verb: bytes, address: str, options: list[str], encoding: str,
+                   timeout: float) -> None:
+    """MAIL FROM or RCPT TO with the address exactly as the client gave it to us.
+
+    (aiosmtplib's mail() and rcpt() pass the address through email.utils.parseaddr, which
+    rewrites some: "a;b@example.org" would go out as <a>.) ValueError or UnicodeError when
+    the address cannot go on an SMTP command line; SMTPResponseException for a refusal.
+    """
+    if _NOT_IN_A_PATH.search(_QUOTED_LOCAL_PART.sub("", address, count=1)):
+        raise ValueError(f"address {address!r} cannot be sent")
+    path = b"<" + address.encode(encoding) + b">"
+    reply = await client.execute_command(verb + path, *(option.encode("ascii") for option in options),
+                                         timeout=timeout)
+    if reply.code not in (250, 251):
+        raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
+
+
+async def _rset(client: aiosmtplib.SMTP) -> None:
+    """End a failed transaction; a connection that cannot is closed (and not reused)."""
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        client.close()
