@@ -58,7 +58,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "delivery.command_timeout": ("Command timeout", "give up on a next hop silent this long"),
     "delivery.data_init_timeout": ("DATA timeout", "wait this long for the reply to DATA"),
     "delivery.data_xfer_timeout": ("Transfer timeout", "give up when one write of a message stalls this long"),
-    "delivery.data_done_timeout": ("End-of-data timeout", "wait this long for the reply after the message"),
+    "delivery.data_done_timeout": ("Final-dot timeout", "wait this long for the reply after the message"),
     "smtps_listen": ("SMTPS listen", "address:port for TLS on connect (465), one per line"),
     "m365": ("Microsoft 365", "Exchange Online tenants that may relay out through this system"),
     "m365.tenant_ids": ("Tenant IDs", "tenant GUIDs allowed to relay out, one per line"),

@@ -18,7 +18,7 @@ from relay.queue.query import age_text
 from ..relay_link import explain
 from ..widgets.queue_list import STATE_STYLES
 
-RECIPIENT_STYLES = {"sent": "green", "deferred": "yellow", "bounced": "red", "pending": ""}
+RECIPIENT_STYLES = {"sent": "green", "deferred": "yellow", "bouncing": "red", "bounced": "red", "pending": ""}
 
 
 def describe(message: dict, headers: str) -> Text:
