@@ -379,8 +379,8 @@ class SmtpSession(Chunking, SMTP):
         if self.in_bdat:
             await self.push(replies.DATA_AFTER_BDAT)
             return
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
+        if not self.envelope.rcpt_tos:  # Postfix: 554 once MAIL was taken, since RCPT may have been pipelined
+            await self.push(replies.NO_VALID_RECIPIENTS if self.envelope.mail_from else replies.NEED_RCPT)
             return
         if arg:
             await self.push("501 Syntax: DATA")

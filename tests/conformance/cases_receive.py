@@ -214,6 +214,24 @@ def relay_access_denied(peer):
     return {"replies": [code(r) for r in replies], "log": rejects(peer, mark)}
 
 
+def _every_refusal_logged(postern: dict, postfix: dict) -> None:
+    assert postern["replies"] == postfix["replies"]
+    assert postfix["log"] == ["RCPT 554"] and postern["log"] == ["DATA 503", "RCPT 554", "DATA 554"]
+
+
+@case("receive", "DATA after every RCPT was refused (a pipelining client sends it anyway): reply codes; "
+      "reject log lines", postern=_every_refusal_logged,
+      why="Postern logs every refusal in the `NOQUEUE: reject:` shape, protocol errors such as "
+          "`503 need RCPT command` included, where Postfix logs only its restrictions' refusals: "
+          "an admin who greps the log for a client sees each command it was refused")
+def data_without_valid_recipients(peer):
+    mark = peer.mark()
+    with Session(peer, source=OUTSIDER) as session:
+        replies = [session.ask("DATA"), session.ask(f"MAIL FROM:<{SENDER}>"),
+                   session.ask("RCPT TO:<eve@elsewhere.org>"), session.ask("DATA")]
+    return {"replies": [r[:9] for r in replies], "log": rejects(peer, mark)}
+
+
 @case("receive", "MAIL before HELO/EHLO: accepted as Postfix does by default (smtpd_helo_required = no)")
 def mail_before_helo(peer):
     mark = peer.mark()

@@ -235,6 +235,17 @@ def test_a_policy_refusal_is_logged_once(gateway):
     assert gateway.log().count("to=<victim@elsewhere.org>") == 1
 
 
+def test_data_after_only_refused_recipients_is_554_as_postfix(gateway):
+    with session(gateway, source="127.0.0.2") as raw:  # not in my_networks
+        assert raw.command("DATA") == "503 5.5.1 Error: need RCPT command"
+        assert raw.command("MAIL FROM:<spammer@example.net>").startswith("250 ")
+        assert raw.command("RCPT TO:<victim@elsewhere.org>").startswith("554 5.7.1 ")
+        assert raw.command("DATA") == "554 5.5.1 Error: no valid recipients"
+        raw.command("QUIT")
+    gateway.wait_log(r"NOQUEUE: reject: DATA from unknown\[127\.0\.0\.2\]: 554 5\.5\.1 Error: no valid recipients; "
+                     r"from=<spammer@example\.net>")
+
+
 # --- MAIL before HELO; a message without headers ---------------------------------------
 
 
