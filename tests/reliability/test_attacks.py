@@ -142,7 +142,7 @@ def test_non_ascii_recipient_domain_is_refused(relay, sink):
         client.start_session()
         assert client.command("MAIL FROM:<alice@example.net>") == "250 2.1.0 Ok"
         assert client.command("RCPT TO:<bob@exämple.com>".encode()) == "501 5.1.3 Bad recipient address syntax"
-        assert client.command("DATA").startswith("503 ")
+        assert client.command("DATA") == "554 5.5.1 Error: no valid recipients"
     only_the_marker_arrives(relay, sink)
 
 
@@ -195,7 +195,7 @@ def test_more_routing_tricks_are_refused_and_never_relayed(relay, sink, rcpt):
         assert client.command("MAIL FROM:<postmaster@example.com>") == "250 2.1.0 Ok"
         reply = client.command(f"RCPT TO:{rcpt}")
         assert reply[:1] == "5", reply
-        assert client.command("DATA").startswith("503 ")
+        assert client.command("DATA") == "554 5.5.1 Error: no valid recipients"
     only_the_marker_arrives(relay, sink)
 
 
