@@ -64,10 +64,16 @@ TRANSACTION = st.tuples(st.sampled_from([b"<alice@example.net>", b"<>", b"<postm
                                  min_size=1, max_size=3), BODY).map(
     lambda t: b"MAIL FROM:" + t[0] + b"\r\n" + b"".join(b"RCPT TO:" + r + b"\r\n" for r in t[1])
     + b"DATA\r\n" + b"".join(t[2]) + b"\r\n.\r\n")
+CHUNKS = st.lists(BODY.map(b"".join), min_size=1, max_size=4).map(
+    lambda chunks: b"".join(b"BDAT %d\r\n" % len(c) + c for c in chunks[:-1])
+    + b"BDAT %d LAST\r\n" % len(chunks[-1]) + chunks[-1])  # chunk boundaries wherever the parts fall
+CHUNKED = st.tuples(st.sampled_from([b"<alice@example.net>", b"<>", b""]), CHUNKS).map(
+    lambda t: (b"MAIL FROM:" + t[0] + b"\r\nRCPT TO:<bob@example.com>\r\n" if t[0] else b"") + t[1])
 ITEMS = st.one_of(
     st.tuples(COMMANDS, LINE_ENDS).map(b"".join),
     BODY.map(lambda parts: b"DATA\r\n" + b"".join(parts)),
     TRANSACTION,
+    CHUNKED,
     st.binary(max_size=200),
 )
 GREETINGS = st.sampled_from([b"EHLO client.example.net\r\n", b"HELO client.example.net\r\n", b""])
