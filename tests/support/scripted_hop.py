@@ -218,8 +218,15 @@ class ScriptedHop:
 
     async def _say(self, writer: asyncio.StreamWriter, stage: str, answer: str) -> bool:
         """Send `answer` after the stage's delay; False when it says to hang up."""
+        await self._delay(stage)
+        return await self._send(writer, answer)
+
+    async def _delay(self, stage: str) -> None:
         if self.script.delay.get(stage):
             await asyncio.sleep(self.script.delay[stage])
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, answer: str) -> bool:
         if answer == DROP:
             writer.close()
             return False
@@ -324,14 +331,17 @@ class ScriptedHop:
     async def _finish(self, writer, current: Transaction | None, content: bytes, chunked: bool) -> bool:
         script = Script() if current is not None and _address(current.mail) == "" else self.script
         answer = self._answer("dot", script.dot, "")
-        if current is not None:
-            current.content = content
-            current.chunked = chunked
+        await self._delay("dot")
+        if current is not None:  # recorded before the reply goes out, for a test that looks once it has it
+            current.content, current.chunked, current.accepted = content, chunked, answer.startswith("2")
             with self.lock:
                 self.transactions.append(current)
-        answered = await self._say(writer, "dot", answer)
-        if current is not None:
-            current.accepted = answered and answer.startswith("2")
+        try:
+            answered = await self._send(writer, answer)
+        except ConnectionError:
+            if current is not None:
+                current.accepted = False
+            raise
         if answered and self.script.close_after_message:
             await writer.drain()
             writer.close()
