@@ -26,8 +26,8 @@ from typing import Callable
 
 from tests.support.net import wait_until
 from tests.support.raw_smtp import RawSmtp
+from tests.support.scripted_hop import Script, Transaction
 
-from .hop import Script, Transaction
 from .peers import Peer
 
 SENDER = "alice@example.net"

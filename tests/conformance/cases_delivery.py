@@ -2,9 +2,10 @@
 
 import re
 
+from tests.support.scripted_hop import DEFAULT_EXTENSIONS, DROP, Script
+
 from .cases import (CASES, MARKER, RCPT, SENDER, Case, Session, all_done, below_trace, bounce, case, cls, code,
                     first_attempts, message, outcome, passed_on, relayed)
-from .hop import DEFAULT_EXTENSIONS, DROP, Script
 
 CAROL = "carol@example.com"
 
@@ -179,7 +180,7 @@ def plain_next_hop(peer):
     outcome(peer, mark)
     got = relayed(peer)[0]
     return {"passed on": passed_on(got),
-            "commands": [c.split()[0].upper() for c in peer.hop.commands][:4]}
+            "commands": peer.hop.verbs()[:4]}
 
 
 @case("delivery", "SMTPUTF8 mail to a next hop without SMTPUTF8: bounced with 5.6.7 as Postfix does",

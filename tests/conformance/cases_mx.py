@@ -7,10 +7,10 @@ resolv.conf (it runs in a private mount namespace, see bench/postfix.py), Poster
 """
 
 from tests.support.net import spare_loopback_ip, wait_until
+from tests.support.scripted_hop import Script, ScriptedHop
 
 from .cases import SENDER, case, first_attempts
 from .cases_delivery import send
-from .hop import Hop, Script
 
 MX_BY_DNS = {"external_relay": {"host": ""}}
 
@@ -20,7 +20,8 @@ def _two_mx_hosts(peer, first: Script | None) -> dict:
     listens there) and whose second accepts; which host got the message after the first attempt."""
     domain = peer.mx_domain
     addresses = [spare_loopback_ip(25), spare_loopback_ip(25)]
-    hops = [Hop(addresses[0], 25, first).start() if first else None, Hop(addresses[1], 25).start()]
+    hops = [ScriptedHop(first, addresses[0], 25).start() if first else None,
+            ScriptedHop(None, addresses[1], 25).start()]
     peer.dns.records.update({
         (domain, "MX"): [f"10 mx1.{domain}.", f"20 mx2.{domain}."],
         (f"mx1.{domain}", "A"): [addresses[0]],

@@ -1,9 +1,10 @@
 """The two servers under comparison, behind one interface.
 
 Each `Peer` is an MTA listening on loopback and relaying everything to its own scripted
-next hop (`hop.Hop`): Postfix 3.x as a private instance (bench/postfix.py) and Postern
-as a real `postern-relay` process (tests/support/relay.py). Both run for the whole test
-session; a case changes settings for itself and puts them back afterwards.
+next hop (tests/support/scripted_hop.py): Postfix 3.x as a private instance
+(bench/postfix.py) and Postern as a real `postern-relay` process (tests/support/relay.py).
+Both run for the whole test session; a case changes settings for itself and puts them back
+afterwards.
 
 Both use short timers so that retries and timeouts happen within seconds: retries after
 1-2 s, 3 s to wait for a next hop's reply.
@@ -24,8 +25,7 @@ from tests.support.certs import self_signed
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port, spare_loopback_ip, wait_until
 from tests.support.relay import RelayProcess, base_mta
-
-from .hop import Hop
+from tests.support.scripted_hop import ScriptedHop
 
 REPLY_TIMEOUT = 3  # seconds either server waits for a next hop's reply
 
@@ -64,7 +64,7 @@ class Peer:
     name = ""
     hostname = ""
 
-    def __init__(self, hop: Hop):
+    def __init__(self, hop: ScriptedHop):
         self.hop = hop
         self.port = 0
         self.dns: DnsServer | None = None
@@ -115,7 +115,7 @@ class PostfixPeer(Peer):
     name = "postfix"
     hostname = POSTFIX_SETTINGS["myhostname"]
 
-    def __init__(self, hop: Hop, parent: Path, dns: DnsServer):
+    def __init__(self, hop: ScriptedHop, parent: Path, dns: DnsServer):
         super().__init__(hop)
         self.dns = dns
         resolv_conf = parent / "resolv.conf"
@@ -170,7 +170,7 @@ class PosternPeer(Peer):
     name = "postern"
     hostname = "gw.example.com"
 
-    def __init__(self, hop: Hop, parent: Path, dns: DnsServer):
+    def __init__(self, hop: ScriptedHop, parent: Path, dns: DnsServer):
         super().__init__(hop)
         self.dns = dns
         self.port = free_port()
@@ -242,7 +242,7 @@ def running_peers(parent: Path):
         dns = _DnsServer53(spare_loopback_ip(53)).start()
         started.append(dns)
         for kind in (PostfixPeer, PosternPeer):
-            hop = Hop().start()
+            hop = ScriptedHop().start()
             started.append(hop)
             started.append(kind(hop, parent, dns))
         yield {peer.name: peer for peer in started if isinstance(peer, Peer)}

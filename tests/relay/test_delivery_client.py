@@ -21,9 +21,14 @@ from relay.queue.entry import BOUNCED, DEFERRED, SENT, Envelope, QueueEntry
 from relay.routing import NextHop
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
-from tests.support.scripted_hop import CLOSE, ScriptedHop
+from tests.support.scripted_hop import DROP, Script, ScriptedHop
 
 MESSAGE = b"From: alice@example.com\r\nTo: bob@example.org\r\nSubject: test\r\n\r\nhello\r\n"
+EXTENSIONS = ("8BITMIME", "SIZE 10240000", "ENHANCEDSTATUSCODES")  # what a test's next hop offers unless it says
+
+
+def scripted(**script) -> ScriptedHop:
+    return ScriptedHop(Script(**{"extensions": EXTENSIONS, **script}))
 
 
 class World:
@@ -68,11 +73,11 @@ class World:
             try:
                 for ip, hop in hops:
                     hop.host, hop.port = ip, self.port
-                    self.hops.append(await hop.start())
+                    self.hops.append(hop.start())
                 return
             except OSError:  # taken on one of the addresses: another port
                 for hop in self.hops:
-                    await hop.stop()
+                    hop.stop()
                 self.hops = []
                 self.port = free_port()
         raise AssertionError("no port free on all the MX addresses")
@@ -88,7 +93,7 @@ class World:
 
     async def close(self) -> None:
         for hop in self.hops:
-            await hop.stop()
+            hop.stop()
         tasks = asyncio.all_tasks() - {asyncio.current_task()}
         await asyncio.gather(*tasks, return_exceptions=True)  # cached connections close after their short wait
         if self.dns:
@@ -110,15 +115,15 @@ def outcome(entry: QueueEntry) -> dict[str, tuple[str, str]]:
 # --- 1. HELO fallback ---------------------------------------------------------------
 
 async def test_a_hop_that_refuses_ehlo_gets_helo_and_no_extensions(world):
-    [hop] = await world.mx(ScriptedHop(replies={"EHLO": "502 5.5.1 Error: command not implemented"}))
+    [hop] = await world.mx(scripted(ehlo="502 5.5.1 Error: command not implemented"))
     entry = await world.send(body="8BITMIME")
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
     assert hop.verbs()[:3] == ["EHLO", "HELO", "MAIL"]
-    assert hop.messages[0].mail == "MAIL FROM:<alice@example.com>"  # no BODY=, no SIZE=
+    assert hop.transactions[0].mail == "MAIL FROM:<alice@example.com>"  # no BODY=, no SIZE=
 
 
 async def test_a_421_to_ehlo_is_not_answered_with_helo(world):
-    [hop] = await world.mx(ScriptedHop(replies={"EHLO": "421 4.3.2 shutting down"}))
+    [hop] = await world.mx(scripted(ehlo="421 4.3.2 shutting down"))
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.1")}
     assert "HELO" not in hop.verbs()
@@ -128,41 +133,41 @@ async def test_a_421_to_ehlo_is_not_answered_with_helo(world):
 # --- 2. MX fallback within one attempt --------------------------------------------------
 
 async def test_a_4xx_to_mail_at_the_primary_mx_is_delivered_by_the_backup_at_once(world):
-    primary, backup = await world.mx(ScriptedHop(replies={"MAIL": "451 4.3.0 try again later"}), ScriptedHop())
+    primary, backup = await world.mx(scripted(mail="451 4.3.0 try again later"), scripted())
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
     assert entry.recipients[0].relay.startswith("mx2.example.org[127.0.0.3]")
-    assert len(primary.messages) == 0 and len(backup.messages) == 1
+    assert len(primary.transactions) == 0 and len(backup.transactions) == 1
 
 
 async def test_a_4xx_to_one_rcpt_sends_only_that_recipient_on_to_the_backup(world):
-    greylist = {"RCPT": lambda line: "450 4.2.0 greylisted" if "carol@" in line else "250 2.1.5 Ok"}
-    primary, backup = await world.mx(ScriptedHop(replies=greylist), ScriptedHop())
+    greylist = lambda line: "450 4.2.0 greylisted" if "carol@" in line else "250 2.1.5 Ok"
+    primary, backup = await world.mx(scripted(rcpt=greylist), scripted())
     entry = await world.send(["bob@example.org", "carol@example.org"])
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
-    assert [m.rcpts for m in primary.messages] == [["RCPT TO:<bob@example.org>"]]
-    assert [m.rcpts for m in backup.messages] == [["RCPT TO:<carol@example.org>"]]
+    assert [m.rcpts for m in primary.transactions] == [["RCPT TO:<bob@example.org>"]]
+    assert [m.rcpts for m in backup.transactions] == [["RCPT TO:<carol@example.org>"]]
 
 
 async def test_a_5xx_to_rcpt_is_final_and_not_tried_at_the_backup(world):
-    refuse = {"RCPT": lambda line: "550 5.1.1 no such user" if "carol@" in line else "250 2.1.5 Ok"}
-    primary, backup = await world.mx(ScriptedHop(replies=refuse), ScriptedHop())
+    refuse = lambda line: "550 5.1.1 no such user" if "carol@" in line else "250 2.1.5 Ok"
+    primary, backup = await world.mx(scripted(rcpt=refuse), scripted())
     entry = await world.send(["bob@example.org", "carol@example.org"])
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (BOUNCED, "5.1.1")}
     assert backup.connections == 0
 
 
 async def test_a_5xx_to_data_bounces_the_message_without_trying_the_backup(world):
-    primary, backup = await world.mx(ScriptedHop(replies={"DATA": "554 5.7.1 rejected"}), ScriptedHop())
+    primary, backup = await world.mx(scripted(data="554 5.7.1 rejected"), scripted())
     entry = await world.send(["bob@example.org", "carol@example.org"])
     assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.7.1"), "carol@example.org": (BOUNCED, "5.7.1")}
     assert backup.connections == 0
 
 
 async def test_at_most_two_mx_sessions_per_attempt_and_the_last_reply_is_the_reason(world):
-    busy = {"MAIL": "451 4.3.0 busy"}
-    hops = await world.mx(ScriptedHop(replies=busy), ScriptedHop(replies={"MAIL": "452 4.3.1 full"}),
-                          ScriptedHop(replies=busy))
+    busy = "451 4.3.0 busy"
+    hops = await world.mx(scripted(mail=busy), scripted(mail="452 4.3.1 full"),
+                          scripted(mail=busy))
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.3.1")}
     assert "mx2.example.org[127.0.0.3]" in entry.recipients[0].last_reply
@@ -170,17 +175,17 @@ async def test_at_most_two_mx_sessions_per_attempt_and_the_last_reply_is_the_rea
 
 
 async def test_a_greeting_or_a_lost_connection_at_the_primary_moves_on_without_counting_a_session(world):
-    hops = await world.mx(ScriptedHop(replies={"greeting": "421 4.3.2 too busy"}),
-                          ScriptedHop(replies={"RCPT": CLOSE}), ScriptedHop())
+    hops = await world.mx(scripted(greeting="421 4.3.2 too busy"),
+                          scripted(rcpt=DROP), scripted())
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    assert [len(hop.messages) for hop in hops] == [0, 0, 1]
+    assert [len(hop.transactions) for hop in hops] == [0, 0, 1]
 
 
 # --- 3. The gateway among the MX hosts ---------------------------------------------------
 
 async def test_mx_hosts_at_or_below_our_own_preference_are_dropped(world):
-    primary, backup = await world.mx(ScriptedHop(replies={"MAIL": "451 4.3.0 busy"}), "self", ScriptedHop())
+    primary, backup = await world.mx(scripted(mail="451 4.3.0 busy"), "self", scripted())
     entry = await world.send()
     # Only the better MX host is tried: the one below us would send it back to us some day.
     assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.3.0")}
@@ -188,7 +193,7 @@ async def test_mx_hosts_at_or_below_our_own_preference_are_dropped(world):
 
 
 async def test_when_we_are_the_best_mx_the_mail_loops_back_and_is_returned(world):
-    [backup] = await world.mx("self", ScriptedHop())
+    [backup] = await world.mx("self", scripted())
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.4.6")}
     assert entry.recipients[0].last_reply == "mail for example.org loops back to myself"
@@ -205,43 +210,43 @@ async def test_when_a_better_mx_has_no_address_we_wait_for_it_as_its_backup(worl
 # --- 4. Connection reuse ---------------------------------------------------------------
 
 async def test_a_cached_connection_the_hop_closed_is_replaced_without_a_deferral(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     await world.send()
     await hop.drop_connections()  # the hop's idle timer closes the connection we keep for the next message
     second = await world.send(["carol@example.org"])
     assert outcome(second) == {"carol@example.org": (SENT, "2.0.0")}
     assert second.recipients[0].attempts == 1
-    assert hop.connections == 2 and len(hop.messages) == 2
+    assert hop.connections == 2 and len(hop.transactions) == 2
 
 
 async def test_a_connection_lost_after_the_final_dot_is_never_resent_in_the_same_attempt(world):
-    primary, backup = await world.mx(ScriptedHop(replies={"dot": CLOSE}), ScriptedHop())
+    primary, backup = await world.mx(scripted(dot=DROP), scripted())
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
     assert "while sending end of data -- message may be sent more than once" in entry.recipients[0].last_reply
-    assert len(primary.messages) == 1 and backup.connections == 0
+    assert len(primary.transactions) == 1 and backup.connections == 0
 
 
 # --- 5. Timeouts per stage -------------------------------------------------------------
 
 async def test_a_slow_reply_after_the_final_dot_waits_for_data_done_timeout(world):
-    [hop] = await world.mx(ScriptedHop(delays={"dot": 1.5}),
+    [hop] = await world.mx(scripted(delay={"dot": 1.5}),
                            settings={"command_timeout": 1, "data_done_timeout": 30})
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
 
 
 async def test_a_slow_but_moving_transfer_finishes(world):
-    [hop] = await world.mx(ScriptedHop(data_pause=(256 * 1024, 0.1)),
+    [hop] = await world.mx(scripted(data_pause=(256 * 1024, 0.1)),
                            settings={"command_timeout": 1, "data_xfer_timeout": 30, "data_done_timeout": 30})
     body = b"".join(b"line %08d of a long message, moving slowly but surely\r\n" % n for n in range(60000))
     entry = await world.send(message=MESSAGE + body)
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    assert hop.messages[0].content == MESSAGE + body
+    assert hop.transactions[0].content == MESSAGE + body
 
 
 async def test_a_transfer_that_stops_moving_times_out_at_data_xfer_timeout(world):
-    [hop] = await world.mx(ScriptedHop(data_stall=True, extensions=("8BITMIME",)), settings={"data_xfer_timeout": 1})
+    [hop] = await world.mx(scripted(data_stall=True, extensions=("8BITMIME",)), settings={"data_xfer_timeout": 1})
     body = b"x" * 70 + b"\r\n"
     entry = await world.send(message=MESSAGE + body * 300_000)  # more than the socket buffers hold
     assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
@@ -249,7 +254,7 @@ async def test_a_transfer_that_stops_moving_times_out_at_data_xfer_timeout(world
 
 
 async def test_a_hop_that_does_not_answer_data_times_out_at_data_init_timeout(world):
-    [hop] = await world.mx(ScriptedHop(delays={"DATA": 3}), settings={"data_init_timeout": 1})
+    [hop] = await world.mx(scripted(delay={"data": 3}), settings={"data_init_timeout": 1})
     entry = await world.send()
     assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
     assert entry.recipients[0].last_reply == \
@@ -269,10 +274,10 @@ EIGHT_BIT = (
 
 
 async def test_8bit_text_is_sent_as_quoted_printable_to_a_hop_without_8bitmime(world):
-    [hop] = await world.mx(ScriptedHop(extensions=("SIZE 10240000",)))
+    [hop] = await world.mx(scripted(extensions=("SIZE 10240000",)))
     entry = await world.send(message=EIGHT_BIT, body="8BITMIME")
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    received = hop.messages[0]
+    received = hop.transactions[0]
     assert received.mail == "MAIL FROM:<alice@example.com>"  # neither BODY= nor SIZE= (the size changes)
     content = received.content
     assert content.isascii() is False  # the header keeps its 8-bit text, as in Postfix
@@ -283,55 +288,55 @@ async def test_8bit_text_is_sent_as_quoted_printable_to_a_hop_without_8bitmime(w
 
 
 async def test_a_message_that_needs_no_conversion_passes_byte_for_byte(world):
-    [plain_hop] = await world.mx(ScriptedHop(extensions=("SIZE 10240000",)))
+    [plain_hop] = await world.mx(scripted(extensions=("SIZE 10240000",)))
     ascii_body = b"From: a@example.com\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\nX-Odd:   spaced\r\n\tfolded\r\n\r\nplain\r\n"
     entry = await world.send(message=ascii_body, body="8BITMIME")
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    assert plain_hop.messages[0].content == ascii_body
+    assert plain_hop.transactions[0].content == ascii_body
 
 
 async def test_a_hop_with_8bitmime_gets_the_body_as_it_is_with_body_and_size(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     entry = await world.send(message=EIGHT_BIT, body="8BITMIME")
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    assert hop.messages[0].content == EIGHT_BIT
-    assert hop.messages[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(EIGHT_BIT)} BODY=8BITMIME"
+    assert hop.transactions[0].content == EIGHT_BIT
+    assert hop.transactions[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(EIGHT_BIT)} BODY=8BITMIME"
 
 
 # --- 7. SMTPUTF8 ---------------------------------------------------------------------
 
 async def test_smtputf8_is_passed_on_to_a_hop_that_offers_it(world):
-    [hop] = await world.mx(ScriptedHop(extensions=("8BITMIME", "SMTPUTF8")))
+    [hop] = await world.mx(scripted(extensions=("8BITMIME", "SMTPUTF8")))
     entry = await world.send(["jörg@example.org"], sender="zoë@example.com", smtputf8=True)
     assert outcome(entry) == {"jörg@example.org": (SENT, "2.0.0")}
-    assert hop.messages[0].mail == "MAIL FROM:<zoë@example.com> SMTPUTF8"
-    assert hop.messages[0].rcpts == ["RCPT TO:<jörg@example.org>"]
+    assert hop.transactions[0].mail == "MAIL FROM:<zoë@example.com> SMTPUTF8"
+    assert hop.transactions[0].rcpts == ["RCPT TO:<jörg@example.org>"]
 
 
 async def test_a_utf8_address_to_a_hop_without_smtputf8_bounces_with_5_6_7(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     entry = await world.send(["jörg@example.org"], smtputf8=True)
     assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.6.7")}
     assert "message requires SMTPUTF8" in entry.recipients[0].last_reply
-    assert hop.messages == []
+    assert hop.transactions == []
 
 
 async def test_a_utf8_address_goes_on_to_a_backup_mx_that_offers_smtputf8(world):
-    primary, backup = await world.mx(ScriptedHop(), ScriptedHop(extensions=("8BITMIME", "SMTPUTF8")))
+    primary, backup = await world.mx(scripted(), scripted(extensions=("8BITMIME", "SMTPUTF8")))
     entry = await world.send(["jörg@example.org"], smtputf8=True)
     assert outcome(entry) == {"jörg@example.org": (SENT, "2.0.0")}
-    assert primary.messages == [] and len(backup.messages) == 1
+    assert primary.transactions == [] and len(backup.transactions) == 1
 
 
 async def test_an_ascii_envelope_with_smtputf8_is_delivered_to_a_hop_without_it(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     entry = await world.send(smtputf8=True)
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    assert "SMTPUTF8" not in hop.messages[0].mail
+    assert "SMTPUTF8" not in hop.transactions[0].mail
 
 
 async def test_a_message_larger_than_the_hops_size_limit_is_returned_without_sending(world):
-    [hop] = await world.mx(ScriptedHop(extensions=("SIZE 100",)))
+    [hop] = await world.mx(scripted(extensions=("SIZE 100",)))
     entry = await world.send(message=MESSAGE + b"x" * 100 + b"\r\n")
     assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.3.4")}
     assert entry.recipients[0].last_reply.startswith(f"message size {len(MESSAGE) + 102} exceeds size limit 100")
@@ -341,12 +346,12 @@ async def test_a_message_larger_than_the_hops_size_limit_is_returned_without_sen
 # --- 8. DSN parameters -----------------------------------------------------------------
 
 async def test_dsn_parameters_are_passed_on_to_a_hop_that_offers_dsn(world):
-    [hop] = await world.mx(ScriptedHop(extensions=("DSN",)))
+    [hop] = await world.mx(scripted(extensions=("DSN",)))
     entry = await world.send(["bob@example.org", "carol@example.org"], ret="HDRS", envid="id+1=x y",
                              notify={"bob@example.org": "SUCCESS,FAILURE"},
                              orcpt={"bob@example.org": "rfc822;Bob+Box@example.net"})
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
-    [message] = hop.messages
+    [message] = hop.transactions
     assert message.mail == "MAIL FROM:<alice@example.com> ENVID=id+2B1+3Dx+20y RET=HDRS"
     assert message.rcpts == ["RCPT TO:<bob@example.org> ORCPT=rfc822;Bob+2BBox@example.net NOTIFY=SUCCESS,FAILURE",
                              "RCPT TO:<carol@example.org> ORCPT=rfc822;carol@example.org"]
@@ -354,49 +359,49 @@ async def test_dsn_parameters_are_passed_on_to_a_hop_that_offers_dsn(world):
 
 
 async def test_no_dsn_parameters_go_to_a_hop_without_dsn(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     entry = await world.send(ret="FULL", envid="abc", notify={"bob@example.org": "NEVER"},
                              orcpt={"bob@example.org": "rfc822;bob@example.org"})
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    assert hop.messages[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(MESSAGE)}"
-    assert hop.messages[0].rcpts == ["RCPT TO:<bob@example.org>"]
+    assert hop.transactions[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(MESSAGE)}"
+    assert hop.transactions[0].rcpts == ["RCPT TO:<bob@example.org>"]
     assert entry.recipients[0].dsn_passed is False
 
 
 # --- 9. Long lines ---------------------------------------------------------------------
 
 async def test_lines_longer_than_998_octets_are_broken_with_crlf_space(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     long_header = b"X-Long: " + b"h" * 1500
     long_body = b"." + b"b" * 2500
     message = b"From: a@example.com\r\n" + long_header + b"\r\n\r\n" + long_body + b"\r\nend\r\n"
     entry = await world.send(message=message)
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    raw = hop.messages[0].raw
+    raw = hop.transactions[0].raw
     assert max(len(line) for line in raw.split(b"\r\n")) <= 999  # 998, plus the stuffed dot of the body line
-    assert hop.messages[0].content.replace(b"\r\n ", b"") == message
+    assert hop.transactions[0].content.replace(b"\r\n ", b"") == message
     assert raw.split(b"\r\n")[4:7] == [b".." + b"b" * 997, b" " + b"b" * 997, b" " + b"b" * 506]
 
 
 # --- 10. Addresses that cannot be sent ---------------------------------------------------
 
 async def test_an_address_that_cannot_be_sent_bounces_alone(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     entry = await world.send(["jörg@example.org", "bob@example.org"])  # non-ASCII, and no SMTPUTF8 asked
     assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.1.3"), "bob@example.org": (SENT, "2.0.0")}
-    assert hop.messages[0].rcpts == ["RCPT TO:<bob@example.org>"]
+    assert hop.transactions[0].rcpts == ["RCPT TO:<bob@example.org>"]
 
 
 async def test_addresses_are_sent_as_the_client_gave_them(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     entry = await world.send(["a;b@example.org", '"john doe"@example.org'], sender="")
     assert outcome(entry) == {"a;b@example.org": (SENT, "2.0.0"), '"john doe"@example.org': (SENT, "2.0.0")}
-    assert hop.messages[0].mail == f"MAIL FROM:<> SIZE={len(MESSAGE)}"
-    assert hop.messages[0].rcpts == ["RCPT TO:<a;b@example.org>", 'RCPT TO:<"john doe"@example.org>']
+    assert hop.transactions[0].mail == f"MAIL FROM:<> SIZE={len(MESSAGE)}"
+    assert hop.transactions[0].rcpts == ["RCPT TO:<a;b@example.org>", 'RCPT TO:<"john doe"@example.org>']
 
 
 async def test_an_address_with_a_bracket_bounces_alone(world):
-    [hop] = await world.mx(ScriptedHop())
+    [hop] = await world.mx(scripted())
     entry = await world.send(["bob@example.org", "eve>@example.org"])
     assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "eve>@example.org": (BOUNCED, "5.1.3")}
 
