@@ -62,7 +62,7 @@ def _canonical_or_none(text: str) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass
 class PtrVerdict:
     """The HELO name against the forward-confirmed PTR names of the address mail leaves from.
 
