@@ -40,7 +40,8 @@ def local_addresses() -> set[str]:
 
 
 def ptr_check(hostname: str, address: str, servers: list[str]) -> HeloVerdict | str:
-    """The HELO/PTR check (the PTR record of the public address against the HELO name); a string when DNS did not answer."""
+    """The HELO/PTR check (the PTR record of the public address against the HELO name); a string saying why not
+    when DNS did not answer or the address or a DNS server is not one."""
     try:
         resolver = make_resolver(servers or None)
     except ValueError as error:
