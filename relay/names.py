@@ -2,10 +2,10 @@
 
 Receiving servers compare the name in EHLO (and some the 220 banner) with the PTR
 record of the connecting address, forward-confirmed, and score or refuse mail when
-they differ (a receiver that checks the PTR record refuses or scores mail from a mismatched name). `name_warnings` is the pure verdict;
-`check_names` looks the records up with the relay's resolver. The control API's
-`io.postern.Status.CheckNames` runs it for an address, and the appliance's
-diagnostics may import either function.
+they differ. `ptr_verdict` is the one pure verdict, comparing canonical addresses and
+names; the appliance's diagnostics (the CLI and the console) and the wizard import it,
+and `name_warnings` says it in the relay's words. `check_names` looks the records up
+with the relay's resolver for the control API's `io.postern.Status.CheckNames`.
 
 `PeerNames` is the other direction: the verified name of a connecting client, as
 Postfix's smtpd finds it for its logs and `Received:` header.
@@ -40,45 +40,104 @@ class NameCheck:
         return asdict(self)
 
 
-def _same(a: str, b: str) -> bool:
+def same_name(a: str, b: str) -> bool:
+    """Host names as DNS compares them: case and a trailing dot do not count."""
     return a.lower().rstrip(".") == b.lower().rstrip(".")
 
 
-def name_warnings(banner_name: str, helo_name: str, address: str, ptr: list[str], forward: list[str]) -> list[str]:
+def canonical_address(text: str) -> str:
+    """An address in the form DNS answers give: 2001:DB8:0::10 -> 2001:db8::10, ::ffff:192.0.2.10 -> 192.0.2.10.
+
+    ValueError when `text` is not an IP address."""
+    address = ipaddress.ip_address(text.strip())
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return str(address)
+
+
+def _canonical_or_none(text: str) -> str | None:
+    try:
+        return canonical_address(text)
+    except ValueError:
+        return None
+
+
+@dataclass
+class PtrVerdict:
+    """The HELO name against the forward-confirmed PTR names of the address mail leaves from.
+
+    The one verdict the relay's `Status.CheckNames`, `postern-appliance diag helo`, the console's
+    Diagnostics screen and the wizard's hostname step give; each says it in its own words."""
+
+    helo_name: str
+    address: str  # canonical (see canonical_address)
+    forward: dict[str, list[str]]  # each PTR name of the address, as DNS gave them, with the addresses it has
+
+    @property
+    def ptr(self) -> list[str]:
+        return list(self.forward)
+
+    @property
+    def confirmed(self) -> list[str]:
+        """The PTR names that resolve back to the address."""
+        return [name for name, found in self.forward.items()
+                if any(_canonical_or_none(ip) == self.address for ip in found)]
+
+    @property
+    def passed(self) -> bool:
+        return any(same_name(self.helo_name, name) for name in self.confirmed)
+
+    def is_ptr_name(self, name: str) -> bool:
+        return any(same_name(name, ptr) for ptr in self.forward)
+
+    @property
+    def suggested(self) -> str:
+        """The name to set as the HELO name: the first forward-confirmed PTR name, else the first PTR name."""
+        return (self.confirmed or self.ptr)[0]
+
+    @property
+    def record_type(self) -> str:
+        return "AAAA" if ":" in self.address else "A"
+
+
+def ptr_verdict(helo_name: str, address: str, forward: dict[str, list[str]]) -> PtrVerdict:
+    """`forward`: the PTR names of `address` with the A and AAAA addresses of each (empty: no PTR record)."""
+    return PtrVerdict(helo_name, canonical_address(address), dict(forward))
+
+
+def name_warnings(banner_name: str, verdict: PtrVerdict) -> list[str]:
     """What an admin should fix, one sentence each; empty when the names and the PTR record agree."""
-    if not ptr:
+    address, helo_name = verdict.address, verdict.helo_name
+    if not verdict.ptr:
         return [
             f"{address} has no PTR record: ask whoever runs the address (your provider) for one naming {helo_name}, "
             "since many receivers distrust mail from an address without one"
         ]
     warnings = []
-    shown = ", ".join(ptr)
-    if not any(_same(helo_name, name) for name in ptr):
+    shown = ", ".join(verdict.ptr)
+    if not verdict.passed and (verdict.confirmed or not verdict.is_ptr_name(helo_name)):
         warnings.append(
             f"the HELO name {helo_name} is not the PTR name of {address} ({shown}): set mta.helo_name "
-            f"to {ptr[0]}, or have the PTR record changed to {helo_name}"
+            f"to {verdict.suggested}, or have the PTR record changed to {helo_name}"
         )
-    if not _same(banner_name, helo_name) and not any(_same(banner_name, name) for name in ptr):
+    if not same_name(banner_name, helo_name) and not verdict.is_ptr_name(banner_name):
         warnings.append(
-            f"the banner name {banner_name} is not the PTR name of {address} ({shown}): set mta.hostname to {ptr[0]}"
+            f"the banner name {banner_name} is not the PTR name of {address} ({shown}): "
+            f"set mta.hostname to {verdict.suggested}"
         )
-    try:
-        wanted = ipaddress.ip_address(address)
-        confirmed = any(ipaddress.ip_address(ip) == wanted for ip in forward)
-    except ValueError:
-        confirmed = False
-    if not confirmed:
-        found = ", ".join(forward) or "no address"
+    if not verdict.confirmed:
+        first = verdict.ptr[0]
+        found = ", ".join(verdict.forward[first]) or "no address"
         warnings.append(
-            f"the PTR name {ptr[0]} does not resolve back to {address} (it has {found}): "
-            f"add an {'AAAA' if ':' in address else 'A'} record for {ptr[0]} pointing to {address}"
+            f"the PTR name {first} does not resolve back to {address} (it has {found}): "
+            f"add an {verdict.record_type} record for {first} pointing to {address}"
         )
     return warnings
 
 
 async def check_names(config: MtaConfig, resolver: dns.asyncresolver.Resolver, address: str) -> NameCheck:
     """Look up the PTR record of `address` and its names' addresses; warn where they disagree."""
-    check = NameCheck(str(ipaddress.ip_address(address)), config.hostname, config.outgoing_helo)
+    check = NameCheck(canonical_address(address), config.hostname, config.outgoing_helo)
     try:
         answer = await resolver.resolve_address(check.address)
         check.ptr = [str(record.target).rstrip(".") for record in answer]
@@ -87,17 +146,19 @@ async def check_names(config: MtaConfig, resolver: dns.asyncresolver.Resolver, a
     except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
         check.warnings.append(f"cannot look up the PTR record of {check.address}: {error}")
         return check
-    if check.ptr:
+    forward: dict[str, list[str]] = {name: [] for name in check.ptr}
+    for name in forward:
         for rdtype in ("A", "AAAA"):
             try:
-                answer = await resolver.resolve(check.ptr[0], rdtype, search=False)
-                check.forward += [str(record) for record in answer]
+                answer = await resolver.resolve(name, rdtype, search=False)
+                forward[name] += [str(record) for record in answer]
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
                 continue
             except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
-                check.warnings.append(f"cannot look up the addresses of {check.ptr[0]}: {error}")
+                check.warnings.append(f"cannot look up the addresses of {name}: {error}")
                 return check
-    check.warnings = name_warnings(check.banner_name, check.helo_name, check.address, check.ptr, check.forward)
+    check.forward = forward[check.ptr[0]] if check.ptr else []
+    check.warnings = name_warnings(check.banner_name, ptr_verdict(check.helo_name, check.address, forward))
     return check
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from relay.config import ConfigError
+from relay.names import canonical_address
 
 from ..diagnostics.dns_lookup import LookupFailed, lookup, make_resolver
 from ..diagnostics.helo import PASS, check_helo
@@ -83,6 +84,11 @@ def run_dns(args) -> int:
 
 @_guarded
 def run_helo(args) -> int:
+    try:
+        canonical_address(args.ip)
+    except ValueError:
+        complain(f"--ip: {args.ip!r} is not an IP address: give the public address mail leaves from")
+        return exit_codes.INVALID
     config, resolver = _context(args)
     helo_name = args.helo or (config.mta.outgoing_helo if config else None)
     if not helo_name:

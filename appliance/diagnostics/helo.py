@@ -3,12 +3,15 @@
 Receiving servers look up the PTR record of the address a connection comes from, check
 that the name found resolves back to that address (forward-confirmed reverse DNS), and
 compare it with the name in EHLO. This check does the same from inside and says what to
-change when they disagree.
+change when they disagree; the verdict itself is the relay's (`relay.names.ptr_verdict`),
+so that the daemon, the CLI, the console and the wizard agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from relay.names import canonical_address, ptr_verdict
 
 from .dns_lookup import addresses_of, reverse_lookup
 
@@ -25,12 +28,9 @@ class HeloVerdict:
     lines: list[str] = field(default_factory=list)
 
 
-def _same(a: str, b: str) -> bool:
-    return a.lower().rstrip(".") == b.lower().rstrip(".")
-
-
 def check_helo(resolver, helo_name: str, address: str) -> HeloVerdict:
     """Compare `helo_name` with the forward-confirmed PTR name of `address` (the public address)."""
+    address = canonical_address(address)
     result = HeloVerdict(helo_name, address, FAIL)
     ptr = reverse_lookup(resolver, address)
     result.ptr_names = ptr.records
@@ -41,28 +41,27 @@ def check_helo(resolver, helo_name: str, address: str) -> HeloVerdict:
         )
         return result
     result.lines.append(f"PTR of {address}: {', '.join(ptr.records)}")
-    for name in ptr.records:
-        forward = addresses_of(resolver, name)
-        if address in forward:
-            result.confirmed_names.append(name)
+    verdict = ptr_verdict(helo_name, address, {name: addresses_of(resolver, name) for name in ptr.records})
+    result.confirmed_names = verdict.confirmed
+    for name, forward in verdict.forward.items():
+        if name in verdict.confirmed:
             result.lines.append(f"{name} resolves back to {address}: forward-confirmed")
         else:
             shown = ", ".join(forward) or "nothing"
             result.lines.append(f"{name} resolves to {shown}, not {address}: not forward-confirmed")
-    if not result.confirmed_names:
-        name = ptr.records[0]
+    if not verdict.confirmed:
         result.lines.append(
-            f"FAIL: the PTR name does not resolve back to {address}: add an A record {name} -> {address} "
-            "(receivers distrust a reverse name that does not confirm)"
+            f"FAIL: the PTR name does not resolve back to {address}: add an {verdict.record_type} record "
+            f"{verdict.suggested} -> {address} (receivers distrust a reverse name that does not confirm)"
         )
         return result
-    if any(_same(helo_name, name) for name in result.confirmed_names):
+    if verdict.passed:
         result.verdict = PASS
         result.lines.append(f"PASS: the HELO name {helo_name} is the forward-confirmed PTR name of {address}")
         return result
-    name = result.confirmed_names[0]
     result.lines.append(
-        f"FAIL: the HELO name {helo_name} differs from the PTR name {name}: set mta.helo_name to {name} "
-        f"(or have the PTR record of {address} changed to {helo_name} and an A record added for it)"
+        f"FAIL: the HELO name {helo_name} differs from the PTR name {verdict.suggested}: set mta.helo_name to "
+        f"{verdict.suggested} (or have the PTR record of {address} changed to {helo_name} and an "
+        f"{verdict.record_type} record added for it)"
     )
     return result

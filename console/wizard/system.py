@@ -40,13 +40,18 @@ def local_addresses() -> set[str]:
 
 
 def ptr_check(hostname: str, address: str, servers: list[str]) -> HeloVerdict | str:
-    """The HELO/PTR check (the PTR record of the public address against the HELO name); a string when DNS did not answer."""
+    """The HELO/PTR check (the PTR record of the public address against the HELO name); a string saying why not
+    when DNS did not answer or the address or a DNS server is not one."""
     try:
-        return check_helo(make_resolver(servers or None), hostname, address)
-    except LookupFailed as error:
-        return str(error)
+        resolver = make_resolver(servers or None)
     except ValueError as error:
         return f"DNS server: {error}"
+    try:
+        return check_helo(resolver, hostname, address)
+    except LookupFailed as error:
+        return str(error)
+    except ValueError:
+        return f"{address} is not an IP address: type the public address your mail leaves from"
 
 
 def next_hop(host: str, port: int, hostname: str, listen_ports: set[int], servers: list[str]) -> NextHopReport:

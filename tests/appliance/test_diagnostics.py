@@ -161,3 +161,6 @@ def test_the_diag_commands(dns_server, sink, tmp_path):
     assert f"warning: relay.example.com:{sink.port} is this appliance itself" in loop.stdout
     bad = run("dns", "example.com", "--server", "dns.example.com")
     assert bad.returncode == 1 and bad.stderr.startswith("postern-appliance: --server: ")
+    not_an_address = run("helo", "--ip", "gw.example.com", "--server", dns_server.address)
+    assert not_an_address.returncode == 1 and not_an_address.stderr.startswith(
+        "postern-appliance: --ip: 'gw.example.com' is not an IP address")

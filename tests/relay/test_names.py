@@ -6,31 +6,31 @@ import sys
 import pytest
 
 from relay.control.client import ControlClient, ControlError
-from relay.names import name_warnings
+from relay.names import name_warnings, ptr_verdict
 from tests.support.dns_server import DnsServer
 
 
 def test_names_that_match_a_forward_confirmed_ptr_need_nothing():
-    assert name_warnings("gw.example.com", "gw.example.com", "192.0.2.10", ["gw.example.com"], ["192.0.2.10"]) == []
-    assert name_warnings("GW.example.com", "gw.example.com.", "2001:db8::10", ["gw.example.com"], ["2001:db8:0::10"]) == []
+    assert name_warnings("gw.example.com", ptr_verdict("gw.example.com", "192.0.2.10", {"gw.example.com": ["192.0.2.10"]})) == []
+    assert name_warnings("GW.example.com", ptr_verdict("gw.example.com.", "2001:db8::10", {"gw.example.com": ["2001:db8:0::10"]})) == []
 
 
 def test_a_helo_name_that_is_not_the_ptr_name_says_what_to_set():
-    [warning] = name_warnings("gw.example.com", "gw.example.com", "192.0.2.10", ["mail.provider.net"], ["192.0.2.10"])
+    [warning] = name_warnings("gw.example.com", ptr_verdict("gw.example.com", "192.0.2.10", {"mail.provider.net": ["192.0.2.10"]}))
     assert warning == ("the HELO name gw.example.com is not the PTR name of 192.0.2.10 (mail.provider.net): "
                        "set mta.helo_name to mail.provider.net, or have the PTR record changed to gw.example.com")
 
 
 def test_a_banner_name_other_than_the_helo_name_is_checked_too():
-    [warning] = name_warnings("postern.localdomain", "gw.example.com", "192.0.2.10", ["gw.example.com"], ["192.0.2.10"])
+    [warning] = name_warnings("postern.localdomain", ptr_verdict("gw.example.com", "192.0.2.10", {"gw.example.com": ["192.0.2.10"]}))
     assert warning.startswith("the banner name postern.localdomain is not the PTR name of 192.0.2.10")
     assert warning.endswith("set mta.hostname to gw.example.com")
 
 
 def test_no_ptr_record_and_no_forward_confirmation_are_named():
-    [missing] = name_warnings("gw.example.com", "gw.example.com", "192.0.2.10", [], [])
+    [missing] = name_warnings("gw.example.com", ptr_verdict("gw.example.com", "192.0.2.10", {}))
     assert missing.startswith("192.0.2.10 has no PTR record: ask whoever runs the address")
-    [unconfirmed] = name_warnings("gw.example.com", "gw.example.com", "192.0.2.10", ["gw.example.com"], ["192.0.2.99"])
+    [unconfirmed] = name_warnings("gw.example.com", ptr_verdict("gw.example.com", "192.0.2.10", {"gw.example.com": ["192.0.2.99"]}))
     assert unconfirmed == ("the PTR name gw.example.com does not resolve back to 192.0.2.10 (it has 192.0.2.99): "
                            "add an A record for gw.example.com pointing to 192.0.2.10")
 
