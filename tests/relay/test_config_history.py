@@ -3,9 +3,11 @@ applied through the control API (as the console's MTA screen does) shows up in
 `postern-appliance config versions` and in its diff, like one made by the system layer."""
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,15 @@ from relay.control.client import ControlClient, ControlError
 
 ROOT = Path(__file__).resolve().parents[2]
 APPLIANCE = str(Path(sys.executable).parent / "postern-appliance")
+
+
+@pytest.fixture
+def unprivileged_dir():
+    """A directory the relay's user can reach (pytest's own are root's alone)."""
+    directory = Path(tempfile.mkdtemp(prefix="postern-history-", dir="/tmp"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
 
 
 def config(relay, *args: str) -> list[str]:
@@ -69,3 +80,27 @@ def test_the_history_directory_gets_the_mode_of_the_configuration_directory(tmp_
     ConfigFile(directory / "postern.yaml").write("mta: {}\n")
     assert stat.S_IMODE((directory / "history").stat().st_mode) == 0o2770
     assert stat.S_IMODE((directory / "postern.yaml").stat().st_mode) == 0o640
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing as another user needs root")
+def test_the_relays_user_keeps_versions_after_root_and_root_after_it(unprivileged_dir):
+    """As on the appliance: root saves (the wizard), then the relay as its own user (Config.Apply), then
+    root again. Root's versions are 0600, so the relay cannot read the newest to compare: it records
+    the file it replaces once more rather than fail."""
+    directory = unprivileged_dir / "postern"
+    directory.mkdir()
+    os.chown(directory, 0, 65534)
+    os.chmod(directory, 0o2770)
+    path = directory / "postern.yaml"
+    ConfigFile(path).write("mta: {banner: root}\n")
+    subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                    "import sys; from relay.config_file import ConfigFile; "
+                    "ConfigFile(sys.argv[1]).replace_mta({'banner': 'relay'})", str(path)],
+                   cwd=ROOT, check=True, timeout=60)
+    assert yaml.safe_load(path.read_text()) == {"mta": {"banner": "relay"}}
+    ConfigFile(path).write("mta: {banner: root again}\n")
+    store = ConfigFile(path)
+    assert [yaml.safe_load(store.version_text(n))["mta"]["banner"] for n in range(4)] == [
+        "root again", "relay", "root", "root"]
+    owners = [version.path.stat().st_uid for version in store.versions()]
+    assert owners[1] == 65534 and owners[0] == owners[3] == 0
