@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from relay.config_file import DEFAULT_CONFIG
 
 from .admin_login import hash_password
 from .files import atomic_write, remove_file
 
 PROGRESS = "var/lib/postern/firstboot.yaml"
 COMPLETE = "etc/postern/setup-complete"
-CONFIG = "etc/postern/postern.yaml"
+CONFIG = str(DEFAULT_CONFIG.relative_to("/"))
 CERT = "etc/postern/tls/postern.pem"
 KEY = "etc/postern/tls/postern.key"
 SMARTHOST_PASSWORD = "etc/postern/smarthost.password"

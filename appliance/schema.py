@@ -18,8 +18,6 @@ from relay.config import field_paths as mta_field_paths
 from .network.model import NetworkConfig, parse_network
 from .network.model import field_paths as network_field_paths
 
-DEFAULT_CONFIG = Path("/etc/postern/postern.yaml")
-
 SECTIONS: dict[str, Callable[[Any], tuple[Any, list[str]]]] = {
     "network": parse_network,
     "mta": parse_mta,

@@ -1,43 +1,27 @@
-"""The configuration store: one YAML file for the whole appliance, with its history.
+"""The configuration store: the whole appliance's file, validated, with its history.
 
-- The current file is `/etc/postern/postern.yaml`; every saved version is also kept as
-  `history/postern-<UTC time>.yaml` beside it, the newest `keep` of them.
-- Saving validates every section first and changes nothing when any is wrong; writes are
-  atomic (temporary file, fsync, rename, fsync of the directory).
+- The file and its kept versions are `relay.config_file.ConfigFile`, the one writer that
+  the relay's `Config.Apply` uses too; this adds what the system layer needs on top.
+- Saving validates every section first and changes nothing when any is wrong.
 - Import is a save from a file the admin brings; export is the current text.
-- Versions are named by their timestamp; `0` is the current one, `1` the one before, and
-  so on. `diff` lists the keys that differ between two versions.
+- `diff` lists the keys that differ between two versions.
 """
 
 from __future__ import annotations
 
-import datetime
 import difflib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from relay.config import ConfigError
+from relay.config_file import ConfigFile, Version
 
 from .files import atomic_write
-from .schema import DEFAULT_CONFIG, ApplianceConfig, load_config_text, parse_text, validate_document
+from .schema import ApplianceConfig, load_config_text, parse_text, validate_document
 
-DEFAULT_KEEP = 10
-_PREFIX = "postern-"
-_TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 MISSING = object()
-
-
-@dataclass(frozen=True)
-class Version:
-    id: str  # the UTC time it was saved: 20251123T175401.123456Z
-    path: Path
-
-    @property
-    def saved_at(self) -> datetime.datetime:
-        return datetime.datetime.strptime(self.id, _TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -77,56 +61,12 @@ def diff_documents(old: dict, new: dict) -> list[Change]:
     return changes
 
 
-class ConfigStore:
-    def __init__(self, path: Path | str = DEFAULT_CONFIG, keep: int = DEFAULT_KEEP, history: Path | str | None = None):
-        self.path = Path(path)
-        self.history = Path(history) if history else self.path.parent / "history"
-        self.keep = max(1, keep)
-
+class ConfigStore(ConfigFile):
     # --- reading ---
-
-    def current_text(self) -> str | None:
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
 
     def load(self) -> ApplianceConfig:
         text = self.current_text()
         return load_config_text(text or "", str(self.path))
-
-    def versions(self) -> list[Version]:
-        """Saved versions, newest first."""
-        if not self.history.is_dir():
-            return []
-        found = []
-        for path in self.history.glob(f"{_PREFIX}*.yaml"):
-            version_id = path.name[len(_PREFIX):-len(".yaml")]
-            try:
-                datetime.datetime.strptime(version_id, _TIME_FORMAT)
-            except ValueError:
-                continue
-            found.append(Version(version_id, path))
-        return sorted(found, key=lambda version: version.id, reverse=True)
-
-    def resolve(self, ref: str | int) -> Version:
-        """A version by id, by how many saves ago it was (0 is the latest), or "current" (the file as it is)."""
-        versions = self.versions()
-        text = str(ref)
-        if text == "current":
-            return Version("current", self.path)
-        if text.isdigit():
-            index = int(text)
-            if index < len(versions):
-                return versions[index]
-            raise ConfigError([f"version {index}: only {len(versions)} versions are kept (0 to {len(versions) - 1})"])
-        for version in versions:
-            if version.id == text:
-                return version
-        raise ConfigError([f"version {text}: no such version; 'postern-appliance config versions' lists them"])
-
-    def version_text(self, ref: str | int) -> str:
-        return self.resolve(ref).path.read_text(encoding="utf-8")
 
     # --- writing ---
 
@@ -136,12 +76,7 @@ class ConfigStore:
         _, problems = validate_document(document)
         if problems:
             raise ConfigError(problems)
-        self._record_unversioned_current()
-        version = self._new_version()
-        atomic_write(version.path, text, 0o600)
-        atomic_write(self.path, text, 0o640, self._owner())
-        self._prune()
-        return version
+        return self.write(text)
 
     def save(self, document: dict) -> Version:
         return self.save_text(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
@@ -175,38 +110,3 @@ class ConfigStore:
             fromfile=old.id, tofile=new.id,
         )
         return "".join(lines)
-
-    def _owner(self) -> tuple[int, int] | None:
-        """Root's file in the configuration directory's group (the relay's on the appliance: root:postern).
-
-        Never the current file's owner: anyone who may write in the directory could have put
-        a file of their own there, and it must not stay theirs.
-        """
-        if os.geteuid() != 0:
-            return None
-        return 0, self.path.parent.stat().st_gid
-
-    # --- history ---
-
-    def _new_version(self) -> Version:
-        now = datetime.datetime.now(datetime.timezone.utc)
-        latest = self.versions()[:1]
-        if latest and latest[0].saved_at >= now:  # clocks that step back, or two saves in one microsecond
-            now = latest[0].saved_at + datetime.timedelta(microseconds=1)
-        version_id = now.strftime(_TIME_FORMAT)
-        return Version(version_id, self.history / f"{_PREFIX}{version_id}.yaml")
-
-    def _record_unversioned_current(self) -> None:
-        """A current file written by other means (an image, an editor) becomes a version first."""
-        text = self.current_text()
-        if text is None:
-            return
-        latest = self.versions()[:1]
-        if latest and latest[0].path.read_text(encoding="utf-8") == text:
-            return
-        version = self._new_version()
-        atomic_write(version.path, text, 0o600)
-
-    def _prune(self) -> None:
-        for version in self.versions()[self.keep:]:
-            version.path.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from relay.config_file import DEFAULT_CONFIG
 from relay.control.client import DEFAULT_SOCKET
 
 from .app import make_app
@@ -13,7 +14,7 @@ from .app import make_app
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="postern-console", description="The Postern appliance console.")
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"relay control socket (default {DEFAULT_SOCKET})")
-    parser.add_argument("--config", default="/etc/postern/postern.yaml", help="appliance configuration file")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"appliance configuration file (default {DEFAULT_CONFIG})")
     parser.add_argument("--first-boot", action="store_true",
                         help="open the setup wizard (it resumes where it was left)")
     parser.add_argument("--root", default="/", metavar="DIR",

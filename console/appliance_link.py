@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from relay.config_file import DEFAULT_CONFIG
+
 if TYPE_CHECKING:
     from appliance import certificates
     from appliance.certificates import CertificateInfo
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
 # The system layer (netlink, DNS, X.509) is imported where it is used: the console starts
 # without it, and each screen's first worker pays for what it needs.
 
-DEFAULT_CONFIG = Path("/etc/postern/postern.yaml")  # appliance.schema.DEFAULT_CONFIG
 DEFAULT_CERT = Path("/etc/postern/tls/postern.pem")
 DEFAULT_KEY = Path("/etc/postern/tls/postern.key")
 TRY_SECONDS = 60.0
@@ -209,7 +210,7 @@ class ApplianceLink:
     def __init__(self, config_path: Path | str | None = None, root: Path | str = "/", *, netns: str | None = None,
                  run_command: Runner = run_command, allow_shell: bool = True, shell_user: str | None = None,
                  try_seconds: float = TRY_SECONDS):
-        self.config_path = Path(config_path) if config_path else DEFAULT_CONFIG
+        self.config_path = Path(config_path or DEFAULT_CONFIG)
         self.root = Path(root).absolute()
         self.netns = netns
         self.run = run_command

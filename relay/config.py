@@ -20,8 +20,6 @@ import yaml
 
 from .addresses import control_char_problem, shown
 
-DEFAULT_CONFIG = "/etc/postern/postern.yaml"
-
 # Patterns are used with fullmatch: `$` would also match before a final newline.
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _DURATION = re.compile(r"(\d+)\s*([smhdw]?)")

@@ -221,7 +221,7 @@ def run(args, client: ControlClient) -> int:
             return EXIT_DAEMON_ERROR if answer["problems"] else EXIT_OK
         else:
             answer = client.call("io.postern.Config.Apply", mta=_read_mta(args.file))
-            (emit or (lambda a: print(f"applied; previous file kept as {a['previous']}")))(answer)
+            (emit or (lambda a: print(f"applied; saved to {a['path']} (version {a['version']})")))(answer)
     elif args.command in ("domains", "verify", "names"):
         return run_policy(args, client, emit)
     else:

@@ -27,7 +27,8 @@ import weakref
 import psutil
 
 from . import VERSION, replies
-from .config import DEFAULT_CONFIG, ConfigError, MtaConfig, load_file
+from .config import ConfigError, MtaConfig, load_file
+from .config_file import DEFAULT_CONFIG
 from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
 from .events import EventHub, LogBuffer, PrintableFormatter
@@ -327,7 +328,7 @@ async def serve(relay: Relay) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="postern-relay", description="Postern's SMTP relay daemon")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"appliance YAML file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"appliance YAML file (default {DEFAULT_CONFIG})")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help=f"queue and state (default {DEFAULT_STATE_DIR})")
     parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
     parser.add_argument("--socket-group", default=DEFAULT_GROUP,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from relay.config import ConfigError
+from relay.config_file import DEFAULT_CONFIG, DEFAULT_KEEP
 
-from ..schema import DEFAULT_CONFIG
-from ..store import DEFAULT_KEEP, ConfigStore
+from ..store import ConfigStore
 from . import exit_codes
 from .output import complain, say
 

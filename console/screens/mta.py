@@ -377,8 +377,7 @@ class MtaScreen(Screen):
         if fresh is not None:
             async with self._load_lock:
                 await self.show_running(fresh["mta"], fresh.get("path", ""))
-        self.notice(f"Applied and in force. Saved to {answer['path']}; the previous file is {answer['previous']}.",
-                    "green")
+        self.notice(f"Applied and in force. Saved to {answer['path']} (version {answer['version']}).", "green")
         self.notify("The relay runs with the new settings.", title="MTA settings")
 
     # --- other keys --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from textual.widgets import Input, RadioButton, RadioSet, Static
 from appliance import admin_login, certificates
 from appliance.certificates import CertificateError
 from appliance.topology import TOPOLOGIES, other_side
+from relay.config_file import DEFAULT_CONFIG
 
 from .draft import Draft, field_of, reason_of
 from .step import Pick, StepScreen, field_input, value_of
@@ -215,7 +216,7 @@ class SummaryStep(StepScreen):
             text.append(f"{side.title}\n", style="bold")
             for step in side.steps:
                 text.append(f" - {step}\n")
-        text.append("\nThe configuration (/etc/postern/postern.yaml)\n", style="bold underline")
+        text.append(f"\nThe configuration ({DEFAULT_CONFIG})\n", style="bold underline")
         text.append(self.wizard.shown(yaml.safe_dump(plan.document, sort_keys=False, default_flow_style=False)))
         text.rstrip()
         self.query_one("#summary-text", Static).update(text)

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import VERSION
 from ..config import check_domain, parse_mta, to_dict
+from ..config_file import ConfigFile
 from ..names import check_names
 from ..queue import query
 from ..queue.entry import ACTIVE, DEFERRED, HOLD
-from . import config_file
 
 if TYPE_CHECKING:
     from ..daemon import Relay
@@ -208,20 +208,22 @@ async def validate_config(call: Call) -> dict:
 
 
 async def _put_in_force(call: Call, mta: dict) -> str:
-    """Validate, write the file and reload; the caller holds config_lock. Returns the previous file."""
+    """Validate, write the file (a new version in its history) and reload; the caller holds config_lock.
+    Returns the version's id."""
     _, problems = parse_mta(mta)
     if problems:
         raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
     relay = call.relay
+    config_file = ConfigFile(relay.config_path)
     try:
-        previous = await asyncio.to_thread(config_file.replace_mta, relay.config_path, mta)
+        version, old = await asyncio.to_thread(config_file.replace_mta, mta)
     except OSError as error:
         raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot write {relay.config_path}: {error.strerror}")
     problems = await relay.reload(caller_uid=call.uid)
     if problems:
-        await asyncio.to_thread(config_file.restore, relay.config_path, previous)
+        await asyncio.to_thread(config_file.take_back, version, old)
         raise VarlinkError("io.postern.Config.ApplyFailed", reason="; ".join(problems))
-    return previous
+    return version.id
 
 
 @method("io.postern.Config.Apply")
@@ -232,8 +234,8 @@ async def apply_config(call: Call) -> dict:
         raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
     relay = call.relay
     async with relay.config_lock:
-        previous = await _put_in_force(call, mta)
-    return {"path": relay.config_path, "previous": previous}
+        version = await _put_in_force(call, mta)
+    return {"path": relay.config_path, "version": version}
 
 
 def _domains(call: Call) -> list[str]:
@@ -255,7 +257,7 @@ async def _change_paused(call: Call, pause: bool) -> dict:
     relay = call.relay
     async with relay.config_lock:
         try:
-            mta = await asyncio.to_thread(config_file.read_mta, relay.config_path)
+            mta = await asyncio.to_thread(ConfigFile(relay.config_path).read_mta)
         except (OSError, ValueError) as error:
             raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot read {relay.config_path}: {error}")
         current = mta.get("paused_domains") or []

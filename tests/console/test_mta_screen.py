@@ -5,6 +5,7 @@ import smtplib
 import yaml
 
 from console.app import make_app
+from relay.config_file import ConfigFile
 from relay.control.client import ControlClient
 from tests.console.conftest import text_of, until
 
@@ -90,7 +91,7 @@ async def test_mta_screen_loads_checks_shows_the_diff_and_applies(make_relay, si
         # The file keeps what the admin set, not every default.
         written = yaml.safe_load(relay.config_path.read_text())["mta"]
         assert written["banner"] == "ESMTP Changed here" and "m365" not in written and "marker" not in written
-        assert (relay.workdir / "postern.yaml.prev").exists()
+        assert ConfigFile(relay.config_path).version_text(0) == relay.config_path.read_text()
         await until(pilot, lambda: "* Banner" not in str(screen.query_one("#label-mta-banner").render()),
                     what="the form to show the running settings again")
 

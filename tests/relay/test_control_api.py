@@ -14,6 +14,7 @@ import pytest
 import varlink
 import yaml
 
+from relay.config_file import ConfigFile
 from relay.control.client import ControlClient, ControlError
 from tests.support.control_socket import raw_exchange, replies
 from tests.support.net import wait_until
@@ -145,7 +146,7 @@ def test_config_apply_validates_writes_keeps_previous_and_reloads(down_relay):
         code, _ = session.data(b"Subject: during reload\r\n\r\nx\r\n")
         session.quit()
         assert code == 250
-        assert Path(answer["previous"]).read_text() == before
+        assert ConfigFile(config_path).version_text(1) == before
         assert yaml.safe_load(config_path.read_text())["mta"]["banner"] == "ESMTP Postern reloaded"
         assert client.call("io.postern.Config.Get")["mta"]["relay_domains"] == ["example.com", "example.org"]
     new_session = down_relay.smtp()

@@ -6,7 +6,7 @@ import stat
 import pytest
 import yaml
 
-from relay.control import config_file
+from relay.config_file import ConfigFile
 from relay.files import atomic_write
 
 NOBODY = 65534  # the planter: any user other than the writer
@@ -90,9 +90,9 @@ def test_the_control_api_config_write_does_not_follow_a_planted_link(tmp_path):
     victim.write_bytes(b"precious\n")
     config = tmp_path / "postern.yaml"
     config.write_text(yaml.safe_dump({"mta": {"hostname": "old.example.com"}}))
-    for name in old_temporary_names(config) + old_temporary_names(config.with_name("postern.yaml.prev")):
+    for name in old_temporary_names(config):
         name.symlink_to(victim)
-    config_file.replace_mta(str(config), {"hostname": "new.example.com"})
+    ConfigFile(config).replace_mta({"hostname": "new.example.com"})
     assert victim.read_bytes() == b"precious\n"
     assert not config.is_symlink()
     assert yaml.safe_load(config.read_text())["mta"] == {"hostname": "new.example.com"}
