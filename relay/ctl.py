@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from .control import errors
 from .control.client import DEFAULT_SOCKET, ControlClient, ControlError, PermissionDenied, Unreachable
 from .printable import printable
 from .queue.query import age_text
@@ -353,13 +354,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe(error: ControlError) -> str:
     p = error.parameters
-    if error.name == "io.postern.Config.InvalidConfig":
+    if error.name == errors.INVALID_CONFIG:
         return "configuration refused:\n" + "\n".join(p.get("problems", []))
-    if error.name == "io.postern.Queue.MessageNotFound":
+    if error.name == errors.MESSAGE_NOT_FOUND:
         return f"no message {p.get('id')} in the queue"
-    if error.name == "io.postern.Queue.InvalidFilter":
+    if error.name == errors.INVALID_FILTER:
         return f"{p.get('field')}: {p.get('reason')}"
-    if error.name == "io.postern.Config.ApplyFailed":
+    if error.name == errors.APPLY_FAILED:
         return f"configuration not applied: {p.get('reason')}"
     return str(error)
 
