@@ -116,8 +116,7 @@ class ControlServer:
             if not self.allowed(peer):
                 log.warning("control: refused uid=%d pid=%d: not root, the daemon's user or in group %s",
                             peer.uid, peer.pid, self.group)
-                writer.write(encode(VarlinkError(errors.PERMISSION_DENIED,
-                                                 uid=peer.uid, group=self.group).reply()))
+                writer.write(encode(VarlinkError(errors.PERMISSION_DENIED, uid=peer.uid, group=self.group).reply()))
                 return
             if self.clients >= MAX_CLIENTS:
                 writer.write(encode(VarlinkError(errors.BUSY, limit=MAX_CLIENTS).reply()))
