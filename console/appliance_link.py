@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import platform
 import pwd
 import shutil
 import socket
@@ -195,15 +194,6 @@ class InstalledCertificate:
     hostname: str = ""
     in_use: bool = False  # the configuration's mta.tls.cert_file names it
     shown_path: str = ""  # as the appliance names it (the root left out)
-
-
-@dataclass
-class SystemFacts:
-    hostname: str
-    os_name: str
-    kernel: str
-    uptime: float
-    users: int
 
 
 class ApplianceLink:
@@ -556,17 +546,6 @@ class ApplianceLink:
                 "the relay loads them", *notes]
 
     # --- the machine ---
-
-    def facts(self) -> SystemFacts:
-        import psutil
-
-        os_name = platform.system()
-        try:
-            os_name = platform.freedesktop_os_release().get("PRETTY_NAME", os_name)
-        except OSError:
-            pass
-        return SystemFacts(socket.gethostname(), os_name, platform.release(), time.time() - psutil.boot_time(),
-                           len(psutil.users()))
 
     def shell_permission(self) -> tuple[bool, str]:
         """May the System screen open a shell, and the words that say so. The screen is reached only

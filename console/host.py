@@ -1,8 +1,14 @@
-"""Facts about the machine the console runs on (the appliance itself), for the dashboard."""
+"""Facts about the machine the console runs on (the appliance itself), for the dashboard and the System screen.
+
+`read_facts` blocks: the host name goes through the resolver (a fresh appliance's may not answer for
+a long time) and psutil reads /proc. Screens call it in a worker thread, which posts `HostFactsRead`.
+"""
 
 from __future__ import annotations
 
+import platform
 import socket
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -11,6 +17,10 @@ import psutil
 @dataclass
 class HostFacts:
     hostname: str
+    os_name: str
+    kernel: str
+    uptime: float
+    users: int
     addresses: list[str]
     disk_used_percent: float
     disk_free_gb: float
@@ -30,12 +40,22 @@ def interface_addresses() -> list[str]:
     return addresses
 
 
+def os_name() -> str:
+    try:
+        return platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
+    except OSError:
+        return platform.system()
+
+
 def read_facts(disk_path: str = "/") -> HostFacts:
-    addresses = interface_addresses()
     disk = psutil.disk_usage(disk_path)
     return HostFacts(
         hostname=socket.getfqdn(),
-        addresses=addresses,
+        os_name=os_name(),
+        kernel=platform.release(),
+        uptime=time.time() - psutil.boot_time(),
+        users=len(psutil.users()),
+        addresses=interface_addresses(),
         disk_used_percent=disk.percent,
         disk_free_gb=disk.free / 2**30,
         memory_used_percent=psutil.virtual_memory().percent,

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from .host import HostFacts
+
 
 @dataclass
 class RelayStatus(Message):
@@ -17,3 +19,10 @@ class RelayStatus(Message):
     changed: frozenset[str] = frozenset()
     problem: str = ""
     target_is_app: bool = True
+
+
+@dataclass
+class HostFactsRead(Message):
+    """The machine's facts, read in a worker thread (`host.read_facts` may wait on the resolver)."""
+
+    facts: HostFacts

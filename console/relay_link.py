@@ -13,6 +13,7 @@ from typing import Any
 
 from textual.message_pump import MessagePump
 
+from relay.control import errors
 from relay.control.async_client import AsyncControlClient
 from relay.control.client import ControlError, PermissionDenied, Unreachable
 
@@ -29,13 +30,13 @@ def explain(error: Exception) -> str:
         return "Relay: permission denied (log in as root or a member of the postern group)"
     if isinstance(error, ControlError):
         p = error.parameters
-        if error.name == "io.postern.Config.InvalidConfig":
+        if error.name == errors.INVALID_CONFIG:
             return "; ".join(p.get("problems", []))
-        if error.name == "io.postern.Config.ApplyFailed":
+        if error.name == errors.APPLY_FAILED:
             return f"not applied: {p.get('reason', '')}"
-        if error.name == "io.postern.Queue.MessageNotFound":
+        if error.name == errors.MESSAGE_NOT_FOUND:
             return f"message {p.get('id')} is no longer in the queue"
-        if error.name == "io.postern.Queue.InvalidFilter":
+        if error.name == errors.INVALID_FILTER:
             return f"{p.get('field')}: {p.get('reason')}"
         return f"the relay answered {error.name}"
     return str(error)

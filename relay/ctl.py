@@ -11,7 +11,8 @@
     posternctl names ADDRESS
     posternctl log [-f] [-n LINES]
 
-Human output by default, --json for scripts. Exit codes: 0 ok, 1 the daemon
+Human output by default, --json for scripts; --socket and --json go anywhere
+on the line. Exit codes: 0 ok, 1 the daemon
 reported an error, 2 usage, 3 daemon not reachable, 4 permission denied.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from .control import errors
 from .control.client import DEFAULT_SOCKET, ControlClient, ControlError, PermissionDenied, Unreachable
 from .printable import printable
 from .queue.query import age_text
@@ -55,11 +57,29 @@ def _filter_of(args) -> dict:
     return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
+def _global_options(suppress: bool = False) -> argparse.ArgumentParser:
+    """--socket and --json, taken before the command, after it or between its words, as systemctl and
+    kubectl take theirs. A command's copies default to SUPPRESS, so they never undo one given earlier."""
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("global options")
+    group.add_argument("--socket", default=argparse.SUPPRESS if suppress else DEFAULT_SOCKET,
+                       help=f"control socket (default {DEFAULT_SOCKET})")
+    group.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                       help="print the daemon's answer as JSON")
+    return options
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser; its own commands' parsers are of this class too (argparse's default)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(parents=[_global_options(suppress=True)], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="posternctl", description="Control the Postern relay daemon.")
-    parser.add_argument("--socket", default=DEFAULT_SOCKET, help=f"control socket (default {DEFAULT_SOCKET})")
-    parser.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="posternctl", description="Control the Postern relay daemon.",
+                                     parents=[_global_options()])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_CommandParser)
 
     commands.add_parser("status", help="version, listeners, counters, queue sizes, recent errors")
 
@@ -334,13 +354,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe(error: ControlError) -> str:
     p = error.parameters
-    if error.name == "io.postern.Config.InvalidConfig":
+    if error.name == errors.INVALID_CONFIG:
         return "configuration refused:\n" + "\n".join(p.get("problems", []))
-    if error.name == "io.postern.Queue.MessageNotFound":
+    if error.name == errors.MESSAGE_NOT_FOUND:
         return f"no message {p.get('id')} in the queue"
-    if error.name == "io.postern.Queue.InvalidFilter":
+    if error.name == errors.INVALID_FILTER:
         return f"{p.get('field')}: {p.get('reason')}"
-    if error.name == "io.postern.Config.ApplyFailed":
+    if error.name == errors.APPLY_FAILED:
         return f"configuration not applied: {p.get('reason')}"
     return str(error)
 

@@ -7,21 +7,24 @@ import collections
 import time
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual.worker import Worker
 
 from relay.control.client import ControlError, PermissionDenied, Unreachable
 from relay.printable import printable
 from relay.queue.query import age_text
 
-from ..host import read_facts
-from ..messages import RelayStatus
+from ..host import HostFacts, read_facts
+from ..messages import HostFactsRead, RelayStatus
 from ..widgets.status_line import StatusLine
 from .logs import styled
 
 RECENT_LINES = 6
+HOST_INTERVAL = 5.0  # seconds between readings of the host's facts
 
 
 def panel(title: str, widget_id: str) -> Static:
@@ -88,6 +91,16 @@ def traffic_text(status: dict | None, rates: tuple[float, float]) -> Text:
     return text
 
 
+def host_text(facts: HostFacts) -> Text:
+    text = Text()
+    text.append(f"{facts.hostname}\n", style="bold")
+    for address in facts.addresses[:3]:
+        text.append(f"{address}\n")
+    text.append(f"Disk {facts.disk_used_percent:.0f}% used, {facts.disk_free_gb:.1f} GB free\n")
+    text.append(f"Memory {facts.memory_used_percent:.0f}% used, load {facts.load:.2f}")
+    return text
+
+
 def areas_line() -> Text:
     """Where each F-key goes: the footer has room only for the current screen's own keys."""
     from ..app import AREA_KEYS
@@ -104,6 +117,7 @@ class DashboardScreen(Screen):
         super().__init__()
         self.rate = TrafficRate()
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
+        self.host_reading: Worker | None = None
 
     def compose(self) -> ComposeResult:
         yield StatusLine("Dashboard")
@@ -118,8 +132,9 @@ class DashboardScreen(Screen):
 
     def on_mount(self) -> None:
         self.show_status(self.app.relay_status, self.app.relay_problem)
+        self.query_one("#system", Static).update(Text("Reading...", style="dim"))
         self.refresh_host()
-        self.set_interval(5, self.refresh_host)
+        self.set_interval(HOST_INTERVAL, self.refresh_host)
         self.run_worker(self._follow_log(), group="dashboard-log", exclusive=True)
 
     def on_relay_status(self, message: RelayStatus) -> None:
@@ -135,14 +150,16 @@ class DashboardScreen(Screen):
         self.query_one("#traffic", Static).update(traffic_text(status, rates))
 
     def refresh_host(self) -> None:
-        facts = read_facts()
-        text = Text()
-        text.append(f"{facts.hostname}\n", style="bold")
-        for address in facts.addresses[:3]:
-            text.append(f"{address}\n")
-        text.append(f"Disk {facts.disk_used_percent:.0f}% used, {facts.disk_free_gb:.1f} GB free\n")
-        text.append(f"Memory {facts.memory_used_percent:.0f}% used, load {facts.load:.2f}")
-        self.query_one("#system", Static).update(text)
+        """One reading at a time: while the resolver keeps one waiting, the next is not started."""
+        if self.host_reading is None or self.host_reading.is_finished:
+            self.host_reading = self.read_host()
+
+    @work(thread=True, group="dashboard-host", name="Reading the host", exit_on_error=False)
+    def read_host(self) -> None:
+        self.post_message(HostFactsRead(read_facts()))
+
+    def on_host_facts_read(self, message: HostFactsRead) -> None:
+        self.query_one("#system", Static).update(host_text(message.facts))
 
     async def _follow_log(self) -> None:
         recent = self.query_one("#recent", Static)

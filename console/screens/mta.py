@@ -23,6 +23,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TextArea
 
+from relay.control import errors
 from relay.control.client import ControlError, PermissionDenied, Unreachable
 
 from .. import mta_form
@@ -354,7 +355,7 @@ class MtaScreen(Screen):
         try:
             answer = await self.app.link.call("io.postern.Config.Apply", mta=payload)
         except ControlError as error:
-            if error.name == "io.postern.Config.InvalidConfig":
+            if error.name == errors.INVALID_CONFIG:
                 self.problems = list(error.parameters.get("problems", []))
                 self.show_problems(self.problems)
                 self._focus_first_problem()
@@ -362,7 +363,7 @@ class MtaScreen(Screen):
                             + (f": {'; '.join(self.unplaced)}" if self.unplaced else "."), "red")
             else:
                 reason = explain(error)
-                if error.name == "io.postern.Config.ApplyFailed":
+                if error.name == errors.APPLY_FAILED:
                     # A reload refusal names its field: "mta.listen: cannot listen on ...".
                     self.show_problems(error.parameters.get("reason", "").split("; "))
                 self.notice(f"Not applied, nothing changed: {reason}", "red")

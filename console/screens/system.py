@@ -19,7 +19,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Footer, Static
 
-from ..appliance_link import CommandResult, SystemFacts, uptime_text
+from ..appliance_link import CommandResult, uptime_text
+from ..host import HostFacts, read_facts
+from ..messages import HostFactsRead
 from ..widgets.status_line import StatusLine
 from .area import AreaScreen
 from .confirm import ConfirmScreen
@@ -33,17 +35,12 @@ POWER = {
 
 
 @dataclass
-class FactsRead(Message):
-    facts: SystemFacts
-
-
-@dataclass
 class CommandDone(Message):
     what: str
     result: CommandResult
 
 
-def facts_text(facts: SystemFacts) -> Text:
+def facts_text(facts: HostFacts) -> Text:
     text = Text()
     for label, value in (("Hostname", facts.hostname), ("System", facts.os_name), ("Kernel", facts.kernel),
                          ("Up", uptime_text(facts.uptime)), ("Logged in", str(facts.users))):
@@ -75,10 +72,10 @@ class SystemScreen(AreaScreen):
 
     def on_mount(self) -> None:
         self.show_actions()
-        self.read_facts()
+        self.read_host()
 
     def on_screen_resume(self) -> None:
-        self.read_facts()
+        self.read_host()
 
     def show_actions(self) -> None:
         allowed, why = self.appliance.shell_permission()
@@ -92,10 +89,10 @@ class SystemScreen(AreaScreen):
         self.query_one("#system-actions", Static).update(text)
 
     @work(thread=True, exclusive=True, group="system-facts", name="Reading the system", exit_on_error=False)
-    def read_facts(self) -> None:
-        self.post_message(FactsRead(self.appliance.facts()))
+    def read_host(self) -> None:
+        self.post_message(HostFactsRead(read_facts()))
 
-    def on_facts_read(self, message: FactsRead) -> None:
+    def on_host_facts_read(self, message: HostFactsRead) -> None:
         self.query_one("#system-facts", Static).update(facts_text(message.facts))
 
     # --- reboot and power off ------------------------------------------------------------------------
@@ -141,4 +138,4 @@ class SystemScreen(AreaScreen):
             self.notice("Shell: this terminal cannot hand the screen over to a shell.", "bold red")
             return
         self.notice(f"Back from the shell ({command[0]}, exit code {result.returncode}).")
-        self.read_facts()
+        self.read_host()

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from . import errors
 from .client import ControlError, PermissionDenied, Unreachable
 
 CALL_TIMEOUT = 10.0
@@ -40,7 +41,7 @@ class AsyncControlClient:
             raise Unreachable("the relay closed the connection") from None
         reply = json.loads(data[:-1])
         if "error" in reply:
-            if reply["error"] == "io.postern.Control.PermissionDenied":
+            if reply["error"] == errors.PERMISSION_DENIED:
                 raise PermissionDenied("the relay refused this user")
             raise ControlError(reply["error"], reply.get("parameters", {}))
         return reply

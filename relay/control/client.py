@@ -7,6 +7,8 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+from . import errors
+
 DEFAULT_SOCKET = "/run/postern/control.sock"
 DEFAULT_TIMEOUT = 30.0
 
@@ -79,7 +81,7 @@ class ControlClient:
         data, _, self._buffer = self._buffer.partition(b"\0")
         reply = json.loads(data)
         if "error" in reply:
-            if reply["error"] == "io.postern.Control.PermissionDenied":
+            if reply["error"] == errors.PERMISSION_DENIED:
                 raise PermissionDenied(f"the daemon refused uid {reply.get('parameters', {}).get('uid')}: "
                                        f"not root or in group {reply.get('parameters', {}).get('group')}")
             raise ControlError(reply["error"], reply.get("parameters", {}))

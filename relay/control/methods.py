@@ -21,6 +21,7 @@ from ..config_file import ConfigFile
 from ..names import check_names
 from ..queue import query
 from ..queue.entry import ACTIVE, DEFERRED, HOLD
+from . import errors
 
 if TYPE_CHECKING:
     from ..daemon import Relay
@@ -40,9 +41,9 @@ log = logging.getLogger("postern/control")
 WATCH_INTERVAL = 0.25  # at most four status updates a second to a watcher
 _REQUIRED = object()
 _FATAL_ERRORS = {
-    "io.postern.Control.PermissionDenied",
-    "io.postern.Control.RequestTooLarge",
-    "io.postern.Control.MalformedRequest",
+    errors.PERMISSION_DENIED,
+    errors.REQUEST_TOO_LARGE,
+    errors.MALFORMED_REQUEST,
 }
 
 
@@ -71,10 +72,10 @@ class Call:
         value = self.parameters.get(name)
         if value is None:
             if default is _REQUIRED:
-                raise VarlinkError("org.varlink.service.InvalidParameter", parameter=name)
+                raise VarlinkError(errors.INVALID_PARAMETER, parameter=name)
             return default
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise VarlinkError("org.varlink.service.InvalidParameter", parameter=name)
+            raise VarlinkError(errors.INVALID_PARAMETER, parameter=name)
         return value
 
 
@@ -117,7 +118,7 @@ async def get_info(call: Call) -> dict:
 async def get_interface_description(call: Call) -> dict:
     name = call.get("interface", str)
     if name not in INTERFACES:
-        raise VarlinkError("org.varlink.service.InterfaceNotFound", interface=name)
+        raise VarlinkError(errors.INTERFACE_NOT_FOUND, interface=name)
     return {"description": interface_description(name)}
 
 
@@ -175,7 +176,7 @@ async def check_status_names(call: Call) -> dict:
     try:
         ipaddress.ip_address(address)
     except ValueError:
-        raise VarlinkError("io.postern.Status.InvalidAddress", address=address) from None
+        raise VarlinkError(errors.INVALID_ADDRESS, address=address) from None
     check = await check_names(call.relay.config, call.relay.resolver, address)
     return {"check": check.to_dict()}
 
@@ -212,17 +213,17 @@ async def _put_in_force(call: Call, mta: dict) -> str:
     Returns the version's id."""
     _, problems = parse_mta(mta)
     if problems:
-        raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
+        raise VarlinkError(errors.INVALID_CONFIG, problems=problems)
     relay = call.relay
     config_file = ConfigFile(relay.config_path)
     try:
         version, old = await asyncio.to_thread(config_file.replace_mta, mta)
     except OSError as error:
-        raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot write {relay.config_path}: {error.strerror}")
+        raise VarlinkError(errors.APPLY_FAILED, reason=f"cannot write {relay.config_path}: {error.strerror}")
     problems = await relay.reload(caller_uid=call.uid)
     if problems:
         await asyncio.to_thread(config_file.take_back, version, old)
-        raise VarlinkError("io.postern.Config.ApplyFailed", reason="; ".join(problems))
+        raise VarlinkError(errors.APPLY_FAILED, reason="; ".join(problems))
     return version.id
 
 
@@ -231,7 +232,7 @@ async def apply_config(call: Call) -> dict:
     mta = call.get("mta", dict)
     _, problems = parse_mta(mta)
     if problems:
-        raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
+        raise VarlinkError(errors.INVALID_CONFIG, problems=problems)
     relay = call.relay
     async with relay.config_lock:
         version = await _put_in_force(call, mta)
@@ -247,7 +248,7 @@ def _domains(call: Call) -> list[str]:
         except ValueError as error:
             problems.append(f"domains[{index}]: {error}")
     if problems:
-        raise VarlinkError("io.postern.Config.InvalidConfig", problems=problems)
+        raise VarlinkError(errors.INVALID_CONFIG, problems=problems)
     return clean
 
 
@@ -259,7 +260,7 @@ async def _change_paused(call: Call, pause: bool) -> dict:
         try:
             mta = await asyncio.to_thread(ConfigFile(relay.config_path).read_mta)
         except (OSError, ValueError) as error:
-            raise VarlinkError("io.postern.Config.ApplyFailed", reason=f"cannot read {relay.config_path}: {error}")
+            raise VarlinkError(errors.APPLY_FAILED, reason=f"cannot read {relay.config_path}: {error}")
         current = mta.get("paused_domains") or []
         current = [current] if isinstance(current, str) else list(current)
         normal = {str(d).lower().rstrip(".") for d in current}
@@ -292,16 +293,16 @@ def _filter(call: Call, name: str = "filter") -> query.Filter:
     try:
         return query.Filter.from_dict(call.get(name, dict, None))
     except query.QueryError as error:
-        raise VarlinkError("io.postern.Queue.InvalidFilter", field=error.field, reason=error.reason) from None
+        raise VarlinkError(errors.INVALID_FILTER, field=error.field, reason=error.reason) from None
 
 
 @method("io.postern.Queue.List")
 async def list_queue(call: Call) -> dict:
     limit = call.get("limit", int, 100)
     if not 1 <= limit <= 10000:
-        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="limit")
+        raise VarlinkError(errors.INVALID_PARAMETER, parameter="limit")
     if call.get("offset", int, 0) < 0:
-        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="offset")
+        raise VarlinkError(errors.INVALID_PARAMETER, parameter="offset")
     try:
         messages, total, cursor = query.page(
             call.relay.scheduler.entries,
@@ -314,7 +315,7 @@ async def list_queue(call: Call) -> dict:
             offset=call.get("offset", int, 0),
         )
     except query.QueryError as error:
-        raise VarlinkError("io.postern.Queue.InvalidFilter", field=error.field, reason=error.reason) from None
+        raise VarlinkError(errors.INVALID_FILTER, field=error.field, reason=error.reason) from None
     now = time.time()
     return {"messages": [query.message_dict(e, now) for e in messages], "total": total, "cursor": cursor}
 
@@ -324,11 +325,11 @@ async def show_message(call: Call) -> dict:
     queue_id = call.get("id", str)
     entry = call.relay.scheduler.entries.get(queue_id)
     if entry is None:
-        raise VarlinkError("io.postern.Queue.MessageNotFound", id=queue_id)
+        raise VarlinkError(errors.MESSAGE_NOT_FOUND, id=queue_id)
     try:
         headers = await call.relay.store.read_headers(queue_id)
     except FileNotFoundError:
-        raise VarlinkError("io.postern.Queue.MessageNotFound", id=queue_id) from None
+        raise VarlinkError(errors.MESSAGE_NOT_FOUND, id=queue_id) from None
     return {"message": query.message_dict(entry), "headers": headers.decode("utf-8", "replace")}
 
 
@@ -337,13 +338,13 @@ def _selected(call: Call) -> list[str]:
     ids = call.get("ids", list, None)
     if ids is not None:
         if not all(isinstance(i, str) for i in ids):
-            raise VarlinkError("org.varlink.service.InvalidParameter", parameter="ids")
+            raise VarlinkError(errors.INVALID_PARAMETER, parameter="ids")
         missing = [i for i in ids if i not in call.relay.scheduler.entries]
         if missing:
-            raise VarlinkError("io.postern.Queue.MessageNotFound", id=missing[0])
+            raise VarlinkError(errors.MESSAGE_NOT_FOUND, id=missing[0])
         return ids
     if call.parameters.get("filter") is None:
-        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="ids")
+        raise VarlinkError(errors.INVALID_PARAMETER, parameter="ids")
     selection = _filter(call)
     now = time.time()
     return [e.id for e in call.relay.scheduler.entries.values() if selection.matches(e, now)]
@@ -378,7 +379,7 @@ async def flush_queue(call: Call) -> dict:
 async def queue_summary(call: Call) -> dict:
     state = call.get("state", str, None)
     if state is not None and state not in query.STATES:
-        raise VarlinkError("io.postern.Queue.InvalidFilter", field="state", reason=f"must be one of {', '.join(query.STATES)}")
+        raise VarlinkError(errors.INVALID_FILTER, field="state", reason=f"must be one of {', '.join(query.STATES)}")
     return {"bucket_minutes": query.BUCKET_MINUTES, "rows": query.summary(call.relay.scheduler.entries.values(), state)}
 
 
@@ -389,7 +390,7 @@ async def queue_summary(call: Call) -> dict:
 async def tail_log(call: Call):
     count = call.get("lines", int, 100)
     if count < 0:
-        raise VarlinkError("org.varlink.service.InvalidParameter", parameter="lines")
+        raise VarlinkError(errors.INVALID_PARAMETER, parameter="lines")
     buffer = call.relay.log_buffer
     lines = buffer.tail(count)
     yield {"lines": [{"number": n, "text": t} for n, t in lines]}

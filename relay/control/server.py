@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import errors
 from .methods import METHODS, Call, VarlinkError
 
 if TYPE_CHECKING:
@@ -115,11 +116,10 @@ class ControlServer:
             if not self.allowed(peer):
                 log.warning("control: refused uid=%d pid=%d: not root, the daemon's user or in group %s",
                             peer.uid, peer.pid, self.group)
-                writer.write(encode(VarlinkError("io.postern.Control.PermissionDenied",
-                                                 uid=peer.uid, group=self.group).reply()))
+                writer.write(encode(VarlinkError(errors.PERMISSION_DENIED, uid=peer.uid, group=self.group).reply()))
                 return
             if self.clients >= MAX_CLIENTS:
-                writer.write(encode(VarlinkError("io.postern.Control.Busy", limit=MAX_CLIENTS).reply()))
+                writer.write(encode(VarlinkError(errors.BUSY, limit=MAX_CLIENTS).reply()))
                 return
             self.clients += 1
             try:
@@ -160,25 +160,25 @@ class ControlServer:
                 data += await asyncio.wait_for(reader.readuntil(b"\0"), REQUEST_TIMEOUT)
         except asyncio.IncompleteReadError as error:
             if started or error.partial:
-                raise VarlinkError("io.postern.Control.MalformedRequest", reason="connection closed mid-request")
+                raise VarlinkError(errors.MALFORMED_REQUEST, reason="connection closed mid-request")
             return None
         except asyncio.LimitOverrunError:
-            raise VarlinkError("io.postern.Control.RequestTooLarge", limit=MAX_REQUEST) from None
+            raise VarlinkError(errors.REQUEST_TOO_LARGE, limit=MAX_REQUEST) from None
         except asyncio.TimeoutError:
             if started:
-                raise VarlinkError("io.postern.Control.MalformedRequest",
+                raise VarlinkError(errors.MALFORMED_REQUEST,
                                    reason=f"request not finished within {REQUEST_TIMEOUT:g} s") from None
             return None
         try:
             request = json.loads(data[:-1])
         except (UnicodeDecodeError, ValueError) as error:
-            raise VarlinkError("io.postern.Control.MalformedRequest", reason=f"not JSON: {error}") from None
+            raise VarlinkError(errors.MALFORMED_REQUEST, reason=f"not JSON: {error}") from None
         except RecursionError:  # Python's parser recurses once per level: [[[[... within 64 KiB is too deep
-            raise VarlinkError("io.postern.Control.MalformedRequest", reason="not JSON: nested too deeply") from None
+            raise VarlinkError(errors.MALFORMED_REQUEST, reason="not JSON: nested too deeply") from None
         if not isinstance(request, dict) or not isinstance(request.get("method"), str):
-            raise VarlinkError("io.postern.Control.MalformedRequest", reason="expected an object with a method")
+            raise VarlinkError(errors.MALFORMED_REQUEST, reason="expected an object with a method")
         if not isinstance(request.get("parameters", {}), dict):
-            raise VarlinkError("org.varlink.service.InvalidParameter", parameter="parameters")
+            raise VarlinkError(errors.INVALID_PARAMETER, parameter="parameters")
         return request
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
@@ -191,7 +191,7 @@ class ControlServer:
             if request is None:
                 return
             if self.stopping:
-                writer.write(encode(VarlinkError("io.postern.Control.ShuttingDown").reply()))
+                writer.write(encode(VarlinkError(errors.SHUTTING_DOWN).reply()))
                 return
             if not await self._dispatch(request, reader, writer, peer):
                 return
@@ -206,8 +206,8 @@ class ControlServer:
             if method is None:
                 interface = name.rpartition(".")[0]
                 if not any(known.rpartition(".")[0] == interface for known in METHODS):
-                    raise VarlinkError("org.varlink.service.InterfaceNotFound", interface=interface)
-                raise VarlinkError("org.varlink.service.MethodNotFound", method=name)
+                    raise VarlinkError(errors.INTERFACE_NOT_FOUND, interface=interface)
+                raise VarlinkError(errors.METHOD_NOT_FOUND, method=name)
             if method.streams and call.more:
                 return await self._stream(method, call, reader, writer)
             if method.streams:

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 from textual.widgets import Input
 
-from console.appliance_link import ApplianceLink, LiveChange, SystemFacts
+from console.appliance_link import ApplianceLink, LiveChange
+from console.host import HostFacts
 from tests.console.conftest import until
 
 from .appliance_support import console, dns_server, netns, root, write_config
@@ -146,8 +147,11 @@ def test_certificates_screen(snap_compare, ansi, tmp_path, size):
 
 @size_ids
 def test_system_screen(snap_compare, ansi, tmp_path, monkeypatch, size):
-    monkeypatch.setattr(ApplianceLink, "facts", lambda self: SystemFacts(
-        "gw.example.com", "Debian GNU/Linux 13 (trixie)", "6.12.48+deb13-amd64", 3 * 86400 + 4 * 3600 + 5 * 60, 1))
+    from console.screens import system
+
+    monkeypatch.setattr(system, "read_facts", lambda: HostFacts(
+        "gw.example.com", "Debian GNU/Linux 13 (trixie)", "6.12.48+deb13-amd64", 3 * 86400 + 4 * 3600 + 5 * 60, 1,
+        ["eth0 192.0.2.10"], 20.0, 10.0, 30.0, 0.1))
 
     async def ask(pilot):
         await relay_down(pilot)

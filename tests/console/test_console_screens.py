@@ -1,5 +1,9 @@
 """Pilot tests of the dashboard, queue and log screens against a real relay on its real control socket."""
 
+import socket
+import threading
+import time
+
 from console.app import make_app
 from relay.control.client import ControlClient
 from tests.console.conftest import text_of, until
@@ -20,6 +24,28 @@ async def test_dashboard_shows_the_relay_and_its_queue(queued_relay):
         assert "Received        3" in text_of(app, "#traffic")
         await until(pilot, lambda: "status=deferred" in text_of(app, "#recent"), what="recent log lines")
         assert "Relay: running" in text_of(app, "#status-line")
+
+
+async def test_dashboard_answers_keys_while_the_resolver_keeps_the_host_name_waiting(queued_relay, monkeypatch):
+    """A fresh appliance's resolver may not answer: socket.getfqdn() waits on it, off the UI's loop."""
+    answered, resolve = threading.Event(), socket.getfqdn
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": answered.wait(30) and resolve(name))
+    started = time.monotonic()
+    app = make_app(str(queued_relay.socket))
+    try:
+        async with app.run_test(size=(80, 25)) as pilot:
+            await until(pilot, lambda: "Total           3" in text_of(app, "#queue"), what="the queue panel")
+            assert "Reading..." in text_of(app, "#system")
+            await pilot.press("f3")
+            await until(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="the queue screen")
+            await pilot.press("f2")
+            await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", what="the dashboard again")
+            assert time.monotonic() - started < 10, "the keys waited for the resolver"
+            answered.set()
+            await until(pilot, lambda: resolve() in text_of(app, "#system"), what="the host name")
+            assert "Disk" in text_of(app, "#system") and "Memory" in text_of(app, "#system")
+    finally:
+        answered.set()
 
 
 async def test_console_says_when_the_relay_is_down_and_reconnects_by_itself(make_relay, sink):

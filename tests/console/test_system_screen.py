@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,16 @@ async def system_screen(pilot):
     await until(pilot, lambda: type(pilot.app.screen).__name__ == "SystemScreen", what="the system screen")
     await until(pilot, lambda: "Hostname" in text_of(pilot.app, "#system-facts"), what="the facts")
     return pilot.app.screen
+
+
+async def test_the_system_screen_and_the_dashboard_name_the_host_alike(tmp_path, monkeypatch):
+    """Both read the one set of host facts: the name the resolver gives, not the kernel's short one."""
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": "gw.mail.example.com")
+    app = console(tmp_path, run_command=Recorder(), allow_shell=False)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: "gw.mail.example.com" in text_of(app, "#system"), what="the dashboard's host name")
+        await system_screen(pilot)
+        assert "Hostname   gw.mail.example.com" in text_of(app, "#system-facts")
 
 
 @pytest.mark.parametrize("key, verb", [("r", "reboot"), ("p", "poweroff")])

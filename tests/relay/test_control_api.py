@@ -16,6 +16,7 @@ import yaml
 
 from relay.config_file import ConfigFile
 from relay.control.client import ControlClient, ControlError
+from relay.ctl import main as ctl_main
 from tests.support.control_socket import raw_exchange, replies
 from tests.support.net import wait_until
 
@@ -288,6 +289,21 @@ def test_posternctl_human_json_mailq_and_exit_codes(down_relay):
     assert validated.returncode == 1 and "mta.listen[0]:" in validated.stderr
     summary = ctl(down_relay, "queue", "summary")
     assert "partner.org" in summary.stdout and "TOTAL" in summary.stdout
+
+
+def test_posternctl_takes_its_global_options_before_after_and_between_the_words(down_relay, capsys):
+    socket, nowhere = str(down_relay.socket), str(down_relay.workdir / "nothing.sock")
+    for line in (["--json", "--socket", socket, "queue", "list"],
+                 ["queue", "list", "--json", "--socket", socket],
+                 ["queue", "--socket", socket, "list", "--json"],
+                 ["--socket", nowhere, "queue", "list", "--socket", socket, "--json"],
+                 ["--json", "queue", "list", "--socket", socket]):
+        assert ctl_main(line) == 0, line
+        assert json.loads(capsys.readouterr().out)["total"] == 3, line
+    for line in (["status"], ["queue", "summary"], ["config", "get"], ["domains"], ["verify", "status"]):
+        assert ctl_main([*line, "--json", "--socket", socket]) == 0, line
+        assert isinstance(json.loads(capsys.readouterr().out), dict), line
+    assert ctl_main(["queue", "list", "--socket", nowhere]) == 3
 
 
 def test_list_offset_jumps_into_the_list_in_every_order(down_relay):
