@@ -115,6 +115,7 @@ class SmtpSession(Chunking, SMTP):
         # aiosmtpd's per-command limits (512) are tighter than Postfix's: the reader's limit rules.
         self.command_size_limits = collections.defaultdict(lambda: LINE_LENGTH_LIMIT)
         self.stage = "CONNECT"  # the command being answered, for the reject log
+        self.last_command = "CONNECT"  # for "timeout after ..."
         self.sender = ""  # the sender of the MAIL being answered, for the reject log
         self.rcpt = ""  # the recipient of the RCPT being answered, for the reject log
         self._peer_lookup: asyncio.Future[str] | None = None
@@ -149,7 +150,7 @@ class SmtpSession(Chunking, SMTP):
 
         @functools.wraps(method)
         async def checked(arg):
-            self.stage = command
+            self.stage = self.last_command = command
             try:
                 if arg and not _is_utf8(arg):
                     await self.push(replies.BAD_UTF8)
@@ -252,6 +253,13 @@ class SmtpSession(Chunking, SMTP):
         if self.session is not None:
             log.info("disconnect from %s", client_name(self.session))
         super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        """idle_timeout passed (aiosmtpd's timer): say so before hanging up, as Postfix's smtpd does."""
+        if self.transport is not None:
+            self.transport.write(replies.IDLE_TIMEOUT.format(hostname=self.config.hostname).encode() + b"\r\n")
+            log.info("timeout after %s from %s", self.last_command, client_name(self.session))
+            self.transport.close()
 
     def _session_expired(self) -> None:
         if self.transport is not None:

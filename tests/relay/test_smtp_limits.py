@@ -161,8 +161,10 @@ def test_idle_timeout_disconnects_a_silent_client(make_relay, sink):
     with RawSmtp(relay.port) as client:
         client.start_session()
         started = time.monotonic()
-        client.wait_closed(timeout=5)
+        said = client.wait_closed(timeout=5)
         assert 0.8 < time.monotonic() - started < 5
+    assert said == b"421 4.4.2 gw.example.com Error: timeout exceeded\r\n"  # Postfix's words
+    relay.wait_log(r"timeout after EHLO from unknown\[127\.0\.0\.1\]")
 
 
 def test_idle_timeout_spares_a_client_that_keeps_talking(make_relay, sink):
