@@ -134,7 +134,9 @@ class ConfigFile:
     def _new_version(self) -> Version:
         if not self.history.is_dir():
             self.history.mkdir(parents=True, exist_ok=True)
-            os.chmod(self.history, self.history.parent.stat().st_mode & 0o7777)
+            # The directory's permissions (group write on the appliance), never a set-ID bit: the relay's
+            # unit refuses those (RestrictSUIDSGID). Its group came from the setgid parent already.
+            os.chmod(self.history, self.history.parent.stat().st_mode & 0o777)
         now = datetime.datetime.now(datetime.timezone.utc)
         latest = self.versions()[:1]
         if latest and latest[0].saved_at >= now:  # clocks that step back, or two saves in one microsecond
