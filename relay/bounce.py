@@ -20,10 +20,10 @@ import re
 import secrets
 import textwrap
 
+from . import headers
 from .config import MtaConfig
 from .printable import printable
 from .queue.entry import QueueEntry, Recipient
-from .smtpd import header_block
 
 BOUNCE_SIZE_LIMIT = 50000  # Postfix's bounce_size_limit: larger originals come back as their header only
 
@@ -150,7 +150,7 @@ def build_notice(config: MtaConfig, entry: QueueEntry, action: str, recipients: 
     `action` is FAILED, DELAYED or RELAYED; `message` is the original as queued."""
     envelope = entry.envelope
     headers_only = envelope.ret == "HDRS" or len(message) > BOUNCE_SIZE_LIMIT
-    original = header_block(message) if headers_only else message
+    original = headers.section(message) if headers_only else message
     original = f"Return-Path: <{envelope.sender}>\r\n".encode() + original
     human = _human_text(config, entry, action, recipients)
     status = _status_fields(config, entry, action, recipients)

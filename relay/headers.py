@@ -50,6 +50,14 @@ def separated(message: bytes) -> bytes:
     return message[:end] + b"\r\n" + message[end:]
 
 
+def section(message: bytes) -> bytes:
+    """The header section, with the CRLF of its last line: up to the first empty line."""
+    if message.startswith(b"\r\n"):
+        return b""  # no header at all: everything is body
+    end = message.find(b"\r\n\r\n")
+    return message if end < 0 else message[: end + 2]
+
+
 def strip(message: bytes, header_end: int, name: str) -> tuple[bytes, int]:
     """The message without any `name:` field in its header section; and how many were taken out."""
     kept, removed = _named(name).subn(b"", message[:header_end])

@@ -487,14 +487,6 @@ def normalise_line_ends(data: bytes, stuffed: bool = True) -> bytes:
     return (_LINE_END if stuffed else _BARE_LINE_END).sub(b"\r\n", data)
 
 
-def header_block(message: bytes) -> bytes:
-    """The header section, with the CRLF of its last line: up to the first empty line."""
-    if message.startswith(b"\r\n"):
-        return b""  # no header at all: everything is body
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
-
-
 def count_received(headers: bytes) -> int:
     return len(_RECEIVED.findall(headers))
 
@@ -642,7 +634,7 @@ class Receiver:
         if b"\0" in body:  # a next hop that drops NULs could read <CRLF>NUL.<CRLF> as the end of data
             self._reject(session, "END-OF-MESSAGE", replies.NUL_IN_MESSAGE, envelope.mail_from, envelope.rcpt_tos[0])
             return replies.NUL_IN_MESSAGE
-        headers_in = header_block(body)
+        headers_in = headers.section(body)
         body, header_end, cut = headers.bound(body, len(headers_in), config.header_size_limit)
         if cut:  # Postfix drops the excess silently; the log says so here
             log.info("%d header(s) from %s cut to header_size_limit %d: message header length exceeds safety limit",
