@@ -51,8 +51,8 @@ class LogScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#log-filter").display = False
-        self.query_one(RichLog).focus()
         log = self.query_one(RichLog)
+        log.focus()
         self.run_worker(self.app.link.follow(
             "io.postern.Log.Tail", self._add,
             lambda words: log.write(Text(f"-- {words}; trying again --", style="red")), lines=500),
