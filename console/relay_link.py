@@ -2,44 +2,27 @@
 
 One worker watches the daemon's status stream and posts `RelayStatus` messages;
 when the daemon is down, slow or refuses us, it says so and tries again by itself.
-Screens make their own calls through `call`, each on its own connection, so a
-slow call never holds up the status line.
+Screens make their own calls, each on its own connection, so a slow call never
+holds up the status line: `attempt` for one answer, `follow` for a stream. Both
+hand a failure to the screen in the words of `relay.control.errors.explain`, the
+same words posternctl prints, and never raise it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from textual.message_pump import MessagePump
 
-from relay.control import errors
 from relay.control.async_client import AsyncControlClient
-from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.control.errors import ControlError, PermissionDenied, Unreachable, explain
 
 from .messages import RelayStatus
 
 RETRY_DELAYS = (0.5, 1, 2, 5)
-
-
-def explain(error: Exception) -> str:
-    """A control-API failure in words a mail admin understands."""
-    if isinstance(error, Unreachable):
-        return "Relay: not running (no answer on the control socket)"
-    if isinstance(error, PermissionDenied):
-        return "Relay: permission denied (log in as root or a member of the postern group)"
-    if isinstance(error, ControlError):
-        p = error.parameters
-        if error.name == errors.INVALID_CONFIG:
-            return "; ".join(p.get("problems", []))
-        if error.name == errors.APPLY_FAILED:
-            return f"not applied: {p.get('reason', '')}"
-        if error.name == errors.MESSAGE_NOT_FOUND:
-            return f"message {p.get('id')} is no longer in the queue"
-        if error.name == errors.INVALID_FILTER:
-            return f"{p.get('field')}: {p.get('reason')}"
-        return f"the relay answered {error.name}"
-    return str(error)
+RELAY_ERRORS = (Unreachable, PermissionDenied, ControlError, ValueError)  # ValueError: a reply that is not JSON
 
 
 class RelayLink:
@@ -50,15 +33,32 @@ class RelayLink:
     async def call(self, method: str, **parameters: Any) -> dict:
         return await self.client.call(method, **parameters)
 
-    async def watch(self, target: MessagePump) -> None:
-        """Post the relay's status to target for as long as the console runs."""
+    async def attempt(self, method: str, failed: Callable[[str], object], **parameters: Any) -> dict | None:
+        """The call's answer; or None, once `failed` has the failure in the admin's words."""
+        try:
+            return await self.call(method, **parameters)
+        except RELAY_ERRORS as error:
+            failed(explain(error))
+            return None
+
+    async def follow(self, method: str, answered: Callable[[dict], object], failed: Callable[[str], object],
+                     **parameters: Any) -> None:
+        """Each answer of a streaming call to `answered`, for as long as the caller runs: a failure goes to
+        `failed` in the admin's words, and the call is made again a little later."""
         failures = 0
         while True:
             try:
-                async for update in self.client.stream("io.postern.Status.Watch"):
+                async for answer in self.client.stream(method, **parameters):
                     failures = 0
-                    target.post_message(RelayStatus(update["status"], frozenset(update.get("changed", ()))))
-            except (Unreachable, PermissionDenied, ControlError, ValueError) as error:
-                target.post_message(RelayStatus(None, problem=explain(error)))
+                    answered(answer)
+            except RELAY_ERRORS as error:
+                failed(explain(error))
             failures += 1
             await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
+
+    async def watch(self, target: MessagePump) -> None:
+        """Post the relay's status to target for as long as the console runs."""
+        await self.follow(
+            "io.postern.Status.Watch",
+            lambda update: target.post_message(RelayStatus(update["status"], frozenset(update.get("changed", ())))),
+            lambda words: target.post_message(RelayStatus(None, problem=words)))

@@ -346,23 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"posternctl: permission denied: {error}", file=sys.stderr)
         return EXIT_DENIED
     except ControlError as error:
-        print(f"posternctl: {describe(error)}", file=sys.stderr)
+        print(f"posternctl: {errors.explain(error)}", file=sys.stderr)
         return EXIT_DAEMON_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
-
-
-def describe(error: ControlError) -> str:
-    p = error.parameters
-    if error.name == errors.INVALID_CONFIG:
-        return "configuration refused:\n" + "\n".join(p.get("problems", []))
-    if error.name == errors.MESSAGE_NOT_FOUND:
-        return f"no message {p.get('id')} in the queue"
-    if error.name == errors.INVALID_FILTER:
-        return f"{p.get('field')}: {p.get('reason')}"
-    if error.name == errors.APPLY_FAILED:
-        return f"configuration not applied: {p.get('reason')}"
-    return str(error)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import time
 
@@ -14,7 +13,6 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
-from relay.control.client import ControlError, PermissionDenied, Unreachable
 from relay.printable import printable
 from relay.queue.query import age_text
 
@@ -135,7 +133,8 @@ class DashboardScreen(Screen):
         self.query_one("#system", Static).update(Text("Reading...", style="dim"))
         self.refresh_host()
         self.set_interval(HOST_INTERVAL, self.refresh_host)
-        self.run_worker(self._follow_log(), group="dashboard-log", exclusive=True)
+        self.run_worker(self.app.link.follow("io.postern.Log.Tail", self._show_log, self._log_failed, lines=RECENT_LINES),
+                        group="dashboard-log", exclusive=True)
 
     def on_relay_status(self, message: RelayStatus) -> None:
         self.show_status(message.status, message.problem)
@@ -161,18 +160,14 @@ class DashboardScreen(Screen):
     def on_host_facts_read(self, message: HostFactsRead) -> None:
         self.query_one("#system", Static).update(host_text(message.facts))
 
-    async def _follow_log(self) -> None:
-        recent = self.query_one("#recent", Static)
-        while True:
-            try:
-                async for answer in self.app.link.client.stream("io.postern.Log.Tail", lines=RECENT_LINES):
-                    self.recent.extend(line["text"] for line in answer["lines"])
-                    text = Text(no_wrap=True, overflow="ellipsis")
-                    for index, line in enumerate(self.recent):
-                        text.append_text(styled(line[11:] if line[:4].isdigit() else line))
-                        if index < len(self.recent) - 1:
-                            text.append("\n")
-                    recent.update(text)
-            except (Unreachable, PermissionDenied, ControlError):
-                recent.update(Text("The relay log is not available while the relay is not running.", style="dim"))
-            await asyncio.sleep(2)
+    def _show_log(self, answer: dict) -> None:
+        self.recent.extend(line["text"] for line in answer["lines"])
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for index, line in enumerate(self.recent):
+            text.append_text(styled(line[11:] if line[:4].isdigit() else line))
+            if index < len(self.recent) - 1:
+                text.append("\n")
+        self.query_one("#recent", Static).update(text)
+
+    def _log_failed(self, words: str) -> None:
+        self.query_one("#recent", Static).update(Text(words, style="dim"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import re
 
@@ -12,10 +11,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, RichLog
 
-from relay.control.client import ControlError, PermissionDenied, Unreachable
 from relay.printable import printable
 
-from ..relay_link import explain
 from ..widgets.status_line import StatusLine
 
 KEEP_LINES = 5000
@@ -54,21 +51,19 @@ class LogScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#log-filter").display = False
-        self.query_one(RichLog).focus()
-        self.run_worker(self._follow(), group="log-follow", exclusive=True)
-
-    async def _follow(self) -> None:
         log = self.query_one(RichLog)
-        while True:
-            try:
-                async for answer in self.app.link.client.stream("io.postern.Log.Tail", lines=500):
-                    for line in answer["lines"]:
-                        self.lines.append(line["text"])
-                        if self._shown(line["text"]):
-                            log.write(styled(line["text"]))
-            except (Unreachable, PermissionDenied, ControlError) as error:
-                log.write(Text(f"-- {explain(error)}; trying again --", style="red"))
-            await asyncio.sleep(2)
+        log.focus()
+        self.run_worker(self.app.link.follow(
+            "io.postern.Log.Tail", self._add,
+            lambda words: log.write(Text(f"-- {words}; trying again --", style="red")), lines=500),
+            group="log-follow", exclusive=True)
+
+    def _add(self, answer: dict) -> None:
+        log = self.query_one(RichLog)
+        for line in answer["lines"]:
+            self.lines.append(line["text"])
+            if self._shown(line["text"]):
+                log.write(styled(line["text"]))
 
     def _shown(self, line: str) -> bool:
         return not self.filter_text or self.filter_text.lower() in line.lower()

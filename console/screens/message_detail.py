@@ -11,11 +11,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from relay.control.client import ControlError, PermissionDenied, Unreachable
 from relay.printable import printable
 from relay.queue.query import age_text
 
-from ..relay_link import explain
 from ..widgets.queue_list import STATE_STYLES
 
 RECIPIENT_STYLES = {"sent": "green", "deferred": "yellow", "bouncing": "red", "bounced": "red", "pending": ""}
@@ -61,9 +59,8 @@ class MessageScreen(ModalScreen[None]):
 
     async def _load(self) -> None:
         body = self.query_one("#message-text", Static)
-        try:
-            answer = await self.app.link.call("io.postern.Queue.Show", id=self.queue_id)
-        except (Unreachable, PermissionDenied, ControlError) as error:
-            body.update(Text(explain(error), style="red"))
+        answer = await self.app.link.attempt("io.postern.Queue.Show", lambda words: body.update(Text(words, style="red")),
+                                             id=self.queue_id)
+        if answer is None:
             return
         body.update(describe(answer["message"], answer["headers"]))

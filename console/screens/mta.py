@@ -24,11 +24,10 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TextArea
 
 from relay.control import errors
-from relay.control.client import ControlError, PermissionDenied, Unreachable
 
 from .. import mta_form
 from ..messages import RelayStatus
-from ..relay_link import explain
+from ..relay_link import RELAY_ERRORS
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
 from .confirm import ConfirmScreen
@@ -151,17 +150,18 @@ class MtaScreen(Screen):
             await self._load(force)
 
     async def _load(self, force: bool) -> None:
-        try:
-            answer = await self.app.link.call("io.postern.Config.Get")
-        except (Unreachable, PermissionDenied, ControlError) as error:
-            if self.running is None:
-                self.notice(f"{explain(error)}. The settings appear here once the relay answers.", "red")
-            else:
-                self.notice(f"Could not load the settings again: {explain(error)}", "red")
+        answer = await self.app.link.attempt("io.postern.Config.Get", self._load_failed)
+        if answer is None:
             return
         if not force and answer["mta"] == self.running and answer.get("path", "") == self.path:
             return  # nothing new: the form and what it says stay as they are
         await self.show_running(answer["mta"], answer.get("path", ""))
+
+    def _load_failed(self, words: str) -> None:
+        if self.running is None:
+            self.notice(f"{words}. The settings appear here once the relay answers.", "red")
+        else:
+            self.notice(f"Could not load the settings again: {words}", "red")
 
     async def show_running(self, running: dict, path: str) -> None:
         groups = mta_form.build(running)
@@ -354,32 +354,30 @@ class MtaScreen(Screen):
         self.notice("Applying...")
         try:
             answer = await self.app.link.call("io.postern.Config.Apply", mta=payload)
-        except ControlError as error:
-            if error.name == errors.INVALID_CONFIG:
-                self.problems = list(error.parameters.get("problems", []))
-                self.show_problems(self.problems)
-                self._focus_first_problem()
-                self.notice("Not applied: the relay found problems, shown in red at the fields"
-                            + (f": {'; '.join(self.unplaced)}" if self.unplaced else "."), "red")
-            else:
-                reason = explain(error)
-                if error.name == errors.APPLY_FAILED:
-                    # A reload refusal names its field: "mta.listen: cannot listen on ...".
-                    self.show_problems(error.parameters.get("reason", "").split("; "))
-                self.notice(f"Not applied, nothing changed: {reason}", "red")
+        except RELAY_ERRORS as error:  # the one call that needs the error itself: problems go to their fields
+            self.refused(error)
             return
-        except (Unreachable, PermissionDenied) as error:
-            self.notice(f"Not applied: {explain(error)}", "red")
-            return
-        try:
-            fresh = await self.app.link.call("io.postern.Config.Get")
-        except (Unreachable, PermissionDenied, ControlError):
-            fresh = None
+        fresh = await self.app.link.attempt("io.postern.Config.Get", lambda words: None)
         if fresh is not None:
             async with self._load_lock:
                 await self.show_running(fresh["mta"], fresh.get("path", ""))
         self.notice(f"Applied and in force. Saved to {answer['path']} (version {answer['version']}).", "green")
         self.notify("The relay runs with the new settings.", title="MTA settings")
+
+    def refused(self, error: Exception) -> None:
+        if isinstance(error, errors.ControlError) and error.name == errors.INVALID_CONFIG:
+            self.problems = list(error.parameters.get("problems", []))
+            self.show_problems(self.problems)
+            self._focus_first_problem()
+            self.notice("Not applied: the relay found problems, shown in red at the fields"
+                        + (f": {'; '.join(self.unplaced)}" if self.unplaced else "."), "red")
+            return
+        words = errors.explain(error)
+        if isinstance(error, errors.ControlError) and error.name == errors.APPLY_FAILED:
+            # A reload refusal names its field: "mta.listen: cannot listen on ...".
+            words = error.parameters.get("reason", "")
+            self.show_problems(words.split("; "))
+        self.notice(f"Not applied, nothing changed: {words}", "red")
 
     # --- other keys --------------------------------------------------------------------------------
 

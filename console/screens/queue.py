@@ -9,12 +9,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
-from relay.control.client import ControlError, PermissionDenied, Unreachable
 from relay.printable import printable
 from relay.queue.query import age_text
 
 from ..messages import RelayStatus
-from ..relay_link import explain
 from ..widgets.queue_list import QueueList
 from ..widgets.status_line import StatusLine
 from .confirm import ConfirmScreen
@@ -88,15 +86,17 @@ class QueueScreen(Screen):
 
     @work(group="queue-page", exclusive=True)
     async def _load(self, offset: int, count: int) -> None:
-        try:
-            answer = await self.app.link.call(
-                "io.postern.Queue.List", filter=self.selection, sort=self.sort, offset=offset, limit=count + 1)
-        except (Unreachable, PermissionDenied, ControlError) as error:
-            self.queue_list.show(0, [], 0)
-            self.query_one("#queue-detail", Static).update(Text(explain(error), style="red"))
+        answer = await self.app.link.attempt(
+            "io.postern.Queue.List", self._list_failed, filter=self.selection, sort=self.sort, offset=offset,
+            limit=count + 1)
+        if answer is None:
             return
         self.queue_list.show(offset, answer["messages"], answer["total"])
         self._describe_current()
+
+    def _list_failed(self, words: str) -> None:
+        self.queue_list.show(0, [], 0)
+        self.query_one("#queue-detail", Static).update(Text(words, style="red"))
 
     def on_queue_list_opened(self, message: QueueList.Opened) -> None:
         self.app.push_screen(MessageScreen(message.message["id"]))
@@ -169,10 +169,9 @@ class QueueScreen(Screen):
         self.app.push_screen(ConfirmScreen(question), answered)
 
     async def _act(self, verb: str, ids: list[str]) -> None:
-        try:
-            answer = await self.app.link.call(f"io.postern.Queue.{verb}", ids=ids)
-        except (Unreachable, PermissionDenied, ControlError) as error:
-            self.notify(explain(error), title=verb, severity="error")
+        answer = await self.app.link.attempt(
+            f"io.postern.Queue.{verb}", lambda words: self.notify(words, title=verb, severity="error"), ids=ids)
+        if answer is None:
             return
         done = len(answer["ids"])
         self.notify(f"{verb}: {done} message{'s' if done != 1 else ''}", title="Queue")
@@ -183,10 +182,9 @@ class QueueScreen(Screen):
         self.run_worker(self._flush(), group="queue-action")
 
     async def _flush(self) -> None:
-        try:
-            answer = await self.app.link.call("io.postern.Queue.Flush")
-        except (Unreachable, PermissionDenied, ControlError) as error:
-            self.notify(explain(error), title="Flush", severity="error")
+        answer = await self.app.link.attempt(
+            "io.postern.Queue.Flush", lambda words: self.notify(words, title="Flush", severity="error"))
+        if answer is None:
             return
         self.notify(f"Trying {answer['count']} messages now", title="Flush")
 

@@ -9,10 +9,6 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from relay.control.client import ControlError, PermissionDenied, Unreachable
-
-from ..relay_link import explain
-
 
 def summary_table(answer: dict, width: int = 78) -> Text:
     bounds = answer["bucket_minutes"]
@@ -40,9 +36,7 @@ class QueueSummaryScreen(ModalScreen[None]):
 
     async def _load(self) -> None:
         table = self.query_one("#summary-table", Static)
-        try:
-            answer = await self.app.link.call("io.postern.Queue.Summary")
-        except (Unreachable, PermissionDenied, ControlError) as error:
-            table.update(Text(explain(error), style="red"))
+        answer = await self.app.link.attempt("io.postern.Queue.Summary", lambda words: table.update(Text(words, style="red")))
+        if answer is None:
             return
         table.update(summary_table(answer, self.size.width - 4))

@@ -17,8 +17,8 @@ from appliance.network.networkd import ServiceError
 from appliance.provision import Plan, carry_out
 from relay.config import ConfigError
 from relay.control.client import ControlError, PermissionDenied, Unreachable
+from relay.control.errors import explain
 
-from ..relay_link import explain
 from ..screens.smtp_test import styled
 from ..smtp_session import Line, TestMessage, send_test_message
 from .draft import Draft

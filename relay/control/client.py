@@ -8,26 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import errors
+from .errors import ControlError, PermissionDenied, Unreachable
 
 DEFAULT_SOCKET = "/run/postern/control.sock"
 DEFAULT_TIMEOUT = 30.0
-
-
-class ControlError(Exception):
-    """The daemon answered with a Varlink error."""
-
-    def __init__(self, name: str, parameters: dict):
-        super().__init__(f"{name} {json.dumps(parameters)}" if parameters else name)
-        self.name = name
-        self.parameters = parameters
-
-
-class Unreachable(Exception):
-    """No daemon answers on the socket (not running, wrong path)."""
-
-
-class PermissionDenied(Exception):
-    """The socket or the daemon refused this user."""
 
 
 class ControlClient:

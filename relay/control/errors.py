@@ -1,6 +1,13 @@
-"""The control API's error names, each written once; the daemon, its clients, posternctl and the console
-use these. What each means and its parameters: the `error` lines of the `*.varlink` files beside this
-module (a test keeps the two lists the same)."""
+"""The control API's errors, each named once, and the one place that puts them in words.
+
+The daemon, its clients, posternctl and the console use these names; what each means and its parameters:
+the `error` lines of the `*.varlink` files beside this module (a test keeps the two lists the same).
+`explain` is what an admin reads about a failed call, in posternctl and in the console alike.
+"""
+
+from __future__ import annotations
+
+import json
 
 # io.postern.Control: any call can get these
 PERMISSION_DENIED = "io.postern.Control.PermissionDenied"
@@ -19,3 +26,42 @@ INVALID_FILTER = "io.postern.Queue.InvalidFilter"
 INTERFACE_NOT_FOUND = "org.varlink.service.InterfaceNotFound"
 METHOD_NOT_FOUND = "org.varlink.service.MethodNotFound"
 INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
+
+
+class ControlError(Exception):
+    """The daemon answered with a Varlink error."""
+
+    def __init__(self, name: str, parameters: dict):
+        super().__init__(f"{name} {json.dumps(parameters)}" if parameters else name)
+        self.name = name
+        self.parameters = parameters
+
+
+class Unreachable(Exception):
+    """No daemon answers on the socket (not running, wrong path)."""
+
+
+class PermissionDenied(Exception):
+    """The socket or the daemon refused this user."""
+
+
+def explain(error: Exception) -> str:
+    """A failed control call in words a mail admin understands."""
+    if isinstance(error, Unreachable):
+        return "Relay: not running (no answer on the control socket)"
+    if isinstance(error, PermissionDenied):
+        return "Relay: permission denied (log in as root or a member of the postern group)"
+    if not isinstance(error, ControlError):
+        return str(error)
+    p = error.parameters
+    if error.name == INVALID_CONFIG:
+        return "configuration refused: " + "; ".join(p.get("problems", []))
+    if error.name == APPLY_FAILED:
+        return f"not applied: {p.get('reason', '')}"
+    if error.name == MESSAGE_NOT_FOUND:
+        return f"no message {p.get('id')} in the queue"
+    if error.name == INVALID_FILTER:
+        return f"{p.get('field')}: {p.get('reason')}"
+    if error.name == INVALID_ADDRESS:
+        return f"{p.get('address')!r} is not an IP address"
+    return f"the relay answered {error}"

@@ -1,0 +1,47 @@
+"""A failed control call reads the same in posternctl and on every console screen: relay.control.errors.explain."""
+
+import subprocess
+import sys
+
+import pytest
+
+from console.app import make_app
+from console.relay_link import RelayLink
+from console.screens.message_detail import MessageScreen
+from relay.control.client import ControlClient, ControlError
+from relay.control.errors import explain
+from tests.console.conftest import text_of, until
+
+NO_SUCH_ID = "0000000000000000"
+
+
+def posternctl(relay, *args: str) -> str:
+    """What posternctl prints about its failure, without its own name in front."""
+    result = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.socket), *args],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1, result
+    return result.stderr.strip().removeprefix("posternctl: ")
+
+
+async def test_a_relay_error_reads_as_posternctl_says_it_on_the_queue_and_message_screens(queued_relay):
+    not_found = posternctl(queued_relay, "queue", "show", NO_SUCH_ID)
+    with ControlClient(str(queued_relay.socket)) as client, pytest.raises(ControlError) as refused:
+        client.call("io.postern.Queue.List", filter={"state": "lost"})  # posternctl's own choices stop this one
+    bad_filter = explain(refused.value)
+    assert not_found == f"no message {NO_SUCH_ID} in the queue" and bad_filter.startswith("state: ")
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        await until(pilot, lambda: app.screen.query_one("#queue-list").total == 3, what="the queue")
+        await pilot.press("slash", *"state:lost", "enter")
+        await until(pilot, lambda: bad_filter in text_of(app, "#queue-detail"), what="the filter's refusal")
+        app.push_screen(MessageScreen(NO_SUCH_ID))
+        await until(pilot, lambda: not_found in text_of(app, "#message-text"), what="the message's absence")
+
+
+async def test_an_address_that_is_not_one_reads_alike_in_posternctl_and_the_console(queued_relay):
+    words = []
+    answer = await RelayLink(str(queued_relay.socket)).attempt("io.postern.Status.CheckNames", words.append,
+                                                               address="gw.example.com")
+    assert answer is None
+    assert words == [posternctl(queued_relay, "names", "gw.example.com")] == ["'gw.example.com' is not an IP address"]
