@@ -94,26 +94,26 @@ def next_hop_ehlo_502_helo_fallback(peer):
     return seen
 
 
-@case("delivery", "450 to RCPT once, then 250: deferred, retried, delivered exactly once",
-      script=lambda: Script(rcpt={RCPT: ["450 4.2.0 mailbox busy", "250 2.1.5 Ok"]}))
-def retried_after_rcpt_450(peer):
+def _deferred_then_delivered(peer) -> dict:
+    """One message: its first attempt, then a flush, its final result, and how many copies arrived."""
     mark = send(peer)
     first = first_attempts(peer, mark)
     peer.flush()
     final = outcome(peer, mark)
     relayed(peer)
     return {"first attempt": first, "final": final, "copies": len(peer.hop.messages(SENDER))}
+
+
+@case("delivery", "450 to RCPT once, then 250: deferred, retried, delivered exactly once",
+      script=lambda: Script(rcpt={RCPT: ["450 4.2.0 mailbox busy", "250 2.1.5 Ok"]}))
+def retried_after_rcpt_450(peer):
+    return _deferred_then_delivered(peer)
 
 
 @case("delivery", "451 after the dot once, then 250: deferred, retried, delivered exactly once",
       script=lambda: Script(dot=["451 4.3.0 queue full", "250 2.0.0 Ok"]))
 def retried_after_dot_451(peer):
-    mark = send(peer)
-    first = first_attempts(peer, mark)
-    peer.flush()
-    final = outcome(peer, mark)
-    relayed(peer)
-    return {"first attempt": first, "final": final, "copies": len(peer.hop.messages(SENDER))}
+    return _deferred_then_delivered(peer)
 
 
 @case("delivery", "two recipients, one refused with 550: one delivered, one bounced, bounce names only that one",
