@@ -45,6 +45,7 @@ class QueueScreen(Screen):
         Binding("u", "act('Release')", "Release", id="queue.release"),
         Binding("r", "act('Requeue')", "Requeue", id="queue.requeue", show=False),
         Binding("delete,d", "act('Delete')", "Delete", id="queue.delete"),
+        Binding("a", "select_all", "All", id="queue.select_all"),
         Binding("f", "flush", "Flush", id="queue.flush"),
         Binding("g", "summary", "By domain", id="queue.summary", show=False),
         Binding("escape", "clear", "Clear", show=False),
@@ -91,10 +92,13 @@ class QueueScreen(Screen):
             limit=count + 1)
         if answer is None:
             return
+        self.queue_list.empty_text = ("No queued message matches the filter (Esc clears it)." if self.selection
+                                      else "The queue is empty.")
         self.queue_list.show(offset, answer["messages"], answer["total"])
         self._describe_current()
 
     def _list_failed(self, words: str) -> None:
+        self.queue_list.empty_text = "The queue cannot be read: the relay does not answer."
         self.queue_list.show(0, [], 0)
         self.query_one("#queue-detail", Static).update(Text(words, style="red"))
 
@@ -109,7 +113,9 @@ class QueueScreen(Screen):
         text.append(f"{where}  sort: {self.sort}", style="bold")
         if self.selection:
             text.append("  filter: " + " ".join(f"{k}:{v}" for k, v in self.selection.items()))
-        if queue_list.selected:
+        if queue_list.all_matching:
+            text.append(f"  selected: all {queue_list.total:,}", style="bold")
+        elif queue_list.selected:
             text.append(f"  selected: {len(queue_list.selected)}", style="bold")
         if current:
             text.append(f"\n{current['id']} from <{printable(current['sender'])}> {age_text(current['age'])} ago, "
@@ -136,11 +142,21 @@ class QueueScreen(Screen):
             field.value = ""
             field.display = False
             self.selection = {}
-        self.queue_list.selected.clear()
+        self.queue_list.clear_selection()
         self._restart()
 
     def action_cycle_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+        self._restart()
+
+    def show_domain(self, domain: str | None) -> None:
+        """The queue filtered to one destination domain (from the by-domain summary)."""
+        if not domain:
+            return
+        self.selection = {"domain": domain}
+        field = self.query_one("#queue-filter", Input)
+        field.value, field.display = f"domain:{domain}", True
+        self.queue_list.clear_selection()
         self._restart()
 
     def _restart(self) -> None:
@@ -150,11 +166,27 @@ class QueueScreen(Screen):
 
     # --- actions ------------------------------------------------------------------------------
 
+    def action_select_all(self) -> None:
+        """Every message the filter matches (all of the queue without one), like `postsuper -d ALL`;
+        pressed again, nothing is selected."""
+        queue_list = self.queue_list
+        queue_list.selected.clear()
+        queue_list.all_matching = not queue_list.all_matching and queue_list.total > 0
+        queue_list.refresh()
+        self._describe_current()
+
     def action_act(self, verb: str) -> None:
-        ids = self.queue_list.targets()
-        if not ids:
-            return
-        what = f"{len(ids)} messages" if len(ids) > 1 else f"message {ids[0]}"
+        queue_list = self.queue_list
+        if queue_list.all_matching:
+            ids = None
+            words = " ".join(f"{k}:{v}" for k, v in self.selection.items())
+            what = (f"all {queue_list.total:,} messages matching {words}" if words
+                    else f"all {queue_list.total:,} queued messages")
+        else:
+            ids = queue_list.targets()
+            if not ids:
+                return
+            what = f"{len(ids)} messages" if len(ids) > 1 else f"message {ids[0]}"
         question = {
             "Delete": f"Delete {what}? Nobody is notified and it cannot be undone.",
             "Hold": f"Hold {what}? Held mail is not delivered until released.",
@@ -168,14 +200,16 @@ class QueueScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(question), answered)
 
-    async def _act(self, verb: str, ids: list[str]) -> None:
+    async def _act(self, verb: str, ids: list[str] | None) -> None:
+        """On the given IDs, or (None) on whatever matches the filter when the relay acts."""
+        which = {"ids": ids} if ids is not None else {"filter": self.selection}
         answer = await self.app.link.attempt(
-            f"io.postern.Queue.{verb}", lambda words: self.notify(words, title=verb, severity="error"), ids=ids)
+            f"io.postern.Queue.{verb}", lambda words: self.notify(words, title=verb, severity="error"), **which)
         if answer is None:
             return
         done = len(answer["ids"])
-        self.notify(f"{verb}: {done} message{'s' if done != 1 else ''}", title="Queue")
-        self.queue_list.selected.clear()
+        self.notify(f"{verb}: {done:,} message{'s' if done != 1 else ''}", title="Queue")
+        self.queue_list.clear_selection()
         self.queue_list.request_window()
 
     def action_flush(self) -> None:
@@ -189,4 +223,4 @@ class QueueScreen(Screen):
         self.notify(f"Trying {answer['count']} messages now", title="Flush")
 
     def action_summary(self) -> None:
-        self.app.push_screen(QueueSummaryScreen())
+        self.app.push_screen(QueueSummaryScreen(), self.show_domain)

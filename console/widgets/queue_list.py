@@ -20,16 +20,21 @@ from relay.printable import printable
 from relay.queue.query import age_text
 
 STATE_STYLES = {"active": "green", "deferred": "yellow", "hold": "magenta"}
-
-
+REPLY_COLUMN_FROM = 110  # screen width from which the last reply gets a column of its own
 
 
 def size_text(size: int) -> str:
-    if size >= 1 << 20:
-        return f"{size / (1 << 20):.1f}M"
-    if size >= 1024:
-        return f"{size // 1024}k"
+    """Bytes as `ls -sh` would say them: 980, 2.0k, 48k, 1.5M (rounded, never truncated)."""
+    for unit, scale in (("M", 1 << 20), ("k", 1 << 10)):
+        if size >= scale:
+            value = size / scale
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{round(value)}{unit}"
     return str(size)
+
+
+def reply_text(reply: str) -> str:
+    """The server's own words from a last reply: 'host mx[..]:25 said: 451 ...' -> '451 ...'."""
+    return reply.partition(" said: ")[2] or reply
 
 
 def fit(text: str, width: int) -> str:
@@ -68,6 +73,8 @@ class QueueList(Widget, can_focus=True):
         self.rows: list[dict] = []
         self.total = 0
         self.selected: set[str] = set()
+        self.all_matching = False  # every message the filter matches, not only the rows loaded
+        self.empty_text = "The queue is empty."
 
     # --- what the screen calls --------------------------------------------------------
 
@@ -86,7 +93,7 @@ class QueueList(Widget, can_focus=True):
         return self.rows[index] if 0 <= index < len(self.rows) else None
 
     def targets(self) -> list[str]:
-        """The selected messages, or the one under the cursor."""
+        """The selected messages, or the one under the cursor (see `all_matching` for the rest)."""
         if self.selected:
             return sorted(self.selected)
         current = self.current()
@@ -106,9 +113,15 @@ class QueueList(Widget, can_focus=True):
     def action_jump(self, where: int) -> None:
         self.cursor = max(0, self.total - 1) if where < 0 else 0
 
+    def clear_selection(self) -> None:
+        self.selected.clear()
+        self.all_matching = False
+        self.refresh()
+
     def action_toggle_select(self) -> None:
         current = self.current()
         if current:
+            self.all_matching = False
             self.selected ^= {current["id"]}
             self.action_move(1)
             self.refresh()
@@ -133,18 +146,24 @@ class QueueList(Widget, can_focus=True):
 
     # --- drawing --------------------------------------------------------------------------------
 
-    def _columns(self) -> tuple[int, int]:
+    def _columns(self) -> tuple[int, int, int]:
+        """Widths of the sender, recipients and last-reply columns (0: no reply column)."""
         rest = self.size.width - 43
+        reply = 0
+        if self.size.width >= REPLY_COLUMN_FROM:
+            reply = rest * 2 // 5
+            rest -= reply + 1
         sender = max(8, rest * 2 // 5)
-        return sender, max(8, rest - sender - 1)
+        return sender, max(8, rest - sender - 1), reply
 
     def render(self) -> Text:
-        sender_width, rcpt_width = self._columns()
+        sender_width, rcpt_width, reply_width = self._columns()
         text = Text(no_wrap=True, overflow="crop")
-        text.append(f"  {'QUEUE ID':16} {'STATE':8} {'AGE':>5} {'SIZE':>6}  {'SENDER':{sender_width}} RECIPIENTS",
-                    style="bold reverse")
+        heading = f"  {'QUEUE ID':16} {'STATE':8} {'AGE':>5} {'SIZE':>6}  {'SENDER':{sender_width}} "
+        heading += f"{'RECIPIENTS':{rcpt_width}} LAST REPLY" if reply_width else "RECIPIENTS"
+        text.append(f"{heading:{self.size.width}}", style="bold reverse")
         if not self.total:
-            text.append("\n  The queue is empty.")
+            text.append(f"\n  {self.empty_text}")
             return text
         for index in range(self.top, min(self.top + self.visible_rows, self.total)):
             text.append("\n")
@@ -155,11 +174,16 @@ class QueueList(Widget, can_focus=True):
             m = self.rows[row_index]
             recipients = [printable(r["address"]) for r in m["recipients"]]
             shown = recipients[0] + (f" +{len(recipients) - 1}" if len(recipients) > 1 else "")
-            mark = "*" if m["id"] in self.selected else " "
+            mark = "*" if self.all_matching or m["id"] in self.selected else " "
             line = Text(f"{mark} {m['id']:16} ")
             line.append(f"{m['state']:8}", style=STATE_STYLES.get(m["state"], ""))
             line.append(f" {age_text(m['age']):>5} {size_text(m['size']):>6}  "
-                        f"{fit(printable(m['sender']) or '<>', sender_width):{sender_width}} {fit(shown, rcpt_width)}")
+                        f"{fit(printable(m['sender']) or '<>', sender_width):{sender_width}} ")
+            if reply_width:
+                line.append(f"{fit(shown, rcpt_width):{rcpt_width}} ")
+                line.append(fit(printable(reply_text(m["last_reply"])), reply_width), style="yellow")
+            else:
+                line.append(fit(shown, rcpt_width))
             if index == self.cursor:
                 line.stylize("reverse" if self.has_focus else "underline")
             text.append_text(line)

@@ -1,0 +1,131 @@
+"""The queue screen as an admin uses it on the day mail to one partner is stuck: what the list says, acting
+on everything a filter matches, the last reply beside each message, and the by-domain summary's drill-down.
+Pilot tests against a real relay on its real control socket."""
+
+from console.app import make_app
+from console.screens.queue_summary import summary_lines
+from console.widgets.queue_list import size_text
+from relay.control.client import ControlClient
+from tests.console.conftest import text_of, until
+
+
+def queue_states(relay) -> dict[str, str]:
+    with ControlClient(str(relay.socket)) as client:
+        return {m["subject"]: m["state"] for m in client.call("io.postern.Queue.List")["messages"]}
+
+
+def drawn(widget) -> str:
+    return str(widget.render())
+
+
+def test_sizes_are_rounded_not_cut_down():
+    assert size_text(2_024) == "2.0k"  # was "1k"
+    assert size_text(48_000) == "47k"
+    assert size_text(980) == "980"
+    assert size_text(1_572_864) == "1.5M"
+
+
+async def test_a_filter_without_matches_does_not_say_the_queue_is_empty(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        await pilot.press("slash", *"domain:nowhere.example", "enter")
+        await until(pilot, lambda: queue_list.total == 0, what="the empty result")
+        assert "No queued message matches the filter" in drawn(queue_list)
+        assert "The queue is empty" not in drawn(queue_list)
+
+
+async def test_a_relay_that_is_down_is_not_an_empty_queue(make_relay, sink):
+    relay = make_relay(sink.port, start=False)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        await until(pilot, lambda: "not running" in text_of(app, "#queue-detail"), what="the queue screen's notice")
+        listed = drawn(app.screen.query_one("#queue-list"))
+        assert "The queue is empty" not in listed and "cannot be read" in listed
+
+
+async def test_hold_everything_the_filter_matches_with_the_count_in_the_question(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        await pilot.press("slash", *"domain:example.com", "enter")
+        await until(pilot, lambda: queue_list.total == 2, what="the two messages to example.com")
+        await pilot.press("a")
+        assert "selected: all 2" in text_of(app, "#queue-detail")
+        await pilot.press("h")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        assert "all 2 messages matching domain:example.com" in text_of(app, "#question")
+        await pilot.press("y")
+        await until(pilot, lambda: queue_states(queued_relay) == {"one": "hold", "two": "deferred", "three": "hold"},
+                    what="both messages to example.com held, the other untouched")
+        await until(pilot, lambda: "selected" not in text_of(app, "#queue-detail"), what="the selection cleared")
+
+
+async def test_select_all_without_a_filter_is_the_whole_queue_and_a_second_press_undoes_it(queued_relay):
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        await pilot.press("a", "a")
+        assert "selected" not in text_of(app, "#queue-detail")
+        await pilot.press("a", "d")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        assert "Delete all 3 queued messages?" in text_of(app, "#question")
+        await pilot.press("y")
+        await until(pilot, lambda: queue_states(queued_relay) == {}, what="the queue emptied")
+        await until(pilot, lambda: "The queue is empty." in drawn(queue_list), what="the list to follow")
+
+
+async def test_the_last_reply_is_a_column_on_a_wide_screen(fixed_queue_relay):
+    app = make_app(str(fixed_queue_relay.socket))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        lines = drawn(queue_list).splitlines()
+        assert "LAST REPLY" in lines[0]
+        assert all("451 4.7.1 Greylisted" in line for line in lines[1:4])
+        assert all(len(line) <= 120 for line in lines)
+
+
+async def test_the_summary_fits_has_a_total_and_enter_shows_that_domains_mail(queued_relay):
+    for size in ((80, 25), (120, 40)):
+        app = make_app(str(queued_relay.socket))
+        async with app.run_test(size=size) as pilot:
+            await pilot.press("f3")
+            queue_list = app.screen.query_one("#queue-list")
+            await until(pilot, lambda: queue_list.total == 3, what="the queue")
+            await pilot.press("g")
+            await until(pilot, lambda: "TOTAL" in text_of(app, "#summary-total"), what="the summary")
+            rows = app.screen.query_one("#summary-rows")
+            lines = [str(rows.get_option_at_index(i).prompt) for i in range(rows.option_count)]
+            width = rows.scrollable_content_region.width
+            header = text_of(app, "#summary-header")
+            assert len(header) <= width and all(len(line) <= width for line in lines), size
+            # Busiest first: example.com and partner.org have two recipients each, alphabetical between equals.
+            assert [line.split()[0] for line in lines] == ["example.com", "partner.org"]
+            assert text_of(app, "#summary-total").split()[:2] == ["TOTAL", "4"]
+            await pilot.press("down", "enter")
+            await until(pilot, lambda: queue_list.total == 1, what="the queue filtered to partner.org")
+            assert "filter: domain:partner.org" in text_of(app, "#queue-detail")
+
+
+def test_summary_cuts_a_long_domain_name_and_keeps_every_column():
+    answer = {"bucket_minutes": [5, 10, 20, 40, 80, 160, 320, 640, 1280],
+              "rows": [{"destination": "a-very-long-subdomain.of-a-partner-organisation.example", "total": 12345,
+                        "buckets": [12345, 0, 0, 0, 0, 0, 0, 0, 0, 0]}]}
+    for width in (76, 116):
+        header, rows, total = summary_lines(answer, width)
+        assert len(header) <= width and len(rows[0][1]) <= width and len(total) <= width
+        assert rows[0][1].startswith("a-very-long-sub") and header.split()[-1] == "older"
+        assert total.split()[1] == "12k" and rows[0][1].split()[1] == "12k"
+    # At 80 columns neighbouring age columns are merged: the counts still add up.
+    narrow = summary_lines(answer, 76)[0].split()
+    wide = summary_lines(answer, 116)[0].split()
+    assert narrow[2:] == ["10m", "40m", "160m", "640m", "1280m", "older"] and len(wide) == 12
