@@ -9,6 +9,15 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 
+# Each queue action asks first; `what` is "message ID", "3 messages" or "all 12 messages matching ...".
+QUESTIONS = {
+    "Delete": "Delete {what}? Nobody is notified and it cannot be undone.",
+    "Hold": "Hold {what}? Held mail is not delivered until released.",
+    "Release": "Release {what} from hold and try delivery now?",
+    "Requeue": "Requeue {what} and try delivery now?",
+}
+
+
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [
         Binding("y", "answer(True)", "Yes"),

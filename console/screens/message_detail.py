@@ -1,4 +1,5 @@
-"""One queued message: envelope, every recipient's state, and its headers."""
+"""One queued message: envelope, every recipient's state, its headers and the start of its text,
+with the queue's actions on it."""
 
 from __future__ import annotations
 
@@ -9,17 +10,18 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from relay.printable import printable
 from relay.queue.query import age_text
 
 from ..widgets.queue_list import STATE_STYLES
+from .confirm import QUESTIONS, ConfirmScreen
 
 RECIPIENT_STYLES = {"sent": "green", "deferred": "yellow", "bouncing": "red", "bounced": "red", "pending": ""}
 
 
-def describe(message: dict, headers: str) -> Text:
+def describe(message: dict, headers: str, body: str = "") -> Text:
     text = Text()
     text.append(f"Message {message['id']}\n", style="bold")
     text.append("State      ")
@@ -40,11 +42,20 @@ def describe(message: dict, headers: str) -> Text:
             text.append(f"    {printable(r['last_reply'])}\n", style="dim")
     text.append("\nHeaders\n", style="bold")
     text.append(printable(headers.replace("\r\n", "\n").rstrip("\n"), keep="\n\t"))
+    if body:
+        text.append("\n\nText\n", style="bold")
+        text.append(printable(body, keep="\n\t"))
     return text
 
 
 class MessageScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q", "dismiss", "Back")]
+    BINDINGS = [
+        Binding("escape,q", "dismiss", "Back"),
+        Binding("h", "act('Hold')", "Hold"),
+        Binding("u", "act('Release')", "Release"),
+        Binding("r", "act('Requeue')", "Requeue"),
+        Binding("delete,d", "act('Delete')", "Delete"),
+    ]
 
     def __init__(self, queue_id: str):
         super().__init__()
@@ -53,6 +64,7 @@ class MessageScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="message-detail"):
             yield Static(f"Loading {self.queue_id}...", id="message-text")
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.run_worker(self._load(), exclusive=True)
@@ -60,7 +72,25 @@ class MessageScreen(ModalScreen[None]):
     async def _load(self) -> None:
         body = self.query_one("#message-text", Static)
         answer = await self.app.link.attempt("io.postern.Queue.Show", lambda words: body.update(Text(words, style="red")),
-                                             id=self.queue_id)
+                                             id=self.queue_id, body=True)
         if answer is None:
             return
-        body.update(describe(answer["message"], answer["headers"]))
+        body.update(describe(answer["message"], answer["headers"], answer.get("body") or ""))
+
+    def action_act(self, verb: str) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._act(verb), group="message-action")
+
+        self.app.push_screen(ConfirmScreen(QUESTIONS[verb].format(what=f"message {self.queue_id}")), answered)
+
+    async def _act(self, verb: str) -> None:
+        answer = await self.app.link.attempt(
+            f"io.postern.Queue.{verb}", lambda words: self.notify(words, title=verb, severity="error"), ids=[self.queue_id])
+        if answer is None:
+            return
+        self.notify(f"{verb}: message {self.queue_id}", title="Queue")
+        if verb == "Delete":
+            self.dismiss(None)
+        else:
+            await self._load()

@@ -15,7 +15,7 @@ from relay.queue.query import age_text
 from ..messages import RelayStatus
 from ..widgets.queue_list import QueueList
 from ..widgets.status_line import StatusLine
-from .confirm import ConfirmScreen
+from .confirm import QUESTIONS, ConfirmScreen
 from .message_detail import MessageScreen
 from .queue_summary import QueueSummaryScreen
 
@@ -187,18 +187,11 @@ class QueueScreen(Screen):
             if not ids:
                 return
             what = f"{len(ids)} messages" if len(ids) > 1 else f"message {ids[0]}"
-        question = {
-            "Delete": f"Delete {what}? Nobody is notified and it cannot be undone.",
-            "Hold": f"Hold {what}? Held mail is not delivered until released.",
-            "Release": f"Release {what} from hold and try delivery now?",
-            "Requeue": f"Requeue {what} and try delivery now?",
-        }[verb]
-
         def answered(yes: bool | None) -> None:
             if yes:
                 self.run_worker(self._act(verb, ids), group="queue-action")
 
-        self.app.push_screen(ConfirmScreen(question), answered)
+        self.app.push_screen(ConfirmScreen(QUESTIONS[verb].format(what=what)), answered)
 
     async def _act(self, verb: str, ids: list[str] | None) -> None:
         """On the given IDs, or (None) on whatever matches the filter when the relay acts."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Callable
 
-from .. import VERSION
+from .. import VERSION, headers, preview
 from ..config import check_domain, parse_mta, to_dict
 from ..config_file import ConfigFile
 from ..names import check_names
@@ -327,10 +327,14 @@ async def show_message(call: Call) -> dict:
     if entry is None:
         raise VarlinkError(errors.MESSAGE_NOT_FOUND, id=queue_id)
     try:
-        headers = await call.relay.store.read_headers(queue_id)
+        start, complete = await call.relay.store.read_start(queue_id, preview.PREVIEW_BYTES)
     except FileNotFoundError:
         raise VarlinkError(errors.MESSAGE_NOT_FOUND, id=queue_id) from None
-    return {"message": query.message_dict(entry), "headers": headers.decode("utf-8", "replace")}
+    answer = {"message": query.message_dict(entry),
+              "headers": headers.section(start).decode("utf-8", "replace")}
+    if call.get("body", bool, False):
+        answer["body"] = await asyncio.to_thread(preview.preview, start, complete)
+    return answer
 
 
 def _selected(call: Call) -> list[str]:

@@ -129,18 +129,17 @@ class QueueStore:
             raise DamagedFile(f"message is {len(body)} bytes, envelope says {envelope.size}")
         return body
 
-    def _read_headers_sync(self, queue_id: str, limit: int = 256 * 1024) -> bytes:
+    def _read_start_sync(self, queue_id: str, limit: int) -> tuple[bytes, bool]:
         path = self.msg / queue_id
-        _, offset = self._read_envelope(path)
+        envelope, offset = self._read_envelope(path)
         with open(path, "rb") as f:
             f.seek(offset)
             start = f.read(limit)
-        end = start.find(b"\r\n\r\n")
-        return start if end < 0 else start[: end + 2]
+        return start, len(start) >= envelope.size
 
-    async def read_headers(self, queue_id: str) -> bytes:
-        """The message's header section, for showing a message without its body."""
-        return await asyncio.to_thread(self._read_headers_sync, queue_id)
+    async def read_start(self, queue_id: str, limit: int) -> tuple[bytes, bool]:
+        """The message's first `limit` bytes, and whether that is all of it (for showing, never sending)."""
+        return await asyncio.to_thread(self._read_start_sync, queue_id, limit)
 
     async def read_message(self, queue_id: str) -> bytes:
         return await asyncio.to_thread(self._read_message_sync, queue_id)

@@ -129,3 +129,28 @@ def test_summary_cuts_a_long_domain_name_and_keeps_every_column():
     narrow = summary_lines(answer, 76)[0].split()
     wide = summary_lines(answer, 116)[0].split()
     assert narrow[2:] == ["10m", "40m", "160m", "640m", "1280m", "older"] and len(wide) == 12
+
+
+async def test_the_message_view_shows_the_decoded_text_and_acts_on_the_message(queued_relay):
+    queued_relay.send("mallory@example.net", ["gus@partner.org"],
+                      "Subject: four\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: "
+                      "quoted-printable\r\n\r\nSehr geehrte Gr=C3=BC=C3=9Fe\r\n=1B[2J=1B]0;owned=07 end\r\n")
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 4, what="four queued messages")
+        await pilot.press("end", "enter")
+        await until(pilot, lambda: "Text" in text_of(app, "#message-text"), what="the message's text")
+        shown = text_of(app, "#message-text")
+        assert "Sehr geehrte Grüße" in shown
+        assert "\x1b" not in shown and "\x07" not in shown and "?[2J" in shown, "control characters made harmless"
+        await pilot.press("h")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        assert "Hold message" in text_of(app, "#question")
+        await pilot.press("y")
+        await until(pilot, lambda: queue_states(queued_relay)["four"] == "hold", what="the message held")
+        await until(pilot, lambda: "State      hold" in text_of(app, "#message-text"), what="the view to follow")
+        await pilot.press("d", "y")
+        await until(pilot, lambda: "four" not in queue_states(queued_relay), what="the message deleted")
+        await until(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="back at the list")

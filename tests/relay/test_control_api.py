@@ -89,6 +89,24 @@ def test_show_gives_envelope_headers_and_per_recipient_state(down_relay):
     assert all(r["status"] == "deferred" and r["attempts"] >= 1 and r["dsn"].startswith("4.") for r in recipients)
 
 
+def test_show_with_body_gives_the_decoded_text_and_reads_only_the_start_of_a_big_message(down_relay):
+    mime = ("Subject: report\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            "--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            "Gr=FC=DFe aus Z=FCrich\r\n--b\r\nContent-Type: application/pdf\r\n"
+            "Content-Disposition: attachment; filename=q3.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + "QUFBQUFB\r\n" * 400_000 + "--b--\r\n")  # 4 MB of attachment
+    down_relay.send("alice@example.net", ["big@partner.org"], mime)
+    with ControlClient(str(down_relay.socket)) as client:
+        [message] = client.call("io.postern.Queue.List", filter={"recipient": "big@"})["messages"]
+        plain = client.call("io.postern.Queue.Show", id=message["id"])
+        shown = client.call("io.postern.Queue.Show", id=message["id"], body=True)
+    assert "body" not in plain, "the text only when asked for"
+    assert shown["body"].startswith("Grüße aus Zürich")
+    assert '[part: application/pdf "q3.pdf"]' in shown["body"]
+    assert "only its first 256 KiB" in shown["body"]
+    assert "Subject: report" in shown["headers"] and "Grüße" not in shown["headers"]
+
+
 def test_hold_release_delete_requeue_and_flush(down_relay, sink):
     ids = queue_ids(down_relay)
     with ControlClient(str(down_relay.socket)) as client:
