@@ -26,9 +26,10 @@ class TlsStep(StepScreen):
               "tls.chain": ("chain", "Chain file"), "tls": ("mode", "Certificate"), "mta.tls": ("mode", "Certificate")}
 
     def help_text(self) -> str:
-        text = ("The certificate the gateway shows to servers that connect with STARTTLS. A self-signed one "
-                "encrypts; servers that verify names need one from a CA: import it as PEM files copied to the "
-                "appliance (scp), with the chain in order.")
+        text = ("The certificate shown to servers that use STARTTLS. Self-signed encrypts; servers that check "
+                "names need one from a CA. Import reads PEM files already on the appliance: if yours are not, "
+                "choose self-signed now and, after setup, copy them over SSH (as admin) and import them on the "
+                "Certificates screen (F9), which also makes the request for the CA.")
         if TOPOLOGIES[self.draft.topology].m365:
             text += " Microsoft 365 connectors accept only a certificate from a trusted CA."
         return text
@@ -138,14 +139,33 @@ class AdminStep(StepScreen):
             if draft.get("admin.password_hash") and not field.value:  # typed before a restart: only its hash is kept
                 field.placeholder = "(kept: leave empty)"
         root = self.wizard.root
-        keys_now, password_now = len(admin_login.current_keys(root)), admin_login.has_password(root)
-        login = self.query_one("#login", Static)
-        login.border_title = "Now"
-        if keys_now or password_now:
-            login.update(f"admin has {keys_now} SSH key{'s' if keys_now != 1 else ''} and "
-                         f"{'a password' if password_now else 'no password'}.")
+        self.keys_now, self.password_now = len(admin_login.current_keys(root)), admin_login.has_password(root)
+        self.query_one("#login", Static).border_title = "Login"
+        self.show_login()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.show_login()
+
+    def show_login(self) -> None:
+        """What the admin's login is now, and what it will be with what is typed on this step."""
+        keys, password = self.keys_now, self.password_now
+        text = Text("Now: ")
+        if keys or password:
+            text.append(f"admin has {keys} SSH key{'s' if keys != 1 else ''} and "
+                        f"{'a password' if password else 'no password'}.\n")
         else:
-            login.update(Text("admin has no SSH key and no password: only this console gets in.", style="yellow"))
+            text.append("admin has no SSH key and no password: only this console gets in.\n", style="yellow")
+        typed_key = bool(value_of(self, "key"))
+        typed_password = bool(self.query_one("#password", Input).value or self.draft.get("admin.password_hash"))
+        if typed_key or typed_password:
+            added = [what for what, typed in (("the SSH key above", typed_key), ("the password typed here", typed_password))
+                     if typed]
+            text.append("After setup: admin logs in with " + " and ".join(added) + ".")
+        elif keys or password:
+            text.append("After setup: the same (nothing typed here).", style="dim")
+        else:
+            text.append("Type an SSH key or a password: without one, nobody can log in over SSH.", style="yellow")
+        self.query_one("#login", Static).update(text)
 
     def store(self, draft: Draft) -> None:
         key, password = value_of(self, "key"), self.query_one("#password", Input).value
@@ -203,6 +223,8 @@ class SummaryStep(StepScreen):
             return
         shape = TOPOLOGIES[plan.topology]
         address = draft.get("wizard.public_address") or plan.public_address
+        text.append("In three parts: this setup, the steps on the other side, and the configuration file "
+                    "at the end (PageDown).\n\n", style="dim")
         text.append(f"{shape.title}", style="bold")
         text.append(f": {shape.summary}\n")
         for note in plan.notes:

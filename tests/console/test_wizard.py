@@ -435,6 +435,7 @@ async def test_the_administrator_gets_a_key_or_a_password(gateway, machine, tmp_
     async with app.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 10)
         assert "admin has no SSH key and no password" in text_of(app, "#login")
+        assert "Type an SSH key or a password" in text_of(app, "#login")
         await pilot.press("ctrl+n")
         await until(pilot, lambda: "SSH public key: give an SSH key or a password" in text_of(app, "#step-problems"),
                     what="the missing login")
@@ -450,8 +451,14 @@ async def test_the_administrator_gets_a_key_or_a_password(gateway, machine, tmp_
         await until(pilot, lambda: "Password again: the two passwords differ" in text_of(app, "#step-problems"),
                     what="the mismatch")
         fill(app, password2="correct horse battery", key=SSH_KEY)
+        await pilot.pause()
+        # What is typed shows as what the login will be: not "no SSH key and no password" alone.
+        assert ("After setup: admin logs in with the SSH key above and the password typed here."
+                in text_of(app, "#login"))
         await next_step(pilot, 11)
-        assert "Administrator login: 1 SSH key added, and a new password" in text_of(app, "#summary-text")
+        summary = text_of(app, "#summary-text")
+        assert "Administrator login: 1 SSH key added, and a new password" in summary
+        assert summary.startswith("In three parts:") and "the configuration file" in summary.splitlines()[0]
 
 
 async def test_a_typed_admin_password_outlives_a_restart_only_as_its_hash(gateway, machine):
@@ -492,3 +499,15 @@ async def test_a_root_it_cannot_write_does_not_end_the_console(gateway, machine)
         await next_step(pilot, 2)
         await until(pilot, lambda: any("could not be saved" in str(n.message) for n in app._notifications),
                     what="the warning")
+
+
+async def test_the_tls_step_does_not_ask_for_files_copied_before_any_login_exists(gateway, machine):
+    from tests.console.wizard_support import complete_draft, save_progress
+
+    save_progress(gateway.root, "tls", complete_draft(listen=gateway.mta["listen"][0]))
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 9)
+        help_text = text_of(app, "#step-help")
+        assert "scp" not in help_text
+        assert "choose self-signed now" in help_text and "Certificates screen (F9)" in help_text
