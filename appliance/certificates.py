@@ -480,10 +480,10 @@ def install_bundle(bundle: Bundle, cert_file: Path, key_file: Path, root: Path |
             "the relay loads them", *_notes(notes)]
 
 
-def description(certificates: list[x509.Certificate] | tuple[x509.Certificate, ...], hostname: str | None) -> list[str]:
+def description(found: list[x509.Certificate], hostname: str | None) -> list[str]:
     """A certificate and the chain after it, as an admin reads them, with the warnings."""
-    info = describe(certificates[0])
+    info = describe(found[0])
     lines = info.lines()
     lines += [f"chain {index}: {subject_text(c)}, issued by {c.issuer.rfc4514_string()}"
-              for index, c in enumerate(certificates[1:], 1)]
+              for index, c in enumerate(found[1:], 1)]
     return lines + [f"warning: {w}" for w in warnings(info, hostname)]

@@ -209,15 +209,16 @@ class CertificatesScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="cert-run", name="The certificate", exit_on_error=False)
     def run_form(self, form: str, values: dict[str, str]) -> None:
+        certificates = self.appliance.certificates
         try:
             if form == "self":
-                lines = self.appliance.certificates.make_self_signed(values["hostname"], values["key_type"], values["days"])
+                lines = certificates.make_self_signed(values["hostname"], values["key_type"], values["days"])
                 self.post_message(CertificateDone(lines))
             elif form == "csr":
-                pem, lines = self.appliance.certificates.make_request(values["hostname"], values["key_type"], values["out"])
+                pem, lines = certificates.make_request(values["hostname"], values["key_type"], values["out"])
                 self.post_message(CertificateDone(lines, pem, values["out"].strip()))
             else:
-                bundle, lines = self.appliance.certificates.check_import(values["cert"], values["chain"], values["key"])
+                bundle, lines = certificates.check_import(values["cert"], values["chain"], values["key"])
                 self.post_message(BundleChecked(bundle, lines))
         except FieldError as error:
             self.post_message(CertificateProblem(form, error.field, error.message))
