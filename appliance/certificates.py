@@ -189,6 +189,11 @@ def subject_text(certificate: x509.Certificate) -> str:
     return certificate.subject.rfc4514_string() or "(empty subject)"
 
 
+def issued_text(certificate: x509.Certificate) -> str:
+    """A chain certificate in one line: its subject and its issuer."""
+    return f"{subject_text(certificate)}, issued by {certificate.issuer.rfc4514_string()}"
+
+
 def sans_of(certificate: x509.Certificate) -> list[str]:
     try:
         extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -484,6 +489,5 @@ def description(found: list[x509.Certificate], hostname: str | None) -> list[str
     """A certificate and the chain after it, as an admin reads them, with the warnings."""
     info = describe(found[0])
     lines = info.lines()
-    lines += [f"chain {index}: {subject_text(c)}, issued by {c.issuer.rfc4514_string()}"
-              for index, c in enumerate(found[1:], 1)]
+    lines += [f"chain {index}: {issued_text(c)}" for index, c in enumerate(found[1:], 1)]
     return lines + [f"warning: {w}" for w in warnings(info, hostname)]

@@ -93,7 +93,7 @@ class Certificates:
             return found
         found.info = certificates.describe(chain[0])
         found.warnings = certificates.warnings(found.info, hostname)
-        found.chain = [f"{certificates.subject_text(c)}, issued by {c.issuer.rfc4514_string()}" for c in chain[1:]]
+        found.chain = [certificates.issued_text(c) for c in chain[1:]]
         return found
 
     def make_self_signed(self, hostname: str, key_type: str = "ecdsa", days: str | int = 730) -> list[str]:
