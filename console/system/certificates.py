@@ -96,7 +96,7 @@ class Certificates:
         found.chain = [certificates.issued_text(c) for c in chain[1:]]
         return found
 
-    def make_self_signed(self, hostname: str, key_type: str = "ecdsa", days: str | int = 730) -> list[str]:
+    def make_self_signed(self, hostname: str, key_type: str, days: str | int) -> list[str]:
         from appliance import certificates
         from appliance.certificates import InputError
 
