@@ -11,6 +11,12 @@
   key in another (`root:postern 0640`: the relay runs as its own user), written atomically;
   then the relay's own TLS loading (`relay.tls.server_context`), run as the relay's user,
   must accept the new files, or the old ones are put back and CertificateError says why.
+
+The workflow on top, for `postern-appliance cert` and the console's Certificates screen alike:
+`make_self_signed`, `make_request` (the installed key, or a new one written as `write_key`
+writes it; the request 0644; what to do next), `read_bundle` and `install_bundle`, and
+`description`. Their inputs are checked first (`check_hostname`, `check_key_type`,
+`check_days`); a bad one is an `InputError` whose `field` names it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from relay.config import MtaConfig, TlsFiles
+from relay.config import MtaConfig, TlsFiles, check_fqdn
 from relay.tls import server_context
 
 from .files import FileSnapshot, atomic_write
@@ -37,10 +43,23 @@ from .files import FileSnapshot, atomic_write
 KEY_TYPES = ("ecdsa", "rsa")
 EXPIRY_WARNING_DAYS = 30
 DEFAULT_DAYS = 730
+MAX_DAYS = 3650
+DEFAULT_CERT = Path("/etc/postern/tls/postern.pem")  # as the appliance names them (under its root)
+DEFAULT_KEY = Path("/etc/postern/tls/postern.key")
 
 
 class CertificateError(Exception):
-    """A certificate, chain or key that cannot be used; the message says why and what to do."""
+    """A certificate, chain or key that cannot be used; the message says why and what to do. `field` names
+    the input it is about (cert, chain, key), when it is about one."""
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message)
+        self.field = field
+
+
+class InputError(CertificateError):
+    """A value given for the certificate that cannot be used: `field` is its name (hostname, key_type, days,
+    out, cert, chain, key, as the command line's options), the message says what to give instead."""
 
 
 class RelayCannotLoad(CertificateError):
@@ -52,11 +71,9 @@ def _now() -> datetime.datetime:
 
 
 def new_key(key_type: str = "ecdsa"):
-    if key_type == "ecdsa":
-        return ec.generate_private_key(ec.SECP256R1())
-    if key_type == "rsa":
+    if check_key_type(key_type) == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    raise CertificateError(f"key type {key_type!r}: use ecdsa (P-256) or rsa (2048 bits)")
+    return ec.generate_private_key(ec.SECP256R1())
 
 
 def _name(hostname: str) -> x509.Name:
@@ -99,13 +116,13 @@ def signing_request(hostname: str, key) -> x509.CertificateSigningRequest:
 # --- reading PEM ---
 
 
-def load_certificates(pem: bytes, what: str) -> list[x509.Certificate]:
+def load_certificates(pem: bytes, what: str, field: str = "cert") -> list[x509.Certificate]:
     try:
         certificates = x509.load_pem_x509_certificates(pem)
     except ValueError:
         certificates = []
     if not certificates:
-        raise CertificateError(f"{what}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)")
+        raise CertificateError(f"{what}: no PEM certificate found (expected -----BEGIN CERTIFICATE-----)", field)
     return certificates
 
 
@@ -113,9 +130,9 @@ def load_key(pem: bytes, what: str = "key"):
     try:
         return serialization.load_pem_private_key(pem, password=None)
     except TypeError:
-        raise CertificateError(f"{what}: the key is encrypted: export it without a passphrase") from None
+        raise CertificateError(f"{what}: the key is encrypted: export it without a passphrase", "key") from None
     except ValueError:
-        raise CertificateError(f"{what}: not a PEM private key (expected -----BEGIN PRIVATE KEY-----)") from None
+        raise CertificateError(f"{what}: not a PEM private key (expected -----BEGIN PRIVATE KEY-----)", "key") from None
 
 
 def _public_bytes(key) -> bytes:
@@ -144,12 +161,12 @@ def check_bundle(certificate_pem: bytes, chain_pem: bytes | None, key_pem: bytes
     certificates = load_certificates(certificate_pem, "certificate")
     certificate, chain = certificates[0], certificates[1:]
     if chain_pem and chain_pem.strip():
-        chain += load_certificates(chain_pem, "chain")
+        chain += load_certificates(chain_pem, "chain", "chain")
     key = load_key(key_pem)
     if _public_bytes(key.public_key()) != _public_bytes(certificate.public_key()):
         raise CertificateError(
             f"key: does not belong to the certificate for {subject_text(certificate)}: "
-            "use the key the certificate signing request was made with"
+            "use the key the certificate signing request was made with", "key"
         )
     for position, issuer in enumerate(chain):
         subject = certificate if position == 0 else chain[position - 1]
@@ -160,7 +177,7 @@ def check_bundle(certificate_pem: bytes, chain_pem: bytes | None, key_pem: bytes
             raise CertificateError(
                 f"chain: certificate {position + 1} ({issuer.subject.rfc4514_string()}) did not issue "
                 f"{subject_text(subject)}, whose issuer is {expected}: {hint}"
-                "put the chain in order, each certificate followed by the one that issued it"
+                "put the chain in order, each certificate followed by the one that issued it", "chain"
             )
     return Bundle(certificate, tuple(chain), key)
 
@@ -170,6 +187,11 @@ def check_bundle(certificate_pem: bytes, chain_pem: bytes | None, key_pem: bytes
 
 def subject_text(certificate: x509.Certificate) -> str:
     return certificate.subject.rfc4514_string() or "(empty subject)"
+
+
+def issued_text(certificate: x509.Certificate) -> str:
+    """A chain certificate in one line: its subject and its issuer."""
+    return f"{subject_text(certificate)}, issued by {certificate.issuer.rfc4514_string()}"
 
 
 def sans_of(certificate: x509.Certificate) -> list[str]:
@@ -378,3 +400,94 @@ def install(bundle: Bundle, cert_file: Path | str, key_file: Path | str, root: P
                                f"the previous files are kept (check the directories and modes of {cert_file} and "
                                f"{key_file}, and that the {RELAY_USER} group may read the key)")
     return notes
+
+
+# --- the workflow: what the command line and the console do with these ---
+
+
+def check_hostname(hostname: str) -> str:
+    try:
+        return check_fqdn(hostname.strip())
+    except ValueError as error:
+        raise InputError(str(error), "hostname") from None
+
+
+def check_key_type(key_type: str) -> str:
+    if key_type not in KEY_TYPES:
+        raise InputError(f"{key_type!r}: use ecdsa (P-256) or rsa (2048 bits)", "key_type")
+    return key_type
+
+
+def check_days(days: int | str) -> int:
+    try:
+        days = int(str(days).strip())
+    except ValueError:
+        days = 0
+    if not 1 <= days <= MAX_DAYS:
+        raise InputError(f"the validity is a number of days from 1 to {MAX_DAYS} (two years: {DEFAULT_DAYS})", "days")
+    return days
+
+
+def _notes(notes: list[str]) -> list[str]:
+    return [f"note: {note}" for note in notes]
+
+
+def make_self_signed(hostname: str, key_type: str, days: int | str, cert_file: Path, key_file: Path,
+                     root: Path | str = "/") -> tuple[x509.Certificate, list[str]]:
+    """A new key and a self-signed certificate for the hostname, installed; (the certificate, what was done).
+    InputError for a bad hostname, key type or validity, before anything is made."""
+    hostname, key_type, days = check_hostname(hostname), check_key_type(key_type), check_days(days)
+    certificate, key = self_signed(hostname, days=days, key_type=key_type)
+    notes = install(Bundle(certificate, (), key), cert_file, key_file, root)
+    return certificate, [f"wrote {cert_file} and {key_file} (a new {key_type} key); the relay loads them",
+                         *_notes(notes)]
+
+
+def make_request(hostname: str, key_type: str, key_file: Path, out: Path,
+                 root: Path | str = "/") -> tuple[str, list[str]]:
+    """A certificate signing request for the hostname, saved to `out` (0644), signed with the key in
+    `key_file`, or with a new key written there (as `write_key` writes it) when there is none;
+    (the request as PEM, what was done and what to do next)."""
+    hostname, key_type = check_hostname(hostname), check_key_type(key_type)
+    if key_file.exists():
+        key = load_key(key_file.read_bytes(), str(key_file))
+        done = [f"used the installed key {key_file}"]
+    else:
+        key = new_key(key_type)
+        done = [f"wrote a new {key_type} key to {key_file}", *_notes(write_key(key_file, key, root))]
+    pem = csr_pem(signing_request(hostname, key)).decode("ascii")
+    try:
+        atomic_write(out, pem, 0o644)
+    except (OSError, ValueError) as error:
+        raise InputError(f"{out}: cannot write it: {getattr(error, 'strerror', None) or error}", "out") from None
+    done.append(f"saved the request for {hostname} to {out}: send it to your CA, then import its answer "
+                f"with the key {key_file}")
+    return pem, done
+
+
+def read_bundle(cert: Path, chain: Path | None, key: Path) -> Bundle:
+    """`check_bundle` on the files; InputError for a file that cannot be read."""
+    texts = {}
+    for name, path in (("cert", cert), ("chain", chain), ("key", key)):
+        if path is None:
+            continue
+        try:
+            texts[name] = path.read_bytes()
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: cannot read it: {getattr(error, 'strerror', None) or error}", name) from None
+    return check_bundle(texts["cert"], texts.get("chain"), texts["key"])
+
+
+def install_bundle(bundle: Bundle, cert_file: Path, key_file: Path, root: Path | str = "/") -> list[str]:
+    """`install`, and what was done."""
+    notes = install(bundle, cert_file, key_file, root)
+    return [f"installed {cert_file} (with {len(bundle.chain)} chain certificates) and {key_file}; "
+            "the relay loads them", *_notes(notes)]
+
+
+def description(found: list[x509.Certificate], hostname: str | None) -> list[str]:
+    """A certificate and the chain after it, as an admin reads them, with the warnings."""
+    info = describe(found[0])
+    lines = info.lines()
+    lines += [f"chain {index}: {issued_text(c)}" for index, c in enumerate(found[1:], 1)]
+    return lines + [f"warning: {w}" for w in warnings(info, hostname)]

@@ -17,10 +17,11 @@ from textual.command import Hit, Hits, Provider
 from textual.reactive import reactive
 
 from . import login
-from .appliance_link import ApplianceLink, Runner, run_command
+from .appliance_link import ApplianceLink
 from .linux_console import theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
 from .relay_link import RelayLink
+from .system.commands import Runner, run_command
 from .wizard.launch import SetupWizardProvider, start_wizard
 
 def lazy(path: str):

@@ -6,6 +6,7 @@ a long time) and psutil reads /proc. Screens call it in a worker thread, which p
 
 from __future__ import annotations
 
+import datetime
 import platform
 import socket
 import time
@@ -45,6 +46,12 @@ def os_name() -> str:
         return platform.freedesktop_os_release().get("PRETTY_NAME", platform.system())
     except OSError:
         return platform.system()
+
+
+def uptime_text(seconds: float) -> str:
+    delta = datetime.timedelta(seconds=int(seconds))
+    days, rest = delta.days, delta.seconds
+    return f"{days} d {rest // 3600} h {rest % 3600 // 60} min" if days else f"{rest // 3600} h {rest % 3600 // 60} min"
 
 
 def read_facts(disk_path: str = "/") -> HostFacts:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relay.config import check_fqdn
-
 from .. import certificates
-from ..certificates import CertificateError, RelayCannotLoad
-from ..files import atomic_write
+from ..certificates import DEFAULT_CERT, DEFAULT_KEY, CertificateError, InputError, RelayCannotLoad
 from . import exit_codes
 from .output import complain, say
-
-DEFAULT_CERT = Path("/etc/postern/tls/postern.pem")
-DEFAULT_KEY = Path("/etc/postern/tls/postern.key")
 
 
 def add_commands(commands) -> None:
@@ -73,11 +67,6 @@ def _paths(args) -> None:
             setattr(args, name, args.root / default.relative_to("/"))
 
 
-def _install(bundle, args) -> None:
-    for note in certificates.install(bundle, args.cert_file, args.key_file, args.root):
-        say(f"note: {note}")
-
-
 def _guarded(action):
     def run(args) -> int:
         try:
@@ -87,11 +76,11 @@ def _guarded(action):
         except RelayCannotLoad as error:
             complain(str(error))
             return exit_codes.FAILED
+        except InputError as error:
+            complain(f"--{error.field.replace('_', '-')}: {error}")
+            return exit_codes.INVALID
         except CertificateError as error:
             complain(str(error))
-            return exit_codes.INVALID
-        except ValueError as error:
-            complain(f"--hostname: {error}")
             return exit_codes.INVALID
         except OSError as error:
             complain(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
@@ -100,60 +89,37 @@ def _guarded(action):
     return run
 
 
-def _read(path: Path) -> bytes:
-    return path.read_bytes()
-
-
-def _print_certificate(certificate, hostname: str | None) -> None:
-    info = certificates.describe(certificate)
-    for line in info.lines():
+def _say(lines: list[str]) -> None:
+    for line in lines:
         say(line)
-    for warning in certificates.warnings(info, hostname):
-        say(f"warning: {warning}")
 
 
 @_guarded
 def run_self_signed(args) -> int:
-    hostname = check_fqdn(args.hostname)
-    certificate, key = certificates.self_signed(hostname, days=args.days, key_type=args.key_type)
-    _install(certificates.Bundle(certificate, (), key), args)
-    say(f"wrote {args.cert_file} and {args.key_file}; the relay loads them")
-    _print_certificate(certificate, hostname)
+    certificate, done = certificates.make_self_signed(args.hostname, args.key_type, args.days, args.cert_file,
+                                                      args.key_file, args.root)
+    _say(done)
+    _say(certificates.description([certificate], None))  # its one SAN is the hostname
     return exit_codes.OK
 
 
 @_guarded
 def run_csr(args) -> int:
-    hostname = check_fqdn(args.hostname)
-    if args.key_file.exists():
-        key = certificates.load_key(_read(args.key_file), str(args.key_file))
-        say(f"using the key in {args.key_file}")
-    else:
-        key = certificates.new_key(args.key_type)
-        for note in certificates.write_key(args.key_file, key, args.root):
-            say(f"note: {note}")
-        say(f"wrote a new {args.key_type} key to {args.key_file}")
-    request = certificates.signing_request(hostname, key)
-    atomic_write(args.out, certificates.csr_pem(request), 0o644)
-    say(f"wrote the certificate signing request for {hostname} to {args.out}: send it to your CA, "
-        f"then install the answer with 'postern-appliance cert import --cert FILE --key {args.key_file}'")
+    _, done = certificates.make_request(args.hostname, args.key_type, args.key_file, args.out, args.root)
+    _say(done)
     return exit_codes.OK
 
 
 @_guarded
 def run_import(args) -> int:
-    bundle = certificates.check_bundle(_read(args.cert), _read(args.chain) if args.chain else None, _read(args.key))
-    _install(bundle, args)
-    say(f"installed {args.cert_file} (with {len(bundle.chain)} chain certificates) and {args.key_file}; "
-        "the relay loads them")
-    _print_certificate(bundle.certificate, args.hostname)
+    bundle = certificates.read_bundle(args.cert, args.chain, args.key)
+    _say(certificates.install_bundle(bundle, args.cert_file, args.key_file, args.root))
+    _say(certificates.description([bundle.certificate, *bundle.chain], args.hostname))
     return exit_codes.OK
 
 
 @_guarded
 def run_show(args) -> int:
-    found = certificates.load_certificates(_read(args.file), str(args.file))
-    _print_certificate(found[0], args.hostname)
-    for index, extra in enumerate(found[1:], 1):
-        say(f"chain {index}: {certificates.subject_text(extra)}, issued by {extra.issuer.rfc4514_string()}")
+    _say(certificates.description(certificates.load_certificates(args.file.read_bytes(), str(args.file)),
+                                  args.hostname))
     return exit_codes.OK

@@ -2,6 +2,7 @@
 
 `lookup(name)` asks for A, AAAA, MX and TXT and picks the SPF record out of the TXT
 records and the DMARC policy out of `_dmarc.<name>`; an IP address gets its PTR record.
+`lookup_name(name, types)` asks for some of the types only (the SPF and DMARC records come with TXT).
 Each answer says what was found or why nothing was: no such domain, no record of that
 type, or a server that did not answer.
 """
@@ -110,9 +111,15 @@ class LookupReport:
     dmarc: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def has_policies(self) -> bool:
+        """Were the SPF and DMARC records asked for (TXT, of a name that exists)?"""
+        return (any(a.rdtype == "TXT" for a in self.answers)
+                and not any(a.status == "no such domain" for a in self.answers))
+
     def lines(self) -> list[str]:
         lines = [answer.line() for answer in self.answers]
-        if self.spf or self.dmarc or any(a.rdtype == "TXT" for a in self.answers):
+        if self.has_policies:
             lines.append(f"SPF   {'; '.join(self.spf) or '(none)'}")
             lines.append(f"DMARC {'; '.join(self.dmarc) or '(none)'}")
         return lines + self.notes
@@ -125,20 +132,27 @@ def reverse_lookup(resolver: dns.resolver.Resolver, address: str) -> Answer:
 
 
 def lookup(resolver: dns.resolver.Resolver, name: str) -> LookupReport:
+    """A, AAAA, MX and TXT of a name (with its SPF record and DMARC policy); an IP address gets its PTR record."""
     name = name.strip().rstrip(".")
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        pass
-    else:
-        return LookupReport(name, [reverse_lookup(resolver, name)])
+        return lookup_name(resolver, name)
+    return LookupReport(name, [reverse_lookup(resolver, name)])
+
+
+def lookup_name(resolver: dns.resolver.Resolver, name: str, rdtypes: tuple[str, ...] = NAME_TYPES) -> LookupReport:
+    """The records of each type, up to a name that does not exist; with TXT among the types, the SPF record
+    picked out of the TXT records and the DMARC policy out of `_dmarc.<name>`."""
     report = LookupReport(name)
-    for rdtype in NAME_TYPES:
+    for rdtype in rdtypes:
         report.answers.append(query(resolver, name, rdtype))
         if report.answers[-1].status == "no such domain":
             report.notes.append(f"{name} does not exist in DNS")
             return report
-    txt = next(a for a in report.answers if a.rdtype == "TXT")
+    txt = next((a for a in report.answers if a.rdtype == "TXT"), None)
+    if txt is None:
+        return report
     report.spf = [r for r in txt.records if r.lower().startswith("v=spf1")]
     if len(report.spf) > 1:
         report.notes.append("more than one SPF record: receivers treat that as an error (RFC 7208); merge them")

@@ -20,7 +20,8 @@ from appliance.network.kernel import KernelError
 from appliance.network.networkd import ServiceError
 from relay.config import ConfigError
 
-from ..appliance_link import ApplianceLink, FieldError
+from ..appliance_link import ApplianceLink
+from ..system import FieldError
 
 
 def explain(error: BaseException) -> str:

@@ -24,7 +24,8 @@ from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 
 from appliance.certificates import KEY_TYPES, Bundle
 
-from ..appliance_link import FieldError, InstalledCertificate
+from ..system import FieldError
+from ..system.certificates import InstalledCertificate
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
 from .area import AreaScreen
@@ -138,7 +139,7 @@ class CertificatesScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="cert-load", name="Reading the certificate", exit_on_error=False)
     def load(self) -> None:
-        self.post_message(CertificateShown(self.appliance.installed_certificate()))
+        self.post_message(CertificateShown(self.appliance.certificates.installed()))
 
     def on_certificate_shown(self, message: CertificateShown) -> None:
         self.installed = message.installed
@@ -208,15 +209,16 @@ class CertificatesScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="cert-run", name="The certificate", exit_on_error=False)
     def run_form(self, form: str, values: dict[str, str]) -> None:
+        certificates = self.appliance.certificates
         try:
             if form == "self":
-                lines = self.appliance.make_self_signed(values["hostname"], values["key_type"], values["days"])
+                lines = certificates.make_self_signed(values["hostname"], values["key_type"], values["days"])
                 self.post_message(CertificateDone(lines))
             elif form == "csr":
-                pem, lines = self.appliance.make_request(values["hostname"], values["key_type"], values["out"])
+                pem, lines = certificates.make_request(values["hostname"], values["key_type"], values["out"])
                 self.post_message(CertificateDone(lines, pem, values["out"].strip()))
             else:
-                bundle, lines = self.appliance.check_import(values["cert"], values["chain"], values["key"])
+                bundle, lines = certificates.check_import(values["cert"], values["chain"], values["key"])
                 self.post_message(BundleChecked(bundle, lines))
         except FieldError as error:
             self.post_message(CertificateProblem(form, error.field, error.message))
@@ -245,7 +247,7 @@ class CertificatesScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="cert-run", name="Installing the certificate", exit_on_error=False)
     def install(self, bundle: Bundle) -> None:
-        self.post_message(CertificateDone(self.appliance.install_bundle(bundle)))
+        self.post_message(CertificateDone(self.appliance.certificates.install(bundle)))
 
     def on_certificate_done(self, message: CertificateDone) -> None:
         text = "Done: " + "; ".join(message.lines) + "."

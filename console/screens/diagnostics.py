@@ -21,7 +21,8 @@ from textual.worker import get_current_worker
 from appliance.diagnostics.dns_lookup import LookupFailed
 from appliance.diagnostics.helo import PASS
 
-from ..appliance_link import RECORD_TYPES, DnsResult, FieldError
+from ..system import FieldError
+from ..system.diagnostics import RECORD_TYPES, DnsResult
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
 from .area import AreaScreen
@@ -52,16 +53,12 @@ def line(text: str, style: str = "") -> Text:
 
 
 def dns_lines(result: DnsResult) -> list[Text]:
-    lines = []
-    for answer in result.answers:
-        lines.append(line(answer.line(), "" if answer.records else "yellow"))
-    if result.rdtype in ("ALL", "TXT") and not any(a.status == "no such domain" for a in result.answers):
-        lines.append(line(f"SPF   {'; '.join(result.spf) or '(none)'}", "green" if result.spf else "yellow"))
-        if len(result.spf) > 1 and result.rdtype == "TXT":
-            lines.append(line("more than one SPF record: receivers treat that as an error (RFC 7208); merge them",
-                              "yellow"))
-        lines.append(line(f"DMARC {'; '.join(result.dmarc) or '(none)'}", "green" if result.dmarc else "yellow"))
-    lines += [line(note, "yellow") for note in result.notes]
+    report = result.report
+    lines = [line(answer.line(), "" if answer.records else "yellow") for answer in report.answers]
+    if report.has_policies:
+        lines.append(line(f"SPF   {'; '.join(report.spf) or '(none)'}", "green" if report.spf else "yellow"))
+        lines.append(line(f"DMARC {'; '.join(report.dmarc) or '(none)'}", "green" if report.dmarc else "yellow"))
+    lines += [line(note, "yellow") for note in report.notes]
     return lines
 
 
@@ -141,17 +138,17 @@ class DiagnosticsScreen(AreaScreen):
     def run_check(self, title: str, kind: str, servers: str, *values: str) -> None:
         try:
             if kind == "dns_lookup":
-                result = self.appliance.dns_lookup(values[0], values[1], servers)
-                header = f"{result.name} {result.rdtype} (asked {result.servers})"
+                result = self.appliance.diagnostics.dns_lookup(values[0], values[1], servers)
+                header = f"{result.report.name} {result.rdtype} (asked {result.servers})"
                 lines = dns_lines(result)
             elif kind == "helo_check":
-                verdict = self.appliance.helo_check(values[0], values[1], servers)
+                verdict = self.appliance.diagnostics.helo_check(values[0], values[1], servers)
                 header = f"HELO {verdict.helo_name} from {verdict.address}"
                 lines = [line(text, verdict_style(text)) for text in verdict.lines]
                 title = f"HELO check: {'PASS' if verdict.verdict == PASS else 'FAIL'}"
             else:
                 lines, header = [], ""
-                for host, port in self.appliance.next_hop_targets(values[0]):
+                for host, port in self.appliance.diagnostics.next_hop_targets(values[0]):
                     lines += self.hop_lines(host, port, servers)
         except FieldError as error:
             self.post_message(DiagProblem(title, error.field, error.message))
@@ -165,7 +162,7 @@ class DiagnosticsScreen(AreaScreen):
             self.post_message(DiagResult(title, lines))
 
     def hop_lines(self, host: str, port: int, servers: str) -> list[Text]:
-        report = self.appliance.next_hop(host, port, servers)
+        report = self.appliance.diagnostics.next_hop(host, port, servers)
         lines = [line(f"next hop {host}:{port}", "bold")]
         lines += [line(f"  {text}") for text in report.lines]
         lines += [line(f"    {text}") for text in report.certificate]

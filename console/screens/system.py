@@ -19,9 +19,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Footer, Static
 
-from ..appliance_link import CommandResult, uptime_text
-from ..host import HostFacts, read_facts
+from ..host import HostFacts, read_facts, uptime_text
 from ..messages import HostFactsRead
+from ..system.commands import CommandResult
 from ..widgets.status_line import StatusLine
 from .area import AreaScreen
 from .confirm import ConfirmScreen
@@ -78,7 +78,7 @@ class SystemScreen(AreaScreen):
         self.read_host()
 
     def show_actions(self) -> None:
-        allowed, why = self.appliance.shell_permission()
+        allowed, why = self.appliance.commands.shell_permission()
         text = Text()
         text.append("r ", style="bold")
         text.append("Reboot: systemctl reboot\n")
@@ -111,7 +111,7 @@ class SystemScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="system-power", name="The command", exit_on_error=False)
     def run_power(self, verb: str) -> None:
-        self.post_message(CommandDone(POWER[verb][0], self.appliance.power(verb)))
+        self.post_message(CommandDone(POWER[verb][0], self.appliance.commands.power(verb)))
 
     def on_command_done(self, message: CommandDone) -> None:
         result = message.result
@@ -124,16 +124,16 @@ class SystemScreen(AreaScreen):
     # --- a shell --------------------------------------------------------------------------------------
 
     def action_shell(self) -> None:
-        allowed, why = self.appliance.shell_permission()
+        allowed, why = self.appliance.commands.shell_permission()
         if not allowed:
             self.notice(f"Shell: {why}.", "bold red")
             return
-        command = self.appliance.shell()
+        command = self.appliance.commands.shell()
         try:
             with self.app.suspend():
                 print(f"Postern: {command[0]}; type exit to return to the console.", flush=True)
                 # The console is suspended: this blocks it on purpose, as the terminal belongs to the shell.
-                result = self.appliance.run(command, interactive=True)
+                result = self.appliance.commands.run(command, interactive=True)
         except SuspendNotSupported:
             self.notice("Shell: this terminal cannot hand the screen over to a shell.", "bold red")
             return

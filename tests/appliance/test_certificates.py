@@ -146,3 +146,43 @@ def test_the_cert_commands(tmp_path, chain):
     assert "chain 1: CN=Test Issuing CA, issued by CN=Test Root CA" in shown.stdout
     bad = run("self-signed", "--hostname", "gw", "--cert-file", str(tmp_path / "x.pem"), "--key-file", str(tmp_path / "x.key"))
     assert bad.returncode == 1 and bad.stderr.startswith("postern-appliance: --hostname: 'gw' is not a fully qualified")
+
+
+def test_the_cert_commands_refuse_what_the_console_refuses(tmp_path):
+    """One check of the inputs for the command line and the console: a validity out of range is refused at
+    --days before anything is made, and a file that cannot be read is named at its option."""
+    def run(*args):
+        return subprocess.run([COMMAND, "cert", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    target = ["--cert-file", str(tmp_path / "x.pem"), "--key-file", str(tmp_path / "x.key")]
+    for days in ("0", "3651"):
+        refused = run("self-signed", "--hostname", "gw.example.com", "--days", days, *target)
+        assert (refused.returncode, refused.stderr) == (1, "postern-appliance: --days: the validity is a number of "
+                                                           "days from 1 to 3650 (two years: 730)\n")
+    assert not any(tmp_path.iterdir())
+
+    missing = run("import", "--cert", str(tmp_path / "missing.pem"), "--key", str(tmp_path / "x.key"), *target)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(f"postern-appliance: --cert: {tmp_path / 'missing.pem'}: cannot read it: ")
+
+
+def test_a_request_uses_the_key_there_is_and_says_what_to_do_next(tmp_path):
+    key_file, out = tmp_path / "tls/postern.key", tmp_path / "request.pem"
+    pem, done = certificates.make_request("gw.example.com", "rsa", key_file, out, tmp_path)
+    assert done[0] == f"wrote a new rsa key to {key_file}"
+    assert done[-1] == (f"saved the request for gw.example.com to {out}: send it to your CA, then import its "
+                        f"answer with the key {key_file}")
+    assert key_file.stat().st_mode & 0o777 == 0o600 and out.stat().st_mode & 0o777 == 0o644
+    key = certificates.load_key(key_file.read_bytes())
+    assert x509.load_pem_x509_csr(out.read_bytes()).public_key() == key.public_key() and pem == out.read_text()
+
+    _, again = certificates.make_request("gw.example.com", "ecdsa", key_file, out, tmp_path)
+    assert again[0] == f"used the installed key {key_file}"
+    assert certificates.load_key(key_file.read_bytes()).public_key() == key.public_key()
+
+    with pytest.raises(certificates.InputError, match="is not a fully qualified") as refused:
+        certificates.make_request("gw", "ecdsa", key_file, out, tmp_path)
+    assert refused.value.field == "hostname"
+    with pytest.raises(certificates.InputError, match="cannot write it") as refused:
+        certificates.make_request("gw.example.com", "ecdsa", key_file, out / "under-a-file.pem", tmp_path)
+    assert refused.value.field == "out"

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from appliance.diagnostics.dns_lookup import LookupFailed, lookup, make_resolver
+from appliance.diagnostics.dns_lookup import LookupFailed, lookup, lookup_name, make_resolver
 from appliance.diagnostics.helo import FAIL, PASS, check_helo
 from appliance.diagnostics.next_hop import check_next_hop
 from tests.support.certs import self_signed
@@ -29,6 +29,7 @@ RECORDS = {
     ("stale.example.com", "A"): ["192.0.2.21"],
     ("relay.example.com", "A"): ["127.0.0.1"],
     ("nomail.example.com", "A"): ["192.0.2.30"],
+    ("twice.example.com", "TXT"): ['"v=spf1 mx -all"', '"v=spf1 ip4:192.0.2.10 -all"'],
 }
 
 
@@ -62,6 +63,18 @@ def test_lookup_says_why_nothing_was_found(resolver):
     assert lookup(resolver, "missing.example.com").lines() == [
         "A     missing.example.com: no such domain", "missing.example.com does not exist in DNS"]
     assert lookup(resolver, "192.0.2.10").lines() == ["PTR   192.0.2.10: gw.example.com"]
+
+
+def test_one_type_at_a_time_with_spf_and_dmarc_only_for_txt(resolver):
+    assert lookup_name(resolver, "example.com", ("MX",)).lines() == [
+        "MX    example.com: 10 gw.example.com; 20 backup.example.com"]
+    assert lookup_name(resolver, "example.com", ("TXT",)).lines()[1:] == [
+        "SPF   v=spf1 ip4:192.0.2.10 -all", "DMARC v=DMARC1; p=reject; rua=mailto:dmarc@example.com"]
+    assert lookup_name(resolver, "twice.example.com", ("TXT",)).lines()[1:] == [
+        "SPF   v=spf1 ip4:192.0.2.10 -all; v=spf1 mx -all", "DMARC (none)",
+        "more than one SPF record: receivers treat that as an error (RFC 7208); merge them"]
+    assert lookup_name(resolver, "missing.example.com", ("TXT",)).lines() == [
+        "TXT   missing.example.com: no such domain", "missing.example.com does not exist in DNS"]
 
 
 def test_a_server_that_does_not_answer_is_named():

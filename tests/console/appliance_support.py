@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from console.app import make_app
-from console.appliance_link import CommandResult
+from console.system.commands import CommandResult
 from tests.appliance.conftest import Namespace, ip
 from tests.support.dns_server import DnsServer
 

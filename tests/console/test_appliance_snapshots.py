@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 from textual.widgets import Input
 
-from console.appliance_link import ApplianceLink, LiveChange
+from console.appliance_link import LiveChange
 from console.host import HostFacts
+from console.system.diagnostics import Diagnostics
 from tests.console.conftest import until
 
 from .appliance_support import console, dns_server, netns, root, write_config
@@ -102,8 +103,8 @@ def test_network_countdown(snap_compare, ansi, tmp_path, root, netns, monkeypatc
 @size_ids
 def test_diagnostics_lookup_and_helo_check(snap_compare, ansi, tmp_path, monkeypatch, size):
     server = dns_server(RECORDS)
-    real = ApplianceLink.resolver
-    monkeypatch.setattr(ApplianceLink, "resolver", lambda self, text, timeout=3.0: (
+    real = Diagnostics.resolver
+    monkeypatch.setattr(Diagnostics, "resolver", lambda self, text, timeout=3.0: (
         real(self, text, timeout)[0], "the test's DNS server"))
     config = write_config(tmp_path / "postern.yaml", {"mta": {"hostname": "gw.example.com",
                                                               "dns_servers": [server.address]}})

@@ -100,7 +100,7 @@ async def test_a_csr_is_shown_and_saved_with_the_installed_key(tmp_path):
         assert request.subject.rfc4514_string() == "CN=gw.example.com" and request.is_signature_valid
         key = serialization.load_pem_private_key((root / "etc/postern/tls/postern.key").read_bytes(), None)
         assert request.public_key() == key.public_key()  # the key a CA's answer is then imported with
-        assert f"saved the request to {out}" in notice(app)
+        assert f"saved the request for gw.example.com to {out}" in notice(app)
 
 
 async def test_import_checks_the_key_and_the_chain_before_installing(tmp_path):

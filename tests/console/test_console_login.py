@@ -88,7 +88,7 @@ async def locks_itself_when_idle(socket: str, root: str) -> None:
 
 async def the_shell_is_the_admins(socket: str, root: str) -> None:
     app = make_app(socket, os.path.join(root, "postern.yaml"), root=root)
-    command = app.appliance.shell()
+    command = app.appliance.commands.shell()
     assert command[0] == "runuser" and command[-1] == "admin", command
     done = subprocess.run(command, input="id -un; id -u; echo $HOME\n", capture_output=True, text=True, timeout=30)
     user, uid, home = done.stdout.split()[:3]

@@ -75,6 +75,7 @@ async def test_dns_lookup_picks_out_spf_and_dmarc_and_asks_the_configured_server
         screen.query_one("#diag-type").value = "ALL"
         shown = await run(pilot, "diag-name", "192.0.2.10", "PTR")
         assert "PTR   192.0.2.10: gw.example.com" in shown
+        assert "SPF" not in shown and "DMARC" not in shown  # an address has no mail policies
         shown = await run(pilot, "diag-name", "nowhere.example.com", "does not exist")
         assert "no such domain" in shown
 

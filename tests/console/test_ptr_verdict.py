@@ -39,7 +39,7 @@ async def verdicts(server, tmp_path, helo: str, address: str) -> dict[str, bool]
     config = MtaConfig(hostname=helo, dns_servers=(server.address,))
     daemon = await check_names(config, relay_resolver(config), address)
     cli = check_helo(make_resolver([server.address]), helo, address)
-    console = ApplianceLink(tmp_path / "postern.yaml", tmp_path).helo_check(address, helo, server.address)
+    console = ApplianceLink(tmp_path / "postern.yaml", tmp_path).diagnostics.helo_check(address, helo, server.address)
     wizard = system.ptr_check(helo, address, [server.address])
     return {"daemon": daemon.warnings == [], "cli": cli.verdict == PASS, "console": console.verdict == PASS,
             "wizard": wizard.verdict == PASS}

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from console.appliance_link import CommandResult, run_command
+from console.system.commands import CommandResult, run_command
 from tests.console.conftest import text_of, until
 from tests.console.test_linux_console import Tmux
 
