@@ -135,8 +135,8 @@ def test_next_hop_warns_when_the_hop_is_this_appliance(sink, resolver):
 def test_next_hop_that_refuses_or_does_not_exist(resolver):
     port = free_port()
     refused = check_next_hop("127.0.0.1", port, resolver=resolver, timeout=5)
-    assert refused.errors == [f"cannot connect to 127.0.0.1 port {port}: 127.0.0.1: connection refused "
-                              "(nothing listens there, or a firewall rejects it)"]
+    assert refused.errors == [f"cannot connect to 127.0.0.1 port {port}: connection refused: nothing listens on "
+                              f"127.0.0.1:{port}, or a firewall rejects it"]
     unknown = check_next_hop("missing.example.com", 25, resolver=resolver, timeout=5)
     assert unknown.errors == ["missing.example.com has no A or AAAA record: check the name, or use its IP address"]
 

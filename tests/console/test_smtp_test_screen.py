@@ -5,7 +5,7 @@ import email.policy
 
 from console.app import make_app
 from console.screens.smtp_test import styled
-from console.smtp_session import Line
+from appliance.diagnostics.smtp_probe import Line
 from tests.console.conftest import text_of, until
 
 NO_RELAY = "/nonexistent/control.sock"  # the SMTP test client needs no relay

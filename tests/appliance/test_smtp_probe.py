@@ -1,4 +1,4 @@
-"""The SMTP test client's engine (no user interface) against real SMTP servers on loopback."""
+"""The probing SMTP client (appliance.diagnostics.smtp_probe and smtp_send) against real servers on loopback."""
 
 import ssl
 
@@ -6,8 +6,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from console.smtp_session import (FieldProblem, TelnetSession, TestMessage, body_lines, check, send_test_message,
-                                  wire_line)
+from appliance.diagnostics.smtp_probe import FieldProblem, TelnetSession, wire_line
+from appliance.diagnostics.smtp_send import TestMessage, body_lines, check, send_test_message
 from tests.support.certs import self_signed
 from tests.support.net import free_port
 
