@@ -1,15 +1,19 @@
 """The probing SMTP client (appliance.diagnostics.smtp_probe and smtp_send) against real servers on loopback."""
 
+import socket
 import ssl
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from appliance.diagnostics.smtp_probe import FieldProblem, TelnetSession, wire_line
+from appliance.diagnostics.smtp_probe import (FieldProblem, SmtpChannel, SmtpFailure, TelnetSession, bare_host,
+                                              ehlo_name, where, wire_line)
 from appliance.diagnostics.smtp_send import TestMessage, body_lines, check, send_test_message
 from tests.support.certs import self_signed
 from tests.support.net import free_port
+from tests.support.plain_text_tls import plain_text_tls_hop  # noqa: F401 (a fixture)
+from tests.support.scripted_hop import Script, ScriptedHop
 
 
 def test_wire_line_refuses_anything_that_would_start_another_line():
@@ -107,3 +111,79 @@ async def test_telnet_session_refuses_typed_line_breaks(sink):
     session.send("QUIT")
     await asyncio.wait_for(task, 5)
     assert [line.text for line in lines if line.kind == "client"] == ["QUIT"]
+
+
+# --- the rules the next-hop check and the SMTP test share (they once disagreed) ---
+
+
+def test_the_ehlo_name_is_a_fully_qualified_name_or_an_address_literal():
+    assert ehlo_name("client.example.com", "192.0.2.1", fqdn="vm") == "client.example.com"  # given: as given
+    assert ehlo_name("", "192.0.2.1", fqdn="gw.example.com.") == "gw.example.com"
+    assert ehlo_name("", "192.0.2.1", fqdn="vm") == "[192.0.2.1]"  # RFC 5321 4.1.4: no FQDN, an address literal
+    assert ehlo_name("", "192.0.2.1", fqdn="localhost") == "[192.0.2.1]"
+    assert ehlo_name("", "2001:db8::25", fqdn="localhost.localdomain") == "[IPv6:2001:db8::25]"
+
+
+def test_hosts_may_be_ipv6_literals_with_or_without_brackets():
+    assert [bare_host(h) for h in ("[2001:db8::25]", "2001:db8::25", "mx.example.com")] == [
+        "2001:db8::25", "2001:db8::25", "mx.example.com"]
+    assert where("[2001:db8::25]", 25) == where("2001:db8::25", 25) == "[2001:db8::25]:25"
+    assert where("mx.example.com", 587) == "mx.example.com:587"
+
+
+@pytest.fixture
+def hop():
+    hop = ScriptedHop().start()
+    yield hop
+    hop.stop()
+
+
+async def test_without_a_helo_name_the_test_message_says_ehlo_with_one_servers_take(hop):
+    outcome = await send_test_message(TestMessage(server="127.0.0.1", port=hop.port, tls="none",
+                                                  sender="a@example.net", to="b@example.com"), [].append)
+    assert outcome.ok, outcome.summary
+    assert hop.messages()[0].helo == f"EHLO {ehlo_name('', '127.0.0.1')}"
+    assert hop.messages()[0].helo in (f"EHLO {socket.getfqdn()}", "EHLO [127.0.0.1]")
+
+
+async def test_a_test_message_to_an_ipv6_literal_in_brackets():
+    hop = ScriptedHop(host="::1").start()
+    try:
+        lines = []
+        outcome = await send_test_message(TestMessage(server="[::1]", port=hop.port, tls="none",
+                                                      sender="a@example.net", to="b@example.com"), lines.append)
+    finally:
+        hop.stop()
+    assert outcome.ok, outcome.summary
+    assert lines[0].text == f"connecting to [::1]:{hop.port}"
+
+
+async def test_a_refusing_greeting_is_quoted_and_answered_with_quit():
+    hop = ScriptedHop(Script(greeting="554 5.7.1 no mail from you")).start()
+    try:
+        outcome = await send_test_message(TestMessage(server="127.0.0.1", port=hop.port, tls="none",
+                                                      to="b@example.com"), [].append)
+        assert hop.verbs() == ["QUIT"]
+    finally:
+        hop.stop()
+    assert outcome.summary == f"127.0.0.1:{hop.port} takes no mail now: it greets with 554 5.7.1 no mail from you"
+
+
+async def test_a_failed_tls_handshake_is_said_in_words(plain_text_tls_hop):
+    outcome = await send_test_message(TestMessage(server="127.0.0.1", port=plain_text_tls_hop, tls="starttls",
+                                                  to="b@example.com"), [].append)
+    assert outcome.summary == f"the TLS handshake with 127.0.0.1:{plain_text_tls_hop} failed: wrong version number"
+
+
+async def test_each_reply_must_come_within_the_reply_timeout():
+    hop = ScriptedHop(Script(delay={"greeting": 5})).start()
+    try:
+        lines = []
+        channel = SmtpChannel(lines.append, connect_timeout=2, reply_timeout=0.3)
+        await channel.connect("127.0.0.1", hop.port)
+        with pytest.raises(SmtpFailure, match=rf"^127\.0\.0\.1:{hop.port} did not answer within 0\.3 s$"):
+            await channel.greeting()
+        await channel.close()
+    finally:
+        hop.stop()
+    assert [line.text for line in lines][1].startswith("connected to 127.0.0.1")
