@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from cryptography import x509
 
 from ..certificates import describe, warnings
+from ..topology import ip_or_none
 from .dns_lookup import LookupFailed, addresses_of
-from .smtp_probe import Line, SmtpChannel, SmtpFailure, TlsInfo, bare_host, features, ip_or_none
+from .smtp_probe import Line, SmtpChannel, SmtpFailure, TlsInfo, bare_host, features, tls_name
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -120,7 +121,7 @@ async def _connect(report: NextHopReport, addresses: list[str], port: int, timeo
     for address in addresses:
         channel = SmtpChannel(_unheard, connect_timeout=timeout, reply_timeout=timeout)
         try:
-            await channel.connect(address, port, server_name=_server_name(report.host))
+            await channel.connect(address, port, server_name=tls_name(report.host))
         except SmtpFailure as failure:
             failures.append(str(failure))
             continue
@@ -129,11 +130,6 @@ async def _connect(report: NextHopReport, addresses: list[str], port: int, timeo
         return channel
     report.errors.append(f"cannot connect to {report.host} port {port}: {'; '.join(failures)}")
     return None
-
-
-def _server_name(host: str) -> str | None:
-    """The name TLS sends and checks: the hop's name, or none when it was given as an address."""
-    return None if ip_or_none(host) else bare_host(host)
 
 
 async def _converse(report: NextHopReport, channel: SmtpChannel, own: set, helo_name: str, cafile,
@@ -157,11 +153,7 @@ async def _converse(report: NextHopReport, channel: SmtpChannel, own: set, helo_
         report.lines.append("STARTTLS: not offered (mail to this hop travels unencrypted)")
         return
     report.starttls = True
-    try:
-        tls = await _start_tls(channel, None)
-    except SmtpFailure as failure:
-        report.errors.append(f"STARTTLS: {failure}")
-        return
+    tls = await _start_tls(channel, None)  # a refusal or a failed handshake: an error, in _check
     report.tls_version = tls.version
     report.lines.append(f"STARTTLS: {tls.version}, {tls.cipher}")
     if not tls.der:
@@ -169,7 +161,7 @@ async def _converse(report: NextHopReport, channel: SmtpChannel, own: set, helo_
         return
     info = describe(x509.load_der_x509_certificate(tls.der))
     report.certificate = info.lines()
-    report.warnings += [f"certificate: {w}" for w in warnings(info, _server_name(report.host))]
+    report.warnings += [f"certificate: {w}" for w in warnings(info, tls_name(report.host))]
     report.verified, reason = await _verify(report, helo_name, cafile, timeout)
     report.lines.append(f"certificate chain: {'verified' if report.verified else 'NOT verified: ' + reason}")
     if not report.verified:

@@ -30,13 +30,14 @@ tool), but their subject, issuer and expiry are always reported.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import socket
 import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+from ..topology import ip_or_none
 
 CONNECT_TIMEOUT = 15.0  # to connect, and for a TLS handshake
 REPLY_TIMEOUT = 60.0  # for each reply
@@ -74,14 +75,6 @@ def bare_host(host: str) -> str:
     return host
 
 
-def ip_or_none(host: str) -> str | None:
-    """The address a host is, written the standard way; None for a name."""
-    try:
-        return str(ipaddress.ip_address(bare_host(host)))
-    except ValueError:
-        return None
-
-
 def where(host: str, port: int) -> str:
     """host:port, an IPv6 address in brackets so the port stands apart."""
     host = bare_host(host)
@@ -96,7 +89,7 @@ def ehlo_name(given: str = "", local_address: str | None = None, fqdn: str | Non
     fqdn = socket.getfqdn() if fqdn is None else fqdn
     if "." in fqdn.strip(".") and not fqdn.startswith("localhost"):
         return fqdn.rstrip(".")
-    address = ip_or_none(local_address or "127.0.0.1") or "127.0.0.1"
+    address = ip_or_none(bare_host(local_address or "")) or "127.0.0.1"
     return f"[IPv6:{address}]" if ":" in address else f"[{address}]"
 
 
@@ -215,8 +208,9 @@ def certificate_info(ssl_object) -> TlsInfo:
     return TlsInfo(ssl_object.version() or "", cipher[0] if cipher else "", subject, issuer, expires, der or b"")
 
 
-def _server_name(host: str) -> str | None:
-    """The name TLS checks and sends (SNI): none for an address (RFC 6066 allows only host names)."""
+def tls_name(host: str) -> str | None:
+    """The name TLS checks and sends (SNI) for a host: none for an address (RFC 6066 allows only host names)."""
+    host = bare_host(host)
     return None if ip_or_none(host) else host
 
 
@@ -261,7 +255,7 @@ class SmtpChannel:
         """Connect to host (a name or an address, IPv6 with or without brackets); `server_name` is the name
         TLS checks and sends when host is an address the name resolved to."""
         self.host, self.port = bare_host(host), port
-        self.server_name = server_name if server_name is not None else _server_name(self.host)
+        self.server_name = server_name if server_name is not None else tls_name(self.host)
         self.report("info", f"connecting to {self.where}{' with TLS' if tls else ''}")
         try:
             self.reader, self.writer = await asyncio.wait_for(
