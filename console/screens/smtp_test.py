@@ -216,7 +216,8 @@ class SmtpTestScreen(Screen):
         finally:
             if self.session is session:
                 self.session = None
-                self.notice("session-view", f"Disconnected from {host}:{port}. " + SESSION_IDLE)
+                if self.is_attached:  # not when the console is quitting
+                    self.notice("session-view", f"Disconnected from {host}:{port}. " + SESSION_IDLE)
 
     def _session_line(self, session: TelnetSession, line: Line) -> None:
         if self.session is not session:

@@ -187,6 +187,19 @@ async def test_both_views_take_an_ipv6_literal_in_brackets_and_quote_a_refusing_
         hop.stop()
 
 
+async def test_quitting_the_console_during_a_session_ends_it_quietly(sink):
+    app = make_app(NO_RELAY)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f6")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "SmtpTestScreen", what="the SMTP screen")
+        screen = app.screen
+        screen.query_one("#session-host").value = "127.0.0.1"
+        screen.query_one("#session-port").value = str(sink.port)
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: "<- 220 " in screen.transcript_text("session-view"), what="the greeting")
+    # leaving run_test shuts the app down with the session still open: no error from its worker
+
+
 def test_replies_are_coloured_by_class():
     colours = {text: str(styled(Line("server", text, 0.0, 0.01)).spans[-1].style)
                for text in ("250 ok", "354 go on", "451 later", "550 no")}
