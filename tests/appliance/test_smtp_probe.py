@@ -187,3 +187,34 @@ async def test_each_reply_must_come_within_the_reply_timeout():
     finally:
         hop.stop()
     assert [line.text for line in lines][1].startswith("connected to 127.0.0.1")
+
+
+@pytest.fixture
+def smtps_server(tmp_path):
+    """TLS from the first byte (port 465 style), with a self-signed certificate."""
+    cert, key = self_signed(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    handler = _Recorder()
+    # aiosmtpd counts only STARTTLS as TLS for auth_require_tls; this connection is TLS from the start
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), ssl_context=context,
+                            authenticator=_authenticator, auth_require_tls=False)
+    controller.start()
+    yield controller, handler
+    controller.stop()
+
+
+async def test_implicit_tls_reports_the_certificate_and_carries_auth(smtps_server):
+    controller, handler = smtps_server
+    lines = []
+    message = TestMessage(server="127.0.0.1", port=controller.port, tls="tls", auth="login", username="admin",
+                          password="s3cret", sender="a@example.net", to="b@example.com")
+    outcome = await send_test_message(message, lines.append)
+    assert outcome.ok, outcome.summary
+    assert handler.messages and handler.messages[0][0] is True
+    texts = [line.text for line in lines]
+    assert texts[0] == f"connecting to 127.0.0.1:{controller.port} with TLS"
+    assert texts[2].startswith("TLS started: TLSv1.") and texts[3].startswith("certificate subject ")
+    assert "STARTTLS" not in [line.text for line in lines if line.kind == "client"]
+    server_lines = [line for line in lines if line.kind == "server"]
+    assert server_lines and all(line.elapsed is not None and line.elapsed >= 0 for line in server_lines)
