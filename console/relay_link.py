@@ -1,7 +1,8 @@
 """The console's connection to the relay daemon.
 
 One worker watches the daemon's status stream and posts `RelayStatus` messages;
-when the daemon is down, slow or refuses us, it says so and tries again by itself.
+when the daemon is down, refuses us, or takes the connection but does not answer
+within the timeout, it says which and tries again by itself.
 Screens make their own calls, each on its own connection, so a slow call never
 holds up the status line: `attempt` for one answer, `follow` for a stream. Both
 hand a failure to the screen in the words of `relay.control.errors.explain`, the
@@ -16,7 +17,7 @@ from typing import Any
 
 from textual.message_pump import MessagePump
 
-from relay.control.async_client import AsyncControlClient
+from relay.control.async_client import CALL_TIMEOUT, AsyncControlClient
 from relay.control.errors import ControlError, PermissionDenied, Unreachable, explain
 
 from .messages import RelayStatus
@@ -26,9 +27,9 @@ RELAY_ERRORS = (Unreachable, PermissionDenied, ControlError, ValueError)  # Valu
 
 
 class RelayLink:
-    def __init__(self, socket_path: str):
+    def __init__(self, socket_path: str, timeout: float = CALL_TIMEOUT):
         self.socket_path = socket_path
-        self.client = AsyncControlClient(socket_path)
+        self.client = AsyncControlClient(socket_path, timeout)
 
     async def call(self, method: str, **parameters: Any) -> dict:
         return await self.client.call(method, **parameters)

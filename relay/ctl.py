@@ -11,9 +11,11 @@
     posternctl names ADDRESS
     posternctl log [-f] [-n LINES]
 
-Human output by default, --json for scripts; --socket and --json go anywhere
-on the line. Exit codes: 0 ok, 1 the daemon
-reported an error, 2 usage, 3 daemon not reachable, 4 permission denied.
+Human output by default, --json for scripts; --socket, --timeout and --json go
+anywhere on the line. Exit codes: 0 ok, 1 the daemon reported an error, 2 usage,
+3 daemon not reachable, 4 permission denied, 5 the daemon took the connection but
+did not answer within the timeout. What each failure means is said once, by
+relay.control.errors.explain, in the words the console uses too.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from pathlib import Path
 import yaml
 
 from .control import errors
-from .control.client import DEFAULT_SOCKET, ControlClient, ControlError, PermissionDenied, Unreachable
+from .control.client import DEFAULT_SOCKET, DEFAULT_TIMEOUT, ControlClient
+from .control.errors import ControlError, NoAnswer, PermissionDenied, Unreachable
 from .printable import printable
 from .queue.query import age_text
 
-EXIT_OK, EXIT_DAEMON_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_DAEMON_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_DENIED, EXIT_NO_ANSWER = 0, 1, 2, 3, 4, 5
 
 
 def print(*values, sep: str = " ", end: str = "\n", file=None, flush: bool = False) -> None:
@@ -58,12 +61,15 @@ def _filter_of(args) -> dict:
 
 
 def _global_options(suppress: bool = False) -> argparse.ArgumentParser:
-    """--socket and --json, taken before the command, after it or between its words, as systemctl and
+    """--socket, --timeout and --json, taken before the command, after it or between its words, as systemctl and
     kubectl take theirs. A command's copies default to SUPPRESS, so they never undo one given earlier."""
     options = argparse.ArgumentParser(add_help=False)
     group = options.add_argument_group("global options")
     group.add_argument("--socket", default=argparse.SUPPRESS if suppress else DEFAULT_SOCKET,
                        help=f"control socket (default {DEFAULT_SOCKET})")
+    group.add_argument("--timeout", type=float, metavar="SECONDS",
+                       default=argparse.SUPPRESS if suppress else DEFAULT_TIMEOUT,
+                       help=f"how long to wait for the daemon's answer (default {DEFAULT_TIMEOUT:g})")
     group.add_argument("--json", action="store_true", default=argparse.SUPPRESS if suppress else False,
                        help="print the daemon's answer as JSON")
     return options
@@ -330,6 +336,13 @@ def run_queue(args, client: ControlClient, emit) -> int:
     return EXIT_OK
 
 
+def _failed(error: Exception, code: int) -> int:
+    """The failure in the words the console uses too; for a socket that did not serve us, what it said."""
+    detail = "" if isinstance(error, ControlError) else f": {error}"
+    print(f"posternctl: {errors.explain(error)}{detail}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -337,17 +350,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit:
         return EXIT_USAGE if exit.code else EXIT_OK
     try:
-        with ControlClient(args.socket, timeout=None if getattr(args, "follow", False) else 30) as client:
+        with ControlClient(args.socket, timeout=None if getattr(args, "follow", False) else args.timeout) as client:
             return run(args, client)
+    except NoAnswer as error:
+        return _failed(error, EXIT_NO_ANSWER)
     except Unreachable as error:
-        print(f"posternctl: daemon not reachable: {error}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return _failed(error, EXIT_UNREACHABLE)
     except PermissionDenied as error:
-        print(f"posternctl: permission denied: {error}", file=sys.stderr)
-        return EXIT_DENIED
+        return _failed(error, EXIT_DENIED)
     except ControlError as error:
-        print(f"posternctl: {errors.explain(error)}", file=sys.stderr)
-        return EXIT_DAEMON_ERROR
+        return _failed(error, EXIT_DAEMON_ERROR)
     except KeyboardInterrupt:
         return EXIT_OK
 

@@ -1,23 +1,25 @@
 """Next-hop check: can this appliance talk SMTP to its relay host, and what does it offer?
 
-Connects to host:port, reads the banner, sends EHLO, tries STARTTLS and reports the
-server's certificate (subject, SANs, validity, whether the chain verifies against the
-trusted CAs and matches the host name). It warns when the hop is this appliance itself:
-mail sent there would loop ("mail for X loops back to myself" in the relay's words).
+Connects to host:port (a name, an address, or an IPv6 address in brackets), reads the banner,
+sends EHLO, tries STARTTLS and reports the server's certificate (subject, SANs, validity, whether
+the chain verifies against the trusted CAs and matches the host name). It warns when the hop is
+this appliance itself: mail sent there would loop ("mail for X loops back to myself" in the
+relay's words). It speaks SMTP through `smtp_probe`, the client the console's SMTP test uses too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import smtplib
-import socket
 import ssl
 from dataclasses import dataclass, field
 
 from cryptography import x509
 
 from ..certificates import describe, warnings
+from ..topology import ip_or_none
 from .dns_lookup import LookupFailed, addresses_of
+from .smtp_probe import Line, SmtpChannel, SmtpFailure, TlsInfo, bare_host, features, tls_name
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -52,10 +54,8 @@ def _greeting_name(reply: str) -> str:
 
 
 def _resolve(host: str, resolver) -> list[str]:
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        return addresses_of(resolver, host)
+    address = ip_or_none(host)
+    return [address] if address else addresses_of(resolver, host)
 
 
 def check_next_hop(
@@ -63,19 +63,28 @@ def check_next_hop(
     port: int = 25,
     *,
     resolver=None,
-    helo_name: str = "postern.localdomain",
+    helo_name: str = "",  # none: smtp_probe.ehlo_name's choice
     own_names: tuple[str, ...] = (),
     local_addresses: set[str] = frozenset(),
     listen_ports: set[int] = frozenset(),  # the relay's (none known: 25, its default)
     cafile: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> NextHopReport:
+    """The check, start to end; `timeout` bounds connecting, each reply and each TLS handshake.
+
+    It blocks: call it from a thread (or the command line), never on a running event loop."""
+    return asyncio.run(_check(host, port, resolver, helo_name, own_names, set(local_addresses), listen_ports,
+                              cafile, timeout))
+
+
+async def _check(host, port, resolver, helo_name, own_names, local_addresses, listen_ports, cafile,
+                 timeout) -> NextHopReport:
     report = NextHopReport(host, port)
     own = {name.lower().rstrip(".") for name in own_names if name}
     if host.lower().rstrip(".") in own:
         report.warnings.append(f"{host} is this appliance's own name: mail sent there loops back to itself")
     try:
-        addresses = _resolve(host, resolver)
+        addresses = _resolve(bare_host(host), resolver)
     except LookupFailed as error:
         report.errors.append(str(error))
         return report
@@ -83,129 +92,108 @@ def check_next_hop(
         report.errors.append(f"{host} has no A or AAAA record: check the name, or use its IP address")
         return report
     for address in addresses:
-        if is_local(address, set(local_addresses)) and port in (listen_ports or {25}):
+        if is_local(address, local_addresses) and port in (listen_ports or {25}):
             report.warnings.append(
                 f"{host}:{port} is this appliance itself ({address} is one of its addresses and it listens on "
                 f"port {port}): mail sent there loops back to itself; name the next mail server instead"
             )
             break
-    client = _connect(report, addresses, port, helo_name, timeout)
-    if client is None:
+    channel = await _connect(report, addresses, port, timeout)
+    if channel is None:
         return report
     try:
-        _converse(report, client, host, own, cafile, timeout)
+        await _converse(report, channel, own, helo_name, cafile, timeout)
+    except SmtpFailure as failure:
+        report.errors.append(str(failure))
     finally:
-        try:
-            client.quit()
-        except (smtplib.SMTPException, OSError):
-            client.close()
+        await channel.quit()
+        await channel.close()
     return report
 
 
-def _connect(report: NextHopReport, addresses: list[str], port: int, helo_name: str, timeout: float):
+def _unheard(line: Line) -> None:
+    """The check keeps its own account (`NextHopReport.lines`), not the line-by-line transcript."""
+
+
+async def _connect(report: NextHopReport, addresses: list[str], port: int, timeout: float) -> SmtpChannel | None:
+    """A connection to the first address that takes one; None, with the reasons, if none does."""
     failures = []
     for address in addresses:
-        client = smtplib.SMTP(local_hostname=helo_name, timeout=timeout)
+        channel = SmtpChannel(_unheard, connect_timeout=timeout, reply_timeout=timeout)
         try:
-            code, message = client.connect(address, port)
-        except (OSError, smtplib.SMTPException) as error:
-            client.close()
-            failures.append(f"{address}: {_error_text(error)}")
+            await channel.connect(address, port, server_name=tls_name(report.host))
+        except SmtpFailure as failure:
+            failures.append(str(failure))
             continue
         report.address = address
-        report.banner = f"{code} {message.decode('utf-8', 'replace')}"
         report.lines.append(f"connected to {address} port {port}")
-        report.lines.append(f"banner: {report.banner}")
-        if code != 220:
-            report.errors.append(f"the server greets with {code}, not 220: it does not accept mail now")
-            client.close()
-            return None
-        return client
+        return channel
     report.errors.append(f"cannot connect to {report.host} port {port}: {'; '.join(failures)}")
     return None
 
 
-def _error_text(error: Exception) -> str:
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused (nothing listens there, or a firewall rejects it)"
-    if isinstance(error, (socket.timeout, TimeoutError)):
-        return "timed out (a firewall may drop the traffic)"
-    return str(error) or type(error).__name__
-
-
-def _converse(report: NextHopReport, client: smtplib.SMTP, host: str, own: set, cafile, timeout) -> None:
-    code, message = client.ehlo()
-    lines = message.decode("utf-8", "replace").splitlines()
-    report.ehlo = lines
-    report.lines.append(f"EHLO: {code} {' | '.join(lines)}")
-    if code != 250:
-        report.errors.append(f"EHLO refused with {code}: {' '.join(lines)}")
+async def _converse(report: NextHopReport, channel: SmtpChannel, own: set, helo_name: str, cafile,
+                    timeout: float) -> None:
+    try:
+        await channel.greeting()
+    finally:
+        if channel.banner is not None:
+            report.banner = str(channel.banner)
+            report.lines.append(f"banner: {report.banner}")
+    reply = await channel.ehlo(helo_name)
+    report.ehlo = list(reply.lines)
+    report.lines.append(f"EHLO: {reply.code} {' | '.join(reply.lines)}")
+    if reply.code != 250:
+        report.errors.append(f"EHLO refused with {reply.code}: {' '.join(reply.lines)}")
         return
-    greeting = _greeting_name(lines[0]) if lines else ""
+    greeting = _greeting_name(reply.lines[0]) if reply.lines else ""
     if greeting and greeting in own:
         report.warnings.append(f"the server calls itself {greeting}, this appliance's own name: a mail loop")
-    if not client.has_extn("starttls"):
+    if "STARTTLS" not in features(reply):
         report.lines.append("STARTTLS: not offered (mail to this hop travels unencrypted)")
         return
     report.starttls = True
-    try:
-        _start_tls(client, _unverified_context(), None)
-    except (ssl.SSLError, smtplib.SMTPException, OSError) as error:
-        report.errors.append(f"STARTTLS failed: {error}")
+    tls = await _start_tls(channel, None)  # a refusal or a failed handshake: an error, in _check
+    report.tls_version = tls.version
+    report.lines.append(f"STARTTLS: {tls.version}, {tls.cipher}")
+    if not tls.der:
+        report.warnings.append("certificate: the server sent none")
         return
-    report.tls_version = client.sock.version() or ""
-    der = client.sock.getpeercert(binary_form=True)
-    certificate = x509.load_der_x509_certificate(der)
-    info = describe(certificate)
-    report.lines.append(f"STARTTLS: {report.tls_version}, {client.sock.cipher()[0]}")
+    info = describe(x509.load_der_x509_certificate(tls.der))
     report.certificate = info.lines()
-    hostname = None if _is_ip(host) else host
-    report.warnings += [f"certificate: {w}" for w in warnings(info, hostname)]
-    report.verified, reason = _verify(report.address, report.port, host, client.local_hostname, cafile, timeout)
+    report.warnings += [f"certificate: {w}" for w in warnings(info, tls_name(report.host))]
+    report.verified, reason = await _verify(report, helo_name, cafile, timeout)
     report.lines.append(f"certificate chain: {'verified' if report.verified else 'NOT verified: ' + reason}")
     if not report.verified:
         report.warnings.append(f"certificate: not trusted ({reason}): fine for opportunistic TLS, "
                                "but a hop that requires verified TLS will fail")
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+async def _start_tls(channel: SmtpChannel, context: ssl.SSLContext | None) -> TlsInfo:
+    """STARTTLS on a connection that has said EHLO; without a context, any certificate is accepted."""
+    channel.send("STARTTLS")
+    reply = await channel.read_reply()
+    if reply.code != 220:
+        raise SmtpFailure(f"STARTTLS refused: {reply}")
+    return await channel.start_tls(context)
 
 
-def _unverified_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def _start_tls(client: smtplib.SMTP, context: ssl.SSLContext, server_hostname: str | None) -> None:
-    """STARTTLS on an open connection, checking the certificate against `server_hostname` if the context does."""
-    code, message = client.docmd("STARTTLS")
-    if code != 220:
-        raise smtplib.SMTPResponseException(code, message)
-    client.sock = context.wrap_socket(client.sock, server_hostname=server_hostname)
-    client.file = None  # smtplib reads replies through a file made from the (new) socket
-
-
-def _verify(address: str, port: int, host: str, helo_name: str, cafile, timeout) -> tuple[bool, str]:
+async def _verify(report: NextHopReport, helo_name: str, cafile, timeout: float) -> tuple[bool, str]:
     """A second connection whose STARTTLS checks the chain and the name, as a strict sender would."""
     context = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
     # Python 3.13 adds strict X.509 checks that OpenSSL, and so Postfix or Exchange, do not make by default.
     context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
-    client = smtplib.SMTP(local_hostname=helo_name, timeout=timeout)
+    channel = SmtpChannel(_unheard, connect_timeout=timeout, reply_timeout=timeout)
     try:
-        client.connect(address, port)
-        client.ehlo()
-        _start_tls(client, context, host)
+        await channel.connect(report.address, report.port, server_name=bare_host(report.host))
+        await channel.greeting()
+        await channel.ehlo(helo_name)
+        await _start_tls(channel, context)
         return True, ""
-    except ssl.SSLCertVerificationError as error:
-        return False, error.verify_message or str(error)
-    except (ssl.SSLError, smtplib.SMTPException, OSError) as error:
-        return False, str(error)
+    except SmtpFailure as failure:
+        if isinstance(failure.cause, ssl.SSLCertVerificationError):
+            return False, failure.cause.verify_message or str(failure.cause)
+        return False, str(failure)
     finally:
-        client.close()
+        await channel.quit()
+        await channel.close()

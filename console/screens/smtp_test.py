@@ -1,7 +1,7 @@
 """The SMTP test client, two ways: a telnet-style session, and a guided test message like swaks.
 
-All network I/O is in console.smtp_session, run in workers; this screen only draws
-what it reports. Ctrl+T switches between the two views; each keeps its own transcript,
+All network I/O is in appliance.diagnostics.smtp_probe (the session) and smtp_send (the
+test message), run in workers; this screen only draws what they report. Ctrl+T switches between the two views; each keeps its own transcript,
 which Ctrl+S saves to a file in the home directory.
 """
 
@@ -21,8 +21,9 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Input, Label, RichLog, Static, TextArea
 from textual.worker import Worker
 
-from ..smtp_session import (TLS_MODE_NAMES, FieldProblem, Line, SmtpFailure, TelnetSession, TestMessage,
-                            check, send_test_message)
+from appliance.diagnostics.smtp_probe import FieldProblem, Line, SmtpFailure, TelnetSession
+from appliance.diagnostics.smtp_send import TLS_MODE_NAMES, TestMessage, check, send_test_message
+
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
 
@@ -215,7 +216,8 @@ class SmtpTestScreen(Screen):
         finally:
             if self.session is session:
                 self.session = None
-                self.notice("session-view", f"Disconnected from {host}:{port}. " + SESSION_IDLE)
+                if self.is_attached:  # not when the console is quitting
+                    self.notice("session-view", f"Disconnected from {host}:{port}. " + SESSION_IDLE)
 
     def _session_line(self, session: TelnetSession, line: Line) -> None:
         if self.session is not session:

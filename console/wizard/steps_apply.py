@@ -11,6 +11,8 @@ from textual.binding import Binding
 from textual.widgets import Input, Static
 
 from appliance.certificates import CertificateError
+from appliance.diagnostics.smtp_probe import Line
+from appliance.diagnostics.smtp_send import TestMessage, send_test_message
 from appliance.network.apply import ApplyError
 from appliance.network.kernel import KernelError
 from appliance.network.networkd import ServiceError
@@ -20,7 +22,6 @@ from relay.control.client import ControlError, PermissionDenied, Unreachable
 from relay.control.errors import explain
 
 from ..screens.smtp_test import styled
-from ..smtp_session import Line, TestMessage, send_test_message
 from .draft import Draft
 from .step import StepScreen, field_input, value_of
 

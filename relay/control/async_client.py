@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from . import errors
-from .client import ControlError, PermissionDenied, Unreachable
+from .errors import ControlError, NoAnswer, PermissionDenied, Unreachable
 
 CALL_TIMEOUT = 10.0
 READ_LIMIT = 64 << 20
@@ -28,17 +28,18 @@ class AsyncControlClient:
             raise PermissionDenied(f"{self.path}: {error.strerror}") from None
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise Unreachable(f"{self.path}: {error.strerror}") from None
-        except (OSError, asyncio.TimeoutError) as error:
-            raise Unreachable(f"{self.path}: {getattr(error, 'strerror', None) or 'no answer'}") from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise NoAnswer(self.path, self.timeout) from None
+        except OSError as error:
+            raise Unreachable(f"{self.path}: {error.strerror or error}") from None
 
-    @staticmethod
-    async def _receive(reader: asyncio.StreamReader, timeout: float | None) -> dict:
+    async def _receive(self, reader: asyncio.StreamReader, timeout: float | None) -> dict:
         try:
             data = await asyncio.wait_for(reader.readuntil(b"\0"), timeout)
-        except asyncio.TimeoutError:
-            raise Unreachable("the relay did not answer in time") from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise NoAnswer(self.path, timeout) from None
         except (asyncio.IncompleteReadError, ConnectionError):
-            raise Unreachable("the relay closed the connection") from None
+            raise Unreachable(f"{self.path}: the relay closed the connection") from None
         reply = json.loads(data[:-1])
         if "error" in reply:
             if reply["error"] == errors.PERMISSION_DENIED:
@@ -56,12 +57,16 @@ class AsyncControlClient:
             writer.close()
 
     async def stream(self, method: str, **parameters: Any) -> AsyncIterator[dict]:
+        """The replies as they come: the first within the timeout (the relay answers a stream at once), the
+        others whenever there is news."""
         reader, writer = await self._open()
         try:
             writer.write(json.dumps({"method": method, "parameters": parameters, "more": True}).encode() + b"\0")
             await writer.drain()
+            timeout = self.timeout
             while True:
-                reply = await self._receive(reader, None)
+                reply = await self._receive(reader, timeout)
+                timeout = None
                 yield reply.get("parameters", {})
                 if not reply.get("continues"):
                     return

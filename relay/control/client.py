@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import errors
-from .errors import ControlError, PermissionDenied, Unreachable
+from .errors import ControlError, NoAnswer, PermissionDenied, Unreachable
 
 DEFAULT_SOCKET = "/run/postern/control.sock"
 DEFAULT_TIMEOUT = 30.0
@@ -37,7 +37,10 @@ class ControlClient:
             raise PermissionDenied(f"{self.path}: {error.strerror}") from None
         except (FileNotFoundError, ConnectionRefusedError) as error:
             sock.close()
-            raise Unreachable(f"{self.path}: {error.strerror}: is postern-relay running?") from None
+            raise Unreachable(f"{self.path}: {error.strerror}") from None
+        except TimeoutError:
+            sock.close()
+            raise NoAnswer(self.path, self.timeout) from None
         except OSError as error:
             sock.close()
             raise Unreachable(f"{self.path}: {error.strerror or error}") from None
@@ -51,14 +54,19 @@ class ControlClient:
     def _send(self, message: dict) -> None:
         if self._sock is None:
             self.connect()
-        self._sock.sendall(json.dumps(message).encode() + b"\0")
+        try:
+            self._sock.sendall(json.dumps(message).encode() + b"\0")
+        except TimeoutError:
+            raise NoAnswer(self.path, self.timeout) from None
+        except OSError as error:
+            raise Unreachable(f"{self.path}: {error.strerror or error}") from None
 
     def _receive(self) -> dict:
         while b"\0" not in self._buffer:
             try:
                 chunk = self._sock.recv(65536)
-            except socket.timeout:
-                raise Unreachable(f"{self.path}: the daemon did not answer in {self.timeout:g} s") from None
+            except TimeoutError:
+                raise NoAnswer(self.path, self.timeout) from None
             if not chunk:
                 raise Unreachable(f"{self.path}: the daemon closed the connection")
             self._buffer += chunk

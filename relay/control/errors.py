@@ -2,7 +2,9 @@
 
 The daemon, its clients, posternctl and the console use these names; what each means and its parameters:
 the `error` lines of the `*.varlink` files beside this module (a test keeps the two lists the same).
-`explain` is what an admin reads about a failed call, in posternctl and in the console alike.
+`explain` is what an admin reads about a failed call, in posternctl and in the console alike: a relay
+that is not running, one that refuses this user, one that takes the connection but does not answer in
+time, and every error the relay answers with.
 """
 
 from __future__ import annotations
@@ -41,12 +43,25 @@ class Unreachable(Exception):
     """No daemon answers on the socket (not running, wrong path)."""
 
 
+class NoAnswer(Unreachable):
+    """The daemon took the connection but did not answer within `timeout` seconds: running, but busy or stuck.
+
+    An `Unreachable` too, so that a caller that only tells "answered" from "not" treats it as no answer."""
+
+    def __init__(self, path: str, timeout: float):
+        super().__init__(f"{path}: connected, but no answer")
+        self.path = path
+        self.timeout = timeout
+
+
 class PermissionDenied(Exception):
     """The socket or the daemon refused this user."""
 
 
 def explain(error: Exception) -> str:
     """A failed control call in words a mail admin understands."""
+    if isinstance(error, NoAnswer):
+        return f"Relay: did not answer within {error.timeout:g} s (it is running, but busy or stuck)"
     if isinstance(error, Unreachable):
         return "Relay: not running (no answer on the control socket)"
     if isinstance(error, PermissionDenied):

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ssl
 import subprocess
+import time
 
 import pytest
 
 from appliance.diagnostics.dns_lookup import LookupFailed, lookup, lookup_name, make_resolver
 from appliance.diagnostics.helo import FAIL, PASS, check_helo
 from appliance.diagnostics.next_hop import check_next_hop
+from appliance.diagnostics.smtp_probe import ehlo_name
 from tests.support.certs import self_signed
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
+from tests.support.plain_text_tls import plain_text_tls_hop  # noqa: F401 (a fixture)
+from tests.support.scripted_hop import Script, ScriptedHop
 from tests.support.sink import Sink
 
 from .conftest import COMMAND, ROOT, write_config
@@ -148,8 +152,8 @@ def test_next_hop_warns_when_the_hop_is_this_appliance(sink, resolver):
 def test_next_hop_that_refuses_or_does_not_exist(resolver):
     port = free_port()
     refused = check_next_hop("127.0.0.1", port, resolver=resolver, timeout=5)
-    assert refused.errors == [f"cannot connect to 127.0.0.1 port {port}: 127.0.0.1: connection refused "
-                              "(nothing listens there, or a firewall rejects it)"]
+    assert refused.errors == [f"cannot connect to 127.0.0.1 port {port}: connection refused: nothing listens on "
+                              f"127.0.0.1:{port}, or a firewall rejects it"]
     unknown = check_next_hop("missing.example.com", 25, resolver=resolver, timeout=5)
     assert unknown.errors == ["missing.example.com has no A or AAAA record: check the name, or use its IP address"]
 
@@ -177,3 +181,58 @@ def test_the_diag_commands(dns_server, sink, tmp_path):
     not_an_address = run("helo", "--ip", "gw.example.com", "--server", dns_server.address)
     assert not_an_address.returncode == 1 and not_an_address.stderr.startswith(
         "postern-appliance: --ip: 'gw.example.com' is not an IP address")
+
+
+# --- where the next-hop check and the console's SMTP test once disagreed (now one client, smtp_probe) ---
+
+
+def test_next_hop_that_takes_the_connection_but_never_greets_is_named_as_such(resolver):
+    hop = ScriptedHop(Script(delay={"greeting": 5})).start()
+    try:
+        started = time.monotonic()
+        report = check_next_hop("127.0.0.1", hop.port, resolver=resolver, timeout=0.5)
+        waited = time.monotonic() - started
+    finally:
+        hop.stop()
+    assert f"connected to 127.0.0.1 port {hop.port}" in report.lines
+    assert report.errors == [f"127.0.0.1:{hop.port} did not answer within 0.5 s"]
+    assert waited < 3
+
+
+@pytest.mark.parametrize("greeting", ["554 5.7.1 no mail from you", "421 4.3.2 too busy, try later"])
+def test_next_hop_that_greets_with_a_refusal_is_quoted_and_told_quit(resolver, greeting):
+    hop = ScriptedHop(Script(greeting=greeting)).start()
+    try:
+        report = check_next_hop("127.0.0.1", hop.port, resolver=resolver, timeout=5)
+        assert hop.verbs() == ["QUIT"]  # RFC 5321 3.1: after a 554 greeting the client says QUIT
+    finally:
+        hop.stop()
+    assert report.banner == greeting
+    assert report.errors == [f"127.0.0.1:{hop.port} takes no mail now: it greets with {greeting}"]
+
+
+def test_next_hop_whose_tls_handshake_fails_says_why_in_words(resolver, plain_text_tls_hop):
+    report = check_next_hop("127.0.0.1", plain_text_tls_hop, resolver=resolver, timeout=5)
+    assert report.starttls
+    assert report.errors == [f"the TLS handshake with 127.0.0.1:{plain_text_tls_hop} failed: wrong version number"]
+
+
+def test_next_hop_given_as_an_ipv6_literal_in_brackets(resolver):
+    hop = ScriptedHop(host="::1").start()
+    try:
+        report = check_next_hop("[::1]", hop.port, resolver=resolver, timeout=5)
+    finally:
+        hop.stop()
+    assert report.errors == [] and report.address == "::1"
+    assert report.banner == "220 hop.example.org ESMTP"
+
+
+def test_next_hop_says_ehlo_with_a_name_servers_take(resolver):
+    hop = ScriptedHop().start()
+    try:
+        check_next_hop("127.0.0.1", hop.port, resolver=resolver, timeout=5)  # no HELO name given
+        named = ehlo_name("", "127.0.0.1")
+        assert [line for _, line in hop.commands] == [f"EHLO {named}", "QUIT"]
+    finally:
+        hop.stop()
+    assert "." in named.strip("[]") and named != "localhost"

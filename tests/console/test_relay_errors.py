@@ -1,4 +1,6 @@
-"""A failed control call reads the same in posternctl and on every console screen: relay.control.errors.explain."""
+"""A failed control call reads the same in posternctl and on every console screen: relay.control.errors.explain.
+
+A relay that takes the connection but does not answer reads as such, not as one that is not running."""
 
 import subprocess
 import sys
@@ -9,8 +11,9 @@ from console.app import make_app
 from console.relay_link import RelayLink
 from console.screens.message_detail import MessageScreen
 from relay.control.client import ControlClient, ControlError
-from relay.control.errors import explain
+from relay.control.errors import NoAnswer, explain
 from tests.console.conftest import text_of, until
+from tests.support.control_socket import SilentSocket
 
 NO_SUCH_ID = "0000000000000000"
 
@@ -45,3 +48,18 @@ async def test_an_address_that_is_not_one_reads_alike_in_posternctl_and_the_cons
                                                                address="gw.example.com")
     assert answer is None
     assert words == [posternctl(queued_relay, "names", "gw.example.com")] == ["'gw.example.com' is not an IP address"]
+
+
+async def test_a_relay_that_takes_the_connection_but_never_answers_reads_as_slow_not_as_not_running(tmp_path):
+    path = str(tmp_path / "control.sock")
+    slow = explain(NoAnswer(path, 0.5))
+    assert slow == "Relay: did not answer within 0.5 s (it is running, but busy or stuck)"
+    with SilentSocket(path) as silent:
+        words = []
+        assert await RelayLink(path, timeout=0.5).attempt("io.postern.Status.Get", words.append) is None
+        assert words == [slow] and silent.connections
+        app = make_app(path)
+        app.link = RelayLink(path, timeout=0.5)  # the status stream's first answer is due within this
+        async with app.run_test(size=(100, 25)) as pilot:
+            await until(pilot, lambda: slow in text_of(app, "#status-line"), what="the relay's silence")
+            assert "not running" not in text_of(app, "#status-line")

@@ -3,10 +3,11 @@
 import email
 import email.policy
 
+from appliance.diagnostics.smtp_probe import Line
 from console.app import make_app
 from console.screens.smtp_test import styled
-from console.smtp_session import Line
 from tests.console.conftest import text_of, until
+from tests.support.scripted_hop import Script, ScriptedHop
 
 NO_RELAY = "/nonexistent/control.sock"  # the SMTP test client needs no relay
 
@@ -159,6 +160,44 @@ async def test_session_reports_a_server_that_is_not_there():
         screen.query_one("#session-command").value = "EHLO x"
         await pilot.press("enter")
         assert "Not connected" in text_of(app, "#session-notice")
+
+
+async def test_both_views_take_an_ipv6_literal_in_brackets_and_quote_a_refusing_greeting():
+    hop = ScriptedHop(Script(greeting="554 5.7.1 no mail from you"), host="::1").start()
+    refusal = f"[::1]:{hop.port} takes no mail now: it greets with 554 5.7.1 no mail from you"
+    try:
+        app = make_app(NO_RELAY)
+        async with app.run_test(size=(80, 25)) as pilot:
+            await pilot.press("f6")
+            await until(pilot, lambda: app.screen.__class__.__name__ == "SmtpTestScreen", what="the SMTP screen")
+            screen = app.screen
+            screen.query_one("#session-host").value = "[::1]"
+            screen.query_one("#session-port").value = str(hop.port)
+            await pilot.press("ctrl+o")
+            await until(pilot, lambda: "<- 554 5.7.1" in screen.transcript_text("session-view"), what="the greeting")
+            assert f"connected to ::1 port {hop.port}" in screen.transcript_text("session-view")
+            await pilot.press("escape")  # the server keeps the line open after its 554: hang up
+            await until(pilot, lambda: "Disconnected" in text_of(app, "#session-notice"), what="the hang-up")
+            await pilot.press("ctrl+t")
+            fill(app, server="[::1]", port=str(hop.port), to="bob@example.com")
+            await pilot.press("ctrl+g")
+            await until(pilot, lambda: refusal in text_of(app, "#send-notice"), what="the refusal")
+            assert "-> QUIT" in screen.transcript_text("send-view")
+    finally:
+        hop.stop()
+
+
+async def test_quitting_the_console_during_a_session_ends_it_quietly(sink):
+    app = make_app(NO_RELAY)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f6")
+        await until(pilot, lambda: app.screen.__class__.__name__ == "SmtpTestScreen", what="the SMTP screen")
+        screen = app.screen
+        screen.query_one("#session-host").value = "127.0.0.1"
+        screen.query_one("#session-port").value = str(sink.port)
+        await pilot.press("ctrl+o")
+        await until(pilot, lambda: "<- 220 " in screen.transcript_text("session-view"), what="the greeting")
+    # leaving run_test shuts the app down with the session still open: no error from its worker
 
 
 def test_replies_are_coloured_by_class():

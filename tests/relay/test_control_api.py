@@ -300,7 +300,7 @@ def test_posternctl_human_json_mailq_and_exit_codes(down_relay):
     assert ctl(down_relay, "frobnicate").returncode == 2
     gone = subprocess.run(CTL + ["--socket", str(down_relay.workdir / "nothing.sock"), "status"],
                           capture_output=True, text=True, timeout=30)
-    assert gone.returncode == 3 and "not reachable" in gone.stderr
+    assert gone.returncode == 3 and "Relay: not running" in gone.stderr
     bad = down_relay.workdir / "bad.yaml"
     bad.write_text("mta:\n  hostname: gw.example.com\n  listen: ['127.0.0.1:99999']\n")
     validated = ctl(down_relay, "config", "validate", str(bad))

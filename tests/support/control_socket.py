@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 
@@ -31,3 +32,34 @@ def raw_exchange(path: Path | str, payload: bytes, timeout: float = 10.0) -> byt
 def replies(data: bytes) -> list[bytes]:
     """The NUL-terminated replies in what the daemon sent."""
     return [part for part in data.split(b"\0") if part]
+
+
+class SilentSocket:
+    """A Unix socket that takes every connection and reads what comes, but never answers: a stuck relay."""
+
+    def __init__(self, path: Path | str):
+        self.path = str(path)
+        self.connections: list[socket.socket] = []
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.path)
+        self._listener.listen(16)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SilentSocket:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(5)
+        for connection in self.connections:
+            connection.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
