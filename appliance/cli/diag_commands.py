@@ -9,8 +9,7 @@ from relay.names import canonical_address
 
 from ..diagnostics.dns_lookup import LookupFailed, lookup, make_resolver
 from ..diagnostics.helo import PASS, check_helo
-from ..diagnostics.next_hop import check_next_hop
-from ..network.kernel import KernelError, read_kernel_state
+from ..diagnostics.next_hop import check_next_hop, configured_hops, local_addresses, parse_target
 from ..schema import load_config_file
 from . import exit_codes
 from .output import complain, say
@@ -100,34 +99,18 @@ def run_helo(args) -> int:
     return exit_codes.OK if verdict.verdict == PASS else exit_codes.CHECK_FAILED
 
 
-def parse_target(text: str) -> tuple[str, int]:
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 25
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, 25
-
-
-def _local_addresses() -> set[str]:
-    try:
-        state = read_kernel_state()
-    except KernelError:
-        return set()
-    return {address.address for link in state.links for address in link.addresses}
-
-
 @_guarded
 def run_next_hop(args) -> int:
     config, resolver = _context(args)
-    targets = []
+    configured = configured_hops(config.mta) if config else []
     if args.target:
-        targets.append(parse_target(args.target))
-    elif config:
-        for relay in (config.mta.internal_relay, config.mta.external_relay):
-            if relay.host:
-                targets.append((relay.host, relay.port))
+        try:
+            targets = [parse_target(args.target, configured)]
+        except ValueError as error:
+            complain(f"HOST[:PORT]: {error}")
+            return exit_codes.INVALID
+    else:
+        targets = configured
     if not targets:
         complain("name a HOST[:PORT], or give --config with mta.internal_relay or mta.external_relay set")
         return exit_codes.INVALID
@@ -139,17 +122,17 @@ def run_next_hop(args) -> int:
         listen_ports = {listen.port for listen in config.mta.listen}
         helo_name = config.mta.outgoing_helo
     code = exit_codes.OK
-    for host, port in targets:
-        report = check_next_hop(host, port, resolver=resolver, helo_name=helo_name, own_names=tuple(own),
-                                local_addresses=_local_addresses(), listen_ports=listen_ports,
-                                cafile=args.cafile, timeout=args.timeout)
-        say(f"next hop {host}:{port}")
+    for hop in targets:
+        report = check_next_hop(hop.host, hop.port, resolver=resolver, helo_name=helo_name, own_names=tuple(own),
+                                local_addresses=local_addresses(), listen_ports=listen_ports,
+                                cafile=args.cafile, timeout=args.timeout, tls_policy=hop.tls)
+        say(hop.title)
         for line in report.lines + [f"  {line}" for line in report.certificate]:
             say(f"  {line}")
         for warning in report.warnings:
             say(f"  warning: {warning}")
         for error in report.errors:
-            complain(f"{host}:{port}: {error}")
+            complain(f"{hop.host}:{hop.port}: {error}")
         if not report.ok:
             code = exit_codes.CHECK_FAILED
     return code

@@ -22,12 +22,70 @@ from .dns_lookup import LookupFailed, addresses_of
 from .smtp_probe import Line, SmtpChannel, SmtpFailure, TlsInfo, bare_host, features, tls_name
 
 DEFAULT_TIMEOUT = 10.0
+# Policies under which a hop without STARTTLS (or, for verify, without a trusted certificate) gets no mail.
+NEEDS_TLS = ("encrypt", "verify")
+UNTRUSTED = "certificate: not trusted"
+TARGET_FORMAT = "write the next hop as HOST:PORT, such as mail.example.com:25 or [2001:db8::25]:25"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A next hop to check, and where it comes from: the configuration's relay hosts carry their role
+    and their TLS policy, and the check judges the hop against that policy."""
+
+    host: str
+    port: int = 25
+    role: str = ""  # "internal relay host" or "external relay host"; "" for a hop typed by hand
+    tls: str = ""  # the configured policy (relay.config.TLS_LEVELS); "" when none is known
+
+    @property
+    def title(self) -> str:
+        where = f"{self.host}:{self.port}"
+        if not self.role:
+            return f"next hop {where}"
+        return f"{self.role} {where} (tls: {self.tls})"
+
+
+def configured_hops(mta) -> list[Hop]:
+    """The relay hosts an `MtaConfig` names: where mail for the relay domains goes, and where the rest goes."""
+    roles = (("internal relay host (mail for the relay domains)", mta.internal_relay),
+             ("external relay host (all other mail)", mta.external_relay))
+    return [Hop(relay.host, relay.port, role, relay.tls) for role, relay in roles if relay.host]
+
+
+def parse_target(text: str, configured: list[Hop] = ()) -> Hop:
+    """`HOST`, `HOST:PORT`, `[IPV6]` or `[IPV6]:PORT` as a Hop; a configured hop keeps its role and policy.
+    ValueError, saying how to write it, for anything else."""
+    text = text.strip()
+    host, port = text, "25"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("25" if not rest else "")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: {TARGET_FORMAT}")
+    hop = Hop(host, int(port))
+    same = [h for h in configured if (h.host.lower(), h.port) == (host.lower(), hop.port)]
+    return same[0] if same else hop
+
+
+def local_addresses(netns: str | None = None) -> set[str]:
+    """This machine's addresses (in `netns`), to tell a hop that is the appliance itself; none if unknown."""
+    from ..network.kernel import KernelError, read_kernel_state
+
+    try:
+        state = read_kernel_state(netns)
+    except (KernelError, OSError, RuntimeError):
+        return set()
+    return {address.address for link in state.links for address in link.addresses}
 
 
 @dataclass
 class NextHopReport:
     host: str
     port: int
+    tls_policy: str = ""
     address: str | None = None
     banner: str = ""
     ehlo: list[str] = field(default_factory=list)
@@ -69,12 +127,31 @@ def check_next_hop(
     listen_ports: set[int] = frozenset(),  # the relay's (none known: 25, its default)
     cafile: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    tls_policy: str = "",  # the hop's configured policy: a hop that cannot meet it gets no mail
 ) -> NextHopReport:
     """The check, start to end; `timeout` bounds connecting, each reply and each TLS handshake.
 
     It blocks: call it from a thread (or the command line), never on a running event loop."""
-    return asyncio.run(_check(host, port, resolver, helo_name, own_names, set(local_addresses), listen_ports,
-                              cafile, timeout))
+    report = asyncio.run(_check(host, port, resolver, helo_name, own_names, set(local_addresses), listen_ports,
+                                cafile, timeout))
+    report.tls_policy = tls_policy
+    _judge_policy(report)
+    return report
+
+
+def _judge_policy(report: NextHopReport) -> None:
+    """What the relay will do with this hop under its configured TLS policy, as the relay's delivery does."""
+    policy = report.tls_policy
+    if policy and policy != "verify":  # an untrusted certificate is what this policy accepts: no warning
+        report.warnings = [w for w in report.warnings if not w.startswith(UNTRUSTED)]
+    if report.errors or report.address is None or policy not in NEEDS_TLS:
+        return
+    if not report.starttls:
+        report.errors.append(f"its policy is tls: {policy} and it offers no STARTTLS: every message to it is "
+                             "deferred; turn STARTTLS on at that server, or lower the policy to may")
+    elif policy == "verify" and report.verified is False:
+        report.errors.append("its policy is tls: verify and its certificate is not trusted: every message to it "
+                             "is deferred; give it a certificate from a trusted CA, or lower the policy to encrypt")
 
 
 async def _check(host, port, resolver, helo_name, own_names, local_addresses, listen_ports, cafile,
@@ -165,7 +242,7 @@ async def _converse(report: NextHopReport, channel: SmtpChannel, own: set, helo_
     report.verified, reason = await _verify(report, helo_name, cafile, timeout)
     report.lines.append(f"certificate chain: {'verified' if report.verified else 'NOT verified: ' + reason}")
     if not report.verified:
-        report.warnings.append(f"certificate: not trusted ({reason}): fine for opportunistic TLS, "
+        report.warnings.append(f"{UNTRUSTED} ({reason}): fine for opportunistic TLS, "
                                "but a hop that requires verified TLS will fail")
 
 

@@ -20,6 +20,7 @@ from textual.worker import get_current_worker
 
 from appliance.diagnostics.dns_lookup import LookupFailed
 from appliance.diagnostics.helo import PASS
+from appliance.diagnostics.next_hop import NEEDS_TLS, Hop
 
 from ..system import FieldError
 from ..system.diagnostics import RECORD_TYPES, DnsResult
@@ -148,8 +149,8 @@ class DiagnosticsScreen(AreaScreen):
                 title = f"HELO check: {'PASS' if verdict.verdict == PASS else 'FAIL'}"
             else:
                 lines, header = [], ""
-                for host, port in self.appliance.diagnostics.next_hop_targets(values[0]):
-                    lines += self.hop_lines(host, port, servers)
+                for hop in self.appliance.diagnostics.next_hop_targets(values[0]):
+                    lines += self.hop_lines(hop, servers)
         except FieldError as error:
             self.post_message(DiagProblem(title, error.field, error.message))
             return
@@ -161,15 +162,16 @@ class DiagnosticsScreen(AreaScreen):
         if not get_current_worker().is_cancelled:  # a newer check replaced this one meanwhile
             self.post_message(DiagResult(title, lines))
 
-    def hop_lines(self, host: str, port: int, servers: str) -> list[Text]:
-        report = self.appliance.diagnostics.next_hop(host, port, servers)
-        lines = [line(f"next hop {host}:{port}", "bold")]
+    def hop_lines(self, hop: Hop, servers: str) -> list[Text]:
+        report = self.appliance.diagnostics.next_hop(hop, servers)
+        lines = [line(hop.title, "bold")]
         lines += [line(f"  {text}") for text in report.lines]
         lines += [line(f"    {text}") for text in report.certificate]
         lines += [line(f"  warning: {text}", "yellow") for text in report.warnings]
         lines += [line(f"  problem: {text}", "bold red") for text in report.errors]
         if report.ok:
-            lines.append(line("  OK: the next hop takes mail" + (" over TLS" if report.starttls else ""),
+            lines.append(line("  OK: the next hop takes mail" + (" over TLS" if report.starttls else "")
+                              + (f", as its policy tls: {hop.tls} asks" if hop.tls in NEEDS_TLS else ""),
                               "bold green"))
         return lines
 

@@ -4,17 +4,18 @@ else the system's."""
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
+
+from appliance.topology import ip_or_none
 
 from . import FieldError
 
 if TYPE_CHECKING:
     from appliance.diagnostics.dns_lookup import LookupReport
     from appliance.diagnostics.helo import HeloVerdict
-    from appliance.diagnostics.next_hop import NextHopReport
+    from appliance.diagnostics.next_hop import Hop, NextHopReport
     from appliance.schema import ApplianceConfig
 
 RECORD_TYPES = ("ALL", "A", "AAAA", "MX", "TXT", "PTR", "NS", "CNAME")
@@ -59,7 +60,7 @@ class Diagnostics:
         if not name:
             raise FieldError("name", "type a domain name, host name or IP address to look up")
         resolver, shown = self.resolver(servers_text)
-        address = _ip_or_none(name)
+        address = ip_or_none(name)
         if rdtype in ("ALL", "PTR") and address:
             return DnsResult(rdtype, shown, LookupReport(name, [reverse_lookup(resolver, address)]))
         if rdtype == "PTR":
@@ -71,7 +72,7 @@ class Diagnostics:
         from relay.config import check_fqdn
 
         address = address.strip()
-        if not _ip_or_none(address):
+        if not ip_or_none(address):
             raise FieldError("address", f"{address!r} is not an IP address: type the public address your mail "
                                         "leaves from, such as 203.0.113.10" if address else
                              "type the public address your mail leaves from, such as 203.0.113.10")
@@ -83,43 +84,28 @@ class Diagnostics:
         resolver, _ = self.resolver(servers_text)
         return check_helo(resolver, helo_name, address)
 
-    def next_hop_targets(self, text: str) -> list[tuple[str, int]]:
-        text = text.strip()
-        if not text:
-            settings = self.settings()
-            targets = [(r.host, r.port) for r in (settings.mta.internal_relay, settings.mta.external_relay) if r.host]
-            if not targets:
-                raise FieldError("hop", "type a HOST:PORT; the configuration names no relay host to check")
-            return targets
-        host, port = text, "25"
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else "25"
-        elif text.count(":") == 1:
-            host, port = text.split(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise FieldError("hop", f"{text!r}: write the next hop as HOST:PORT, such as mail.example.com:25 "
-                                    "or [2001:db8::25]:25")
-        return [(host, int(port))]
+    def next_hop_targets(self, text: str) -> list[Hop]:
+        """The hop typed (HOST:PORT), or the configuration's relay hosts, each with its role and TLS policy."""
+        from appliance.diagnostics.next_hop import configured_hops, parse_target
 
-    def next_hop(self, host: str, port: int, servers_text: str = "", timeout: float = 10.0) -> NextHopReport:
-        from appliance.diagnostics.next_hop import check_next_hop
-        from appliance.network.kernel import KernelError, read_kernel_state
+        configured = configured_hops(self.settings().mta)
+        if not text.strip():
+            if not configured:
+                raise FieldError("hop", "type a HOST:PORT; the configuration names no relay host to check")
+            return configured
+        try:
+            return [parse_target(text, configured)]
+        except ValueError as error:
+            raise FieldError("hop", str(error)) from None
+
+    def next_hop(self, hop: Hop, servers_text: str = "", timeout: float = 10.0) -> NextHopReport:
+        from appliance.diagnostics.next_hop import check_next_hop, local_addresses
 
         settings = self.settings()
         resolver, _ = self.resolver(servers_text)
         own = (socket.gethostname(), settings.mta.hostname, settings.mta.helo_name, settings.network.hostname or "")
-        try:
-            local = {a.address for link in read_kernel_state(self.netns).links for a in link.addresses}
-        except KernelError:
-            local = set()
-        return check_next_hop(host, port, resolver=resolver, helo_name=settings.mta.outgoing_helo,
-                              own_names=own, local_addresses=local,
-                              listen_ports={listen.port for listen in settings.mta.listen}, timeout=timeout)
+        return check_next_hop(hop.host, hop.port, resolver=resolver, helo_name=settings.mta.outgoing_helo,
+                              own_names=own, local_addresses=local_addresses(self.netns),
+                              listen_ports={listen.port for listen in settings.mta.listen}, timeout=timeout,
+                              tls_policy=hop.tls)
 
-
-def _ip_or_none(text: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None

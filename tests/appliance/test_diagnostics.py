@@ -174,8 +174,11 @@ def test_the_diag_commands(dns_server, sink, tmp_path):
     assert helo_from_config.returncode == 0 and "PASS" in helo_from_config.stdout
     loop = run("next-hop", "--config", str(config))
     assert loop.returncode == 6
-    assert f"next hop relay.example.com:{sink.port}" in loop.stdout
+    assert f"internal relay host (mail for the relay domains) relay.example.com:{sink.port} (tls: may)" in loop.stdout
     assert f"warning: relay.example.com:{sink.port} is this appliance itself" in loop.stdout
+    port_in_words = run("next-hop", "relay.example.com:abc", "--config", str(config))
+    assert port_in_words.returncode == 1 and port_in_words.stderr.startswith(
+        "postern-appliance: HOST[:PORT]: 'relay.example.com:abc': write the next hop as HOST:PORT")
     bad = run("dns", "example.com", "--server", "dns.example.com")
     assert bad.returncode == 1 and bad.stderr.startswith("postern-appliance: --server: ")
     not_an_address = run("helo", "--ip", "gw.example.com", "--server", dns_server.address)
@@ -236,3 +239,16 @@ def test_next_hop_says_ehlo_with_a_name_servers_take(resolver):
     finally:
         hop.stop()
     assert "." in named.strip("[]") and named != "localhost"
+
+
+def test_a_target_is_written_host_port_and_a_configured_hop_keeps_its_policy():
+    from appliance.diagnostics.next_hop import Hop, parse_target
+
+    assert parse_target("mail.example.com") == Hop("mail.example.com", 25)
+    assert parse_target("[2001:db8::25]:2525") == Hop("2001:db8::25", 2525)
+    assert parse_target("[::1]") == Hop("::1", 25)
+    configured = [Hop("Relay.Example.com", 587, "external relay host (all other mail)", "verify")]
+    assert parse_target("relay.example.com:587", configured) == configured[0]
+    for wrong in ("relay.example.com:abc", "[::1]x", ":25", "relay:0", "relay:70000", ""):
+        with pytest.raises(ValueError, match="write the next hop as HOST:PORT"):
+            parse_target(wrong)

@@ -141,6 +141,30 @@ async def test_next_hop_warns_of_a_loop_to_the_appliance_itself(tmp_path, dns_se
     async with app.run_test(size=(80, 25)) as pilot:
         await diagnostics(pilot)
         shown = await run(pilot, "diag-hop", "", "loops back to itself")  # empty: the configured relay hosts
-        assert f"next hop 127.0.0.1:{sink.port}" in shown
+        assert f"internal relay host (mail for the relay domains) 127.0.0.1:{sink.port} (tls: may)" in shown
         assert "STARTTLS: not offered" in shown
         assert "is this appliance itself" in shown
+
+
+async def test_next_hop_is_judged_against_its_tls_policy(tmp_path, dns_server, sink, tls_sink):
+    """A hop without STARTTLS whose policy is encrypt gets no mail at all: the check must not say OK."""
+    config = write_config(tmp_path / "postern.yaml", {"mta": {
+        "hostname": "gw.example.com", "dns_servers": [dns_server.address], "listen": [f"127.0.0.1:{free_port()}"],
+        "relay_domains": ["example.com"],
+        "internal_relay": {"host": "127.0.0.1", "port": sink.port, "tls": "encrypt"},
+        "external_relay": {"host": "127.0.0.1", "port": tls_sink.port, "tls": "encrypt"}}})
+    app = console(tmp_path, config)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await diagnostics(pilot)
+        shown = await run(pilot, "diag-hop", "", "external relay host")
+        await until(pilot, lambda: "certificate chain" in app.screen.result_text(), what="both hops checked")
+        shown = app.screen.result_text()
+        internal, external = shown.split("external relay host (all other mail)")
+        assert f"internal relay host (mail for the relay domains) 127.0.0.1:{sink.port} (tls: encrypt)" in internal
+        assert "problem: its policy is tls: encrypt and it offers no STARTTLS: every message to it is deferred" in internal
+        assert "OK:" not in internal
+        # encrypt takes any certificate: a self-signed one is no problem and not even a warning there.
+        assert "STARTTLS: TLSv1.3" in external and "problem:" not in external and "not trusted" not in external
+        # Typed by hand, a configured hop keeps its role and policy.
+        shown = await run(pilot, "diag-hop", f"127.0.0.1:{sink.port}", "problem:")
+        assert "internal relay host" in shown and "its policy is tls: encrypt" in shown
