@@ -448,25 +448,19 @@ def duration_text(seconds: int) -> str:
 
 
 def _relay_host_fields(smart_host: bool) -> tuple[Field, ...]:
+    """A next hop's fields (docs/config.md describes them under "Relay hosts")."""
     fields = (
-        Field("host", "text", check_host, "Host", "host name or IP address; empty: none",
-              "A host name or an IP address, without brackets."),
-        Field("port", "number", check_port, "Port", "usually 25", "The next hop's SMTP port."),
-        Field("mx", "bool", check_bool, "MX lookup", "look up the host's MX records (usually off)",
-              "`false` connects to the host's own addresses (A/AAAA); `true` looks up that name's MX records "
-              "first, like a Postfix `relayhost` written without brackets."),
-        Field("tls", "choice", None, "TLS", "none, may, encrypt (required), verify (checks name)",
-              "The TLS level (see [TLS policy](#tls-policy)).", choices=TLS_LEVELS),
-        Field("tls_name", "text", check_optional_tls_name, "TLS name", "the name its certificate must carry, with verify",
-              "The name its certificate must carry under `verify`."),
+        Field("host", "text", check_host, "Host", "host name or IP address; empty: none"),
+        Field("port", "number", check_port, "Port", "usually 25"),
+        Field("mx", "bool", check_bool, "MX lookup", "look up the host's MX records (usually off)"),
+        Field("tls", "choice", None, "TLS", "none, may, encrypt (required), verify (checks name)", choices=TLS_LEVELS),
+        Field("tls_name", "text", check_optional_tls_name, "TLS name", "the name its certificate must carry, with verify"),
     )
     if smart_host:
         fields += (
-            Field("username", "text", check_username, "User name", "login for the smart host (sent over TLS only)",
-                  "The login for a smart host (see [Smart host login](#smart-host-login))."),
+            Field("username", "text", check_username, "User name", "login for the smart host (sent over TLS only)"),
             Field("password_file", "text", check_secret_file, "Password file",
-                  "file holding the password (mode 640, root:postern)",
-                  "The file holding that login's password, readable by root and the daemon's group only."),
+                  "file holding the password (mode 640, root:postern)"),
         )
     return fields
 
