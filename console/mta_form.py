@@ -23,8 +23,6 @@ from relay.fields import Field
 UNKNOWN_HELP = "see the configuration reference"
 _PROBLEM = re.compile(r"mta\.([A-Za-z0-9_.\-]+?)((?:\[\d+\])*)\s*:\s*(.*)", re.S)
 
-__all__ = ["Change", "FormField", "Group", "build", "describe", "place", "payload", "proposed", "validate"]
-
 
 def dom_id(key: str) -> str:
     """A widget id for a dotted key (ids allow letters, digits, _ and - only)."""
