@@ -1,8 +1,11 @@
 """The relay's configuration: the `mta:` section of the appliance YAML file.
 
 Keys mirror the CipherMail MTA page so that an admin following that guide finds
-every setting under the same name. `parse_mta` validates a whole section and
-returns every problem at once, each naming the field and what to do about it.
+every setting under the same name. Each field is described once in `MTA_FIELDS`
+(a `relay.fields.Field`: kind, check, choices, label, help, the reference's words),
+from which `parse_mta` validates, the console builds its MTA form and docs/config.md
+gets its table. `parse_mta` validates a whole section and returns every problem at
+once, each naming the field and what to do about it.
 """
 
 from __future__ import annotations

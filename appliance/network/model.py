@@ -21,6 +21,7 @@ relay's `relay.fields.Field` and walked by the same `parse_section` as its `mta:
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -234,17 +235,21 @@ DNS_FIELDS = (
 
 
 def _interface_entry(where: str, data: Any, problems: list[str]) -> InterfaceConfig | None:
+    """One interface's settings, which depend on each other (see parse_interface)."""
     return parse_interface(where.removeprefix("network.interfaces."), data, problems)
 
 
+HOST_NAMES = Field("*", "list", check_domain, "Names", "names for the address, one per line")
+
+
 def _host_names(where: str, value: Any, problems: list[str]) -> Any:
+    """A hosts line's names: at least one."""
     if not as_items(value):
         problems.append(f"{where}: needs at least one name, such as [mail.example.com]")
         return WRONG
     return parse_value(where, HOST_NAMES, value, problems)
 
 
-HOST_NAMES = Field("*", "list", check_domain, "Names", "names for the address, one per line")
 NETWORK_FIELDS = (
     Field("hostname", "text", check_optional_hostname, "Hostname", "this system's fully qualified name"),
     Field("interfaces", "map", None, "Interfaces", "settings per interface, by the kernel's name",
@@ -254,7 +259,7 @@ NETWORK_FIELDS = (
     Field("dns", "section", None, "DNS", "resolvers and search domains", fields=DNS_FIELDS,
           shape="must be a mapping such as {servers: [192.0.2.53], search: [example.com]}"),
     Field("hosts", "map", None, "Hosts", "extra /etc/hosts lines: address to names", key_check=check_hosts_address,
-          entry=Field("*", "list", check_domain, "Names", "", parse=_host_names),
+          entry=dataclasses.replace(HOST_NAMES, parse=_host_names),
           shape="must be a mapping of addresses to names, such as {192.0.2.25: [mail.example.com]}"),
 )
 
