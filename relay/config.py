@@ -645,12 +645,10 @@ MTA_FIELDS: tuple[Field, ...] = (
 
 def mta_field(path: tuple[str, ...] | str) -> Field | None:
     """The description of a field by its path of keys (or dotted key), or None for a key the relay does not know."""
-    fields, found = MTA_FIELDS, None
-    for name in path.split(".") if isinstance(path, str) else path:
-        found = next((field for field in fields if field.name == name), None)
-        if found is None:
-            return None
-        fields = found.fields
+    first, *rest = path.split(".") if isinstance(path, str) else path
+    found = next((candidate for candidate in MTA_FIELDS if candidate.name == first), None)
+    for name in rest:
+        found = found.field(name) if found else None
     return found
 
 

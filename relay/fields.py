@@ -77,10 +77,6 @@ class Field:
         return next((field for field in self.fields if field.name == name), None)
 
 
-def names(fields: tuple[Field, ...]) -> list[str]:
-    return [field.name for field in fields]
-
-
 def as_items(value: Any) -> list | None:
     """A list's items: nothing for no value, one for a single text or number, None for any other shape."""
     if value is None:
