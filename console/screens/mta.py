@@ -23,7 +23,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TextArea
 
-from appliance.store import diff_documents
+from appliance.store import Change, diff_documents
 from relay.control import errors
 
 from .. import mta_form
@@ -109,7 +109,7 @@ class MtaScreen(Screen):
         self.groups: list[mta_form.Group] = []
         self.fields: dict[str, mta_form.FormField] = {}
         self.problems: list[str] = []
-        self.changes: list[mta_form.Change] = []
+        self.changes: list[Change] = []
         self.section: dict = {}
         self.config = None
         self._check_timer: Timer | None = None
