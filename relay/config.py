@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 import yaml
 
-from . import fields
 from .addresses import control_char_problem, shown
 from .fields import Field, parse_section
 
@@ -650,11 +649,6 @@ def mta_field(path: tuple[str, ...] | str) -> Field | None:
     for name in rest:
         found = found.field(name) if found else None
     return found
-
-
-def field_paths() -> list[tuple[tuple[str, ...], bool]]:
-    """Every field of the section as (path of keys, is it a list), sections opened: what a tool walks."""
-    return fields.field_paths(MTA_FIELDS)
 
 
 def control_char_problems(data: Any, where: str) -> list[tuple[str, str]]:

@@ -27,7 +27,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from relay import fields
 from relay.addresses import has_control_chars
 from relay.config import check_bool, check_domain, check_fqdn, refuse_control_chars
 from relay.fields import WRONG, Field, as_items, item_where, parse_section, parse_value
@@ -380,12 +379,6 @@ def _check_dns(data: Any, problems: Problems) -> tuple[IPAddress, ...]:
     if len(search) > MAX_SEARCH_DOMAINS:
         problems.add("network.dns.search", f"{len(search)} domains: use at most {MAX_SEARCH_DOMAINS}")
     return tuple(servers)
-
-
-def field_paths() -> list[tuple[tuple[str, ...], bool]]:
-    """Every field of the section as (path of keys, is it a list); "*" is a key of the admin's choosing
-    (an interface name, a hosts address), itself a field."""
-    return fields.field_paths(NETWORK_FIELDS)
 
 
 def parse_network(data: Any) -> tuple[NetworkConfig | None, list[str]]:
