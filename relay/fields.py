@@ -35,8 +35,13 @@ def one_of(choices: tuple) -> Callable[[Any], Any]:
 class Field:
     """One setting, or a group of them.
 
-    - `check` takes the value (for a list, each item; for a map, each entry's value when
-      `entry` is not given) and returns it clean, or raises ValueError with the words.
+    - `kind`: how the value is written and edited: text, number, duration (seconds, or 5m,
+      1h...), bool, choice (one of `choices`), list, section (a mapping with its own fields),
+      map (keys of the admin's choosing, such as interface names).
+    - `check` takes the value (for a list, each item) and returns it clean, or raises
+      ValueError with the words; a choice's check comes from its choices.
+    - `label` and `help`: the form's name for it and its line of help; `doc`: the
+      reference's words, when they say more than the help.
     - `fields`: a section's own fields; `make` builds the section's value from them.
     - `shape`: the problem when the value is not a mapping (section, map) or a list (list).
     - `key_check`: a map's check of each key (an interface name, an address).
