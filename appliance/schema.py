@@ -12,27 +12,29 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
-from relay.config import ConfigError, MtaConfig, parse_mta, refuse_control_chars
-from relay.config import field_paths as mta_field_paths
+from relay import fields
+from relay.config import MTA_FIELDS, ConfigError, MtaConfig, parse_mta, refuse_control_chars
+from relay.fields import Field
 
-from .network.model import NetworkConfig, parse_network
-from .network.model import field_paths as network_field_paths
+from .network.model import NETWORK_FIELDS, NetworkConfig, parse_network
 
 SECTIONS: dict[str, Callable[[Any], tuple[Any, list[str]]]] = {
     "network": parse_network,
     "mta": parse_mta,
 }
 
-# Each section's fields, as (path of keys, is it a list), for whatever walks them all.
-FIELDS: dict[str, Callable[[], list[tuple[tuple[str, ...], bool]]]] = {
-    "network": network_field_paths,
-    "mta": mta_field_paths,
+# Each section's field descriptions, the ones its validator walks.
+FIELDS: dict[str, tuple[Field, ...]] = {
+    "network": NETWORK_FIELDS,
+    "mta": MTA_FIELDS,
 }
 
 
 def field_paths() -> list[tuple[tuple[str, ...], bool]]:
-    """Every field of the configuration file, its section first, such as ("mta", "tls", "cert_file")."""
-    return [((name,) + path, is_list) for name, fields in FIELDS.items() for path, is_list in fields()]
+    """Every field of the configuration file as (path of keys, is it a list), its section first, such as
+    ("mta", "tls", "cert_file"); "*" is a key of the admin's choosing (an interface name, a hosts address)."""
+    return [((name,) + path, is_list)
+            for name, described in FIELDS.items() for path, is_list in fields.field_paths(described)]
 
 
 __all__ = ["ApplianceConfig", "ConfigError", "SECTIONS", "field_paths", "load_config_file", "parse_text", "validate_document"]

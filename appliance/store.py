@@ -4,7 +4,8 @@
   the relay's `Config.Apply` uses too; this adds what the system layer needs on top.
 - Saving validates every section first and changes nothing when any is wrong.
 - Import is a save from a file the admin brings; export is the current text.
-- `diff` lists the keys that differ between two versions.
+- `diff` lists the keys that differ between two versions (`diff_documents`, which the console's
+  forms use too).
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ def _flatten(value: Any, prefix: str, out: dict) -> dict:
 
 
 def diff_documents(old: dict, new: dict) -> list[Change]:
+    """Every setting that differs, by its dotted key, in the documents' own order: the old one's keys,
+    then those only the new one has. The one diff of configurations: versions of the file, and the
+    console's forms against the running settings."""
     before, after = _flatten(old or {}, "", {}), _flatten(new or {}, "", {})
     changes = []
-    for key in sorted(set(before) | set(after)):
+    for key in list(before) + [key for key in after if key not in before]:
         a, b = before.get(key, MISSING), after.get(key, MISSING)
         if a != b:
             changes.append(Change(key, a, b))

@@ -1,8 +1,11 @@
 """The relay's configuration: the `mta:` section of the appliance YAML file.
 
 Keys mirror the CipherMail MTA page so that an admin following that guide finds
-every setting under the same name. `parse_mta` validates a whole section and
-returns every problem at once, each naming the field and what to do about it.
+every setting under the same name. Each field is described once in `MTA_FIELDS`
+(a `relay.fields.Field`: kind, check, choices, label, help, the reference's words),
+from which `parse_mta` validates, the console builds its MTA form and docs/config.md
+gets its table. `parse_mta` validates a whole section and returns every problem at
+once, each naming the field and what to do about it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Callable
 import yaml
 
 from .addresses import control_char_problem, shown
+from .fields import Field, parse_section
 
 # Patterns are used with fullmatch: `$` would also match before a final newline.
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -366,15 +370,6 @@ def check_dns_server(value: Any) -> str:
     return text
 
 
-def one_of(*choices) -> Callable[[Any], Any]:
-    def check(value: Any) -> Any:
-        if isinstance(value, bool) or value not in choices:
-            raise ValueError(f"{value!r} is not one of {', '.join(str(c) for c in choices)}")
-        return value
-
-    return check
-
-
 def check_tenant_id(value: Any) -> str:
     text = str(value).strip().lower() if isinstance(value, str) else ""
     if not _GUID.fullmatch(text):
@@ -434,148 +429,226 @@ def check_secret_file(value: Any) -> str:
     return value
 
 
-def list_of(check: Callable[[Any], Any]):
-    """Marker: the field is a list whose items are checked one by one."""
-    return ("list", check)
+def check_file_path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be text (a file path)")
+    return value
 
 
-def section(cls, fields: dict):
-    """Marker: the field is a nested mapping with its own fields."""
-    return ("section", cls, fields)
+_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60))
 
 
-_RELAY_HOST_FIELDS = {
-    "host": check_host,
-    "port": check_port,
-    "mx": check_bool,
-    "tls": one_of(*TLS_LEVELS),
-    "tls_name": check_optional_tls_name,
-}
-_SMART_HOST_FIELDS = {**_RELAY_HOST_FIELDS, "username": check_username, "password_file": check_secret_file}
-
-MTA_FIELDS: dict[str, Any] = {
-    "hostname": check_fqdn,
-    "helo_name": check_optional_fqdn,
-    "banner": check_banner,
-    "listen": list_of(check_listen),
-    "relay_domains": list_of(check_domain),
-    "match_subdomains": check_bool,
-    "my_networks": list_of(check_network),
-    "internal_relay": section(RelayHost, _RELAY_HOST_FIELDS),
-    "external_relay": section(RelayHost, _SMART_HOST_FIELDS),
-    "message_size_limit": positive_int(1024),
-    "header_size_limit": positive_int(1024),
-    "recipient_limit": positive_int(),
-    "hopcount_limit": positive_int(),
-    "max_connections": positive_int(),
-    "client_connection_count_limit": positive_int(0),
-    "client_connection_rate_limit": positive_int(0),
-    "idle_timeout": check_duration,
-    "session_timeout": check_duration,
-    "junk_command_limit": positive_int(),
-    "dns_servers": list_of(check_dns_server),
-    "tls": section(
-        TlsFiles,
-        {
-            "cert_file": str,
-            "key_file": str,
-            "inbound": one_of(*INBOUND_TLS_LEVELS),
-            "client_cert_file": str,
-            "client_key_file": str,
-            "ca_file": str,
-        },
-    ),
-    "queue": section(
-        QueueTimes,
-        {
-            "minimal_backoff_time": check_duration,
-            "maximal_backoff_time": check_duration,
-            "maximal_queue_lifetime": check_duration,
-            "delay_warning_time": check_duration_or_off,
-        },
-    ),
-    "delivery": section(
-        DeliverySettings,
-        {
-            "destination_concurrency_limit": positive_int(),
-            "connect_timeout": check_duration,
-            "command_timeout": check_duration,
-            "data_init_timeout": check_duration,
-            "data_xfer_timeout": check_duration,
-            "data_done_timeout": check_duration,
-        },
-    ),
-    "smtps_listen": list_of(check_listen),
-    "m365": section(M365Tenants, {"tenant_ids": list_of(check_tenant_id), "networks": list_of(check_network)}),
-    "reject_unverified_recipient": section(
-        RecipientVerification,
-        {
-            "enabled": check_bool,
-            "code": one_of(*VERIFY_CODES),
-            "positive_expire_time": check_duration,
-            "negative_expire_time": check_duration,
-        },
-    ),
-    "marker": section(
-        LoopMarker,
-        {"enabled": check_bool, "header": check_header_name, "value": check_header_value, "loop_limit": positive_int()},
-    ),
-    "paused_domains": list_of(check_domain),
-    "peername_lookup": check_bool,
-}
+def duration_text(seconds: int) -> str:
+    """Seconds in the largest unit that divides them: 300 -> 5m, 4000 -> 4000s (as check_duration reads them back)."""
+    for unit, size in _UNITS:
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
-def _parse_fields(path: str, data: Any, fields: dict, problems: list[str]) -> dict:
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        problems.append(f"{path}: must be a mapping of keys to values")
-        return {}
-    values = {}
-    for key, value in data.items():
-        where = f"{path}.{key}"
-        spec = fields.get(key)
-        if spec is None:
-            problems.append(f"{where}: unknown key; known keys are {', '.join(fields)}")
-            continue
-        if isinstance(spec, tuple) and spec[0] == "section":
-            _, cls, subfields = spec
-            values[key] = cls(**_parse_fields(where, value, subfields, problems))
-        elif isinstance(spec, tuple) and spec[0] == "list":
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list):
-                problems.append(f"{where}: must be a list")
-                continue
-            items = []
-            for index, item in enumerate(value):
-                try:
-                    items.append(spec[1](item))
-                except ValueError as error:
-                    problems.append(f"{where}[{index}]: {error}")
-            values[key] = tuple(items)
-        elif spec is str:
-            if not isinstance(value, str):
-                problems.append(f"{where}: must be text (a file path)")
-            else:
-                values[key] = value
-        else:
-            try:
-                values[key] = spec(value)
-            except ValueError as error:
-                problems.append(f"{where}: {error}")
-    return values
+# --- the fields: each described once, for the validator, the console's form and docs/config.md ---
 
 
-def field_paths(fields: dict = MTA_FIELDS, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], bool]]:
-    """Every field of the section as (path of keys, is it a list), sections opened: what a tool walks."""
-    paths = []
-    for key, spec in fields.items():
-        if isinstance(spec, tuple) and spec[0] == "section":
-            paths += field_paths(spec[2], path + (key,))
-        else:
-            paths.append((path + (key,), isinstance(spec, tuple) and spec[0] == "list"))
-    return paths
+def _relay_host_fields(smart_host: bool) -> tuple[Field, ...]:
+    """A next hop's fields (docs/config.md describes them under "Relay hosts")."""
+    fields = (
+        Field("host", "text", check_host, "Host", "host name or IP address; empty: none"),
+        Field("port", "number", check_port, "Port", "usually 25"),
+        Field("mx", "bool", check_bool, "MX lookup", "look up the host's MX records (usually off)"),
+        Field("tls", "choice", None, "TLS", "none, may, encrypt (required), verify (checks name)", choices=TLS_LEVELS),
+        Field("tls_name", "text", check_optional_tls_name, "TLS name", "the name its certificate must carry, with verify"),
+    )
+    if smart_host:
+        fields += (
+            Field("username", "text", check_username, "User name", "login for the smart host (sent over TLS only)"),
+            Field("password_file", "text", check_secret_file, "Password file",
+                  "file holding the password (mode 640, root:postern)"),
+        )
+    return fields
+
+
+def _duration(name: str, label: str, help: str, doc: str = "", check: Callable[[Any], int] = check_duration) -> Field:
+    return Field(name, "duration", check, label, help, doc)
+
+
+def _number(name: str, label: str, help: str, doc: str = "", minimum: int = 1) -> Field:
+    return Field(name, "number", positive_int(minimum), label, help, doc)
+
+
+def _domains(name: str, label: str, help: str, doc: str) -> Field:
+    return Field(name, "list", check_domain, label, help, doc)
+
+
+MTA_FIELDS: tuple[Field, ...] = (
+    Field("hostname", "text", check_fqdn, "My hostname", "the internet hostname of this mail system",
+          '"My hostname": the name in the `220` greeting and in `Received:` headers. A fully qualified name that '
+          "matches the PTR record of the public address (see the HELO/PTR notes below)."),
+    Field("helo_name", "text", check_optional_fqdn, "SMTP HELO name", "name sent in EHLO when delivering; empty: My hostname",
+          "Name sent in `EHLO` on outgoing connections; empty means `hostname`."),
+    Field("banner", "text", check_banner, "Banner", "the text after the hostname in the 220 greeting",
+          "Text after `220 <hostname> ` in the greeting."),
+    Field("listen", "list", check_listen, "Listen on", "address:port to receive mail on, one per line",
+          "Addresses and ports to accept SMTP on: `IP:PORT` or `[IPv6]:PORT`."),
+    _domains("relay_domains", "Relay domains", "domains this system relays mail to, one per line",
+             "Domains this gateway accepts mail for from anyone (inbound mail). Their mail goes to `internal_relay`."),
+    Field("match_subdomains", "bool", check_bool, "Match subdomains", "subdomains of the relay domains match too",
+          "Also accept subdomains of `relay_domains` (`sales.example.com`)."),
+    Field("my_networks", "list", check_network, "My networks", "trusted clients allowed to relay out, one per line",
+          "Trusted clients (your mail server, your virus scanner) that may send to any domain (outbound mail). "
+          "Networks like `192.168.1.10/32` or `10.0.0.0/8`; a bare address means that one host."),
+    Field("internal_relay", "section", None, "Internal relay host",
+          "next hop for mail to the relay domains (the internal mail server)",
+          "Next hop for mail to `relay_domains`: the internal mail server or virus scanner. Required when "
+          "`relay_domains` is set. See [Relay hosts](#relay-hosts).",
+          fields=_relay_host_fields(smart_host=False), make=RelayHost),
+    Field("external_relay", "section", None, "External relay host",
+          "next hop for other mail; empty host: direct delivery by MX",
+          "Next hop for all other mail: a smart host. Empty `host` delivers straight to each domain's MX hosts. "
+          "See [Relay hosts](#relay-hosts).",
+          fields=_relay_host_fields(smart_host=True), make=RelayHost),
+    _number("message_size_limit", "Message size limit", "the largest message accepted, in bytes",
+            "Largest message in bytes; larger ones get `552 5.3.4` at `MAIL` (when the client announces `SIZE`) "
+            "or at the end of `DATA`.", minimum=1024),
+    _number("header_size_limit", "Header size limit", "longest header field kept, in bytes; the rest is cut",
+            "Largest header field in bytes, with its folded continuation lines (Postfix's `header_size_limit`, "
+            "same default, at least `1024`). As Postfix does by default, a longer field is cut and the message "
+            "still accepted: at its last line end within the limit when that keeps at least 90% of it, else at "
+            "the limit itself; the rest of the field is dropped, and the log says `header(s) from CLIENT cut to "
+            "header_size_limit N`. The header section as a whole is bounded only by `message_size_limit`, as in "
+            "Postfix; every check of it (hop count, loop marker, tenant check) takes time in proportion to its "
+            "size, however it is folded.", minimum=1024),
+    _number("recipient_limit", "Recipient limit", "most recipients accepted for one message",
+            "Recipients per message; more get `452 4.5.3` (Postfix's `smtpd_recipient_limit`)."),
+    _number("hopcount_limit", "Hop count limit", "most Received: headers before mail counts as looping",
+            "A message with this many `Received:` headers is a mail loop: `554 5.4.0`."),
+    _number("max_connections", "Max connections", "most SMTP clients served at once",
+            "Concurrent SMTP sessions; one more gets `421 4.7.0` and is closed. Clients in `my_networks` are "
+            "always let in (their sessions count too), so a flood from outside never locks out your own mail "
+            "server."),
+    _number("client_connection_count_limit", "Connections per client", "most sessions one address may hold; 0: no limit",
+            "Sessions one client address may hold at once (Postfix's `smtpd_client_connection_count_limit`); one "
+            "more gets `421 4.7.0 <hostname> Error: too many connections from <address>` and the log line "
+            "`warning: Connection concurrency limit exceeded: N from unknown[address] for service smtp`. `0` "
+            "turns it off. Postfix's 50 is half its default process limit, so two addresses could take every "
+            "slot; our 20 is a fifth of the default `max_connections`, so it takes five, while a sending server "
+            "at the usual 20 parallel deliveries (Postfix's and our own `destination_concurrency_limit`) still "
+            "fits. Raising `max_connections`, raise this in step. `my_networks` are exempt and not counted.",
+            minimum=0),
+    _number("client_connection_rate_limit", "Connection rate per client",
+            "most connections per minute from one address; 0: off",
+            "Connection attempts one client address may make per minute (Postfix's "
+            "`smtpd_client_connection_rate_limit` with `anvil_rate_time_unit` 60 s), refused ones included; more "
+            "get the same `421` and `warning: Connection rate limit exceeded: ...`. `0` (Postfix's default) turns "
+            "it off; `my_networks` are exempt. The peaks are logged as Postfix's anvil does: `statistics: max "
+            "connection count 5 for (smtp:192.0.2.7) at Dec  6 04:21:03` at shutdown and with the first "
+            "connection ten minutes after the last report.", minimum=0),
+    _duration("idle_timeout", "Idle timeout", "drop a client silent this long (seconds, or 5m, 1h)",
+              "A client silent this long is disconnected (Postfix's `smtpd_timeout`)."),
+    _duration("session_timeout", "Session timeout", "the longest one SMTP session may last",
+              "Longest SMTP session, however busy; then `421 4.4.2`."),
+    _number("junk_command_limit", "Junk command limit", "most useless commands before hanging up",
+            "`NOOP`, `VRFY`, `EXPN`, `HELP`, `ETRN` allowed per session; then `421`."),
+    Field("dns_servers", "list", check_dns_server, "DNS servers", "resolvers for MX lookups, one per line; empty: system",
+          "DNS servers for delivery lookups (`192.0.2.53` or `127.0.0.1:5353`); empty uses the system's resolver."),
+    Field("tls", "section", None, "TLS (receiving)", "the certificate this system offers with STARTTLS", make=TlsFiles, fields=(
+        Field("cert_file", "text", check_file_path, "Certificate file", "PEM certificate chain; empty: no STARTTLS",
+              "Certificate (PEM, with its chain) for inbound `STARTTLS` and `smtps_listen`; without it STARTTLS is "
+              "not offered. Every `tls.` file must be a regular file: a FIFO, device or directory is refused at once "
+              "(`mta.tls.cert_file: ... is a FIFO, not a regular file`), never read."),
+        Field("key_file", "text", check_file_path, "Key file", "the certificate's private key (PEM)",
+              "The private key (PEM) of `tls.cert_file`."),
+        Field("inbound", "choice", None, "Inbound TLS", "may: offer STARTTLS; require: refuse mail without it",
+              "`may` offers STARTTLS; `require` answers `MAIL` before STARTTLS with `530 5.7.0` (needs the "
+              "certificate).", choices=INBOUND_TLS_LEVELS),
+        Field("client_cert_file", "text", check_file_path, "Client certificate", "shown to next hops that ask for one",
+              "Certificate shown to next hops that ask for one (see [TLS policy](#tls-policy))."),
+        Field("client_key_file", "text", check_file_path, "Client key file", "the client certificate's private key",
+              "The private key of `tls.client_cert_file`."),
+        Field("ca_file", "text", check_file_path, "CA file", "CAs trusted for tls: verify; empty: the system's",
+              "Authorities (PEM) that next hops under `tls: verify` are checked against; empty uses the system's "
+              "store."),
+    )),
+    Field("queue", "section", None, "Queue", "when deferred mail is tried again, and for how long", make=QueueTimes, fields=(
+        _duration("minimal_backoff_time", "Minimal backoff", "shortest wait before trying deferred mail again",
+                  "Shortest wait before retrying a deferred message."),
+        _duration("maximal_backoff_time", "Maximal backoff", "longest wait between two tries",
+                  "Longest wait between retries."),
+        _duration("maximal_queue_lifetime", "Queue lifetime", "bounce mail still not delivered after this long",
+                  "A message still undeliverable after this long is returned to its sender."),
+        _duration("delay_warning_time", "Delay warning", "tell the sender once mail waits this long; 0: never",
+                  'Once a message has waited this long (`4h`, or seconds), its sender gets one "delayed" notice '
+                  "(`Delayed Mail (still being retried)`, `Action: delayed`) for the recipients still deferred whose "
+                  "`NOTIFY` allows it; Postfix's `delay_warning_time`. `0` (Postfix's default) sends none. See "
+                  "[the queue](queue.md#notices-to-the-sender).", check=check_duration_or_off),
+    )),
+    Field("delivery", "section", None, "Delivery", "how the relay talks to next hops", make=DeliverySettings, fields=(
+        _number("destination_concurrency_limit", "Concurrency limit", "most deliveries at once to one destination",
+                "Parallel connections to one next hop."),
+        _duration("connect_timeout", "Connect timeout", "give up connecting to a next hop after this long",
+                  "Time to establish a connection and read the greeting."),
+        _duration("command_timeout", "Command timeout", "give up on a next hop silent this long",
+                  "Time to wait for each reply of the next hop: to `EHLO`/`HELO`, `STARTTLS`, `MAIL`, `RCPT`, `RSET` "
+                  "(Postfix's `smtp_helo_timeout`, `smtp_starttls_timeout`, `smtp_mail_timeout`, "
+                  "`smtp_rcpt_timeout`, all 300s; `RSET` too, where Postfix waits 20s; the greeting waits "
+                  "`connect_timeout`, and `QUIT` 5s)."),
+        _duration("data_init_timeout", "DATA timeout", "wait this long for the reply to DATA",
+                  "Time to wait for the reply to `DATA` (Postfix's `smtp_data_init_timeout`)."),
+        _duration("data_xfer_timeout", "Transfer timeout", "give up when one write of a message stalls this long",
+                  "Time each write of the message content may take (`smtp_data_xfer_timeout`): a slow link that "
+                  "keeps moving finishes, however long the whole message takes."),
+        _duration("data_done_timeout", "Final-dot timeout", "wait this long for the reply after the message",
+                  "Time to wait for the reply after the final dot (`smtp_data_done_timeout`)."),
+    )),
+    Field("smtps_listen", "list", check_listen, "SMTPS listen", "address:port for TLS on connect (465), one per line",
+          "Addresses to accept SMTPS on (TLS from the first byte, port 465), like `listen`; needs the certificate."),
+    Field("m365", "section", None, "Microsoft 365", "Exchange Online tenants that may relay out through this system",
+          make=M365Tenants, fields=(
+              Field("tenant_ids", "list", check_tenant_id, "Tenant IDs", "tenant GUIDs allowed to relay out, one per line",
+                    "Your Microsoft 365 tenant IDs (GUIDs); with none the tenant check is off. See "
+                    "[Microsoft 365](#microsoft-365-tenant-restriction)."),
+              Field("networks", "list", check_network, "Exchange networks", "Exchange Online's outbound ranges, one per line",
+                    "Where Exchange Online connects from: by default its published outbound ranges."),
+          )),
+    Field("reject_unverified_recipient", "section", None, "Reject unverified recipient",
+          "ask the internal server whether a recipient exists first", make=RecipientVerification, fields=(
+              Field("enabled", "bool", check_bool, "Enabled", "refuse recipients the internal server does not know",
+                    "Ask `internal_relay` whether it takes a recipient before accepting `RCPT` for a relay domain."),
+              Field("code", "choice", None, "Reject code", "450 (try later) while testing, 550 once it works",
+                    "Reply to an address the internal server refused: `450` (try later) or `550` (refused).",
+                    choices=VERIFY_CODES),
+              _duration("positive_expire_time", "Known for", "how long a valid recipient is remembered",
+                        'How long a "deliverable" answer is remembered.'),
+              _duration("negative_expire_time", "Unknown for", "how long an invalid one is remembered",
+                        'How long an "undeliverable" answer is remembered.'),
+          )),
+    Field("marker", "section", None, "Loop marker", "a header on relayed mail that shows a loop", make=LoopMarker, fields=(
+        Field("enabled", "bool", check_bool, "Enabled", "add the header; refuse mail carrying it too often",
+              "Stamp every relayed message with the marker header and strip it from untrusted mail."),
+        Field("header", "text", check_header_name, "Header", "the marker's header name",
+              "The marker's name, for an Exchange transport rule's exception."),
+        Field("value", "text", check_header_value, "Value", "the marker's value; empty: My hostname",
+              "The marker's value; empty means `hostname`."),
+        _number("loop_limit", "Loop limit", "this many markers mean the message loops",
+                "A message arriving with our marker more times than this is a loop: `554 5.4.6`."),
+    )),
+    _domains("paused_domains", "Paused domains", "mail for these domains waits in the queue, one per line",
+             "Domains on migration hold: mail from or to them gets `451 4.3.2` at `RCPT`."),
+    Field("peername_lookup", "bool", check_bool, "Client name lookup",
+          "log and stamp each client's verified DNS name; off: unknown",
+          "Look up each client's name for the log and the `Received:` header: its PTR record, kept only if that "
+          "name's A/AAAA record leads back to the address (Postfix's verified name); otherwise, or after 5 seconds "
+          "without an answer, `unknown`. Uses `dns_servers`; answers are kept an hour. `false` writes `unknown` "
+          "and asks no DNS server."),
+)
+
+
+def mta_field(path: tuple[str, ...] | str) -> Field | None:
+    """The description of a field by its path of keys (or dotted key), or None for a key the relay does not know."""
+    first, *rest = path.split(".") if isinstance(path, str) else path
+    found = next((candidate for candidate in MTA_FIELDS if candidate.name == first), None)
+    for name in rest:
+        found = found.field(name) if found else None
+    return found
 
 
 def control_char_problems(data: Any, where: str) -> list[tuple[str, str]]:
@@ -693,7 +766,7 @@ def is_ip(host: str) -> bool:
 def parse_mta(data: Any) -> tuple[MtaConfig | None, list[str]]:
     """Validate an `mta:` section; returns (config, []) or (None, problems)."""
     problems: list[str] = []
-    values = _parse_fields("mta", data, MTA_FIELDS, problems)
+    values = parse_section("mta", data, MTA_FIELDS, problems) or {}
     if isinstance(data, dict):  # else "must be a mapping" says it all
         problems = refuse_control_chars("mta", data, problems)
     config = MtaConfig(**values, raw=dict(data) if isinstance(data, dict) else {})
@@ -753,13 +826,13 @@ def read_secrets(config: MtaConfig) -> MtaConfig:
 def to_dict(config: MtaConfig) -> dict:
     """The whole running `mta` section, defaults included, in the file's own shape (never a password)."""
 
-    def plain(spec, value):
-        if isinstance(spec, tuple) and spec[0] == "section":
-            return {name: plain(subspec, getattr(value, name)) for name, subspec in spec[2].items()}
+    def plain(field: Field | None, value: Any) -> Any:
+        if field is not None and field.kind == "section":
+            return {sub.name: plain(sub, getattr(value, sub.name)) for sub in field.fields}
         if isinstance(value, tuple):
             return [plain(None, v) for v in value]
         if isinstance(value, (ListenAddress, ipaddress.IPv4Network, ipaddress.IPv6Network)):
             return str(value)
         return value
 
-    return {name: plain(spec, getattr(config, name)) for name, spec in MTA_FIELDS.items()}
+    return {field.name: plain(field, getattr(config, field.name)) for field in MTA_FIELDS}

@@ -13,12 +13,15 @@ network:
 The fields follow the network pages admins know from other mail gateways: per interface DHCP or
 a static address with netmask, broadcast and gateway; a fully qualified hostname; one to
 three DNS servers and search domains; extra /etc/hosts lines. `parse_network` returns
-every problem at once, each naming the field and the fix, in the same form as the relay's
-`mta:` checks (host names are checked by the very same functions).
+every problem at once, each naming the field and the fix. The fields are described with the
+relay's `relay.fields.Field` and walked by the same `parse_section` as its `mta:` section
+(host names are checked by the very same functions); what depends on more than one field
+(an address and its gateway, DHCP and a static address) is checked here after the walk.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from typing import Any
 
 from relay.addresses import has_control_chars
 from relay.config import check_bool, check_domain, check_fqdn, refuse_control_chars
+from relay.fields import WRONG, Field, as_items, item_where, parse_section, parse_value
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -34,9 +38,6 @@ MAX_DNS_SERVERS = 3  # glibc's resolver reads no more (MAXNS)
 MAX_SEARCH_DOMAINS = 6
 MAX_HOSTNAME = 64  # the kernel's HOST_NAME_MAX
 MTU_RANGE = (576, 9216)
-INTERFACE_KEYS = ("dhcp", "address", "gateway", "broadcast", "mtu")
-DNS_KEYS = ("servers", "search")
-NETWORK_KEYS = ("hostname", "interfaces", "dns", "hosts")
 IFNAMSIZ = 16  # the kernel's limit for an interface name, its final NUL included
 # The kernel refuses a slash, a colon and white space in an interface name (dev_valid_name);
 # networkd reads Name= as shell globs, so *, ?, [ and ] would match other links, a leading !
@@ -147,14 +148,6 @@ def check_mtu(value: Any) -> int:
     return value
 
 
-def _as_list(value: Any) -> list | None:
-    if value is None:
-        return []
-    if isinstance(value, (str, int)):
-        return [value]
-    return value if isinstance(value, list) else None
-
-
 # --- an interface ---
 
 
@@ -196,41 +189,109 @@ def _check_gateway(where: str, gateway: IPAddress, addresses: list[IPInterface],
     return True
 
 
+def check_dhcp(value: Any) -> bool:
+    try:
+        return check_bool(value)
+    except ValueError as error:
+        raise ValueError(f"{error}: true takes the address from a DHCP server, false uses address") from None
+
+
+def check_gateway(value: Any) -> IPAddress:
+    return check_ip(value, "192.0.2.1")
+
+
+def check_broadcast(value: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    return None if value in (None, "") else check_ip(value, "192.0.2.255")
+
+
+def check_optional_mtu(value: Any) -> int | None:
+    return None if value is None else check_mtu(value)
+
+
+def check_optional_hostname(value: Any) -> str | None:
+    return None if value is None else check_hostname(value)
+
+
+def check_hosts_address(value: Any) -> IPAddress:
+    return check_ip(value, "192.0.2.25")
+
+
+INTERFACE_FIELDS = (
+    Field("dhcp", "bool", check_dhcp, "DHCP", "take the address and gateway from a DHCP server"),
+    Field("address", "list", check_host_address, "Address", "address with its prefix, such as 192.0.2.10/24",
+          shape="must be an address like 192.0.2.10/24, or a list of them", index_one=False),
+    Field("gateway", "list", check_gateway, "Gateway", "the default gateway, inside the interface's subnet",
+          shape="must be an address like 192.0.2.1, or a list with one IPv4 and one IPv6 gateway", index_one=False),
+    Field("broadcast", "text", check_broadcast, "Broadcast", "the IPv4 broadcast address; empty: the subnet's"),
+    Field("mtu", "number", check_optional_mtu, "MTU", f"{MTU_RANGE[0]} to {MTU_RANGE[1]} bytes; empty: the link's"),
+)
+DNS_FIELDS = (
+    Field("servers", "list", check_ip, "DNS servers", f"at most {MAX_DNS_SERVERS} resolvers",
+          shape="must be a list of addresses such as [192.0.2.53]"),
+    Field("search", "list", check_domain, "Search domains", f"at most {MAX_SEARCH_DOMAINS} domains",
+          shape="must be a list of domains such as [example.com]"),
+)
+
+
+def _interface_entry(where: str, data: Any, problems: list[str]) -> InterfaceConfig | None:
+    """One interface's settings, which depend on each other (see parse_interface)."""
+    return parse_interface(where.removeprefix("network.interfaces."), data, problems)
+
+
+HOST_NAMES = Field("*", "list", check_domain, "Names", "names for the address, one per line")
+
+
+def _host_names(where: str, value: Any, problems: list[str]) -> Any:
+    """A hosts line's names: at least one."""
+    if not as_items(value):
+        problems.append(f"{where}: needs at least one name, such as [mail.example.com]")
+        return WRONG
+    return parse_value(where, HOST_NAMES, value, problems)
+
+
+NETWORK_FIELDS = (
+    Field("hostname", "text", check_optional_hostname, "Hostname", "this system's fully qualified name"),
+    Field("interfaces", "map", None, "Interfaces", "settings per interface, by the kernel's name",
+          key_check=check_interface_name,
+          entry=Field("*", "section", None, "Interface", "", fields=INTERFACE_FIELDS, parse=_interface_entry),
+          shape="must be a mapping of interface names to settings, such as eth0: {dhcp: true}"),
+    Field("dns", "section", None, "DNS", "resolvers and search domains", fields=DNS_FIELDS,
+          shape="must be a mapping such as {servers: [192.0.2.53], search: [example.com]}"),
+    Field("hosts", "map", None, "Hosts", "extra /etc/hosts lines: address to names", key_check=check_hosts_address,
+          entry=dataclasses.replace(HOST_NAMES, parse=_host_names),
+          shape="must be a mapping of addresses to names, such as {192.0.2.25: [mail.example.com]}"),
+)
+
+
+def _checked(where: str, raw: list, check, field: Field) -> list[tuple[str, Any]]:
+    """(where, clean value) for each item of a list that passes its check (the walk named the others)."""
+    clean = []
+    for index, value in enumerate(raw):
+        try:
+            clean.append((item_where(where, index, len(raw), field), check(value)))
+        except ValueError:
+            continue
+    return clean
+
+
 def parse_interface(name: str, data: Any, problems: Problems) -> InterfaceConfig | None:
     where = f"network.interfaces.{name}"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        problems.add(where, "must be a mapping such as {dhcp: true} or {address: 192.0.2.10/24, gateway: 192.0.2.1}")
-        return None
     before = len(problems)
-    for key in data:
-        if key not in INTERFACE_KEYS:
-            problems.add(f"{where}.{key}", f"unknown key; known keys are {', '.join(INTERFACE_KEYS)}")
-    dhcp = False
-    if "dhcp" in data:
-        try:
-            dhcp = check_bool(data["dhcp"])
-        except ValueError as error:
-            problems.add(f"{where}.dhcp", f"{error}: true takes the address from a DHCP server, false uses address")
+    values = parse_section(where, data, INTERFACE_FIELDS, problems,
+                           "must be a mapping such as {dhcp: true} or {address: 192.0.2.10/24, gateway: 192.0.2.1}")
+    if values is None:
+        return None
+    data = data or {}
+    dhcp = values.get("dhcp", False)
+    address_field, gateway_field = INTERFACE_FIELDS[1], INTERFACE_FIELDS[2]
 
     addresses: list[IPInterface] = []
-    raw_addresses = _as_list(data.get("address"))
-    if raw_addresses is None:
-        problems.add(f"{where}.address", "must be an address like 192.0.2.10/24, or a list of them")
-        raw_addresses = []
-    many = len(raw_addresses) > 1
-    for index, value in enumerate(raw_addresses):
-        field = f"{where}.address[{index}]" if many else f"{where}.address"
-        try:
-            address = check_host_address(value)
-        except ValueError as error:
-            problems.add(field, str(error))
-            continue
+    raw_addresses = as_items(data.get("address")) or []
+    for field, address in _checked(f"{where}.address", raw_addresses, check_host_address, address_field):
         if address.ip in {known.ip for known in addresses}:
-            problems.add(field, f"{address.ip} is listed twice: keep one")
-            continue
-        addresses.append(address)
+            problems.append(f"{field}: {address.ip} is listed twice: keep one")
+        else:
+            addresses.append(address)
     if dhcp and raw_addresses:
         problems.add(f"{where}.address", "not used with dhcp: true (the DHCP server assigns the address): remove it or set dhcp: false")
     if not dhcp and not raw_addresses:
@@ -238,82 +299,41 @@ def parse_interface(name: str, data: Any, problems: Problems) -> InterfaceConfig
 
     addresses_known = len(problems) == before  # else the gateway and broadcast checks would only repeat it
     gateways: list[IPAddress] = []
-    raw_gateways = _as_list(data.get("gateway"))
-    if raw_gateways is None:
-        problems.add(f"{where}.gateway", "must be an address like 192.0.2.1, or a list with one IPv4 and one IPv6 gateway")
-        raw_gateways = []
+    raw_gateways = as_items(data.get("gateway")) or []
     if dhcp and raw_gateways:
         problems.add(f"{where}.gateway", "not used with dhcp: true (the DHCP server names the gateway): remove it or set dhcp: false")
         raw_gateways = []
-    many = len(raw_gateways) > 1
-    for index, value in enumerate(raw_gateways):
-        field = f"{where}.gateway[{index}]" if many else f"{where}.gateway"
-        try:
-            gateway = check_ip(value, "192.0.2.1")
-        except ValueError as error:
-            problems.add(field, str(error))
-            continue
+    for field, gateway in _checked(f"{where}.gateway", raw_gateways, check_gateway, gateway_field):
         if any(known.version == gateway.version for known in gateways):
             problems.add(field, f"a second IPv{gateway.version} gateway: an interface has at most one per address family")
             continue
         if not addresses_known or _check_gateway(field, gateway, addresses, problems):
             gateways.append(gateway)
 
-    broadcast = None
-    if data.get("broadcast") not in (None, ""):
+    broadcast = values.get("broadcast")
+    if broadcast is not None:
         field = f"{where}.broadcast"
-        try:
-            broadcast = check_ip(data["broadcast"], "192.0.2.255")
-        except ValueError as error:
-            problems.add(field, str(error))
-        else:
-            ipv4 = [address for address in addresses if address.version == 4]
-            if dhcp:
-                problems.add(field, "not used with dhcp: true: remove it or set dhcp: false")
-            elif broadcast.version != 4:
-                problems.add(field, f"{broadcast} is not an IPv4 address: only IPv4 has broadcast addresses")
-            elif not addresses_known:
-                pass
-            elif ipv4 and broadcast not in ipv4[0].network:
-                problems.add(field, f"{broadcast} is not inside {ipv4[0].network}: use {ipv4[0].network.broadcast_address} or leave it out")
-            elif not ipv4 and not raw_addresses:
-                problems.add(field, "needs an IPv4 address on this interface: add address or leave broadcast out")
+        ipv4 = [address for address in addresses if address.version == 4]
+        if dhcp:
+            problems.add(field, "not used with dhcp: true: remove it or set dhcp: false")
+        elif broadcast.version != 4:
+            problems.add(field, f"{broadcast} is not an IPv4 address: only IPv4 has broadcast addresses")
+        elif not addresses_known:
+            pass
+        elif ipv4 and broadcast not in ipv4[0].network:
+            problems.add(field, f"{broadcast} is not inside {ipv4[0].network}: use {ipv4[0].network.broadcast_address} or leave it out")
+        elif not ipv4 and not raw_addresses:
+            problems.add(field, "needs an IPv4 address on this interface: add address or leave broadcast out")
 
-    mtu = None
-    if data.get("mtu") is not None:
-        try:
-            mtu = check_mtu(data["mtu"])
-        except ValueError as error:
-            problems.add(f"{where}.mtu", str(error))
-        else:
-            if mtu < 1280 and any(address.version == 6 for address in addresses):
-                problems.add(f"{where}.mtu", f"{mtu} is below 1280, the least IPv6 needs: raise it or remove the IPv6 address")
+    mtu = values.get("mtu")
+    if mtu is not None and mtu < 1280 and any(address.version == 6 for address in addresses):
+        problems.add(f"{where}.mtu", f"{mtu} is below 1280, the least IPv6 needs: raise it or remove the IPv6 address")
     if len(problems) > before:
         return None
     return InterfaceConfig(name, dhcp, tuple(addresses), tuple(gateways), broadcast, mtu)
 
 
 # --- the whole section ---
-
-
-def _parse_interfaces(data: Any, problems: Problems) -> list[InterfaceConfig]:
-    if data is None:
-        return []
-    if not isinstance(data, dict):
-        problems.add("network.interfaces", "must be a mapping of interface names to settings, such as eth0: {dhcp: true}")
-        return []
-    interfaces = []
-    for name, spec in data.items():
-        try:
-            check_interface_name(name)
-        except ValueError as error:
-            problems.add(f"network.interfaces.{name}", str(error))
-            continue
-        interface = parse_interface(name, spec, problems)
-        if interface:
-            interfaces.append(interface)
-    _check_across_interfaces(interfaces, problems)
-    return interfaces
 
 
 def _check_across_interfaces(interfaces: list[InterfaceConfig], problems: Problems) -> None:
@@ -342,83 +362,23 @@ def _check_across_interfaces(interfaces: list[InterfaceConfig], problems: Proble
                 default_by_family[gateway.version] = (interface.name, gateway)
 
 
-def _parse_dns(data: Any, problems: Problems) -> DnsConfig:
-    if data is None:
-        return DnsConfig()
+def _check_dns(data: Any, problems: Problems) -> tuple[IPAddress, ...]:
+    """The servers without repeats; a problem for too many servers or search domains, and for each repeat."""
     if not isinstance(data, dict):
-        problems.add("network.dns", "must be a mapping such as {servers: [192.0.2.53], search: [example.com]}")
-        return DnsConfig()
-    for key in data:
-        if key not in DNS_KEYS:
-            problems.add(f"network.dns.{key}", f"unknown key; known keys are {', '.join(DNS_KEYS)}")
-    servers: list[IPAddress] = []
-    raw = _as_list(data.get("servers"))
-    if raw is None:
-        problems.add("network.dns.servers", "must be a list of addresses such as [192.0.2.53]")
-        raw = []
+        return ()
+    raw = as_items(data.get("servers")) or []
     if len(raw) > MAX_DNS_SERVERS:
         problems.add("network.dns.servers", f"{len(raw)} servers: the resolver uses at most {MAX_DNS_SERVERS}: keep the first three")
-    for index, value in enumerate(raw):
-        try:
-            server = check_ip(value)
-        except ValueError as error:
-            problems.add(f"network.dns.servers[{index}]", str(error))
-            continue
+    servers: list[IPAddress] = []
+    for field, server in _checked("network.dns.servers", raw, check_ip, DNS_FIELDS[0]):
         if server in servers:
-            problems.add(f"network.dns.servers[{index}]", f"{server} is listed twice: keep one")
+            problems.add(field, f"{server} is listed twice: keep one")
         else:
             servers.append(server)
-    search: list[str] = []
-    raw = _as_list(data.get("search"))
-    if raw is None:
-        problems.add("network.dns.search", "must be a list of domains such as [example.com]")
-        raw = []
-    if len(raw) > MAX_SEARCH_DOMAINS:
-        problems.add("network.dns.search", f"{len(raw)} domains: use at most {MAX_SEARCH_DOMAINS}")
-    for index, value in enumerate(raw):
-        try:
-            search.append(check_domain(value))
-        except ValueError as error:
-            problems.add(f"network.dns.search[{index}]", str(error))
-    return DnsConfig(tuple(servers), tuple(search))
-
-
-def _parse_hosts(data: Any, problems: Problems) -> list[tuple[IPAddress, tuple[str, ...]]]:
-    if data is None:
-        return []
-    if not isinstance(data, dict):
-        problems.add("network.hosts", "must be a mapping of addresses to names, such as {192.0.2.25: [mail.example.com]}")
-        return []
-    entries = []
-    for key, names in data.items():
-        where = f"network.hosts.{key}"
-        try:
-            address = check_ip(key, "192.0.2.25")
-        except ValueError as error:
-            problems.add(where, str(error))
-            continue
-        raw = _as_list(names)
-        if not raw:
-            problems.add(where, "needs at least one name, such as [mail.example.com]")
-            continue
-        clean = []
-        for index, name in enumerate(raw):
-            try:
-                clean.append(check_domain(name))
-            except ValueError as error:
-                problems.add(f"{where}[{index}]", str(error))
-        entries.append((address, tuple(clean)))
-    return entries
-
-
-def field_paths() -> list[tuple[tuple[str, ...], bool]]:
-    """Every field of the section as (path of keys, is it a list); "*" is a key of the admin's choosing
-    (an interface name, a hosts address), itself a field."""
-    paths = [(("hostname",), False), (("interfaces", "*"), False), (("hosts", "*"), True)]
-    paths += [(("interfaces", "*", key), key in ("address", "gateway")) for key in INTERFACE_KEYS]
-    paths += [(("dns", key), True) for key in DNS_KEYS]
-    assert {path[0] for path, _ in paths} == set(NETWORK_KEYS), "a key of the section is missing here"
-    return paths
+    search = as_items(data.get("search")) or []
+    if len(search) > MAX_SEARCH_DOMAINS:
+        problems.add("network.dns.search", f"{len(search)} domains: use at most {MAX_SEARCH_DOMAINS}")
+    return tuple(servers)
 
 
 def parse_network(data: Any) -> tuple[NetworkConfig | None, list[str]]:
@@ -428,18 +388,12 @@ def parse_network(data: Any) -> tuple[NetworkConfig | None, list[str]]:
         return NetworkConfig(), []
     if not isinstance(data, dict):
         return None, ["network: must be a mapping with hostname, interfaces and dns"]
-    for key in data:
-        if key not in NETWORK_KEYS:
-            problems.add(f"network.{key}", f"unknown key; known keys are {', '.join(NETWORK_KEYS)}")
-    hostname = None
-    if data.get("hostname") is not None:
-        try:
-            hostname = check_hostname(data["hostname"])
-        except ValueError as error:
-            problems.add("network.hostname", str(error))
-    interfaces = _parse_interfaces(data.get("interfaces"), problems)
-    dns = _parse_dns(data.get("dns"), problems)
-    hosts = _parse_hosts(data.get("hosts"), problems)
+    values = parse_section("network", data, NETWORK_FIELDS, problems) or {}
+    interfaces = [interface for interface in values.get("interfaces", {}).values() if interface is not None]
+    _check_across_interfaces(interfaces, problems)
+    servers = _check_dns(data.get("dns"), problems)
+    dns = DnsConfig(servers, values.get("dns", {}).get("search", ()))
+    hosts = tuple(values.get("hosts", {}).items())
     problems = Problems(refuse_control_chars("network", data, problems))
     wrote_servers = any(problem.startswith("network.dns") for problem in problems)
     if interfaces and not any(i.dhcp for i in interfaces) and not dns.servers and not wrote_servers:
@@ -449,4 +403,4 @@ def parse_network(data: Any) -> tuple[NetworkConfig | None, list[str]]:
         )
     if problems:
         return None, list(problems)
-    return NetworkConfig(hostname, tuple(interfaces), dns, tuple(hosts)), []
+    return NetworkConfig(values.get("hostname"), tuple(interfaces), dns, hosts), []

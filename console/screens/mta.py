@@ -23,6 +23,7 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TextArea
 
+from appliance.store import Change, diff_documents
 from relay.control import errors
 
 from .. import mta_form
@@ -70,7 +71,7 @@ class FormScroll(VerticalScroll):
     ]
 
 
-def editor(field: mta_form.Field) -> Widget:
+def editor(field: mta_form.FormField) -> Widget:
     if field.kind == "bool":
         return Choice([(False, "no"), (True, "yes")], id=field.dom_id)
     if field.kind == "choice":
@@ -80,7 +81,7 @@ def editor(field: mta_form.Field) -> Widget:
     return Input(id=field.dom_id, compact=True)
 
 
-def field_lines(field: mta_form.Field) -> list[Widget]:
+def field_lines(field: mta_form.FormField) -> list[Widget]:
     """A line with the label and the editor; under it the help (and the problem, if any)."""
     return [Horizontal(Label(f"  {field.label}", id=f"label-{field.dom_id}", classes="mta-label"), editor(field),
                        classes="mta-line"),
@@ -106,9 +107,9 @@ class MtaScreen(Screen):
         self.running: dict | None = None
         self.path = ""
         self.groups: list[mta_form.Group] = []
-        self.fields: dict[str, mta_form.Field] = {}
+        self.fields: dict[str, mta_form.FormField] = {}
         self.problems: list[str] = []
-        self.changes: list[mta_form.Change] = []
+        self.changes: list[Change] = []
         self.section: dict = {}
         self.config = None
         self._check_timer: Timer | None = None
@@ -200,13 +201,13 @@ class MtaScreen(Screen):
         text.append_text(note(group.help, problems))
         return text
 
-    def _running_value(self, field: mta_form.Field) -> Any:
+    def _running_value(self, field: mta_form.FormField) -> Any:
         value: Any = self.running
         for part in field.path:
             value = value.get(part) if isinstance(value, dict) else None
         return value
 
-    def _set_widget(self, field: mta_form.Field, value: Any) -> None:
+    def _set_widget(self, field: mta_form.FormField, value: Any) -> None:
         widget = self.query_one(f"#{field.dom_id}")
         if isinstance(widget, TextArea):
             widget.load_text(value)
@@ -214,7 +215,7 @@ class MtaScreen(Screen):
         else:
             widget.value = value
 
-    def _fit(self, area: TextArea, field: mta_form.Field) -> None:
+    def _fit(self, area: TextArea, field: mta_form.FormField) -> None:
         most = MAX_YAML_LINES if field.kind == "yaml" else MAX_LIST_LINES
         area.styles.height = max(1, min(area.document.line_count, most))
 
@@ -239,7 +240,7 @@ class MtaScreen(Screen):
     def on_choice_changed(self, event: Choice.Changed) -> None:
         self._edited(event.choice)
 
-    def _field_of(self, widget: Widget) -> mta_form.Field | None:
+    def _field_of(self, widget: Widget) -> mta_form.FormField | None:
         return next((f for f in self.fields.values() if f.dom_id == widget.id), None)
 
     def _edited(self, widget: Widget) -> None:
@@ -266,7 +267,7 @@ class MtaScreen(Screen):
             self.notice(f"{count} problem{'s' if count != 1 else ''}, shown in red at the fields: "
                         f"nothing can be applied until they are fixed.{elsewhere}", "red")
         else:
-            self.changes = mta_form.diff(self.running, mta_form.normalized(section, config))
+            self.changes = diff_documents(self.running, mta_form.normalized(section, config))
             count = len(self.changes)
             if count or not settled_before:  # a form that stays as it was keeps its notice ("Applied ...")
                 self.notice(f"{count} change{'s' if count != 1 else ''}: ctrl+s shows them and applies." if count

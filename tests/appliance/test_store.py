@@ -109,11 +109,11 @@ def test_diff_lists_changed_added_and_removed_keys(store):
     del changed["mta"]["internal_relay"]["port"]
     changed["mta"]["match_subdomains"] = True
     store.save(changed)
-    assert [str(c) for c in store.diff(1, 0)] == [  # sorted by key
+    assert [str(c) for c in store.diff(1, 0)] == [  # in the file's order, as the console's forms show them
+        "~ network.interfaces.eth0.address: 192.0.2.10/24 -> 192.0.2.11/24",
+        "~ network.dns.search: [example.com] -> [example.com, corp.example.com]",
         "- mta.internal_relay.port: 25",
         "+ mta.match_subdomains: true",
-        "~ network.dns.search: [example.com] -> [example.com, corp.example.com]",
-        "~ network.interfaces.eth0.address: 192.0.2.10/24 -> 192.0.2.11/24",
     ]
     assert "-    eth0: {dhcp: false, address: 192.0.2.10/24" in store.unified_diff(1, 0)
     assert diff_documents({"a": 1}, {"a": 1}) == []
@@ -141,8 +141,8 @@ def test_the_config_commands(store, tmp_path):
     listing = run("versions")
     assert len(listing.stdout.splitlines()) == 2 and listing.stdout.startswith("  0  ")
     diff = run("diff")
-    assert diff.stdout.splitlines() == ["~ mta.hostname: gw.example.com -> gw2.example.com",
-                                        "~ network.hostname: gw.example.com -> gw2.example.com"]
+    assert diff.stdout.splitlines() == ["~ network.hostname: gw.example.com -> gw2.example.com",
+                                        "~ mta.hostname: gw.example.com -> gw2.example.com"]
     exported = tmp_path / "out.yaml"
     assert run("export", str(exported)).returncode == 0 and exported.read_text() == store.current_text()
     source.write_text("network: {interfaces: {eth0: {address: 192.0.2.10}}}\n")

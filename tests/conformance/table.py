@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import html
-import re
 import sys
 import tempfile
 from pathlib import Path
 
+from ..support.doc_parts import replace_part
 from .catalogue import CASES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "conformance.md"
@@ -73,13 +73,6 @@ def ehlo_replies() -> str:
         right = f"`{postern[index]}`" if index < len(postern) else ""
         rows.append(f"| {left} | {right} |")
     return "\n".join(rows)
-
-
-def replace_part(text: str, name: str, content: str) -> str:
-    pattern = re.compile(rf"(<!-- begin {name} -->\n)(?:.*?\n)?(<!-- end {name} -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{DOC}: no generated part named {name!r}")
-    return pattern.sub(lambda m: m.group(1) + content + "\n" + m.group(2), text)
 
 
 def generated(text: str) -> str:

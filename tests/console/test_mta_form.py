@@ -1,7 +1,8 @@
 """The MTA form model: built from data, so keys the console has no words for still get a field."""
 
+from appliance.store import diff_documents
 from console import mta_form
-from relay.config import parse_mta, to_dict
+from relay.config import mta_field, parse_mta, to_dict
 from tests.support.relay import base_mta
 
 
@@ -34,7 +35,7 @@ def test_unknown_keys_are_shown_and_sent_back_as_they_are():
     assert not problems
     config, problems = mta_form.validate(proposed)  # the daemon checks keys the console does not know
     assert not problems
-    assert mta_form.diff(section, mta_form.normalized(proposed, config)) == []
+    assert diff_documents(section, mta_form.normalized(proposed, config)) == []
     assert mta_form.payload(proposed, config)["future_map"] == {"x": [1, {"y": 2}]}
     raws["future_map.x"] = "[1, {y: 3}"  # broken YAML is a problem at its field, not a crash
     _, problems = mta_form.proposed(section, groups, raws)
@@ -61,7 +62,7 @@ def test_the_diff_compares_what_the_relay_will_run():
     proposed, _ = mta_form.proposed(section, groups, raws)
     config, problems = mta_form.validate(proposed)
     assert not problems
-    changes = mta_form.diff(section, mta_form.normalized(proposed, config))
+    changes = diff_documents(section, mta_form.normalized(proposed, config))
     assert [change.key for change in changes] == ["my_networks", "idle_timeout"]
     assert mta_form.describe(changes[0]) == ["my_networks:", "  + 10.0.0.0/8"]
     assert mta_form.describe(changes[1], "duration") == ["idle_timeout: 5m -> 10m"]
@@ -96,3 +97,33 @@ def test_a_pasted_100_kb_banner_or_marker_and_a_control_character_are_refused_at
         "marker.header": "is 100002 characters long: too long for a header name (at most 64): shorten it",
         "marker.value": "contains a control character (\\u2028 at position 15): remove it",
     }
+
+
+def test_every_field_has_the_relays_own_words_and_choices_the_relay_accepts():
+    section = running()
+    for field in mta_form.fields_of(mta_form.build(section)):
+        spec = mta_field(field.path)
+        assert (field.label, field.help) == (spec.label, spec.help)
+        if spec.kind == "choice":
+            assert field.kind == "choice" and field.choices == spec.choices
+        assert all(spec.check(choice) == choice for choice in field.choices)  # what the form offers, the relay takes
+    groups = {group.key: group for group in mta_form.build(section) if group.path}
+    assert (groups["queue"].title, groups["queue"].help) == (mta_field("queue").label, mta_field("queue").help)
+
+
+def test_the_delay_warning_is_a_duration_like_the_relay_reads_it():
+    # It was a plain number in the form (its check, a duration that may be 0, went unrecognised),
+    # so "4h" came back as 14400 in the list of changes.
+    section = running()
+    groups = mta_form.build(section)
+    fields = {field.key: field for field in mta_form.fields_of(groups)}
+    assert fields["queue.delay_warning_time"].kind == "duration"
+    raws = {key: mta_form.shown(field, _value(section, field.path)) for key, field in fields.items()}
+    assert raws["queue.delay_warning_time"] == "0"
+    raws["queue.delay_warning_time"] = "4h"
+    proposed, _ = mta_form.proposed(section, groups, raws)
+    config, problems = mta_form.validate(proposed)
+    assert not problems
+    changes = diff_documents(section, mta_form.normalized(proposed, config))
+    assert [mta_form.describe(change, fields[change.key].kind) for change in changes] == [
+        ["queue.delay_warning_time: 0 -> 4h"]]

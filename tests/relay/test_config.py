@@ -198,6 +198,17 @@ def test_an_empty_section_means_the_defaults():
     assert config.header_size_limit == 102400  # Postfix's default
 
 
+
+def test_a_list_written_with_no_value_is_empty_as_in_the_network_section():
+    # `dns_servers:` with nothing after it is YAML's null. The network section always read it as an
+    # empty list; this section called it "must be a list". Both now read lists with one walk.
+    config, problems = parse_mta(yaml.safe_load("hostname: gw.example.com\ndns_servers:\nm365: {tenant_ids:}\n"))
+    assert problems == []
+    assert config.dns_servers == () and config.m365.tenant_ids == ()
+    _, problems = parse_mta({"listen": None})
+    assert problems == ["mta.listen: needs at least one address, such as 0.0.0.0:25"]
+
+
 # --- the file ------------------------------------------------------------------------
 
 

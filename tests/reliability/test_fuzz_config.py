@@ -19,7 +19,7 @@ SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(1
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                       | st.dictionaries(st.text(max_size=12) | st.sampled_from(["host", "port", "mx", "cert_file"]),
                                         inner, max_size=4), max_leaves=10)
-KEYS = sorted(MTA_FIELDS)
+KEYS = sorted(field.name for field in MTA_FIELDS)
 SUBKEYS = {"host", "port", "mx", "cert_file", "key_file", "minimal_backoff_time", "maximal_backoff_time",
            "maximal_queue_lifetime", "destination_concurrency_limit", "connect_timeout", "command_timeout"}
 SECTIONS = st.dictionaries(st.sampled_from(sorted(SUBKEYS)) | st.text(max_size=8), VALUES, max_size=4)
