@@ -24,7 +24,7 @@ from pathlib import Path
 from . import trial
 from .apply import FILES, ApplyError, Target
 from .kernel import KernelError
-from .model import NetworkConfig, parse_network
+from .model import NetworkConfig, Problems, parse_interface
 from .networkd import ServiceError
 from .render import plan
 
@@ -35,7 +35,7 @@ SYSTEM_ERRORS = (KernelError, ServiceError, OSError)
 
 # The console reaches the network's internals only through this module: what it needs of them is here.
 __all__ = ["AlreadyPending", "ApplyError", "Change", "DEFAULT_TIMEOUT", "KernelError", "NetworkConfig",
-           "SYSTEM_ERRORS", "ServiceError", "parse_network", "reaches_system", "start", "state_dir_of", "unchanged"]
+           "SYSTEM_ERRORS", "ServiceError", "interfaces_config", "reaches_system", "start", "state_dir_of", "unchanged"]
 
 
 def reaches_system(root: Path | str, netns: str | None = None) -> bool:
@@ -51,6 +51,13 @@ def state_dir_of(root: Path | str) -> Path:
 def unchanged(config: NetworkConfig, root: Path | str) -> bool:
     """The network files under root already say exactly this: there is nothing to change or to keep."""
     return not plan(config, root).changed
+
+
+def interfaces_config(interfaces: dict) -> NetworkConfig:
+    """Only the interfaces of a network section, as a configuration of their own (the wizard's first step:
+    the hostname and DNS come later, and the section as a whole was checked where it was typed)."""
+    parsed = [parse_interface(name, settings, Problems()) for name, settings in interfaces.items()]
+    return NetworkConfig(interfaces=tuple(interface for interface in parsed if interface))
 
 
 class Change:

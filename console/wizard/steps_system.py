@@ -133,10 +133,7 @@ class NetworkStep(StepScreen):
     async def leave(self, draft: Draft) -> bool:
         """Put the interfaces in force the safe way (as the Network screen does): kept only when Enter is
         pressed, or `postern-appliance confirm` runs, before the deadline. Nothing to change: no question."""
-        config, problems = change.parse_network({"interfaces": draft.get("network.interfaces", {}) or {}})
-        if config is None:
-            self.show_problems(problems)
-            return False
+        config = change.interfaces_config(draft.get("network.interfaces", {}) or {})
         root = self.wizard.root
         if await asyncio.to_thread(change.unchanged, config, root):
             return True
