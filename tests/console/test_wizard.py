@@ -389,6 +389,20 @@ async def test_the_network_change_stays_only_when_kept_and_confirm_from_another_
         assert (gateway.root / "run/postern/network-try.outcome").stat().st_mtime_ns == kept
 
 
+async def test_quitting_during_the_countdown_restores_the_previous_settings(gateway, machine):
+    network_file = gateway.root / "etc/systemd/network/10-postern-eth0.network"
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        fill(app, address="192.0.2.20/24")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, KeepSettingsScreen), what="the countdown")
+        assert network_file.exists()
+        await pilot.press("ctrl+q")
+    assert not network_file.exists()
+    assert not (gateway.root / "run/postern/network-try.json").exists()
+
+
 async def test_running_the_wizard_again_starts_from_the_configuration_as_it_is(gateway, sink, smarthost, machine):
     from appliance.provision import carry_out, check_seed
 
