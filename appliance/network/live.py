@@ -106,12 +106,6 @@ def describe(state: KernelState, hostname: str, dns: tuple[list[str], list[str]]
     return LiveState(hostname, tuple(interfaces), defaults, tuple(servers), tuple(search))
 
 
-def addresses_in_use(netns: str | None = None) -> set[str]:
-    """Every address of every link, loopback's too (is a next hop this machine itself?)."""
-    state = read_kernel_state(netns)
-    return {address.address for link in state.links for address in link.addresses}
-
-
 def read_live_state(netns: str | None = None, root: Path | str = "/") -> LiveState:
     state = read_kernel_state(netns)
     speeds = {}

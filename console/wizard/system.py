@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from appliance.diagnostics.dns_lookup import LookupFailed, addresses_of, make_resolver
 from appliance.diagnostics.helo import HeloVerdict, check_helo
-from appliance.diagnostics.next_hop import NextHopReport, check_next_hop
+from appliance.diagnostics.next_hop import NextHopReport, check_next_hop, local_addresses
 from appliance.network.change import SYSTEM_ERRORS
-from appliance.network.live import LiveState, addresses_in_use, read_live_state
+from appliance.network.live import LiveState, read_live_state
 from appliance.topology import ip_or_none
 
 
@@ -23,13 +23,6 @@ def live_state() -> LiveState | None:
         return read_live_state()
     except (*SYSTEM_ERRORS, RuntimeError):
         return None
-
-
-def local_addresses() -> set[str]:
-    try:
-        return addresses_in_use()
-    except (*SYSTEM_ERRORS, RuntimeError):
-        return set()
 
 
 def ptr_check(hostname: str, address: str, servers: list[str]) -> HeloVerdict | str:
