@@ -63,7 +63,9 @@ class SetupState:
     @property
     def is_live(self) -> bool:
         """True on the appliance itself (root /): changes reach the running system."""
-        return self.root.resolve() == Path("/")
+        from .network.change import reaches_system
+
+        return reaches_system(self.root)
 
     # --- progress ---
 

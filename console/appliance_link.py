@@ -3,23 +3,15 @@ configuration file and (in tests) a network namespace.
 
 `ApplianceLink` holds the concerns of `console.system`, each in its own module: `commands` (power,
 the shell), `diagnostics` and `certificates`; it reads the configuration file (`console.system.config`)
-and makes the network change itself. Every method blocks (netlink, files, DNS, SMTP, subprocesses):
+and starts the network change. Every method blocks (netlink, files, DNS, SMTP, subprocesses):
 the screens call them only from thread workers. Nothing here imports Textual.
 
-Where changes go depends on the root directory and the network namespace:
-
-- root `/`, no namespace: the appliance itself. Network changes go through
-  `appliance.network.trial` (files, then systemd-networkd or netlink, and the hostname).
-- a namespace (tests): the same trial, on that namespace's kernel, with the files under the
-  root; the hostname is left alone (the UTS namespace is shared).
-- another root and no namespace (`make run`, a test): the files only; the running
-  system is never touched. The countdown still runs, and restores the files when declined.
+Network changes go through `appliance.network.change`, which says where they go: the running
+system for root `/` or a namespace (tests), else the files under the root only.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +24,7 @@ from .system.config import read_document, read_settings
 from .system.diagnostics import Diagnostics
 
 if TYPE_CHECKING:
-    from appliance.files import FileSnapshot
-    from appliance.network import trial
+    from appliance.network.change import Change
     from appliance.network.live import LiveState
     from appliance.schema import ApplianceConfig
 
@@ -41,83 +32,6 @@ if TYPE_CHECKING:
 # without it, and each screen's first worker pays for what it needs.
 
 TRY_SECONDS = 60.0
-
-
-# --- a network change waiting to be kept ---------------------------------------------------------
-
-
-class PendingChange:
-    """A network change in force until it is kept or rolled back (like `postern-appliance try`)."""
-
-    deadline: float
-    lines: list[str]
-
-    def __init__(self):
-        self._settling = threading.Lock()
-        self.settled = False
-
-    def settle(self, keep: bool) -> bool:
-        """Keep or roll back, once: False when that was already done (the countdown and a closing console
-        may both try)."""
-        with self._settling:
-            if self.settled:
-                return False
-            self.keep() if keep else self.roll_back()
-            self.settled = True
-            return True
-
-    @property
-    def confirmed(self) -> bool:  # by `postern-appliance confirm` from another shell
-        return False
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.time())
-
-    def keep(self) -> None:
-        raise NotImplementedError
-
-    def roll_back(self) -> None:
-        raise NotImplementedError
-
-
-class LiveChange(PendingChange):
-    def __init__(self, pending: trial.Trial):
-        super().__init__()
-        self.trial = pending
-        self.deadline = pending.deadline
-        applied = pending.applied
-        self.lines = [f"wrote /{relative}" for relative in applied.files.write]
-        self.lines += [f"removed /{relative}" for relative in applied.files.remove]
-        self.lines += [f"note: {note}" for note in applied.notes]
-        self.lines.append(f"applied through {applied.backend}")
-
-    @property
-    def confirmed(self) -> bool:
-        return self.trial.confirmed
-
-    def keep(self) -> None:
-        self.trial.keep()
-
-    def roll_back(self) -> None:
-        self.trial.roll_back()
-
-
-class FilesChange(PendingChange):
-    """Under a root other than /: the network files only, restored exactly when not kept."""
-
-    def __init__(self, root: Path, snapshot: FileSnapshot, written: list[str], removed: list[str], timeout: float):
-        super().__init__()
-        self.snapshot = snapshot
-        self.deadline = time.time() + timeout
-        self.lines = [f"wrote {root / relative}" for relative in written]
-        self.lines += [f"removed {root / relative}" for relative in removed]
-        self.lines.append(f"files only: the running system is not changed under the root {root}")
-
-    def keep(self) -> None:
-        pass
-
-    def roll_back(self) -> None:
-        self.snapshot.restore()
 
 
 # --- what the screens get back -------------------------------------------------------------------
@@ -145,7 +59,9 @@ class ApplianceLink:
     @property
     def live(self) -> bool:
         """Do network changes reach a running kernel (this one, or the test's namespace)?"""
-        return self.netns is not None or self.root.resolve() == Path("/")
+        from appliance.network.change import reaches_system
+
+        return reaches_system(self.root, self.netns)
 
     # --- the configuration file ---
 
@@ -187,34 +103,16 @@ class ApplianceLink:
         _, problems = validate_document(document)
         return NetworkView(live, document, problems)
 
-    def start_network_change(self, document: dict) -> PendingChange:
+    def start_network_change(self, document: dict) -> Change:
         """Apply the document's network section now; it stays only if kept before the deadline.
 
-        ConfigError with every problem when the document is wrong or names a missing interface;
-        ApplyError when the system refused (the previous state is back)."""
-        from appliance.files import FileSnapshot
-        from appliance.network import trial
-        from appliance.network.apply import ApplyError, Target, missing_interfaces
-        from appliance.network.kernel import read_kernel_state
-        from appliance.network.render import plan, write_plan
+        ConfigError with every problem when the document is wrong; ApplyError when the system refused
+        (a missing interface, a failed step: the previous state is back)."""
+        from appliance.network import change
         from appliance.schema import validate_document
         from relay.config import ConfigError
 
         config, problems = validate_document(document)
         if problems:
             raise ConfigError(problems)
-        network = config.network
-        missing = missing_interfaces(network, read_kernel_state(self.netns))
-        if missing:
-            raise ConfigError(missing)
-        if self.live:
-            target = Target(self.root, self.netns, set_hostname=self.netns is None)
-            return LiveChange(trial.start(network, target, self.root / "run/postern", self.try_seconds))
-        files = plan(network, self.root)
-        snapshot = FileSnapshot.take(files.paths)
-        try:
-            write_plan(files)
-        except OSError as error:
-            snapshot.restore()
-            raise ApplyError([f"{error.filename or self.root}: {error.strerror}: nothing was changed"]) from None
-        return FilesChange(self.root, snapshot, list(files.write), list(files.remove), self.try_seconds)
+        return change.start(config.network, self.root, self.netns, timeout=self.try_seconds)

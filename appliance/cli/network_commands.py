@@ -12,7 +12,7 @@ from pathlib import Path
 
 from relay.config import ConfigError
 
-from ..network import trial
+from ..network import change, trial
 from ..network.apply import ApplyError, Applied, Target, apply_network
 from ..network.kernel import KernelError
 from ..network.live import LiveState, read_live_state
@@ -66,7 +66,7 @@ def _state_dir_option(command) -> None:
 
 
 def _state_dir(args) -> Path:
-    return (args.state_dir or Path(args.root) / "run/postern").absolute()
+    return Path(args.state_dir).absolute() if args.state_dir else change.state_dir_of(args.root)
 
 
 # --- show ---
@@ -161,6 +161,11 @@ def _report_applied(applied: Applied) -> None:
     say(f"applied through {applied.backend}")
 
 
+def _report_change(pending: change.Change) -> None:
+    for line in pending.lines:
+        say(line)
+
+
 def _apply(args, start):
     config = _load(args.config)
     if config is None:
@@ -216,24 +221,25 @@ def _run_try(args, interrupted: list) -> int:
     state_dir = _state_dir(args)
 
     def start(network):
-        return trial.start(network, Target(args.root.absolute()), state_dir, args.timeout)
+        # Always in force: --root says only where the files go.
+        return change.start(network, args.root, timeout=args.timeout, state_dir=state_dir, live=True)
 
     try:
         pending, code = _apply(args, start)
-    except trial.AlreadyPending as error:
+    except change.AlreadyPending as error:
         complain(str(error))
         return exit_codes.FAILED
     if pending is None:
         return code
-    _report_applied(pending.applied)
+    _report_change(pending)
     say(f"Keep this network configuration? Press Enter here, or run 'postern-appliance confirm', "
         f"within {args.timeout:g} s; otherwise the previous one comes back.")
     if wait_for_decision(pending, interrupted):
-        pending.keep()
+        pending.settle(True)
         say("confirmed: the new network configuration stays")
         return exit_codes.OK
     try:
-        pending.roll_back()
+        pending.settle(False)
     except (KernelError, ServiceError, OSError) as error:
         complain(f"restoring the previous state failed: {error}; the record stays in {state_dir}: "
                  "run 'postern-appliance rollback' to try again")
@@ -242,7 +248,7 @@ def _run_try(args, interrupted: list) -> int:
     return exit_codes.ROLLED_BACK
 
 
-def wait_for_decision(pending: trial.Trial, interrupted: list) -> bool:
+def wait_for_decision(pending: change.Change, interrupted: list) -> bool:
     """Wait for Enter on the terminal or `confirm`; False on the deadline, an interrupt or 'n'."""
     terminal = [sys.stdin] if sys.stdin is not None and sys.stdin.isatty() else []
     while True:

@@ -4,6 +4,7 @@ Applying writes the rendered files under the target's root, then brings the live
 in line: through systemd-networkd when it runs in this network namespace and the root is
 `/` (it reads those files), otherwise directly through netlink, which works anywhere,
 including a network namespace without any systemd. Then it sets the kernel's hostname.
+A files-only target (a sandbox root: `make run`, a test) stops after the files.
 
 Before changing anything it checks that every configured interface exists, and it takes
 a `Previous`: the files it will replace (bytes, mode, owner, or that they were absent),
@@ -26,6 +27,7 @@ from .render import RESOLVED_DROPIN, FilePlan, plan, write_plan
 
 NETWORKD = "systemd-networkd"
 NETLINK = "netlink"
+FILES = "files only"
 
 
 class ApplyError(Exception):
@@ -38,13 +40,17 @@ class ApplyError(Exception):
 
 @dataclass(frozen=True)
 class Target:
-    """Where to apply: files under `root`; the kernel of namespace `netns` (None: our own)."""
+    """Where to apply: files under `root`; the kernel of namespace `netns` (None: our own), unless
+    `files_only`, when the running system is left alone."""
 
     root: Path = Path("/")
     netns: str | None = None
     set_hostname: bool = True  # a caller in a shared UTS namespace (a test) turns this off
+    files_only: bool = False
 
     def backend(self) -> str:
+        if self.files_only:
+            return FILES
         if Path(self.root).resolve() == Path("/") and self.netns is None and networkd.networkd_running():
             return NETWORKD
         return NETLINK
@@ -64,13 +70,14 @@ class Previous:
     def to_json(self) -> dict:
         return {
             "root": str(self.target.root), "netns": self.target.netns, "set_hostname": self.target.set_hostname,
+            "files_only": self.target.files_only,
             "backend": self.backend, "files": self.files.to_json(), "kernel": self.kernel.to_json(),
             "interfaces": self.interfaces, "hostname": self.hostname,
         }
 
     @classmethod
     def from_json(cls, data: dict) -> Previous:
-        target = Target(Path(data["root"]), data["netns"], data["set_hostname"])
+        target = Target(Path(data["root"]), data["netns"], data["set_hostname"], data.get("files_only", False))
         return cls(target, data["backend"], FileSnapshot.from_json(data["files"]),
                    KernelState.from_json(data["kernel"]), data["interfaces"], data["hostname"])
 
@@ -105,7 +112,7 @@ def apply_network(config: NetworkConfig, target: Target) -> Applied:
     file_plan = plan(config, target.root)
     backend = target.backend()
     names = [interface.name for interface in config.interfaces]
-    hostname = socket.gethostname() if target.set_hostname and config.hostname else None
+    hostname = socket.gethostname() if target.set_hostname and config.hostname and backend != FILES else None
     previous = Previous(target, backend, FileSnapshot.take(file_plan.paths), state, names, hostname)
     applied = Applied(previous, file_plan)
     try:
@@ -114,7 +121,7 @@ def apply_network(config: NetworkConfig, target: Target) -> Applied:
             networkd.reload_networkd(names)
             if (Path(target.root) / RESOLVED_DROPIN) in file_plan.paths and networkd.resolved_running():
                 networkd.reload_resolved()
-        else:
+        elif backend == NETLINK:
             with netlink(target.netns) as ipr:
                 for interface in config.interfaces:
                     applied.notes += apply_interface(ipr, interface)
@@ -140,6 +147,8 @@ def _set_hostname(name: str) -> None:
 def rollback(previous: Previous) -> None:
     """Restore the files, the kernel's state of the touched links, and the hostname."""
     previous.files.restore()
+    if previous.backend == FILES:
+        return
     if previous.backend == NETWORKD:
         networkd.reload_networkd(previous.interfaces)
         if networkd.resolved_running():

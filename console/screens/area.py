@@ -15,9 +15,7 @@ from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
 from appliance.diagnostics.dns_lookup import LookupFailed
-from appliance.network.apply import ApplyError
-from appliance.network.kernel import KernelError
-from appliance.network.networkd import ServiceError
+from appliance.network.change import ApplyError, KernelError, ServiceError
 from relay.config import ConfigError
 
 from ..appliance_link import ApplianceLink

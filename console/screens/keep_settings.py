@@ -1,16 +1,20 @@
 """The safe-apply countdown: "Keep these settings? Reverting in N s".
 
-Shown while a network change is in force but not yet kept. Enter keeps it; any other key,
-or the deadline, restores the previous settings: an admin whose session the new address
-cut off does nothing and gets the old one back. `postern-appliance confirm` from another
-shell keeps it too (the screen sees the change as confirmed and closes). Anything that covers
-the countdown (the command palette) counts as another key: the settings are restored.
+The one keep-or-revert dialog, of the Network screen and of the wizard's network step. Shown
+while a network change (`appliance.network.change`) is in force but not yet kept. Enter keeps
+it; any other key, or the deadline, restores the previous settings: an admin whose session the
+new address cut off does nothing and gets the old one back. `postern-appliance confirm` from
+another shell keeps it too (the screen sees the change as confirmed and closes). Anything that
+covers the countdown (the command palette) counts as another key: the settings are restored.
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from typing import TYPE_CHECKING, Callable
+
 from rich.text import Text
-from typing import Callable
 
 from textual import events
 from textual.app import ComposeResult
@@ -19,13 +23,24 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from ..appliance_link import PendingChange
+if TYPE_CHECKING:
+    from appliance.network.change import Change
+
+
+def listen_for_confirm() -> None:
+    """`postern-appliance confirm` wakes the process that started the change with SIGUSR1, whose default
+    action ends a process: from the first change on, the console takes it (and does nothing: the
+    countdown sees the change as confirmed). It stays taken, as a confirm may come just after the answer."""
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, lambda: None)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass
 
 
 class KeepSettingsScreen(ModalScreen[None]):
     BINDINGS = [Binding("enter", "keep", "Keep", id="network.keep")]
 
-    def __init__(self, pending: PendingChange, summary: list[str], decided: Callable[[bool], None]):
+    def __init__(self, pending: Change, summary: list[str], decided: Callable[[bool], None]):
         super().__init__()
         self.pending = pending
         self.summary = summary
@@ -41,6 +56,7 @@ class KeepSettingsScreen(ModalScreen[None]):
                          id="keep-keys")
 
     def on_mount(self) -> None:
+        listen_for_confirm()
         self.tick()
         self.set_interval(0.5, self.tick)
 

@@ -10,9 +10,6 @@ to the configuration file (`--config`); declined ones are undone exactly.
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import threading
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -25,20 +22,17 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Label, Static
 from textual.worker import Worker
 
-from appliance.network import trial
-from appliance.network.apply import ApplyError
-from appliance.network.kernel import KernelError
-from appliance.network.networkd import ServiceError
+from appliance.network.change import SYSTEM_ERRORS, AlreadyPending, ApplyError, Change
 from relay.config import ConfigError
 
 from .. import network_form
-from ..appliance_link import NetworkView, PendingChange
+from ..appliance_link import NetworkView
 from ..network_form import NetworkForm
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
 from .area import AreaScreen, explain
 from .confirm import ConfirmScreen
-from .keep_settings import KeepSettingsScreen
+from .keep_settings import KeepSettingsScreen, listen_for_confirm
 
 INPUTS = {
     "address": ("Address", "such as 192.0.2.10/24 (an IPv6 one may follow)"),
@@ -57,7 +51,7 @@ class NetworkLoaded(Message):
 
 @dataclass
 class ChangeStarted(Message):
-    pending: PendingChange
+    pending: Change
     document: dict
     summary: list[str]
 
@@ -109,7 +103,7 @@ class NetworkScreen(AreaScreen):
         self.draft: dict = {}  # with the interfaces edited so far
         self.start: NetworkForm | None = None  # the form as shown for the current interface
         self.problems: list[str] = []
-        self.pending: PendingChange | None = None
+        self.pending: Change | None = None
         self.pending_document: dict = {}
         self.refill = True  # the next load fills the form afresh (else it keeps the edits)
         self.asking = False  # a dialog of ours is on top: coming back from it is not a new visit
@@ -322,6 +316,7 @@ class NetworkScreen(AreaScreen):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.notice("Applying...")
+                listen_for_confirm()
                 self.start_change(document, changes)
             else:
                 self.notice("Not applied: your edits are kept.")
@@ -337,10 +332,10 @@ class NetworkScreen(AreaScreen):
         except (ConfigError, ApplyError) as error:
             self.post_message(ChangeRefused(error.problems))
             return
-        except trial.AlreadyPending as error:
+        except AlreadyPending as error:
             self.post_message(ChangeRefused([str(error)]))
             return
-        except (KernelError, ServiceError, OSError) as error:
+        except SYSTEM_ERRORS as error:
             self.post_message(ChangeRefused([explain(error)]))
             return
         self.post_message(ChangeStarted(pending, document, changes + [""] + pending.lines))
@@ -353,7 +348,6 @@ class NetworkScreen(AreaScreen):
 
     def on_change_started(self, message: ChangeStarted) -> None:
         self.pending, self.pending_document = message.pending, message.document
-        self._listen_for_confirm(True)
         self.notice("The new settings are in force: keep them or they are undone.", "bold yellow")
 
         def decided(keep: bool) -> None:
@@ -365,7 +359,7 @@ class NetworkScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="network-finish", name="Finishing the network change",
           exit_on_error=False)
-    def finish_change(self, pending: PendingChange, document: dict, keep: bool) -> None:
+    def finish_change(self, pending: Change, document: dict, keep: bool) -> None:
         if not keep:
             pending.settle(False)
             self.post_message(ChangeFinished(False, "Not kept: the previous network settings are back.", "yellow"))
@@ -384,7 +378,6 @@ class NetworkScreen(AreaScreen):
 
     def on_change_finished(self, message: ChangeFinished) -> None:
         self.pending = None
-        self._listen_for_confirm(False)
         self.refill = True
         self.load()
         self.notice(message.words, message.style)
@@ -393,42 +386,21 @@ class NetworkScreen(AreaScreen):
     def failed(self, worker: Worker, error: BaseException) -> None:
         if worker.group == "network-finish":
             self.pending = None
-            self._listen_for_confirm(False)
             self.notice(f"Restoring or keeping the settings failed: {explain(error)}. The change is recorded "
                         f"under {self.appliance.root / 'run/postern'}: 'postern-appliance rollback' restores the "
                         "previous settings.", "bold red")
             return
         super().failed(worker, error)
 
-    def _listen_for_confirm(self, on: bool) -> None:
-        """`postern-appliance confirm` signals the process that started the change (SIGUSR1)."""
-        try:
-            loop = asyncio.get_running_loop()
-            if on:
-                loop.add_signal_handler(signal.SIGUSR1, lambda: None)  # the countdown sees .confirmed
-            else:
-                loop.remove_signal_handler(signal.SIGUSR1)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-
     def on_unmount(self) -> None:
         # The console is closing (Ctrl+Q, a hang-up) during the countdown: undo the change now, unless
-        # `postern-appliance confirm` kept it. Blocking on the way out is fine; netlink must run outside
-        # the event loop's thread (pyroute2).
+        # `postern-appliance confirm` kept it. Blocking on the way out is fine.
         pending, self.pending = self.pending, None
-        if pending is not None and not pending.settled:
-            done = threading.Thread(target=self._settle_quietly, args=(pending, self.pending_document),
-                                    name="network-settle")
-            done.start()
-            done.join(timeout=60)
-
-    def _settle_quietly(self, pending: PendingChange, document: dict) -> None:
-        keep = pending.confirmed
-        try:
-            if pending.settle(keep) and keep:
-                self.appliance.save_network(document)
-        except (KernelError, ServiceError, ConfigError, OSError):
-            pass  # the record under run/postern stays: `postern-appliance rollback` finishes the job
+        if pending is not None and not pending.settled and pending.settle_before_exit():
+            try:
+                self.appliance.save_network(self.pending_document)
+            except (ConfigError, OSError):
+                pass  # kept in force; the configuration file says what it said
 
     # --- other keys --------------------------------------------------------------------------------
 

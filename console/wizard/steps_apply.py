@@ -13,9 +13,7 @@ from textual.widgets import Input, Static
 from appliance.certificates import CertificateError
 from appliance.diagnostics.smtp_probe import Line
 from appliance.diagnostics.smtp_send import TestMessage, send_test_message
-from appliance.network.apply import ApplyError
-from appliance.network.kernel import KernelError
-from appliance.network.networkd import ServiceError
+from appliance.network.change import SYSTEM_ERRORS, ApplyError
 from appliance.provision import Plan, carry_out
 from relay.config import ConfigError
 from relay.control.client import ControlError, PermissionDenied, Unreachable
@@ -112,7 +110,7 @@ class ApplyStep(StepScreen):
         except ConfigError as error:
             self.show_problems(error.problems)
             return False
-        except (CertificateError, KernelError, ServiceError, OSError, RuntimeError) as error:
+        except (CertificateError, *SYSTEM_ERRORS, RuntimeError) as error:
             self.show_problems([f"apply: {error}"])
             return False
         lines.append(await self.reload_relay(plan.document["mta"]))

@@ -13,19 +13,15 @@ from textual.containers import Horizontal
 from textual.widgets import Checkbox, Input, RadioButton, RadioSet, Static
 
 from appliance.diagnostics.helo import PASS
-from appliance.network import trial
-from appliance.network.apply import ApplyError
-from appliance.network.kernel import KernelError
+from appliance.network import change
 from appliance.network.live import LiveState
-from appliance.network.model import NetworkConfig, Problems, parse_interface
-from appliance.network.networkd import ServiceError
 
+from ..screens.keep_settings import KeepSettingsScreen, listen_for_confirm
 from . import system
 from .draft import Draft, join_list, split_list
 from .step import Pick, StepScreen, Tick, field_input, value_of
-from .try_dialog import TryScreen
 
-TRY_TIMEOUT = 120.0
+TRY_TIMEOUT = change.DEFAULT_TIMEOUT
 
 
 def interface_choices(draft: Draft, state: LiveState | None) -> list[tuple[str, str]]:
@@ -63,6 +59,8 @@ class NetworkStep(StepScreen):
     HELP = ("The interface the gateway sends and receives mail on: an address from a DHCP server, or a static "
             "address with its prefix and the default gateway. Over SSH, a change must be confirmed within "
             f"{TRY_TIMEOUT:.0f} s or the previous settings come back.")
+
+    pending: change.Change | None = None  # a change in force, waiting to be kept
 
     def compose_fields(self) -> ComposeResult:
         self.choices = interface_choices(self.draft, self.wizard.live)
@@ -133,35 +131,46 @@ class NetworkStep(StepScreen):
         draft.set("wizard.interface", name)
 
     async def leave(self, draft: Draft) -> bool:
-        interfaces = []
-        problems = Problems()
-        for name, settings in (draft.get("network.interfaces", {}) or {}).items():
-            interface = parse_interface(name, settings, problems)
-            if interface:
-                interfaces.append(interface)
-        config = NetworkConfig(interfaces=tuple(interfaces))
+        """Put the interfaces in force the safe way (as the Network screen does): kept only when Enter is
+        pressed, or `postern-appliance confirm` runs, before the deadline. Nothing to change: no question."""
+        config = change.interfaces_config(draft.get("network.interfaces", {}) or {})
         root = self.wizard.root
-        if not self.wizard.state.is_live:
-            await asyncio.to_thread(system.render_network, config, root)
+        if await asyncio.to_thread(change.unchanged, config, root):
             return True
         self.show_busy("Applying the network settings...")
+        listen_for_confirm()
         try:
-            pending = await asyncio.to_thread(system.start_network_trial, config, root, TRY_TIMEOUT)
-        except ApplyError as error:
+            pending = await asyncio.to_thread(change.start, config, root, timeout=TRY_TIMEOUT)
+        except change.ApplyError as error:
             self.show_problems(error.problems)
             return False
-        except (trial.AlreadyPending, KernelError, ServiceError, OSError) as error:
+        except (change.AlreadyPending, *change.SYSTEM_ERRORS) as error:
             self.show_problems([f"network.interfaces: {error}"])
             return False
-        keep = await self.app.push_screen_wait(TryScreen(
-            pending.deadline, f"The new settings of {self.interface} are in force. Keep them?"))
-        if keep or pending.confirmed:
-            await asyncio.to_thread(pending.keep)
+        self.pending = pending
+        decided: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        summary = [f"The new settings of {self.interface} are in force:", "", *pending.lines]
+        self.app.push_screen(KeepSettingsScreen(pending, summary, decided.set_result))
+        keep = await decided
+        try:
+            await asyncio.to_thread(pending.settle, keep)
+        except change.SYSTEM_ERRORS as error:
+            self.show_problems([f"network.interfaces: {'keeping' if keep else 'restoring'} the settings failed: "
+                                f"{error}; 'postern-appliance rollback' restores the previous ones"])
+            return False
+        finally:
+            self.pending = None
+        if keep:
             self.show_problems([])
             return True
-        await asyncio.to_thread(pending.roll_back)
         self.show_problems(["network.interfaces: not confirmed: the previous settings are back"])
         return False
+
+    def on_unmount(self) -> None:
+        # The console is closing during the countdown: undo the change, unless it was confirmed.
+        pending, self.pending = self.pending, None
+        if pending is not None and not pending.settled:
+            pending.settle_before_exit()
 
 
 NAT_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))

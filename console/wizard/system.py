@@ -7,17 +7,11 @@ would differ from host to host.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from appliance.diagnostics.dns_lookup import LookupFailed, addresses_of, make_resolver
 from appliance.diagnostics.helo import HeloVerdict, check_helo
-from appliance.diagnostics.next_hop import NextHopReport, check_next_hop
-from appliance.network import trial
-from appliance.network.apply import Target
-from appliance.network.kernel import KernelError, read_kernel_state
+from appliance.diagnostics.next_hop import NextHopReport, check_next_hop, local_addresses
+from appliance.network.change import SYSTEM_ERRORS
 from appliance.network.live import LiveState, read_live_state
-from appliance.network.model import NetworkConfig
-from appliance.network.render import plan, write_plan
 from appliance.topology import ip_or_none
 
 
@@ -27,16 +21,8 @@ def live_state() -> LiveState | None:
     Netlink runs its own event loop: call this in a thread, never on the console's loop."""
     try:
         return read_live_state()
-    except (KernelError, OSError, RuntimeError):
+    except (*SYSTEM_ERRORS, RuntimeError):
         return None
-
-
-def local_addresses() -> set[str]:
-    try:
-        state = read_kernel_state()
-    except (KernelError, OSError, RuntimeError):
-        return set()
-    return {address.address for link in state.links for address in link.addresses}
 
 
 def ptr_check(hostname: str, address: str, servers: list[str]) -> HeloVerdict | str:
@@ -69,14 +55,3 @@ def addresses_for(host: str, servers: list[str]) -> list[str]:
     except (LookupFailed, ValueError):
         return []
 
-
-def render_network(config: NetworkConfig, root: Path) -> list[str]:
-    """Under a root other than /: the network files only; nothing reaches the running system."""
-    files = plan(config, root)
-    write_plan(files)
-    return [str(root / relative) for relative in files.write]
-
-
-def start_network_trial(config: NetworkConfig, root: Path, timeout: float) -> trial.Trial:
-    """On the appliance: apply now, and keep it only when confirmed (like netplan try)."""
-    return trial.start(config, Target(root), root / "run/postern", timeout)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 from textual.widgets import Input
 
-from console.appliance_link import LiveChange
+from appliance.network.change import Change
 from console.host import HostFacts
 from console.system.diagnostics import Diagnostics
 from tests.console.conftest import until
@@ -83,7 +83,7 @@ def test_network_screen_with_a_problem(snap_compare, ansi, tmp_path, root, netns
 
 @size_ids
 def test_network_countdown(snap_compare, ansi, tmp_path, root, netns, monkeypatch, size):
-    monkeypatch.setattr(LiveChange, "remaining", lambda self: 57.0)
+    monkeypatch.setattr(Change, "remaining", lambda self: 57.0)
 
     async def apply(pilot):
         await relay_down(pilot)

@@ -2,7 +2,8 @@
 temporary root; what is written is read back. Validation names the field, Back keeps answers,
 and a wizard started again after a restart picks up at the step it was on."""
 
-import time
+import asyncio
+import subprocess
 
 import pytest
 import yaml
@@ -12,9 +13,10 @@ from appliance.firstboot import SetupState
 from appliance.schema import load_config_file
 from console.app import make_app
 from console.screens.confirm import ConfirmScreen
+from console.screens.keep_settings import KeepSettingsScreen
 from console.wizard.step import StepScreen
-from console.wizard.try_dialog import TryScreen
 from relay.control.client import ControlClient
+from tests.appliance.conftest import COMMAND
 from tests.console.wizard_support import (SSH_KEY, TENANT, at_step, dns, machine, make_root, step_title,  # noqa: F401
                                           text_of, until)
 from tests.support.sink import Sink
@@ -55,12 +57,21 @@ async def next_step(pilot, number: int) -> None:
     await at_step(pilot, number)
 
 
+async def keep_network(pilot) -> None:
+    """Next on the network step: the change is in force (under the test's root, its files only) and
+    the countdown asks; Enter keeps it."""
+    await pilot.press("ctrl+n")
+    await until(pilot, lambda: isinstance(pilot.app.screen, KeepSettingsScreen), what="the countdown")
+    await pilot.press("enter")
+    await at_step(pilot, 2)
+
+
 async def walk(pilot, topology: str, sink, smarthost) -> None:
     """Answer every step as an admin would for this topology, up to the apply step."""
     app = pilot.app
     await at_step(pilot, 1)
     assert app.screen.query_one("#address", Input).value == "192.0.2.10/24"  # the machine's own, prefilled
-    await next_step(pilot, 2)
+    await keep_network(pilot)
     fill(app, hostname="gw.example.com")
     await next_step(pilot, 3)
     fill(app, servers="192.0.2.53")
@@ -164,7 +175,7 @@ async def test_each_step_names_the_field_that_is_wrong(gateway, machine):
                     text_of(app, "#step-problems"), what="the gateway problem")
         assert step_title(app).startswith("1/") and app.screen.query_one("#gateway").has_class("-problem")
         fill(app, gateway="192.0.2.1")
-        await next_step(pilot, 2)
+        await keep_network(pilot)
         fill(app, hostname="gw")
         await pilot.press("ctrl+n")
         await until(pilot, lambda: "Hostname: 'gw' is not a fully qualified host name" in
@@ -204,7 +215,8 @@ async def test_a_failed_connection_check_asks_before_going_on(gateway, machine):
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 1)
-        for number in range(1, 6):
+        await keep_network(pilot)
+        for number in range(2, 6):
             if number == 2:
                 fill(app, hostname="gw.example.com")
             if number == 3:
@@ -229,7 +241,7 @@ async def test_the_ptr_check_compares_the_helo_name_with_the_forward_confirmed_p
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 1)
-        await next_step(pilot, 2)
+        await keep_network(pilot)
         fill(app, hostname="gw.example.com")
         await pilot.press("ctrl+t")
         await until(pilot, lambda: "PASS" in text_of(app, "#ptr"), what="the PTR verdict")
@@ -244,7 +256,7 @@ async def test_back_keeps_the_answers_and_a_restart_resumes_at_the_same_step(gat
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 1)
-        await next_step(pilot, 2)
+        await keep_network(pilot)
         fill(app, hostname="gw.example.com")
         await next_step(pilot, 3)
         fill(app, servers="192.0.2.53")
@@ -332,60 +344,63 @@ async def test_the_wizard_runs_again_from_the_command_palette(gateway, machine):
         assert step_title(app).startswith("1/")
 
 
-class RecordedTrial:
-    """What the network step sees of a safe apply on the appliance (the real one is
-    appliance.network.trial, tested in network namespaces): a deadline, keep, roll back."""
-
-    confirmed = False
-
-    def __init__(self, config, timeout: float):
-        self.config = config
-        self.deadline = time.time() + timeout
-        self.outcome = ""
-
-    def keep(self) -> None:
-        self.outcome = "kept"
-
-    def roll_back(self) -> None:
-        self.outcome = "rolled back"
-
-
-async def test_on_the_appliance_the_network_change_stays_only_when_confirmed(gateway, machine, monkeypatch):
-    trials: list[RecordedTrial] = []
-
-    def start(config, root, timeout):
-        trials.append(RecordedTrial(config, timeout))
-        return trials[-1]
-
-    monkeypatch.setattr("console.wizard.system.start_network_trial", start)
-    monkeypatch.setattr(SetupState, "is_live", property(lambda self: True))  # as if the root were /
+async def test_the_network_change_stays_only_when_kept_and_confirm_from_another_shell_keeps_it(
+        gateway, machine, monkeypatch):
+    """The same change and countdown as the Network screen's; under the test's root, the files only."""
+    network_file = gateway.root / "etc/systemd/network/10-postern-eth0.network"
+    record = gateway.root / "run/postern/network-try.json"
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 1)
         fill(app, address="192.0.2.20/24")
         await pilot.press("ctrl+n")
-        await until(pilot, lambda: isinstance(app.screen, TryScreen), what="the question")
-        assert "previous settings come back by themselves in 1" in str(app.screen.query_one("#countdown").render())
-        await pilot.press("escape")  # restore now
+        await until(pilot, lambda: isinstance(app.screen, KeepSettingsScreen), what="the countdown")
+        assert "Keep these settings? Reverting in 1" in text_of(app, "#keep-countdown")
+        assert f"files only: the running system is not changed under the root {gateway.root}" in text_of(
+            app, "#keep-summary")
+        assert "Address=192.0.2.20/24" in network_file.read_text() and record.exists()
+        await pilot.press("escape")  # any key but Enter restores now
         await until(pilot, lambda: "not confirmed: the previous settings are back" in text_of(app, "#step-problems"),
                     what="the restore")
-        assert trials[0].outcome == "rolled back" and step_title(app).startswith("1/")
+        assert step_title(app).startswith("1/") and not network_file.exists() and not record.exists()
 
         monkeypatch.setattr("console.wizard.steps_system.TRY_TIMEOUT", 1.0)  # nobody answers in time
         await pilot.press("ctrl+n")
-        await until(pilot, lambda: isinstance(app.screen, TryScreen), what="the question")
-        await until(pilot, lambda: len(trials) == 2 and trials[1].outcome == "rolled back", timeout=5,
-                    what="the restore by itself")
-        await at_step(pilot, 1)
+        await until(pilot, lambda: isinstance(app.screen, KeepSettingsScreen), what="the countdown")
+        await until(pilot, lambda: "not confirmed" in text_of(app, "#step-problems"), timeout=5,
+                    what="the restore at the deadline")
+        assert step_title(app).startswith("1/") and not network_file.exists() and not record.exists()
 
+        # `postern-appliance confirm` in another shell keeps it, as with the Network screen and `try`.
         monkeypatch.setattr("console.wizard.steps_system.TRY_TIMEOUT", 120.0)
         await pilot.press("ctrl+n")
-        await until(pilot, lambda: isinstance(app.screen, TryScreen), what="the question")
-        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, KeepSettingsScreen), what="the countdown")
+        confirmed = await asyncio.to_thread(subprocess.run, [COMMAND, "confirm", "--root", str(gateway.root)],
+                                            capture_output=True, text=True, timeout=30)
+        assert confirmed.returncode == 0, confirmed.stderr
         await at_step(pilot, 2)
-        assert trials[2].outcome == "kept"
-        assert str(trials[2].config.interface("eth0").addresses[0]) == "192.0.2.20/24"
-    assert not (gateway.root / "etc/systemd/network").exists()  # the trial, not the files, made the change
+        assert "Address=192.0.2.20/24" in network_file.read_text() and not record.exists()
+
+        # Back, and Next with nothing changed: no question (the countdown would stop it at step 1).
+        kept = (gateway.root / "run/postern/network-try.outcome").stat().st_mtime_ns
+        await pilot.press("escape")
+        await at_step(pilot, 1)
+        await next_step(pilot, 2)
+        assert (gateway.root / "run/postern/network-try.outcome").stat().st_mtime_ns == kept
+
+
+async def test_quitting_during_the_countdown_restores_the_previous_settings(gateway, machine):
+    network_file = gateway.root / "etc/systemd/network/10-postern-eth0.network"
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        fill(app, address="192.0.2.20/24")
+        await pilot.press("ctrl+n")
+        await until(pilot, lambda: isinstance(app.screen, KeepSettingsScreen), what="the countdown")
+        assert network_file.exists()
+        await pilot.press("ctrl+q")
+    assert not network_file.exists()
+    assert not (gateway.root / "run/postern/network-try.json").exists()
 
 
 async def test_running_the_wizard_again_starts_from_the_configuration_as_it_is(gateway, sink, smarthost, machine):
@@ -496,7 +511,7 @@ async def test_a_root_it_cannot_write_does_not_end_the_console(gateway, machine)
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 1)
-        await next_step(pilot, 2)
+        await keep_network(pilot)
         await until(pilot, lambda: any("could not be saved" in str(n.message) for n in app._notifications),
                     what="the warning")
 
