@@ -21,6 +21,7 @@ from .appliance_link import ApplianceLink
 from .linux_console import theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
 from .relay_link import RelayLink
+from .screens.confirm import ConfirmScreen
 from .system.commands import Runner, run_command
 from .wizard.launch import SetupWizardProvider, start_wizard
 
@@ -102,6 +103,7 @@ class PosternConsole(App):
         self.fail_delay = fail_delay
         self.locked = False
         self.last_input = time.monotonic()
+        self.unsaved: dict[str, str] = {}  # area -> the edits quitting would lose, in words ("MTA settings")
         use_console_safe_glyphs()
 
     def on_mount(self) -> None:
@@ -119,6 +121,19 @@ class PosternConsole(App):
             # Textual's input thread keeps polling a hung-up terminal.
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.exit)
             self.set_interval(2, self._exit_if_terminal_gone)
+
+    async def action_quit(self) -> None:
+        """Quit; with edits not yet applied on some screen, ask first."""
+        if not self.unsaved or isinstance(self.screen, ConfirmScreen):
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        lost = ", ".join(self.unsaved.values())
+        self.push_screen(ConfirmScreen(f"Quit? Your edits in {lost} are not applied and will be lost."), answered)
 
     # --- the lock and the first-boot wizard --------------------------------------------------------
 

@@ -307,10 +307,17 @@ def check_duration_or_off(value: Any) -> int:
 
 
 def check_network(value: Any):
+    """An address or a network. A prefix with host bits set (`10.0.0.3/8`) is refused, as Postfix refuses it
+    ("non-null host address bits"): it is either a typo for the network or a host given a prefix."""
     try:
-        return ipaddress.ip_network(str(value), strict=False)
+        network = ipaddress.ip_network(str(value), strict=False)
     except ValueError:
         raise ValueError(f"{value!r} is not an IP network: write it like 192.168.1.10/32 or 10.0.0.0/8") from None
+    host, prefix, _ = str(value).partition("/")
+    if prefix and network.network_address != ipaddress.ip_address(host):
+        raise ValueError(f"{value!r} has host bits set: write {network} for the network, or "
+                         f"{host}/{network.max_prefixlen} for that one host")
+    return network
 
 
 def check_host(value: Any) -> str:
@@ -631,7 +638,7 @@ MTA_FIELDS: tuple[Field, ...] = (
         _number("loop_limit", "Loop limit", "this many markers mean the message loops",
                 "A message arriving with our marker more times than this is a loop: `554 5.4.6`."),
     )),
-    _domains("paused_domains", "Paused domains", "mail for these domains waits in the queue, one per line",
+    _domains("paused_domains", "Paused domains", "mail from or to these is refused (451, the sender retries), one per line",
              "Domains on migration hold: mail from or to them gets `451 4.3.2` at `RCPT`."),
     Field("peername_lookup", "bool", check_bool, "Client name lookup",
           "log and stamp each client's verified DNS name; off: unknown",

@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer, Input, Label, Static, TextArea
+from textual.widgets import Footer, Input, Label, Static
 
 from appliance.store import Change, diff_documents
 from relay.control import errors
@@ -31,6 +31,7 @@ from ..messages import RelayStatus
 from ..relay_link import RELAY_ERRORS
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
+from ..widgets.text_box import TextBox
 from .confirm import ConfirmScreen
 
 CHECK_DELAY = 0.25  # seconds of quiet typing before the form is checked again
@@ -77,8 +78,8 @@ def editor(field: mta_form.FormField) -> Widget:
     if field.kind == "choice":
         return Choice([(choice, str(choice)) for choice in field.choices], id=field.dom_id)
     if field.kind in ("list", "yaml"):
-        return TextArea(id=field.dom_id, compact=True, classes=f"mta-{field.kind}", soft_wrap=False)
-    return Input(id=field.dom_id, compact=True)
+        return TextBox(id=field.dom_id, compact=True, classes=f"mta-{field.kind}", soft_wrap=False)
+    return Input(id=field.dom_id, compact=True, select_on_focus=False)  # a key typed after Tab adds, never replaces
 
 
 def field_lines(field: mta_form.FormField) -> list[Widget]:
@@ -209,13 +210,13 @@ class MtaScreen(Screen):
 
     def _set_widget(self, field: mta_form.FormField, value: Any) -> None:
         widget = self.query_one(f"#{field.dom_id}")
-        if isinstance(widget, TextArea):
+        if isinstance(widget, TextBox):
             widget.load_text(value)
             self._fit(widget, field)
         else:
             widget.value = value
 
-    def _fit(self, area: TextArea, field: mta_form.FormField) -> None:
+    def _fit(self, area: TextBox, field: mta_form.FormField) -> None:
         most = MAX_YAML_LINES if field.kind == "yaml" else MAX_LIST_LINES
         area.styles.height = max(1, min(area.document.line_count, most))
 
@@ -223,7 +224,7 @@ class MtaScreen(Screen):
         raws = {}
         for key, field in self.fields.items():
             widget = self.query_one(f"#{field.dom_id}")
-            raws[key] = widget.text if isinstance(widget, TextArea) else widget.value
+            raws[key] = widget.text if isinstance(widget, TextBox) else widget.value
         return raws
 
     # --- checking as you type ----------------------------------------------------------------------
@@ -231,7 +232,7 @@ class MtaScreen(Screen):
     def on_input_changed(self, event: Input.Changed) -> None:
         self._edited(event.input)
 
-    def on_text_area_changed(self, event: TextArea.Changed) -> None:
+    def on_text_area_changed(self, event: TextBox.Changed) -> None:
         field = self._field_of(event.text_area)
         if field:
             self._fit(event.text_area, field)
@@ -272,6 +273,10 @@ class MtaScreen(Screen):
             if count or not settled_before:  # a form that stays as it was keeps its notice ("Applied ...")
                 self.notice(f"{count} change{'s' if count != 1 else ''}: ctrl+s shows them and applies." if count
                             else f"No changes to the running settings ({self.path}).", "bold" if count else "")
+        if self.changes or self.problems:
+            self.app.unsaved["mta"] = "MTA settings"
+        else:
+            self.app.unsaved.pop("mta", None)
         changed = {change.key for change in self.changes}
         for field in self.fields.values():
             mark = "*" if field.key in changed or any(c.startswith(field.key + ".") for c in changed) else " "

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import ContentSwitcher, Footer, Input, Label, RichLog, Static, TextArea
+from textual.widgets import ContentSwitcher, Footer, Input, Label, RichLog, Static
 from textual.worker import Worker
 
 from appliance.diagnostics.smtp_probe import FieldProblem, Line, SmtpFailure, TelnetSession
@@ -26,6 +26,7 @@ from appliance.diagnostics.smtp_send import TLS_MODE_NAMES, TestMessage, check, 
 
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
+from ..widgets.text_box import TextBox
 
 REPLY_STYLES = {2: "green", 3: "cyan", 4: "yellow", 5: "bold red"}
 KIND_STYLES = {"client": "bold", "info": "blue", "error": "bold red"}
@@ -130,10 +131,10 @@ class SmtpTestScreen(Screen):
                               Input(placeholder="name (default: this host)", id="send-helo", compact=True))
                     yield row("To", Input(placeholder="recipients, comma-separated", id="send-to", compact=True))
                     yield row("Subject", Input("Test from Postern", id="send-subject", compact=True))
-                    yield row("Headers", TextArea(id="send-headers", compact=True,
+                    yield row("Headers", TextBox(id="send-headers", compact=True,
                                                   placeholder="extra headers, one per line: X-Test: yes"),
                               classes="smtp-headers")
-                    yield row("Body", TextArea("This is a test message sent from the Postern console.",
+                    yield row("Body", TextBox("This is a test message sent from the Postern console.",
                                                id="send-body", compact=True), classes="smtp-body")
                 yield Static(SEND_IDLE, id="send-notice", classes="smtp-notice")
                 yield RichLog(id="send-log", wrap=True, markup=False)
@@ -275,7 +276,7 @@ class SmtpTestScreen(Screen):
             server=value("server").strip(), port=value("port").strip(), tls=self.query_one("#send-tls", Choice).value,
             auth=self.query_one("#send-auth", Choice).value, username=value("username"), password=value("password"),
             helo=value("helo").strip(), sender=value("sender").strip(), to=value("to"), subject=value("subject"),
-            headers=self.query_one("#send-headers", TextArea).text, body=self.query_one("#send-body", TextArea).text,
+            headers=self.query_one("#send-headers", TextBox).text, body=self.query_one("#send-body", TextBox).text,
         )
 
     def action_send(self) -> None:

@@ -134,3 +134,69 @@ async def test_mta_screen_when_the_relay_is_down(make_relay, sink):
         relay.start()
         await until(pilot, lambda: screen.running is not None, timeout=15, what="the settings once the relay runs")
         assert screen.query_one("#mta-hostname").value == "gw.example.com"
+
+
+async def test_list_fields_leave_f6_and_f7_to_the_console_and_keys_add_to_what_is_there(make_relay, sink):
+    relay = make_relay(sink.port)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await open_mta(pilot, app)
+        networks = screen.query_one("#mta-my_networks")
+        networks.focus()
+        await pilot.press("f7")  # Textual's text area would select everything here
+        await until(pilot, lambda: type(app.screen).__name__ == "NetworkScreen", what="the Network screen")
+        await pilot.press("f4")
+        await until(pilot, lambda: app.screen is screen, what="the MTA screen again")
+        networks.focus()
+        await pilot.press("f6")  # ... and select the line here
+        await until(pilot, lambda: type(app.screen).__name__ == "SmtpTestScreen", what="the SMTP test screen")
+        await pilot.press("f4")
+        await until(pilot, lambda: app.screen is screen, what="the MTA screen again")
+        networks.focus()
+        await pilot.press("end", "x")
+        assert networks.text == "127.0.0.1/32x", "a key typed adds to the list, never replaces it"
+        # Into a one-line field with Tab: the text is not selected, so the next key adds to it.
+        screen.query_one("#mta-helo_name").focus()
+        await pilot.press("tab")
+        assert app.focused.id == "mta-banner"
+        await pilot.press("end", "!")
+        assert app.focused.value == "ESMTP Postern!"
+
+
+async def test_a_host_address_with_a_network_prefix_is_named_with_the_fix(make_relay, sink):
+    relay = make_relay(sink.port)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await open_mta(pilot, app)
+        screen.query_one("#mta-my_networks").load_text("127.0.0.1/32\n10.0.0.3/8")
+        await until(pilot, lambda: "10.0.0.3/8" in screen.error_text("my_networks"), what="the field's problem")
+        assert ("line 2: '10.0.0.3/8' has host bits set: write 10.0.0.0/8 for the network, or 10.0.0.3/32 for "
+                "that one host") in screen.error_text("my_networks")
+        assert "mail from or to these is refused (451" in text_of(app, "#note-mta-paused_domains")
+
+
+async def test_quitting_with_edits_not_applied_asks_first(make_relay, sink):
+    relay = make_relay(sink.port)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await open_mta(pilot, app)
+        screen.query_one("#mta-banner").value = "ESMTP edited"
+        await until(pilot, lambda: "1 change" in text_of(app, "#mta-notice"), what="the edit")
+        await pilot.press("f2")  # the edits live on in the MTA area, so quitting from anywhere asks
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        assert "MTA settings" in text_of(app, "#question")
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.is_running and type(app.screen).__name__ == "DashboardScreen"
+        await pilot.press("ctrl+q", "y")
+        await until(pilot, lambda: not app.is_running, what="the console to quit")
+
+
+async def test_quitting_without_edits_does_not_ask(make_relay, sink):
+    relay = make_relay(sink.port)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await open_mta(pilot, app)
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: not app.is_running, what="the console to quit")
