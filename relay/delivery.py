@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -30,27 +29,15 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from .config import is_ip
+from .hop_replies import lost_text, one_line, reason_of
 from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
 from .routing import NextHop, RouteError, Target, resolve
-from .transaction import Attempt, Lost, one_line
+from .transaction import Attempt, Lost
 from .tls import ENCRYPTING_LEVELS, certificate_matches, certificate_names, sni_name
 
 log = logging.getLogger("postern/smtp")
 
 CONNECTION_CACHE_TIME = 2.0
-def reason_of(error: BaseException) -> str:
-    """Postfix-style short reason: 'Connection refused' rather than a wrapped exception's text."""
-    for candidate in (error, error.__cause__, error.__context__):  # an SSLError's errno is OpenSSL's, not the OS's
-        if isinstance(candidate, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {candidate.verify_message or candidate}"
-        if isinstance(candidate, ssl.SSLError):
-            return candidate.reason or str(candidate)
-    for candidate in (error.__cause__, error.__context__, error):
-        if isinstance(candidate, OSError) and candidate.errno:
-            return os.strerror(candidate.errno)
-    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
-        return "Connection timed out"
-    return str(error) or error.__class__.__name__
 
 
 @dataclass

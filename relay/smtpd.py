@@ -30,7 +30,7 @@ from .anvil import Anvil
 from .chunking import Chunking
 from .config import MtaConfig
 from .m365 import check_tenant
-from .names import UNKNOWN, PeerNames
+from .names import UNKNOWN, PeerNames, client_name
 from .printable import printable
 from .queue.entry import Envelope
 from .queue.store import QueueFull, QueueWriteError
@@ -50,13 +50,6 @@ _END_OF_DATA = b"\r\n.\r\n"
 # DATA may be of any length; message_size_limit bounds the whole message.
 LINE_LENGTH_LIMIT = 2048
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
-
-
-def client_name(session: Session) -> str:
-    """Postfix's "name[address]": the verified name once it is known, else unknown."""
-    peer = session.peer
-    ip = peer[0] if isinstance(peer, tuple) else str(peer)
-    return f"{session.peer_name}[{ip}]"
 
 
 class ClientSession(Session):

@@ -15,28 +15,8 @@ import re
 import aiosmtplib
 
 from . import outbound
+from .hop_replies import dsn_of, lost_text, one_line
 from .queue.entry import BOUNCED, DEFERRED, SENT, Recipient
-
-_DSN = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-
-
-def dsn_of(code: int, message: str) -> str:
-    match = _DSN.match(message)
-    if match and match.group(1) == str(code)[0]:
-        return match.group(0)
-    return f"{str(code)[0]}.0.0"
-
-
-def one_line(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}"
-
-
-def lost_text(error: BaseException, relay: str, stage: str) -> str:
-    """Postfix's words for a connection that broke in the middle of a conversation."""
-    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
-        return f"conversation with {relay} timed out while {stage}"
-    return f"lost connection with {relay} while {stage}"
-
 
 class Lost(Exception):
     """The connection broke; `retry` are the recipients still to send, `before_mail` if nothing was accepted."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import aiosmtplib
 
 from . import addresses
-from .delivery import one_line, reason_of
+from .hop_replies import one_line, reason_of
 from .routing import RouteError, next_hop
 
 if TYPE_CHECKING:

@@ -182,6 +182,21 @@ async def test_a_greeting_or_a_lost_connection_at_the_primary_moves_on_without_c
     assert [len(hop.transactions) for hop in hops] == [0, 0, 1]
 
 
+async def test_a_hop_that_hangs_up_at_ehlo_is_a_lost_connection_and_the_backup_delivers(world):
+    primary, backup = await world.mx(scripted(ehlo=DROP), scripted())
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert primary.verbs() == ["EHLO"] and len(backup.transactions) == 1
+
+
+async def test_a_lost_connection_at_ehlo_is_the_reason_when_no_mx_host_answers(world):
+    [hop] = await world.mx(scripted(ehlo=DROP))
+    entry = await world.send()
+    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.1")}
+    assert entry.recipients[0].last_reply == \
+        "lost connection with mx1.example.org[127.0.0.2]:%d while performing the EHLO handshake" % world.port
+
+
 # --- 3. The gateway among the MX hosts ---------------------------------------------------
 
 async def test_mx_hosts_at_or_below_our_own_preference_are_dropped(world):
