@@ -24,16 +24,18 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
+import dns.asyncresolver
 
-from .config import is_ip
+from .config import MtaConfig, is_ip
 from .hop_replies import lost_text, one_line, reason_of
 from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
 from .routing import NextHop, RouteError, Target, resolve
 from .transaction import Attempt, Lost
-from .tls import ENCRYPTING_LEVELS, certificate_matches, certificate_names, sni_name
+from .tls import ENCRYPTING_LEVELS, OutboundTls, certificate_matches, certificate_names, sni_name
 
 log = logging.getLogger("postern/smtp")
 
@@ -83,10 +85,17 @@ class ConnectionFailed(Exception):
 
 
 class Delivery:
-    """All destinations, and the settings every connection uses."""
+    """All destinations, and the settings every connection uses.
 
-    def __init__(self, relay):
-        self.relay = relay
+    `config`, `resolver` and `outbound_tls` return the ones in force (a reload replaces them);
+    `is_myself` says whether a target is one of this gateway's own listeners."""
+
+    def __init__(self, *, config: Callable[[], MtaConfig], resolver: Callable[[], dns.asyncresolver.Resolver],
+                 outbound_tls: Callable[[], OutboundTls], is_myself: Callable[[Target], bool]):
+        self.config = config
+        self.resolver = resolver
+        self.outbound_tls = outbound_tls
+        self.is_myself = is_myself
         self.destinations: dict[NextHop, Destination] = {}
 
     def submit(self, job: Job) -> None:
@@ -105,11 +114,10 @@ class Delivery:
 
     async def targets(self, hop: NextHop) -> list[Target]:
         """The addresses to try, best first; MX hosts that are this gateway left out (RFC 5321 5.1)."""
-        relay = self.relay
         if hop.mx and not is_ip(hop.host):
-            return await resolve(relay.resolver, hop, is_myself=relay.is_myself)
-        targets = await resolve(relay.resolver, hop)
-        if any(relay.is_myself(target) for target in targets):
+            return await resolve(self.resolver(), hop, is_myself=self.is_myself)
+        targets = await resolve(self.resolver(), hop)
+        if any(self.is_myself(target) for target in targets):
             raise RouteError("5.4.6", f"mail for {hop.host} loops back to myself")
         return targets
 
@@ -127,7 +135,7 @@ class Delivery:
 
     async def open(self, hop: NextHop, target: Target) -> _Connection:
         """Connect, greet (EHLO, else HELO), STARTTLS as the TLS level says, log in to a smart host."""
-        config = self.relay.config
+        config = self.config()
         connection = await self._open(hop, target, config)
         if hop.login:
             await self._login(connection, config)
@@ -171,7 +179,7 @@ class Delivery:
             return _Connection(client, target, encrypted=False)
         wanted = hop.tls_name or target.name
         try:
-            await client.starttls(tls_context=self.relay.outbound_tls.context(hop.tls),
+            await client.starttls(tls_context=self.outbound_tls().context(hop.tls),
                                   server_hostname=sni_name(wanted) or sni_name(target.name))
             if hop.tls == "verify":
                 names = certificate_names(client.get_transport_info("peercert"))
@@ -247,7 +255,7 @@ class Destination:
 
     @property
     def limit(self) -> int:
-        return self.delivery.relay.config.delivery.destination_concurrency_limit
+        return self.delivery.config().delivery.destination_concurrency_limit
 
     def submit(self, job: Job) -> None:
         self.jobs.put_nowait(job)
@@ -299,7 +307,7 @@ class Destination:
         if self.dead_until > time.time():
             self._defer_all(job, "4.4.1", f"delivery temporarily suspended: {self.dead_reason}")
             return connection
-        attempt = Attempt(job, self.delivery.relay.config)
+        attempt = Attempt(job, self.delivery.config())
         recipients = list(job.recipients)
         if connection is not None:
             attempt.final = True
@@ -362,12 +370,12 @@ class Destination:
                     job.settle(recipient, BOUNCED, error.dsn, error.text)
             return
         dsn = error.dsn if error.dsn.startswith("4") else "4" + error.dsn[1:]
-        self.dead_until = time.time() + self.delivery.relay.config.queue.minimal_backoff_time
+        self.dead_until = time.time() + self.delivery.config().queue.minimal_backoff_time
         self.dead_reason = error.text
         self._defer_all(job, dsn, error.text)
 
     def _is_configured_relay(self) -> bool:
-        config = self.delivery.relay.config
+        config = self.delivery.config()
         hops = {config.internal_relay, config.external_relay}
         return any(self.hop.host == relay.host and self.hop.port == relay.port for relay in hops if relay.host)
 

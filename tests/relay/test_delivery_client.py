@@ -64,7 +64,7 @@ class World:
         assert not problems, problems
         self.relay = Relay(config, str(self.tmp_path / "postern.yaml"), str(self.tmp_path / "state"),
                            str(self.tmp_path / "control.sock"))
-        self.delivery = Delivery(self.relay)
+        self.delivery = self.relay.delivery
         return self.hops
 
     async def _start_on_one_port(self, hops: list[tuple[str, ScriptedHop]]) -> None:
