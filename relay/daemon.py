@@ -138,7 +138,8 @@ class Sessions:
 
 
 class Relay:
-    """The daemon's long-lived objects, shared by receiver, scheduler and control API."""
+    """The daemon's long-lived objects and their wiring: each component is given what it uses,
+    and only the control API sees the whole."""
 
     def __init__(self, config: MtaConfig, config_path: str, state_dir: str, socket_path: str,
                  socket_group: str = DEFAULT_GROUP, log_buffer: LogBuffer | None = None):

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from . import addresses, bounce
-from .delivery import Delivery, Job
+from .delivery import Delivery, Job, Outcome
 from .bounce import DELAYED, FAILED, RELAYED
 from .config import MtaConfig
 from .events import EventHub
@@ -234,16 +234,28 @@ class Scheduler:
                 self._room.notify_all()
 
     async def _settled(self, job: Job, jobs: list[Job]) -> None:
-        """Save the message's state as soon as one next hop is done with it while another is still
-        busy, so that a stop or a crash meanwhile does not send this one's recipients again. (The
-        last to finish needs no write of its own: the end of the attempt saves or removes the message.)"""
-        await job.done
-        for recipient in job.recipients:
-            if recipient.status == BOUNCED:
-                recipient.status = BOUNCING  # until the sender's notice is queued
+        """Apply what one next hop did with its recipients, and save the message's state at once
+        while another next hop is still busy, so that a stop or a crash meanwhile does not send this
+        one's recipients again. (The last to finish needs no write of its own: the end of the attempt
+        saves or removes the message.)"""
+        self._apply(job, await job.done)
         others_busy = any(not other.done.done() for other in jobs)
         if others_busy and self.entries.get(job.entry.id) is job.entry:
             await self.store.save_state(job.entry)
+
+    @staticmethod
+    def _apply(job: Job, outcomes: list[Outcome]) -> None:
+        """Each recipient as the attempt left it; a bounced one is `bouncing` until its sender's notice is queued."""
+        recipients = {r.address: r for r in job.recipients}
+        for outcome in outcomes:
+            recipient = recipients[outcome.address]
+            recipient.status = BOUNCING if outcome.status == BOUNCED else outcome.status
+            recipient.dsn = outcome.dsn
+            recipient.last_reply = outcome.reply
+            recipient.relay = outcome.relay
+            recipient.attempts += 1
+            if outcome.status == SENT:
+                recipient.dsn_passed = outcome.dsn_passed
 
     async def _after_attempt(self, entry: QueueEntry, tried: list, message: bytes) -> None:
         self.events.publish("queue")

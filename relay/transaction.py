@@ -4,7 +4,8 @@ MAIL, RCPT and DATA for a job's recipients over an open connection, with Postfix
 smtp_trouble.c rules: a 5xx reply is final; a 4xx reply or a broken connection is
 final only in the last session of an attempt, before that the recipients it concerns
 go on to the next MX host. The message is never sent twice in one attempt: once the
-final dot is out, a broken connection defers.
+final dot is out, a broken connection defers. Each recipient settled is recorded on the
+job (`Job.settle`, an `Outcome`); the queue entry is left for the scheduler to update.
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ class Attempt:
         if reply.code != 250:
             return retry + self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
         for recipient in accepted:
-            recipient.dsn_passed = offers.dsn
-            job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay)
+            job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay,
+                       dsn_passed=offers.dsn)
         return retry
 
 
