@@ -31,6 +31,7 @@ from .config import ConfigError, MtaConfig, load_file
 from .config_file import DEFAULT_CONFIG
 from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
+from .delivery import Delivery
 from .events import EventHub, LogBuffer, PrintableFormatter
 from .queue.entry import Counters
 from .queue.store import QueueStore
@@ -137,7 +138,8 @@ class Sessions:
 
 
 class Relay:
-    """The daemon's long-lived objects, shared by receiver, scheduler and control API."""
+    """The daemon's long-lived objects and their wiring: each component is given what it uses,
+    and only the control API sees the whole."""
 
     def __init__(self, config: MtaConfig, config_path: str, state_dir: str, socket_path: str,
                  socket_group: str = DEFAULT_GROUP, log_buffer: LogBuffer | None = None):
@@ -148,14 +150,23 @@ class Relay:
         self.events = EventHub()
         self.log_buffer = log_buffer or LogBuffer()
         self.config_lock = asyncio.Lock()
-        self.control = ControlServer(self, socket_path, socket_group)
-        self.receiver = Receiver(self)
-        self.scheduler = Scheduler(self)
-        self.verifier = RecipientVerifier(self)
         self.outbound_tls = OutboundTls(config)
         self.tls_context = server_tls_context(config)
         self.resolver = make_resolver(config)
         self.local_ips = local_addresses()
+        # Each component gets what it uses; the getters return what is in force, since reload replaces it.
+        def current() -> MtaConfig:
+            return self.config
+
+        self.delivery = Delivery(config=current, resolver=lambda: self.resolver,
+                                 outbound_tls=lambda: self.outbound_tls, is_myself=self.is_myself)
+        self.scheduler = Scheduler(config=current, store=self.store, events=self.events, counters=self.counters,
+                                   delivery=self.delivery)
+        self.verifier = RecipientVerifier(config=current, connect=self.delivery.connect)
+        self.receiver = Receiver(config=current, store=self.store, counters=self.counters,
+                                 verify=self.verifier.verify, enqueue=self.scheduler.add,
+                                 resolver=lambda: self.resolver, tls_context=lambda: self.tls_context)
+        self.control = ControlServer(self, socket_path, socket_group)
         self.servers: dict = {}
         self.smtps_servers: dict = {}
         self.smtps_context: ssl.SSLContext | None = None

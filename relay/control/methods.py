@@ -159,7 +159,7 @@ def status(relay: Relay) -> dict:
         "oldest_age": round(now - oldest, 3) if oldest is not None else None,
         "last_errors": [
             {"destination": str(hop), "reply": reply, "time": when}
-            for hop, (reply, when) in relay.scheduler.delivery.last_errors().items()
+            for hop, (reply, when) in relay.delivery.last_errors().items()
         ],
         "paused_domains": list(relay.config.paused_domains),
     }
