@@ -247,13 +247,12 @@ class Scheduler:
     def _apply(job: Job, outcomes: list[Outcome]) -> None:
         """Each recipient as the attempt left it; a bounced one is `bouncing` until its sender's notice is queued."""
         recipients = {r.address: r for r in job.recipients}
+        now = time.time()
         for outcome in outcomes:
             recipient = recipients[outcome.address]
-            recipient.status = BOUNCING if outcome.status == BOUNCED else outcome.status
-            recipient.dsn = outcome.dsn
-            recipient.last_reply = outcome.reply
-            recipient.relay = outcome.relay
-            recipient.attempts += 1
+            recipient.record(outcome.status, outcome.dsn, outcome.reply, outcome.relay, now)
+            if outcome.status == BOUNCED:
+                recipient.status = BOUNCING
             if outcome.status == SENT:
                 recipient.dsn_passed = outcome.dsn_passed
 

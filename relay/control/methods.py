@@ -330,7 +330,7 @@ async def show_message(call: Call) -> dict:
         start, complete = await call.relay.store.read_start(queue_id, preview.PREVIEW_BYTES)
     except FileNotFoundError:
         raise VarlinkError(errors.MESSAGE_NOT_FOUND, id=queue_id) from None
-    answer = {"message": query.message_dict(entry),
+    answer = {"message": query.message_dict(entry, history=True),
               "headers": headers.section(start).decode("utf-8", "replace")}
     if call.get("body", bool, False):
         answer["body"] = await asyncio.to_thread(preview.preview, start, complete)

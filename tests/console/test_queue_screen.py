@@ -154,3 +154,19 @@ async def test_the_message_view_shows_the_decoded_text_and_acts_on_the_message(q
         await pilot.press("d", "y")
         await until(pilot, lambda: "four" not in queue_states(queued_relay), what="the message deleted")
         await until(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="back at the list")
+
+
+async def test_the_message_view_shows_each_recipients_attempts(queued_relay):
+    with ControlClient(str(queued_relay.socket)) as client:
+        client.call("io.postern.Queue.Flush")  # a second attempt, with the same result as the first
+    queued_relay.wait_log(r"to=<bob@example.com>.*status=deferred", count=2)
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        await pilot.press("home", "enter")
+        await until(pilot, lambda: "x2, last" in text_of(app, "#message-text"), what="the attempts, as one run")
+        lines = text_of(app, "#message-text").splitlines()
+        run = next(i for i, line in enumerate(lines) if "x2, last" in line)
+        assert "deferred" in lines[run] and "Connection refused" in lines[run + 1]
