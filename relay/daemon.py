@@ -33,6 +33,7 @@ from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
 from .delivery import Delivery
 from .events import EventHub, LogBuffer, PrintableFormatter
+from .hold import PausedSince
 from .queue.entry import Counters
 from .queue.store import QueueStore
 from .routing import Target, make_resolver
@@ -146,6 +147,7 @@ class Relay:
         self.config = config
         self.config_path = config_path
         self.store = QueueStore(state_dir)
+        self.paused_since = PausedSince(state_dir)
         self.counters = Counters()
         self.events = EventHub()
         self.log_buffer = log_buffer or LogBuffer()
@@ -189,6 +191,7 @@ class Relay:
 
     async def start(self) -> None:
         self.store.open()
+        self.paused_since.load(self.config.paused_domains)
         entries = await asyncio.to_thread(self.store.load)
         for entry in entries:
             self.scheduler.add(entry)
@@ -282,6 +285,7 @@ class Relay:
             await self._update_listeners()
             return error.problems
         log.info("reload%s -- configuration %s", who, self.config_path)
+        self.paused_since.update(config.paused_domains)
         if (config.internal_relay, config.relay_domains) != (previous.internal_relay, previous.relay_domains):
             self.verifier.flush()  # the answers came from another server, or for other domains
         self.events.publish("config")

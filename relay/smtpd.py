@@ -518,14 +518,15 @@ def is_outside(config: MtaConfig, address: str) -> bool:
     return addresses.is_routed(address) or not config.is_relay_domain(addresses.domain_of(address))
 
 
-def is_paused(config: MtaConfig, sender: str, recipient: str) -> bool:
-    """Is mail from the sender's domain or to the recipient's domain on migration hold?"""
+def paused_entry(config: MtaConfig, sender: str, recipient: str) -> str:
+    """The paused_domains entry that puts mail from the sender's domain or to the recipient's on
+    migration hold ("" for none)."""
     if not config.paused_domains:
-        return False
+        return ""
     domains = [addresses.domain_of(recipient)]
     if sender and sender != "<>" and "@" in sender:
         domains.append(addresses.domain_of(sender))
-    return any(config.is_paused(domain) for domain in domains)
+    return next((entry for entry in map(config.paused_entry, domains) if entry), "")
 
 
 class Receiver:
@@ -608,7 +609,9 @@ class Receiver:
             reply = replies.RELAY_DENIED.format(rcpt=address)
             self._reject(session, "RCPT", reply, envelope.mail_from, address)
             return reply
-        if is_paused(config, envelope.mail_from, address):
+        paused = paused_entry(config, envelope.mail_from, address)
+        if paused:
+            self.counters.turned_away[paused] += 1
             self._reject(session, "RCPT", replies.DOMAIN_PAUSED, envelope.mail_from, address)
             return replies.DOMAIN_PAUSED
         if config.reject_unverified_recipient.enabled and not outside:

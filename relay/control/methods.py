@@ -162,6 +162,11 @@ def status(relay: Relay) -> dict:
             for hop, (reply, when) in relay.delivery.last_errors().items()
         ],
         "paused_domains": list(relay.config.paused_domains),
+        "paused": [
+            {"domain": domain, "since": relay.paused_since.since.get(domain, now),
+             "turned_away": counters.turned_away.get(domain, 0)}
+            for domain in relay.config.paused_domains
+        ],
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -153,3 +154,5 @@ class Counters:
     bounced: int = 0
     rejected: int = 0
     started: float = field(default_factory=time.time)
+    # RCPTs refused with 451 per paused_domains entry (the migration hold), since the daemon started.
+    turned_away: collections.Counter = field(default_factory=collections.Counter)
