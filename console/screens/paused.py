@@ -28,10 +28,11 @@ EXPLAIN = ("Mail from or to these domains is refused with 451 4.3.2 at RCPT: the
 
 
 def paused_line(row: dict, started: float, now: float) -> str:
-    counted_from = max(row["since"], started)
-    counted = "since it was paused" if counted_from == row["since"] else f"in the last {age_text(now - started)}"
-    return (f"{row['domain']}  paused {age_text(now - row['since'])} ago,  "
-            f"{row['turned_away']} recipient{'s' if row['turned_away'] != 1 else ''} turned away {counted}")
+    """'partner.org   paused 3d  turned away 12 since 09:14': counted since the pause, or since the
+    daemon started if that was later (the count is not kept across restarts)."""
+    counted_from = time.strftime("%H:%M", time.localtime(max(row["since"], started)))
+    return (f"{row['domain']:24} paused {age_text(now - row['since']):>4}  "
+            f"turned away {row['turned_away']} since {counted_from}")
 
 
 class PausedScreen(ModalScreen[None]):

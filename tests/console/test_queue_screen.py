@@ -185,7 +185,7 @@ async def test_the_migration_hold_is_shown_paused_and_resumed_from_the_queue_scr
         rows = app.screen.query_one("#paused-list")
         await until(pilot, lambda: rows.option_count == 1, what="the paused domain")
         line = str(rows.get_option_at_index(0).prompt)
-        assert line.startswith("partner.org  paused") and "1 recipient turned away since it was paused" in line
+        assert line.split()[:2] == ["partner.org", "paused"] and line.split()[3:6] == ["turned", "away", "1"]
         assert "451" in text_of(app, "#paused-explain")
         await pilot.press("a", *"example.net", "enter")
         await until(pilot, lambda: rows.option_count == 2, what="the second paused domain")
