@@ -24,6 +24,7 @@ import re
 from aiosmtpd.smtp import SMTP, syntax
 
 from . import replies
+from .names import client_name
 from .printable import printable
 
 log = logging.getLogger("postern/smtpd")
@@ -121,8 +122,6 @@ class Chunking(SMTP):
                 into += piece
 
     def _client(self) -> str:
-        from .smtpd import client_name  # smtpd imports this module
-
         return client_name(self.session)
 
     def _reject(self, reply: str) -> None:

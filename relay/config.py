@@ -197,7 +197,11 @@ class MtaConfig:
         return _domain_in(domain, self.relay_domains, self.match_subdomains)
 
     def is_paused(self, domain: str) -> bool:
-        return _domain_in(domain, self.paused_domains, self.match_subdomains)
+        return bool(self.paused_entry(domain))
+
+    def paused_entry(self, domain: str) -> str:
+        """The paused_domains entry that covers `domain` ("" for none)."""
+        return _listed_entry(domain, self.paused_domains, self.match_subdomains)
 
 
 def _in_networks(ip: str, networks) -> bool:
@@ -209,11 +213,15 @@ def _in_networks(ip: str, networks) -> bool:
 
 
 def _domain_in(domain: str, domains: tuple[str, ...], subdomains: bool) -> bool:
+    return bool(_listed_entry(domain, domains, subdomains))
+
+
+def _listed_entry(domain: str, domains: tuple[str, ...], subdomains: bool) -> str:
     domain = domain.lower().rstrip(".")
     for listed in domains:
         if domain == listed or (subdomains and domain.endswith("." + listed)):
-            return True
-    return False
+            return listed
+    return ""
 
 
 # --- field checkers: each returns the clean value or raises ValueError(message) ---

@@ -31,7 +31,9 @@ from .config import ConfigError, MtaConfig, load_file
 from .config_file import DEFAULT_CONFIG
 from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
+from .delivery import Delivery
 from .events import EventHub, LogBuffer, PrintableFormatter
+from .hold import PausedSince
 from .queue.entry import Counters
 from .queue.store import QueueStore
 from .routing import Target, make_resolver
@@ -137,25 +139,36 @@ class Sessions:
 
 
 class Relay:
-    """The daemon's long-lived objects, shared by receiver, scheduler and control API."""
+    """The daemon's long-lived objects and their wiring: each component is given what it uses,
+    and only the control API sees the whole."""
 
     def __init__(self, config: MtaConfig, config_path: str, state_dir: str, socket_path: str,
                  socket_group: str = DEFAULT_GROUP, log_buffer: LogBuffer | None = None):
         self.config = config
         self.config_path = config_path
         self.store = QueueStore(state_dir)
+        self.paused_since = PausedSince(state_dir)
         self.counters = Counters()
         self.events = EventHub()
         self.log_buffer = log_buffer or LogBuffer()
         self.config_lock = asyncio.Lock()
-        self.control = ControlServer(self, socket_path, socket_group)
-        self.receiver = Receiver(self)
-        self.scheduler = Scheduler(self)
-        self.verifier = RecipientVerifier(self)
         self.outbound_tls = OutboundTls(config)
         self.tls_context = server_tls_context(config)
         self.resolver = make_resolver(config)
         self.local_ips = local_addresses()
+        # Each component gets what it uses; the getters return what is in force, since reload replaces it.
+        def current() -> MtaConfig:
+            return self.config
+
+        self.delivery = Delivery(config=current, resolver=lambda: self.resolver,
+                                 outbound_tls=lambda: self.outbound_tls, is_myself=self.is_myself)
+        self.scheduler = Scheduler(config=current, store=self.store, events=self.events, counters=self.counters,
+                                   delivery=self.delivery)
+        self.verifier = RecipientVerifier(config=current, connect=self.delivery.connect)
+        self.receiver = Receiver(config=current, store=self.store, counters=self.counters,
+                                 verify=self.verifier.verify, enqueue=self.scheduler.add,
+                                 resolver=lambda: self.resolver, tls_context=lambda: self.tls_context)
+        self.control = ControlServer(self, socket_path, socket_group)
         self.servers: dict = {}
         self.smtps_servers: dict = {}
         self.smtps_context: ssl.SSLContext | None = None
@@ -178,6 +191,7 @@ class Relay:
 
     async def start(self) -> None:
         self.store.open()
+        self.paused_since.load(self.config.paused_domains)
         entries = await asyncio.to_thread(self.store.load)
         for entry in entries:
             self.scheduler.add(entry)
@@ -271,6 +285,7 @@ class Relay:
             await self._update_listeners()
             return error.problems
         log.info("reload%s -- configuration %s", who, self.config_path)
+        self.paused_since.update(config.paused_domains)
         if (config.internal_relay, config.relay_domains) != (previous.internal_relay, previous.relay_domains):
             self.verifier.flush()  # the answers came from another server, or for other domains
         self.events.publish("config")

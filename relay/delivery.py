@@ -13,6 +13,10 @@ the recipients it concerns on to the next MX host, for at most MX_SESSION_LIMIT
 sessions; a 5xx is final (Postfix's smtp_trouble.c; see `transaction.py`). What goes on the wire after
 MAIL, RCPT and DATA (parameters, 8-bit downgrade, long lines) is `outbound.py`'s.
 
+Delivery changes nothing in the queue: a job's `done` resolves to an `Outcome` per
+recipient (sent, deferred or bounced, with the reply and its DSN status), and the
+scheduler applies them to the queue entry.
+
 Each next hop has a TLS level (see `tls.py`): `encrypt` and `verify` never fall
 back to plain text, and a smart host with a username gets AUTH PLAIN or LOGIN,
 only once the connection is encrypted.
@@ -22,56 +26,70 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
+import dns.asyncresolver
 
-from .config import is_ip
-from .queue.entry import BOUNCED, DEFERRED, SENT, QueueEntry, Recipient
+from .config import MtaConfig, is_ip
+from .hop_replies import lost_text, one_line, reason_of
+from .queue.entry import BOUNCED, DEFERRED, FINAL, QueueEntry, Recipient
 from .routing import NextHop, RouteError, Target, resolve
-from .transaction import Attempt, Lost, one_line
-from .tls import ENCRYPTING_LEVELS, certificate_matches, certificate_names, sni_name
+from .transaction import Attempt, Lost
+from .tls import ENCRYPTING_LEVELS, OutboundTls, certificate_matches, certificate_names, sni_name
 
 log = logging.getLogger("postern/smtp")
 
 CONNECTION_CACHE_TIME = 2.0
-def reason_of(error: BaseException) -> str:
-    """Postfix-style short reason: 'Connection refused' rather than a wrapped exception's text."""
-    for candidate in (error, error.__cause__, error.__context__):  # an SSLError's errno is OpenSSL's, not the OS's
-        if isinstance(candidate, ssl.SSLCertVerificationError):
-            return f"certificate verify failed: {candidate.verify_message or candidate}"
-        if isinstance(candidate, ssl.SSLError):
-            return candidate.reason or str(candidate)
-    for candidate in (error.__cause__, error.__context__, error):
-        if isinstance(candidate, OSError) and candidate.errno:
-            return os.strerror(candidate.errno)
-    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
-        return "Connection timed out"
-    return str(error) or error.__class__.__name__
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt did with one recipient: SENT, DEFERRED or BOUNCED, with the reply and its DSN status."""
+
+    address: str
+    status: str
+    dsn: str
+    reply: str
+    relay: str = ""  # the next hop's address that said so, "" when none was reached
+    dsn_passed: bool = False  # sent with its NOTIFY and ORCPT to a hop that offered DSN: notices are its job now
 
 
 @dataclass
 class Job:
+    """A message and its recipients for one next hop. Delivery reads them and changes neither:
+    `done` resolves to an `Outcome` per recipient (in the recipients' order), for the scheduler to apply."""
+
     entry: QueueEntry
     recipients: list[Recipient]
     hop: NextHop
     message: bytes
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # by address, as each recipient is settled
+    done: asyncio.Future[list[Outcome]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
-    def settle(self, recipient: Recipient, status: str, dsn: str, reply: str, relay: str = "") -> None:
-        recipient.status = status
-        recipient.dsn = dsn
-        recipient.last_reply = reply
-        recipient.relay = relay
-        recipient.attempts += 1
+    def settle(self, recipient: Recipient, status: str, dsn: str, reply: str, relay: str = "",
+               dsn_passed: bool = False) -> None:
+        self.outcomes[recipient.address] = Outcome(recipient.address, status, dsn, reply, relay, dsn_passed)
         delay = time.time() - self.entry.envelope.arrival
         log.info(
             "%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
             self.entry.id, recipient.address, relay or "none", delay, dsn, status, reply,
         )
+
+    def unsettled(self) -> list[Recipient]:
+        """The recipients neither sent nor bounced yet in this attempt (a deferred one may still be)."""
+        return [r for r in self.recipients
+                if r.address not in self.outcomes or self.outcomes[r.address].status not in FINAL]
+
+    def results(self) -> list[Outcome]:
+        return [self.outcomes[r.address] for r in self.recipients if r.address in self.outcomes]
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(self.results())
 
 
 class _Connection:
@@ -96,10 +114,17 @@ class ConnectionFailed(Exception):
 
 
 class Delivery:
-    """All destinations, and the settings every connection uses."""
+    """All destinations, and the settings every connection uses.
 
-    def __init__(self, relay):
-        self.relay = relay
+    `config`, `resolver` and `outbound_tls` return the ones in force (a reload replaces them);
+    `is_myself` says whether a target is one of this gateway's own listeners."""
+
+    def __init__(self, *, config: Callable[[], MtaConfig], resolver: Callable[[], dns.asyncresolver.Resolver],
+                 outbound_tls: Callable[[], OutboundTls], is_myself: Callable[[Target], bool]):
+        self.config = config
+        self.resolver = resolver
+        self.outbound_tls = outbound_tls
+        self.is_myself = is_myself
         self.destinations: dict[NextHop, Destination] = {}
 
     def submit(self, job: Job) -> None:
@@ -118,11 +143,10 @@ class Delivery:
 
     async def targets(self, hop: NextHop) -> list[Target]:
         """The addresses to try, best first; MX hosts that are this gateway left out (RFC 5321 5.1)."""
-        relay = self.relay
         if hop.mx and not is_ip(hop.host):
-            return await resolve(relay.resolver, hop, is_myself=relay.is_myself)
-        targets = await resolve(relay.resolver, hop)
-        if any(relay.is_myself(target) for target in targets):
+            return await resolve(self.resolver(), hop, is_myself=self.is_myself)
+        targets = await resolve(self.resolver(), hop)
+        if any(self.is_myself(target) for target in targets):
             raise RouteError("5.4.6", f"mail for {hop.host} loops back to myself")
         return targets
 
@@ -140,7 +164,7 @@ class Delivery:
 
     async def open(self, hop: NextHop, target: Target) -> _Connection:
         """Connect, greet (EHLO, else HELO), STARTTLS as the TLS level says, log in to a smart host."""
-        config = self.relay.config
+        config = self.config()
         connection = await self._open(hop, target, config)
         if hop.login:
             await self._login(connection, config)
@@ -184,7 +208,7 @@ class Delivery:
             return _Connection(client, target, encrypted=False)
         wanted = hop.tls_name or target.name
         try:
-            await client.starttls(tls_context=self.relay.outbound_tls.context(hop.tls),
+            await client.starttls(tls_context=self.outbound_tls().context(hop.tls),
                                   server_hostname=sni_name(wanted) or sni_name(target.name))
             if hop.tls == "verify":
                 names = certificate_names(client.get_transport_info("peercert"))
@@ -260,7 +284,7 @@ class Destination:
 
     @property
     def limit(self) -> int:
-        return self.delivery.relay.config.delivery.destination_concurrency_limit
+        return self.delivery.config().delivery.destination_concurrency_limit
 
     def submit(self, job: Job) -> None:
         self.jobs.put_nowait(job)
@@ -287,32 +311,30 @@ class Destination:
             while (job := await self._next_job(connection is not None)) is not None:
                 try:
                     connection = await self._deliver(job, connection)
-                    failed = [r for r in job.recipients if r.status in (DEFERRED, BOUNCED)]
+                    failed = [o for o in job.results() if o.status in (DEFERRED, BOUNCED)]
                     if failed:
-                        self.last_error = (failed[-1].last_reply, time.time())
+                        self.last_error = (failed[-1].reply, time.time())
                 except Exception as error:  # a bug must not lose the job: defer it
                     log.exception("%s: delivery failed unexpectedly", job.entry.id)
                     self._defer_all(job, "4.3.0", f"internal error: {error}")
                     connection = None
                 finally:
-                    if not job.done.done():
-                        job.done.set_result(None)
+                    job.finish()
         finally:
             self.workers -= 1
             if connection is not None:
                 await connection.close()
 
     def _defer_all(self, job: Job, dsn: str, reason: str, relay: str = "") -> None:
-        for recipient in job.recipients:
-            if recipient.status not in (SENT, BOUNCED):
-                job.settle(recipient, DEFERRED, dsn, reason, relay)
+        for recipient in job.unsettled():
+            job.settle(recipient, DEFERRED, dsn, reason, relay)
 
     async def _deliver(self, job: Job, connection: _Connection | None) -> _Connection | None:
         """Send one job; returns the connection if it can carry the next one."""
         if self.dead_until > time.time():
             self._defer_all(job, "4.4.1", f"delivery temporarily suspended: {self.dead_reason}")
             return connection
-        attempt = Attempt(job, self.delivery.relay.config)
+        attempt = Attempt(job, self.delivery.config())
         recipients = list(job.recipients)
         if connection is not None:
             attempt.final = True
@@ -370,17 +392,16 @@ class Destination:
         """No session with the next hop: bounce (a domain that cannot take mail) or defer and mark it dead."""
         permanent = error.permanent and self.hop.mx and not self._is_configured_relay()
         if permanent:
-            for recipient in job.recipients:
-                if not recipient.done:
-                    job.settle(recipient, BOUNCED, error.dsn, error.text)
+            for recipient in job.unsettled():
+                job.settle(recipient, BOUNCED, error.dsn, error.text)
             return
         dsn = error.dsn if error.dsn.startswith("4") else "4" + error.dsn[1:]
-        self.dead_until = time.time() + self.delivery.relay.config.queue.minimal_backoff_time
+        self.dead_until = time.time() + self.delivery.config().queue.minimal_backoff_time
         self.dead_reason = error.text
         self._defer_all(job, dsn, error.text)
 
     def _is_configured_relay(self) -> bool:
-        config = self.delivery.relay.config
+        config = self.delivery.config()
         hops = {config.internal_relay, config.external_relay}
         return any(self.hop.host == relay.host and self.hop.port == relay.port for relay in hops if relay.host)
 

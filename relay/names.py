@@ -8,7 +8,8 @@ and `name_warnings` says it in the relay's words. `check_names` looks the record
 with the relay's resolver for the control API's `io.postern.Status.CheckNames`.
 
 `PeerNames` is the other direction: the verified name of a connecting client, as
-Postfix's smtpd finds it for its logs and `Received:` header.
+Postfix's smtpd finds it for its logs and `Received:` header; `client_name` writes it
+as the logs do.
 """
 
 from __future__ import annotations
@@ -210,3 +211,11 @@ async def _verified_name(resolver: dns.asyncresolver.Resolver, address: str) -> 
     if any(ipaddress.ip_address(str(record)) == wanted for record in forward):
         return name
     return UNKNOWN
+
+
+def client_name(session) -> str:
+    """Postfix's "name[address]" for an SMTP client's session (its `peer`, and `peer_name` once the
+    lookup at connect has ended): the verified name once it is known, else unknown."""
+    peer = session.peer
+    ip = peer[0] if isinstance(peer, tuple) else str(peer)
+    return f"{session.peer_name}[{ip}]"

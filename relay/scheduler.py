@@ -21,17 +21,16 @@ import itertools
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from . import addresses, bounce
-from .delivery import Delivery, Job
+from .delivery import Delivery, Job, Outcome
 from .bounce import DELAYED, FAILED, RELAYED
-from .queue.entry import BOUNCED, BOUNCING, DEFERRED, PENDING, SENT, Envelope, QueueEntry
-from .queue.store import DamagedFile, QueueFull, QueueWriteError
+from .config import MtaConfig
+from .events import EventHub
+from .queue.entry import BOUNCED, BOUNCING, DEFERRED, PENDING, SENT, Counters, Envelope, QueueEntry
+from .queue.store import DamagedFile, QueueFull, QueueStore, QueueWriteError
 from .routing import next_hop
-
-if TYPE_CHECKING:
-    from .daemon import Relay
 
 log = logging.getLogger("postern/qmgr")
 
@@ -48,11 +47,17 @@ def backoff_delay(age: float, minimal: int, maximal: int) -> float:
 
 
 class Scheduler:
-    def __init__(self, relay: Relay):
-        self.relay = relay
+    """`config` returns the configuration in force (a reload replaces it); `delivery` takes the jobs."""
+
+    def __init__(self, *, config: Callable[[], MtaConfig], store: QueueStore, events: EventHub,
+                 counters: Counters, delivery: Delivery):
+        self.config = config
+        self.store = store
+        self.events = events
+        self.counters = counters
+        self.delivery = delivery
         self.entries: dict[str, QueueEntry] = {}
         self.order: list[str] = []  # every queued ID, sorted: arrival order
-        self.delivery = Delivery(relay)
         self._due: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self._wake = asyncio.Event()
@@ -68,7 +73,7 @@ class Scheduler:
         bisect.insort(self.order, entry.id)
         if not entry.hold:
             self._schedule(entry, entry.next_attempt if entry.attempts else 0.0)
-        self.relay.events.publish("queue")
+        self.events.publish("queue")
 
     def flush(self) -> int:
         """Try every deferred message now (postqueue -f)."""
@@ -79,7 +84,7 @@ class Scheduler:
                 entry.next_attempt = 0.0
                 self._schedule(entry, 0.0)
                 count += 1
-        self.relay.events.publish("queue")
+        self.events.publish("queue")
         return count
 
     def busy(self) -> bool:
@@ -101,7 +106,7 @@ class Scheduler:
         done = []
         for queue_id in ids:
             if self._drop(queue_id):
-                await self.relay.store.remove(queue_id)
+                await self.store.remove(queue_id)
                 log.info("%s: removed by the administrator", queue_id)
                 done.append(queue_id)
         self._changed(done)
@@ -112,7 +117,7 @@ class Scheduler:
         done = [e for e in self._found(ids) if not e.hold]
         for entry in done:
             entry.hold = True
-            await self.relay.store.save_state(entry)
+            await self.store.save_state(entry)
             log.info("%s: placed on hold", entry.id)
         return self._changed([e.id for e in done])
 
@@ -122,7 +127,7 @@ class Scheduler:
         for entry in done:
             entry.hold = False
             entry.next_attempt = 0.0
-            await self.relay.store.save_state(entry)
+            await self.store.save_state(entry)
             self._schedule(entry, 0.0)
             log.info("%s: released from hold", entry.id)
         return self._changed([e.id for e in done])
@@ -136,7 +141,7 @@ class Scheduler:
             for recipient in entry.open_recipients():
                 if recipient.status != BOUNCING:  # failed for good: only its notice is still due
                     recipient.status = PENDING
-            await self.relay.store.save_state(entry)
+            await self.store.save_state(entry)
             if not entry.hold:
                 self._schedule(entry, 0.0)
             log.info("%s: requeued", entry.id)
@@ -156,7 +161,7 @@ class Scheduler:
 
     def _changed(self, ids: list[str]) -> list[str]:
         if ids:
-            self.relay.events.publish("queue")
+            self.events.publish("queue")
         return ids
 
     # --- the loop -------------------------------------------------------------------
@@ -201,9 +206,9 @@ class Scheduler:
     async def _attempt(self, entry: QueueEntry) -> None:
         try:
             try:
-                message = await self.relay.store.read_message(entry.id)
+                message = await self.store.read_message(entry.id)
             except DamagedFile as error:
-                self.relay.store.move_aside(entry.id, str(error))
+                self.store.move_aside(entry.id, str(error))
                 self._drop(entry.id)
                 return
             except FileNotFoundError:
@@ -212,7 +217,7 @@ class Scheduler:
             tried = [r for r in entry.open_recipients() if r.status != BOUNCING]  # for those only the notice is due
             by_hop: dict = {}
             for recipient in tried:
-                hop = next_hop(self.relay.config, addresses.domain_of(recipient.address))
+                hop = next_hop(self.config(), addresses.domain_of(recipient.address))
                 by_hop.setdefault(hop, []).append(recipient)
             jobs = [Job(entry, recipients, hop, message) for hop, recipients in by_hop.items()]
             for job in jobs:
@@ -229,24 +234,35 @@ class Scheduler:
                 self._room.notify_all()
 
     async def _settled(self, job: Job, jobs: list[Job]) -> None:
-        """Save the message's state as soon as one next hop is done with it while another is still
-        busy, so that a stop or a crash meanwhile does not send this one's recipients again. (The
-        last to finish needs no write of its own: the end of the attempt saves or removes the message.)"""
-        await job.done
-        for recipient in job.recipients:
-            if recipient.status == BOUNCED:
-                recipient.status = BOUNCING  # until the sender's notice is queued
+        """Apply what one next hop did with its recipients, and save the message's state at once
+        while another next hop is still busy, so that a stop or a crash meanwhile does not send this
+        one's recipients again. (The last to finish needs no write of its own: the end of the attempt
+        saves or removes the message.)"""
+        self._apply(job, await job.done)
         others_busy = any(not other.done.done() for other in jobs)
         if others_busy and self.entries.get(job.entry.id) is job.entry:
-            await self.relay.store.save_state(job.entry)
+            await self.store.save_state(job.entry)
+
+    @staticmethod
+    def _apply(job: Job, outcomes: list[Outcome]) -> None:
+        """Each recipient as the attempt left it; a bounced one is `bouncing` until its sender's notice is queued."""
+        recipients = {r.address: r for r in job.recipients}
+        now = time.time()
+        for outcome in outcomes:
+            recipient = recipients[outcome.address]
+            recipient.record(outcome.status, outcome.dsn, outcome.reply, outcome.relay, now)
+            if outcome.status == BOUNCED:
+                recipient.status = BOUNCING
+            if outcome.status == SENT:
+                recipient.dsn_passed = outcome.dsn_passed
 
     async def _after_attempt(self, entry: QueueEntry, tried: list, message: bytes) -> None:
-        self.relay.events.publish("queue")
+        self.events.publish("queue")
         if self.entries.get(entry.id) is not entry:
             return  # deleted by an administrator while it was being delivered
         now = time.time()
-        counters = self.relay.counters
-        queue = self.relay.config.queue
+        counters = self.counters
+        queue = self.config().queue
         expired = now - entry.envelope.arrival >= queue.maximal_queue_lifetime
         for recipient in tried:
             if recipient.status == DEFERRED and expired:
@@ -263,7 +279,7 @@ class Scheduler:
         counters.bounced += sum(1 for r in bouncing if r.status == BOUNCED)
         counters.deferred += sum(1 for r in tried if r.status == DEFERRED)
         if not entry.open_recipients():
-            await self.relay.store.remove(entry.id)
+            await self.store.remove(entry.id)
             self._drop(entry.id)
             log.info("%s: removed", entry.id)
             return
@@ -271,10 +287,10 @@ class Scheduler:
         if deferred:
             await self._warn_of_delay(entry, deferred, message, now)
         self._reschedule(entry, deferred[-1].last_reply if deferred else entry.last_reply)
-        await self.relay.store.save_state(entry)
+        await self.store.save_state(entry)
 
     def _reschedule(self, entry: QueueEntry, reply: str) -> None:
-        queue = self.relay.config.queue
+        queue = self.config().queue
         now = time.time()
         entry.attempts += 1
         entry.last_reply = reply
@@ -298,7 +314,7 @@ class Scheduler:
 
     async def _warn_of_delay(self, entry: QueueEntry, deferred: list, message: bytes, now: float) -> None:
         """One "delayed" notice per message once it is older than delay_warning_time (0: never)."""
-        warn_after = self.relay.config.queue.delay_warning_time
+        warn_after = self.config().queue.delay_warning_time
         if not warn_after or entry.delay_warned or now - entry.envelope.arrival < warn_after:
             return
         wanted = [r for r in deferred if bounce.wants(entry, r.address, DELAYED)]
@@ -313,10 +329,10 @@ class Scheduler:
         if not entry.envelope.sender:
             log.info("%s: not notifying: the sender is the null address <>", entry.id)
             return True
-        store = self.relay.store
+        store = self.store
         try:
             # in a thread: linear, but a header of megabytes would hold the loop for a while
-            body = await asyncio.to_thread(bounce.build_notice, self.relay.config, entry, action, recipients, message)
+            body = await asyncio.to_thread(bounce.build_notice, self.config(), entry, action, recipients, message)
             envelope = Envelope(
                 id=store.new_id(),
                 sender="",

@@ -21,8 +21,9 @@ import logging
 import re
 import ssl
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
+import dns.asyncresolver
 from aiosmtpd.smtp import MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, syntax
 
 from . import addresses, esmtp, headers, replies
@@ -30,14 +31,11 @@ from .anvil import Anvil
 from .chunking import Chunking
 from .config import MtaConfig
 from .m365 import check_tenant
-from .names import UNKNOWN, PeerNames
+from .names import UNKNOWN, PeerNames, client_name
 from .printable import printable
-from .queue.entry import Envelope
-from .queue.store import QueueFull, QueueWriteError
-from .verify import DELIVERABLE, UNDELIVERABLE
-
-if TYPE_CHECKING:
-    from .daemon import Relay
+from .queue.entry import Counters, Envelope, QueueEntry
+from .queue.store import QueueFull, QueueStore, QueueWriteError
+from .verify import DELIVERABLE, UNDELIVERABLE, Verdict
 
 log = logging.getLogger("postern/smtpd")
 
@@ -50,13 +48,6 @@ _END_OF_DATA = b"\r\n.\r\n"
 # DATA may be of any length; message_size_limit bounds the whole message.
 LINE_LENGTH_LIMIT = 2048
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
-
-
-def client_name(session: Session) -> str:
-    """Postfix's "name[address]": the verified name once it is known, else unknown."""
-    peer = session.peer
-    ip = peer[0] if isinstance(peer, tuple) else str(peer)
-    return f"{session.peer_name}[{ip}]"
 
 
 class ClientSession(Session):
@@ -527,38 +518,52 @@ def is_outside(config: MtaConfig, address: str) -> bool:
     return addresses.is_routed(address) or not config.is_relay_domain(addresses.domain_of(address))
 
 
-def is_paused(config: MtaConfig, sender: str, recipient: str) -> bool:
-    """Is mail from the sender's domain or to the recipient's domain on migration hold?"""
+def paused_entry(config: MtaConfig, sender: str, recipient: str) -> str:
+    """The paused_domains entry that puts mail from the sender's domain or to the recipient's on
+    migration hold ("" for none)."""
     if not config.paused_domains:
-        return False
+        return ""
     domains = [addresses.domain_of(recipient)]
     if sender and sender != "<>" and "@" in sender:
         domains.append(addresses.domain_of(sender))
-    return any(config.is_paused(domain) for domain in domains)
+    return next((entry for entry in map(config.paused_entry, domains) if entry), "")
 
 
 class Receiver:
-    """aiosmtpd handler: the relay's receiving policy."""
+    """aiosmtpd handler: the relay's receiving policy.
 
-    def __init__(self, relay: Relay):
-        self.relay = relay
+    It is given what it uses: `config`, `resolver` and `tls_context` return the ones in force
+    (a reload replaces them), `verify` asks whether the internal mail server takes a recipient,
+    and `enqueue` hands a message the store has on disk to the scheduler."""
+
+    def __init__(self, *, config: Callable[[], MtaConfig], store: QueueStore, counters: Counters,
+                 verify: Callable[[str], Awaitable[Verdict]], enqueue: Callable[[QueueEntry], None],
+                 resolver: Callable[[], dns.asyncresolver.Resolver],
+                 tls_context: Callable[[], ssl.SSLContext | None]):
+        self.config = config
+        self.store = store
+        self.counters = counters
+        self.verify = verify
+        self.enqueue = enqueue
+        self.resolver = resolver
+        self.tls_context = tls_context
         self.connections = 0
         self.anvil = Anvil()
         self.peer_names = PeerNames()
 
     async def peer_name(self, ip: str) -> str:
         """The client's verified name; "unknown" without a lookup when mta.peername_lookup is off."""
-        if not self.relay.config.peername_lookup or not ip:
+        if not self.config().peername_lookup or not ip:
             return UNKNOWN
-        return await self.peer_names.lookup(self.relay.resolver, ip)
+        return await self.peer_names.lookup(self.resolver(), ip)
 
     def protocol(self) -> SmtpSession:
         """Protocol factory for loop.create_server: each connection gets the config in force."""
-        return SmtpSession(self, self.relay.config, self.relay.tls_context)
+        return SmtpSession(self, self.config(), self.tls_context())
 
     def smtps_protocol(self) -> SmtpSession:
         """For the SMTPS listeners, whose server already speaks TLS: no STARTTLS on top."""
-        return SmtpSession(self, self.relay.config, None, implicit_tls=True)
+        return SmtpSession(self, self.config(), None, implicit_tls=True)
 
     async def handle_HELO(self, server: SmtpSession, session, envelope, hostname):
         if addresses.has_control_chars(hostname):  # it would end up in our Received: header
@@ -604,7 +609,9 @@ class Receiver:
             reply = replies.RELAY_DENIED.format(rcpt=address)
             self._reject(session, "RCPT", reply, envelope.mail_from, address)
             return reply
-        if is_paused(config, envelope.mail_from, address):
+        paused = paused_entry(config, envelope.mail_from, address)
+        if paused:
+            self.counters.turned_away[paused] += 1
             self._reject(session, "RCPT", replies.DOMAIN_PAUSED, envelope.mail_from, address)
             return replies.DOMAIN_PAUSED
         if config.reject_unverified_recipient.enabled and not outside:
@@ -618,7 +625,7 @@ class Receiver:
 
     async def _verify(self, config: MtaConfig, address: str) -> str | None:
         """None when the internal mail server takes the address; else the reply refusing it."""
-        verdict = await self.relay.verifier.verify(address)
+        verdict = await self.verify(address)
         if verdict.status == DELIVERABLE:
             return None
         reason = verdict.reply[:300]
@@ -659,7 +666,7 @@ class Receiver:
             if removed:
                 log.info("removed %d %s header(s) from %s", removed, marker.header, client_name(session))
 
-        store = self.relay.store
+        store = self.store
         queue_id = store.new_id()
         protocol = server.protocol_name(envelope.smtp_utf8)
         received = self._received_header(config, session, server, protocol, queue_id, envelope.rcpt_tos)
@@ -698,8 +705,8 @@ class Receiver:
         log.info(
             "%s: from=<%s>, size=%d, nrcpt=%d (queue active)", queue_id, sender, queued.size, len(queued.recipients)
         )
-        self.relay.counters.received += 1
-        self.relay.scheduler.add(entry)
+        self.counters.received += 1
+        self.enqueue(entry)
         return replies.QUEUED.format(id=queue_id)
 
     @staticmethod
@@ -754,7 +761,7 @@ class Receiver:
 
     def _reject(self, session, stage: str, reply: str, sender: str | None, rcpt: str) -> None:
         """Log a refusal as Postfix does; from=, to= and helo= only when there is one."""
-        self.relay.counters.rejected += 1
+        self.counters.rejected += 1
         session.logged_reply = reply  # SmtpSession.push logs each reply once
         details = [f"from=<{'' if sender == '<>' else sender}>"] if sender else []
         if rcpt:

@@ -4,7 +4,8 @@ MAIL, RCPT and DATA for a job's recipients over an open connection, with Postfix
 smtp_trouble.c rules: a 5xx reply is final; a 4xx reply or a broken connection is
 final only in the last session of an attempt, before that the recipients it concerns
 go on to the next MX host. The message is never sent twice in one attempt: once the
-final dot is out, a broken connection defers.
+final dot is out, a broken connection defers. Each recipient settled is recorded on the
+job (`Job.settle`, an `Outcome`); the queue entry is left for the scheduler to update.
 """
 
 from __future__ import annotations
@@ -15,28 +16,8 @@ import re
 import aiosmtplib
 
 from . import outbound
+from .hop_replies import dsn_of, lost_text, one_line
 from .queue.entry import BOUNCED, DEFERRED, SENT, Recipient
-
-_DSN = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
-
-
-def dsn_of(code: int, message: str) -> str:
-    match = _DSN.match(message)
-    if match and match.group(1) == str(code)[0]:
-        return match.group(0)
-    return f"{str(code)[0]}.0.0"
-
-
-def one_line(code: int, message: str) -> str:
-    return f"{code} {' '.join(message.split())}"
-
-
-def lost_text(error: BaseException, relay: str, stage: str) -> str:
-    """Postfix's words for a connection that broke in the middle of a conversation."""
-    if isinstance(error, (asyncio.TimeoutError, aiosmtplib.SMTPTimeoutError)):
-        return f"conversation with {relay} timed out while {stage}"
-    return f"lost connection with {relay} while {stage}"
-
 
 class Lost(Exception):
     """The connection broke; `retry` are the recipients still to send, `before_mail` if nothing was accepted."""
@@ -158,8 +139,8 @@ class Attempt:
         if reply.code != 250:
             return retry + self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
         for recipient in accepted:
-            recipient.dsn_passed = offers.dsn
-            job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay)
+            job.settle(recipient, SENT, dsn_of(reply.code, reply.message), one_line(reply.code, reply.message), relay,
+                       dsn_passed=offers.dsn)
         return retry
 
 

@@ -15,16 +15,14 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 
 from . import addresses
-from .delivery import one_line, reason_of
-from .routing import RouteError, next_hop
-
-if TYPE_CHECKING:
-    from .daemon import Relay
+from .hop_replies import one_line, reason_of
+from .config import MtaConfig
+from .routing import NextHop, RouteError, next_hop
 
 log = logging.getLogger("postern/verify")
 
@@ -51,8 +49,13 @@ def cache_key(address: str) -> str:
 
 
 class RecipientVerifier:
-    def __init__(self, relay: Relay):
-        self.relay = relay
+    """The cache and the probes. `config` returns the configuration in force; `connect` opens a
+    connection to a next hop (the delivery client's, greeting and TLS included): its `client`
+    speaks SMTP, its `target` names the address, `close()` ends it. RouteError when none answers."""
+
+    def __init__(self, *, config: Callable[[], MtaConfig], connect: Callable[[NextHop], Awaitable]):
+        self.config = config
+        self.connect = connect
         self.cache: dict[str, Verdict] = {}
         self.hits = 0
         self.misses = 0
@@ -82,7 +85,7 @@ class RecipientVerifier:
         now = time.time()
         live = [v for v in self.cache.values() if v.expires > now]
         return {
-            "enabled": self.relay.config.reject_unverified_recipient.enabled,
+            "enabled": self.config().reject_unverified_recipient.enabled,
             "size": len(live),
             "deliverable": sum(1 for v in live if v.status == DELIVERABLE),
             "undeliverable": sum(1 for v in live if v.status == UNDELIVERABLE),
@@ -92,7 +95,7 @@ class RecipientVerifier:
         }
 
     def _store(self, verdict: Verdict) -> None:
-        settings = self.relay.config.reject_unverified_recipient
+        settings = self.config().reject_unverified_recipient
         lifetime = settings.positive_expire_time if verdict.status == DELIVERABLE else settings.negative_expire_time
         verdict.expires = verdict.checked + lifetime
         key = cache_key(verdict.address)
@@ -123,7 +126,7 @@ class RecipientVerifier:
 
     async def _probe(self, address: str) -> Verdict:
         self.probes += 1
-        hop = next_hop(self.relay.config, addresses.domain_of(address))
+        hop = next_hop(self.config(), addresses.domain_of(address))
         try:
             verdict = await asyncio.wait_for(self._ask(hop, address), PROBE_TIMEOUT)
         except asyncio.TimeoutError:
@@ -139,7 +142,7 @@ class RecipientVerifier:
     async def _ask(self, hop, address: str) -> Verdict:
         now = time.time()
         try:
-            connection = await self.relay.scheduler.delivery.connect(hop)
+            connection = await self.connect(hop)
         except RouteError as error:
             return Verdict(address, UNKNOWN, error.text, now)
         client, target = connection.client, connection.target

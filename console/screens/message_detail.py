@@ -21,6 +21,24 @@ from .confirm import QUESTIONS, ConfirmScreen
 RECIPIENT_STYLES = {"sent": "green", "deferred": "yellow", "bouncing": "red", "bounced": "red", "pending": ""}
 
 
+def when(seconds: float) -> str:
+    """A time in the local zone: the clock for today, the date too before."""
+    moment = time.localtime(seconds)
+    same_day = moment[:3] == time.localtime()[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%b %d %H:%M", moment)
+
+
+def attempts_line(run: dict) -> Text:
+    """One run of attempts with the same result: '  10:02:11  deferred 4.7.1  451 ... (x12 until 14:02:11)'."""
+    text = Text(f"    {when(run['first'])}  ")
+    text.append(run["status"], style=RECIPIENT_STYLES.get(run["status"], ""))
+    text.append(f" {run['dsn']}" if run["dsn"] else "")
+    if run["count"] > 1:
+        text.append(f"  x{run['count']}, last {when(run['last'])}")
+    text.append(f"\n      {printable(run['reply'])}\n", style="dim")
+    return text
+
+
 def describe(message: dict, headers: str, body: str = "") -> Text:
     text = Text()
     text.append(f"Message {message['id']}\n", style="bold")
@@ -38,8 +56,11 @@ def describe(message: dict, headers: str, body: str = "") -> Text:
         text.append(f"  <{printable(r['address'])}>  ")
         text.append(r["status"], style=RECIPIENT_STYLES.get(r["status"], ""))
         text.append(f"  attempts {r['attempts']}" + (f"  dsn {r['dsn']}" if r["dsn"] else "") + "\n")
-        if r["last_reply"]:
+        runs = r.get("history") or []
+        if not runs and r["last_reply"]:
             text.append(f"    {printable(r['last_reply'])}\n", style="dim")
+        for run in runs:
+            text.append_text(attempts_line(run))
     text.append("\nHeaders\n", style="bold")
     text.append(printable(headers.replace("\r\n", "\n").rstrip("\n"), keep="\n\t"))
     if body:

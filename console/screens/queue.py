@@ -17,6 +17,7 @@ from ..widgets.queue_list import QueueList
 from ..widgets.status_line import StatusLine
 from .confirm import QUESTIONS, ConfirmScreen
 from .message_detail import MessageScreen
+from .paused import PausedScreen
 from .queue_summary import QueueSummaryScreen
 
 SORTS = ("arrival", "age", "size", "sender", "recipient")
@@ -48,6 +49,7 @@ class QueueScreen(Screen):
         Binding("a", "select_all", "All", id="queue.select_all"),
         Binding("f", "flush", "Flush", id="queue.flush"),
         Binding("g", "summary", "By domain", id="queue.summary", show=False),
+        Binding("p", "paused", "Paused domains", id="queue.paused", show=False),
         Binding("escape", "clear", "Clear", show=False),
     ]
 
@@ -214,6 +216,9 @@ class QueueScreen(Screen):
         if answer is None:
             return
         self.notify(f"Trying {answer['count']} messages now", title="Flush")
+
+    def action_paused(self) -> None:
+        self.app.push_screen(PausedScreen())
 
     def action_summary(self) -> None:
         self.app.push_screen(QueueSummaryScreen(), self.show_domain)

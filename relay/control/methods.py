@@ -159,9 +159,14 @@ def status(relay: Relay) -> dict:
         "oldest_age": round(now - oldest, 3) if oldest is not None else None,
         "last_errors": [
             {"destination": str(hop), "reply": reply, "time": when}
-            for hop, (reply, when) in relay.scheduler.delivery.last_errors().items()
+            for hop, (reply, when) in relay.delivery.last_errors().items()
         ],
         "paused_domains": list(relay.config.paused_domains),
+        "paused": [
+            {"domain": domain, "since": relay.paused_since.since.get(domain, now),
+             "turned_away": counters.turned_away.get(domain, 0)}
+            for domain in relay.config.paused_domains
+        ],
     }
 
 
@@ -330,7 +335,7 @@ async def show_message(call: Call) -> dict:
         start, complete = await call.relay.store.read_start(queue_id, preview.PREVIEW_BYTES)
     except FileNotFoundError:
         raise VarlinkError(errors.MESSAGE_NOT_FOUND, id=queue_id) from None
-    answer = {"message": query.message_dict(entry),
+    answer = {"message": query.message_dict(entry, history=True),
               "headers": headers.section(start).decode("utf-8", "replace")}
     if call.get("body", bool, False):
         answer["body"] = await asyncio.to_thread(preview.preview, start, complete)

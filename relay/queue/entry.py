@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -13,6 +14,9 @@ BOUNCED = "bounced"
 FINAL = (SENT, BOUNCED)
 # Failed for good, but the sender's notice is not yet queued: the message stays until it is.
 BOUNCING = "bouncing"
+
+# A recipient's delivery history keeps this many runs of attempts, the latest ones (see Recipient.record).
+HISTORY_RUNS = 20
 
 # Message states shown to admins (Postfix's queue names).
 ACTIVE = "active"
@@ -29,10 +33,27 @@ class Recipient:
     relay: str = ""
     # The next hop offered DSN and was given this recipient's NOTIFY/ORCPT: notices are its job now.
     dsn_passed: bool = False
+    # Every attempt, as runs: attempts in a row with the same status, DSN status, reply and server are one
+    # run {"first", "last", "count", "status", "dsn", "reply", "relay"}. A partner answering "451 try later"
+    # for five days is one run, so the history stays small however long the mail waits.
+    history: list[dict] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
         return self.status in FINAL
+
+    def record(self, status: str, dsn: str, reply: str, relay: str, when: float) -> None:
+        """One delivery attempt's result for this recipient."""
+        self.status, self.dsn, self.last_reply, self.relay = status, dsn, reply, relay
+        self.attempts += 1
+        last = self.history[-1] if self.history else None
+        if last and (last["status"], last["dsn"], last["reply"], last["relay"]) == (status, dsn, reply, relay):
+            last["last"] = when
+            last["count"] += 1
+            return
+        self.history.append({"first": when, "last": when, "count": 1, "status": status, "dsn": dsn,
+                             "reply": reply, "relay": relay})
+        del self.history[:-HISTORY_RUNS]
 
 
 @dataclass(slots=True)
@@ -122,6 +143,7 @@ class QueueEntry:
                 recipient.dsn = known.get("dsn", "")
                 recipient.relay = known.get("relay", "")
                 recipient.dsn_passed = bool(known.get("dsn_passed", False))
+                recipient.history = [run for run in known.get("history", []) if isinstance(run, dict)]
 
 
 @dataclass
@@ -132,3 +154,5 @@ class Counters:
     bounced: int = 0
     rejected: int = 0
     started: float = field(default_factory=time.time)
+    # RCPTs refused with 451 per paused_domains entry (the migration hold), since the daemon started.
+    turned_away: collections.Counter = field(default_factory=collections.Counter)

@@ -188,10 +188,11 @@ def age_text(seconds: float | None) -> str:
     return f"{int(seconds)}s"
 
 
-def message_dict(entry: QueueEntry, now: float | None = None) -> dict:
+def message_dict(entry: QueueEntry, now: float | None = None, history: bool = False) -> dict:
+    """A message for the control API; with `history`, each recipient's runs of attempts too."""
     now = now or time.time()
     envelope = entry.envelope
-    return {
+    shown = {
         "id": entry.id,
         "state": entry.state_at(now),
         "arrival": envelope.arrival,
@@ -210,3 +211,7 @@ def message_dict(entry: QueueEntry, now: float | None = None) -> dict:
         "message_id": envelope.message_id,
         "client": envelope.client,
     }
+    if history:
+        for recipient, answer in zip(entry.recipients, shown["recipients"]):
+            answer["history"] = [dict(run) for run in recipient.history]
+    return shown

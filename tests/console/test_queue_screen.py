@@ -154,3 +154,51 @@ async def test_the_message_view_shows_the_decoded_text_and_acts_on_the_message(q
         await pilot.press("d", "y")
         await until(pilot, lambda: "four" not in queue_states(queued_relay), what="the message deleted")
         await until(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="back at the list")
+
+
+async def test_the_message_view_shows_each_recipients_attempts(queued_relay):
+    with ControlClient(str(queued_relay.socket)) as client:
+        client.call("io.postern.Queue.Flush")  # a second attempt, with the same result as the first
+    queued_relay.wait_log(r"to=<bob@example.com>.*status=deferred", count=2)
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        await pilot.press("home", "enter")
+        await until(pilot, lambda: "x2, last" in text_of(app, "#message-text"), what="the attempts, as one run")
+        lines = text_of(app, "#message-text").splitlines()
+        run = next(i for i, line in enumerate(lines) if "x2, last" in line)
+        assert "deferred" in lines[run] and "Connection refused" in lines[run + 1]
+
+
+async def test_the_migration_hold_is_shown_paused_and_resumed_from_the_queue_screen(queued_relay):
+    with ControlClient(str(queued_relay.socket)) as client:
+        client.call("io.postern.Config.Pause", domains=["partner.org"])
+    with queued_relay.smtp("127.0.0.1") as smtp:
+        smtp.mail("someone@elsewhere.example")
+        assert smtp.rcpt("carol@partner.org")[0] == 451
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3", "p")
+        await until(pilot, lambda: type(app.screen).__name__ == "PausedScreen", what="the paused domains")
+        rows = app.screen.query_one("#paused-list")
+        await until(pilot, lambda: rows.option_count == 1, what="the paused domain")
+        line = str(rows.get_option_at_index(0).prompt)
+        assert line.split()[:2] == ["partner.org", "paused"] and line.split()[3:6] == ["turned", "away", "1"]
+        assert "451" in text_of(app, "#paused-explain")
+        await pilot.press("a", *"example.net", "enter")
+        await until(pilot, lambda: rows.option_count == 2, what="the second paused domain")
+        with ControlClient(str(queued_relay.socket)) as client:
+            assert client.call("io.postern.Status.Get")["status"]["paused_domains"] == ["partner.org", "example.net"]
+        await pilot.press("home", "r")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        assert "Resume partner.org?" in text_of(app, "#question")
+        await pilot.press("y")
+        await until(pilot, lambda: rows.option_count == 1, what="partner.org resumed")
+        with ControlClient(str(queued_relay.socket)) as client:
+            assert client.call("io.postern.Status.Get")["status"]["paused_domains"] == ["example.net"]
+        await pilot.press("a", "escape")  # Esc cancels the typing, and the screen stays
+        assert type(app.screen).__name__ == "PausedScreen"
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="back at the queue")

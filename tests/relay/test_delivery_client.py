@@ -8,6 +8,7 @@ servers on loopback addresses (127.0.0.x, one port for all, as MX hosts share po
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -16,8 +17,8 @@ from relay import delivery as delivery_module
 from relay import outbound
 from relay.config import parse_mta
 from relay.daemon import Relay
-from relay.delivery import Delivery, Job
-from relay.queue.entry import BOUNCED, DEFERRED, SENT, Envelope, QueueEntry
+from relay.delivery import Delivery, Job, Outcome
+from relay.queue.entry import BOUNCED, DEFERRED, PENDING, SENT, Envelope, QueueEntry
 from relay.routing import NextHop
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
@@ -64,7 +65,7 @@ class World:
         assert not problems, problems
         self.relay = Relay(config, str(self.tmp_path / "postern.yaml"), str(self.tmp_path / "state"),
                            str(self.tmp_path / "control.sock"))
-        self.delivery = Delivery(self.relay)
+        self.delivery = self.relay.delivery
         return self.hops
 
     async def _start_on_one_port(self, hops: list[tuple[str, ScriptedHop]]) -> None:
@@ -83,13 +84,13 @@ class World:
         raise AssertionError("no port free on all the MX addresses")
 
     async def send(self, recipients=("bob@example.org",), message: bytes = MESSAGE,
-                   sender: str = "alice@example.com", **envelope) -> QueueEntry:
+                   sender: str = "alice@example.com", **envelope) -> list[Outcome]:
+        """What one delivery attempt does with each recipient, in the recipients' order."""
         entry = QueueEntry.new(Envelope(id=f"T{time.monotonic_ns()}", sender=sender, recipients=list(recipients),
                                         arrival=time.time(), size=len(message), **envelope))
         job = Job(entry, entry.recipients, NextHop("example.org", self.port, mx=True), message)
         self.delivery.submit(job)
-        await asyncio.wait_for(job.done, 30)
-        return entry
+        return await asyncio.wait_for(job.done, 30)
 
     async def close(self) -> None:
         for hop in self.hops:
@@ -108,43 +109,60 @@ async def world(tmp_path, monkeypatch):
     await made.close()
 
 
-def outcome(entry: QueueEntry) -> dict[str, tuple[str, str]]:
-    return {r.address: (r.status, r.dsn) for r in entry.recipients}
+def outcome(sent: list[Outcome]) -> dict[str, tuple[str, str]]:
+    return {o.address: (o.status, o.dsn) for o in sent}
 
 
 # --- 1. HELO fallback ---------------------------------------------------------------
 
 async def test_a_hop_that_refuses_ehlo_gets_helo_and_no_extensions(world):
     [hop] = await world.mx(scripted(ehlo="502 5.5.1 Error: command not implemented"))
-    entry = await world.send(body="8BITMIME")
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(body="8BITMIME")
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     assert hop.verbs()[:3] == ["EHLO", "HELO", "MAIL"]
     assert hop.transactions[0].mail == "MAIL FROM:<alice@example.com>"  # no BODY=, no SIZE=
 
 
+async def test_delivery_returns_outcomes_and_leaves_the_queue_entry_to_the_scheduler(world):
+    refuse = lambda line: "550 5.1.1 no such user" if "carol@" in line else "250 2.1.5 Ok"
+    [hop] = await world.mx(scripted(rcpt=refuse, extensions=(*EXTENSIONS, "DSN")))
+    entry = QueueEntry.new(Envelope(id="T1", sender="alice@example.com", arrival=time.time(), size=len(MESSAGE),
+                                    recipients=["bob@example.org", "carol@example.org"]))
+    job = Job(entry, entry.recipients, NextHop("example.org", world.port, mx=True), MESSAGE)
+    world.delivery.submit(job)
+    bob, carol = await asyncio.wait_for(job.done, 30)
+    relay = f"mx1.example.org[127.0.0.2]:{world.port}"
+    assert (bob.address, bob.status, bob.dsn, bob.relay, bob.dsn_passed) == \
+        ("bob@example.org", SENT, "2.0.0", relay, True)
+    assert bob.reply.startswith("250 2.0.0")
+    assert carol == Outcome("carol@example.org", BOUNCED, "5.1.1", f"host {relay} said: 550 5.1.1 no such user", relay)
+    assert [(r.status, r.attempts, r.last_reply, r.dsn_passed) for r in entry.recipients] == \
+        [(PENDING, 0, "", False)] * 2  # the scheduler applies the outcomes, delivery does not
+
+
 async def test_a_421_to_ehlo_is_not_answered_with_helo(world):
     [hop] = await world.mx(scripted(ehlo="421 4.3.2 shutting down"))
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.1")}
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.4.1")}
     assert "HELO" not in hop.verbs()
-    assert "refused to talk to me: 421 4.3.2 shutting down" in entry.recipients[0].last_reply
+    assert "refused to talk to me: 421 4.3.2 shutting down" in sent[0].reply
 
 
 # --- 2. MX fallback within one attempt --------------------------------------------------
 
 async def test_a_4xx_to_mail_at_the_primary_mx_is_delivered_by_the_backup_at_once(world):
     primary, backup = await world.mx(scripted(mail="451 4.3.0 try again later"), scripted())
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
-    assert entry.recipients[0].relay.startswith("mx2.example.org[127.0.0.3]")
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
+    assert sent[0].relay.startswith("mx2.example.org[127.0.0.3]")
     assert len(primary.transactions) == 0 and len(backup.transactions) == 1
 
 
 async def test_a_4xx_to_one_rcpt_sends_only_that_recipient_on_to_the_backup(world):
     greylist = lambda line: "450 4.2.0 greylisted" if "carol@" in line else "250 2.1.5 Ok"
     primary, backup = await world.mx(scripted(rcpt=greylist), scripted())
-    entry = await world.send(["bob@example.org", "carol@example.org"])
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
+    sent = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
     assert [m.rcpts for m in primary.transactions] == [["RCPT TO:<bob@example.org>"]]
     assert [m.rcpts for m in backup.transactions] == [["RCPT TO:<carol@example.org>"]]
 
@@ -152,15 +170,15 @@ async def test_a_4xx_to_one_rcpt_sends_only_that_recipient_on_to_the_backup(worl
 async def test_a_5xx_to_rcpt_is_final_and_not_tried_at_the_backup(world):
     refuse = lambda line: "550 5.1.1 no such user" if "carol@" in line else "250 2.1.5 Ok"
     primary, backup = await world.mx(scripted(rcpt=refuse), scripted())
-    entry = await world.send(["bob@example.org", "carol@example.org"])
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (BOUNCED, "5.1.1")}
+    sent = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (BOUNCED, "5.1.1")}
     assert backup.connections == 0
 
 
 async def test_a_5xx_to_data_bounces_the_message_without_trying_the_backup(world):
     primary, backup = await world.mx(scripted(data="554 5.7.1 rejected"), scripted())
-    entry = await world.send(["bob@example.org", "carol@example.org"])
-    assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.7.1"), "carol@example.org": (BOUNCED, "5.7.1")}
+    sent = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(sent) == {"bob@example.org": (BOUNCED, "5.7.1"), "carol@example.org": (BOUNCED, "5.7.1")}
     assert backup.connections == 0
 
 
@@ -168,62 +186,79 @@ async def test_at_most_two_mx_sessions_per_attempt_and_the_last_reply_is_the_rea
     busy = "451 4.3.0 busy"
     hops = await world.mx(scripted(mail=busy), scripted(mail="452 4.3.1 full"),
                           scripted(mail=busy))
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.3.1")}
-    assert "mx2.example.org[127.0.0.3]" in entry.recipients[0].last_reply
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.3.1")}
+    assert "mx2.example.org[127.0.0.3]" in sent[0].reply
     assert [hop.connections for hop in hops] == [1, 1, 0]  # Postfix's smtp_mx_session_limit = 2
 
 
 async def test_a_greeting_or_a_lost_connection_at_the_primary_moves_on_without_counting_a_session(world):
     hops = await world.mx(scripted(greeting="421 4.3.2 too busy"),
                           scripted(rcpt=DROP), scripted())
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     assert [len(hop.transactions) for hop in hops] == [0, 0, 1]
+
+
+async def test_a_hop_that_hangs_up_at_ehlo_is_a_lost_connection_and_the_backup_delivers(world):
+    primary, backup = await world.mx(scripted(ehlo=DROP), scripted())
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
+    assert primary.verbs() == ["EHLO"] and len(backup.transactions) == 1
+
+
+async def test_a_lost_connection_at_ehlo_is_the_reason_when_no_mx_host_answers(world):
+    [hop] = await world.mx(scripted(ehlo=DROP))
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.4.1")}
+    assert sent[0].reply == \
+        "lost connection with mx1.example.org[127.0.0.2]:%d while performing the EHLO handshake" % world.port
 
 
 # --- 3. The gateway among the MX hosts ---------------------------------------------------
 
 async def test_mx_hosts_at_or_below_our_own_preference_are_dropped(world):
     primary, backup = await world.mx(scripted(mail="451 4.3.0 busy"), "self", scripted())
-    entry = await world.send()
+    sent = await world.send()
     # Only the better MX host is tried: the one below us would send it back to us some day.
-    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.3.0")}
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.3.0")}
     assert primary.connections == 1 and backup.connections == 0
 
 
 async def test_when_we_are_the_best_mx_the_mail_loops_back_and_is_returned(world):
     [backup] = await world.mx("self", scripted())
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.4.6")}
-    assert entry.recipients[0].last_reply == "mail for example.org loops back to myself"
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (BOUNCED, "5.4.6")}
+    assert sent[0].reply == "mail for example.org loops back to myself"
     assert backup.connections == 0
 
 
 async def test_when_a_better_mx_has_no_address_we_wait_for_it_as_its_backup(world):
     await world.mx(None, "self")
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.4")}
-    assert entry.recipients[0].last_reply == "unable to find primary relay for example.org"
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.4.4")}
+    assert sent[0].reply == "unable to find primary relay for example.org"
 
 
 # --- 4. Connection reuse ---------------------------------------------------------------
 
-async def test_a_cached_connection_the_hop_closed_is_replaced_without_a_deferral(world):
+async def test_a_cached_connection_the_hop_closed_is_replaced_without_a_deferral(world, caplog):
+    caplog.set_level(logging.INFO, logger="postern/smtp")
     [hop] = await world.mx(scripted())
     await world.send()
     await hop.drop_connections()  # the hop's idle timer closes the connection we keep for the next message
     second = await world.send(["carol@example.org"])
     assert outcome(second) == {"carol@example.org": (SENT, "2.0.0")}
-    assert second.recipients[0].attempts == 1
+    settled = [r.getMessage() for r in caplog.records if "to=<carol@example.org>" in r.getMessage()]
+    assert len(settled) == 1 and ", status=sent (250 " in settled[0]  # no deferral logged first
     assert hop.connections == 2 and len(hop.transactions) == 2
 
 
 async def test_a_connection_lost_after_the_final_dot_is_never_resent_in_the_same_attempt(world):
     primary, backup = await world.mx(scripted(dot=DROP), scripted())
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
-    assert "while sending end of data -- message may be sent more than once" in entry.recipients[0].last_reply
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert "while sending end of data -- message may be sent more than once" in sent[0].reply
     assert len(primary.transactions) == 1 and backup.connections == 0
 
 
@@ -232,32 +267,32 @@ async def test_a_connection_lost_after_the_final_dot_is_never_resent_in_the_same
 async def test_a_slow_reply_after_the_final_dot_waits_for_data_done_timeout(world):
     [hop] = await world.mx(scripted(delay={"dot": 1.5}),
                            settings={"command_timeout": 1, "data_done_timeout": 30})
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
 
 
 async def test_a_slow_but_moving_transfer_finishes(world):
     [hop] = await world.mx(scripted(data_pause=(256 * 1024, 0.1)),
                            settings={"command_timeout": 1, "data_xfer_timeout": 30, "data_done_timeout": 30})
     body = b"".join(b"line %08d of a long message, moving slowly but surely\r\n" % n for n in range(60000))
-    entry = await world.send(message=MESSAGE + body)
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(message=MESSAGE + body)
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     assert hop.transactions[0].content == MESSAGE + body
 
 
 async def test_a_transfer_that_stops_moving_times_out_at_data_xfer_timeout(world):
     [hop] = await world.mx(scripted(data_stall=True, extensions=("8BITMIME",)), settings={"data_xfer_timeout": 1})
     body = b"x" * 70 + b"\r\n"
-    entry = await world.send(message=MESSAGE + body * 300_000)  # more than the socket buffers hold
-    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
-    assert entry.recipients[0].last_reply.endswith("timed out while sending message content")
+    sent = await world.send(message=MESSAGE + body * 300_000)  # more than the socket buffers hold
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert sent[0].reply.endswith("timed out while sending message content")
 
 
 async def test_a_hop_that_does_not_answer_data_times_out_at_data_init_timeout(world):
     [hop] = await world.mx(scripted(delay={"data": 3}), settings={"data_init_timeout": 1})
-    entry = await world.send()
-    assert outcome(entry) == {"bob@example.org": (DEFERRED, "4.4.2")}
-    assert entry.recipients[0].last_reply == \
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert sent[0].reply == \
         "conversation with mx1.example.org[127.0.0.2]:%d timed out while sending DATA command" % world.port
 
 
@@ -275,8 +310,8 @@ EIGHT_BIT = (
 
 async def test_8bit_text_is_sent_as_quoted_printable_to_a_hop_without_8bitmime(world):
     [hop] = await world.mx(scripted(extensions=("SIZE 10240000",)))
-    entry = await world.send(message=EIGHT_BIT, body="8BITMIME")
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(message=EIGHT_BIT, body="8BITMIME")
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     received = hop.transactions[0]
     assert received.mail == "MAIL FROM:<alice@example.com>"  # neither BODY= nor SIZE= (the size changes)
     content = received.content
@@ -290,15 +325,15 @@ async def test_8bit_text_is_sent_as_quoted_printable_to_a_hop_without_8bitmime(w
 async def test_a_message_that_needs_no_conversion_passes_byte_for_byte(world):
     [plain_hop] = await world.mx(scripted(extensions=("SIZE 10240000",)))
     ascii_body = b"From: a@example.com\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\nX-Odd:   spaced\r\n\tfolded\r\n\r\nplain\r\n"
-    entry = await world.send(message=ascii_body, body="8BITMIME")
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(message=ascii_body, body="8BITMIME")
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     assert plain_hop.transactions[0].content == ascii_body
 
 
 async def test_a_hop_with_8bitmime_gets_the_body_as_it_is_with_body_and_size(world):
     [hop] = await world.mx(scripted())
-    entry = await world.send(message=EIGHT_BIT, body="8BITMIME")
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(message=EIGHT_BIT, body="8BITMIME")
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     assert hop.transactions[0].content == EIGHT_BIT
     assert hop.transactions[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(EIGHT_BIT)} BODY=8BITMIME"
 
@@ -307,39 +342,39 @@ async def test_a_hop_with_8bitmime_gets_the_body_as_it_is_with_body_and_size(wor
 
 async def test_smtputf8_is_passed_on_to_a_hop_that_offers_it(world):
     [hop] = await world.mx(scripted(extensions=("8BITMIME", "SMTPUTF8")))
-    entry = await world.send(["jörg@example.org"], sender="zoë@example.com", smtputf8=True)
-    assert outcome(entry) == {"jörg@example.org": (SENT, "2.0.0")}
+    sent = await world.send(["jörg@example.org"], sender="zoë@example.com", smtputf8=True)
+    assert outcome(sent) == {"jörg@example.org": (SENT, "2.0.0")}
     assert hop.transactions[0].mail == "MAIL FROM:<zoë@example.com> SMTPUTF8"
     assert hop.transactions[0].rcpts == ["RCPT TO:<jörg@example.org>"]
 
 
 async def test_a_utf8_address_to_a_hop_without_smtputf8_bounces_with_5_6_7(world):
     [hop] = await world.mx(scripted())
-    entry = await world.send(["jörg@example.org"], smtputf8=True)
-    assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.6.7")}
-    assert "message requires SMTPUTF8" in entry.recipients[0].last_reply
+    sent = await world.send(["jörg@example.org"], smtputf8=True)
+    assert outcome(sent) == {"jörg@example.org": (BOUNCED, "5.6.7")}
+    assert "message requires SMTPUTF8" in sent[0].reply
     assert hop.transactions == []
 
 
 async def test_a_utf8_address_goes_on_to_a_backup_mx_that_offers_smtputf8(world):
     primary, backup = await world.mx(scripted(), scripted(extensions=("8BITMIME", "SMTPUTF8")))
-    entry = await world.send(["jörg@example.org"], smtputf8=True)
-    assert outcome(entry) == {"jörg@example.org": (SENT, "2.0.0")}
+    sent = await world.send(["jörg@example.org"], smtputf8=True)
+    assert outcome(sent) == {"jörg@example.org": (SENT, "2.0.0")}
     assert primary.transactions == [] and len(backup.transactions) == 1
 
 
 async def test_an_ascii_envelope_with_smtputf8_is_delivered_to_a_hop_without_it(world):
     [hop] = await world.mx(scripted())
-    entry = await world.send(smtputf8=True)
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(smtputf8=True)
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     assert "SMTPUTF8" not in hop.transactions[0].mail
 
 
 async def test_a_message_larger_than_the_hops_size_limit_is_returned_without_sending(world):
     [hop] = await world.mx(scripted(extensions=("SIZE 100",)))
-    entry = await world.send(message=MESSAGE + b"x" * 100 + b"\r\n")
-    assert outcome(entry) == {"bob@example.org": (BOUNCED, "5.3.4")}
-    assert entry.recipients[0].last_reply.startswith(f"message size {len(MESSAGE) + 102} exceeds size limit 100")
+    sent = await world.send(message=MESSAGE + b"x" * 100 + b"\r\n")
+    assert outcome(sent) == {"bob@example.org": (BOUNCED, "5.3.4")}
+    assert sent[0].reply.startswith(f"message size {len(MESSAGE) + 102} exceeds size limit 100")
     assert "MAIL" not in hop.verbs()
 
 
@@ -347,25 +382,25 @@ async def test_a_message_larger_than_the_hops_size_limit_is_returned_without_sen
 
 async def test_dsn_parameters_are_passed_on_to_a_hop_that_offers_dsn(world):
     [hop] = await world.mx(scripted(extensions=("DSN",)))
-    entry = await world.send(["bob@example.org", "carol@example.org"], ret="HDRS", envid="id+1=x y",
+    sent = await world.send(["bob@example.org", "carol@example.org"], ret="HDRS", envid="id+1=x y",
                              notify={"bob@example.org": "SUCCESS,FAILURE"},
                              orcpt={"bob@example.org": "rfc822;Bob+Box@example.net"})
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
     [message] = hop.transactions
     assert message.mail == "MAIL FROM:<alice@example.com> ENVID=id+2B1+3Dx+20y RET=HDRS"
     assert message.rcpts == ["RCPT TO:<bob@example.org> ORCPT=rfc822;Bob+2BBox@example.net NOTIFY=SUCCESS,FAILURE",
                              "RCPT TO:<carol@example.org> ORCPT=rfc822;carol@example.org"]
-    assert all(r.dsn_passed for r in entry.recipients)
+    assert all(o.dsn_passed for o in sent)
 
 
 async def test_no_dsn_parameters_go_to_a_hop_without_dsn(world):
     [hop] = await world.mx(scripted())
-    entry = await world.send(ret="FULL", envid="abc", notify={"bob@example.org": "NEVER"},
+    sent = await world.send(ret="FULL", envid="abc", notify={"bob@example.org": "NEVER"},
                              orcpt={"bob@example.org": "rfc822;bob@example.org"})
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     assert hop.transactions[0].mail == f"MAIL FROM:<alice@example.com> SIZE={len(MESSAGE)}"
     assert hop.transactions[0].rcpts == ["RCPT TO:<bob@example.org>"]
-    assert entry.recipients[0].dsn_passed is False
+    assert sent[0].dsn_passed is False
 
 
 # --- 9. Long lines ---------------------------------------------------------------------
@@ -375,8 +410,8 @@ async def test_lines_longer_than_998_octets_are_broken_with_crlf_space(world):
     long_header = b"X-Long: " + b"h" * 1500
     long_body = b"." + b"b" * 2500
     message = b"From: a@example.com\r\n" + long_header + b"\r\n\r\n" + long_body + b"\r\nend\r\n"
-    entry = await world.send(message=message)
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(message=message)
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0")}
     raw = hop.transactions[0].raw
     assert max(len(line) for line in raw.split(b"\r\n")) <= 999  # 998, plus the stuffed dot of the body line
     assert hop.transactions[0].content.replace(b"\r\n ", b"") == message
@@ -387,23 +422,23 @@ async def test_lines_longer_than_998_octets_are_broken_with_crlf_space(world):
 
 async def test_an_address_that_cannot_be_sent_bounces_alone(world):
     [hop] = await world.mx(scripted())
-    entry = await world.send(["jörg@example.org", "bob@example.org"])  # non-ASCII, and no SMTPUTF8 asked
-    assert outcome(entry) == {"jörg@example.org": (BOUNCED, "5.1.3"), "bob@example.org": (SENT, "2.0.0")}
+    sent = await world.send(["jörg@example.org", "bob@example.org"])  # non-ASCII, and no SMTPUTF8 asked
+    assert outcome(sent) == {"jörg@example.org": (BOUNCED, "5.1.3"), "bob@example.org": (SENT, "2.0.0")}
     assert hop.transactions[0].rcpts == ["RCPT TO:<bob@example.org>"]
 
 
 async def test_addresses_are_sent_as_the_client_gave_them(world):
     [hop] = await world.mx(scripted())
-    entry = await world.send(["a;b@example.org", '"john doe"@example.org'], sender="")
-    assert outcome(entry) == {"a;b@example.org": (SENT, "2.0.0"), '"john doe"@example.org': (SENT, "2.0.0")}
+    sent = await world.send(["a;b@example.org", '"john doe"@example.org'], sender="")
+    assert outcome(sent) == {"a;b@example.org": (SENT, "2.0.0"), '"john doe"@example.org': (SENT, "2.0.0")}
     assert hop.transactions[0].mail == f"MAIL FROM:<> SIZE={len(MESSAGE)}"
     assert hop.transactions[0].rcpts == ["RCPT TO:<a;b@example.org>", 'RCPT TO:<"john doe"@example.org>']
 
 
 async def test_an_address_with_a_bracket_bounces_alone(world):
     [hop] = await world.mx(scripted())
-    entry = await world.send(["bob@example.org", "eve>@example.org"])
-    assert outcome(entry) == {"bob@example.org": (SENT, "2.0.0"), "eve>@example.org": (BOUNCED, "5.1.3")}
+    sent = await world.send(["bob@example.org", "eve>@example.org"])
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0"), "eve>@example.org": (BOUNCED, "5.1.3")}
 
 
 # --- The wire format on its own --------------------------------------------------------

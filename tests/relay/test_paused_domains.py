@@ -110,3 +110,43 @@ def test_a_domain_with_a_line_end_is_refused_by_the_control_api_and_never_reache
         assert client.call("io.postern.Status.Get")["status"]["paused_domains"] == []
     assert relay.config_path.read_text() == before
     assert "migration hold" not in relay.log()
+
+
+def test_status_says_since_when_each_domain_is_paused_and_how_often_it_turned_mail_away(make_relay, sink):
+    import json
+    import time
+
+    relay = make_relay(sink.port, relay_domains=["example.com", "example.org"])
+    socket = str(relay.workdir / "control.sock")
+
+    def paused() -> list[dict]:
+        with ControlClient(socket) as client:
+            return client.call("io.postern.Status.Get")["status"]["paused"]
+
+    assert paused() == []
+    before = time.time()
+    with ControlClient(socket) as client:
+        client.call("io.postern.Config.Pause", domains=["example.org"])
+    assert rcpt(relay, "someone@example.net", "dave@example.org")[0] == 451
+    assert rcpt(relay, "dave@example.org", "bob@example.com", source="127.0.0.1")[0] == 451
+    [held] = paused()
+    assert held["domain"] == "example.org" and held["turned_away"] == 2
+    assert before - 1 <= held["since"] <= time.time()
+    # After a restart the pause is as old as it was; the count starts again with the daemon.
+    relay.stop()
+    time.sleep(1.1)
+    relay.start()
+    [again] = paused()
+    assert again["since"] == held["since"] and again["turned_away"] == 0
+    # A domain paused by editing the file and reloading counts from that reload.
+    relay.reload({**relay.mta, "paused_domains": ["example.org", "example.com"]})
+    relay.wait_log("reload")
+    deadline = time.time() + 10
+    while len(paused()) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    org, com = paused()
+    assert org["since"] == held["since"] and com["since"] > held["since"] + 1
+    with ControlClient(socket) as client:
+        client.call("io.postern.Config.Resume", domains=["example.org", "example.com"])
+    assert paused() == []
+    assert json.loads((relay.state_dir / "paused.json").read_text()) == {}
