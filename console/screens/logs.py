@@ -3,7 +3,8 @@
 The lines come from `appliance.relay_log`, not from the relay: they go back past the relay's
 last restart and are there while the relay is down. Keys as in less: `/` and `?` search forward
 and backward, `n` and `N` go to the next and previous match; `f` keeps only the lines that
-contain a text; `w` switches between wrapping the lines and cutting them at the edge.
+contain a text; `w` switches between wrapping the lines and cutting them at the edge. At the
+end the view follows new lines; scrolled away from it, it stays put until End.
 """
 
 from __future__ import annotations
@@ -49,11 +50,10 @@ class LogScreen(Screen):
     BINDINGS = [
         Binding("slash", "prompt('search')", "Search", id="logs.search"),
         Binding("question_mark", "prompt('search-back')", "Search backward", show=False, id="logs.search-back"),
-        Binding("n", "next_match(1)", "Next", id="logs.next"),
+        Binding("n", "next_match(1)", "Next match", show=False, id="logs.next"),
         Binding("N", "next_match(-1)", "Previous match", show=False, id="logs.previous"),
         Binding("f,vertical_line", "prompt('filter')", "Filter", id="logs.filter"),
-        Binding("w", "toggle_wrap", "Wrap/cut", id="logs.wrap"),
-        Binding("end", "follow", "Follow", id="logs.follow"),
+        Binding("w", "toggle_wrap", "Wrap", id="logs.wrap"),
         Binding("escape", "back_out", "Clear search, then filter", show=False),
     ]
 
@@ -186,6 +186,3 @@ class LogScreen(Screen):
             self._redraw()
         view.focus()
         self._show_info()
-
-    def action_follow(self) -> None:
-        self.query_one(LogView).scroll_end(animate=False)
