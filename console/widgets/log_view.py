@@ -1,9 +1,9 @@
-"""A view of log lines: wrapped to the width (or cut, scrolled sideways), with short time stamps,
-the matches of a search marked, and only the lines on screen drawn.
+"""A view of log lines: wrapped to the width (or cut, scrolled sideways), each after its short time
+stamp, with the matches of a search marked.
 
-Each line is drawn once for a width and kept; a new width, the wrap switched or a new search
-draws again only the lines it changes, when they come on screen's way (the heights of all
-lines are needed for the scroll bar, so a changed width draws them all once).
+Each line is drawn once and kept: the scroll bar needs every line's height. A new width or the
+wrap switched draws them all again, a search only the lines it marks or unmarks. Only the rows
+on screen are put together for the terminal.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class LogView(ScrollView, can_focus=True):
         self._strips: list[list[Strip] | None] = []
         self._starts: list[int] = [0]  # the first screen row of each line, and the total at the end
         self._width = 0
-        self._widest = 0
         self.search: re.Pattern | None = None
         self.current: int | None = None  # the line of the search's current match
         self.following = True  # kept at the end as lines come, until scrolled away from it
@@ -78,9 +77,6 @@ class LogView(ScrollView, can_focus=True):
         super().watch_scroll_y(old_value, new_value)
         self.following = round(new_value) >= self.max_scroll_y
 
-    def __len__(self) -> int:
-        return len(self.texts)
-
     def line_at_top(self) -> int:
         return self._line_of(round(self.scroll_y))
 
@@ -93,7 +89,8 @@ class LogView(ScrollView, can_focus=True):
     def show_line(self, index: int) -> None:
         """Scroll so the line is on screen, a third of the way down."""
         row = self._starts[index]
-        self.scroll_to(y=max(0, row - self.scrollable_content_region.height // 3), animate=False, immediate=True, force=True)
+        top = max(0, row - self.scrollable_content_region.height // 3)
+        self.scroll_to(y=top, animate=False, immediate=True, force=True)
         self.refresh()
 
     def set_search(self, pattern: re.Pattern | None, current: int | None) -> None:
@@ -133,7 +130,6 @@ class LogView(ScrollView, can_focus=True):
             starts.append(row)
             widest = max(widest, strips[0].cell_length)
         self._starts = starts
-        self._widest = widest
         self.virtual_size = Size(self._width if self.wrap else widest, row)
         if self.following:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)

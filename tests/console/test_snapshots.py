@@ -92,7 +92,8 @@ def test_logs_searched_with_the_relay_down(snap_compare, tmp_path, monkeypatch, 
         await pilot.press("f5")
         for _ in range(100):
             await pilot.pause(0.05)
-            if len(pilot.app.screen.query_one("#log").texts) == 13 and pilot.app.relay_problem != "Relay: connecting...":
+            loaded = len(pilot.app.screen.query_one("#log").texts) == 13
+            if loaded and pilot.app.relay_problem != "Relay: connecting...":
                 break
         await pilot.press("slash", *"partner.org", "enter")
         await pilot.pause(0.1)
