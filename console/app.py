@@ -16,9 +16,9 @@ from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.reactive import reactive
 
-from . import login
 from appliance.relay_log import Journal, LogFile, RelayLog
 
+from . import login
 from .appliance_link import ApplianceLink, Runner, run_command
 from .linux_console import theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
