@@ -25,7 +25,7 @@ from ..widgets.log_view import LogView, short_time
 from ..widgets.status_line import StatusLine
 
 KEEP_LINES = 5000
-HISTORY = 2000  # lines read back when the screen opens
+HISTORY = 1000  # lines read back when the screen opens (each is drawn then: more would keep it waiting)
 HIGHLIGHTS = [
     (re.compile(r"status=sent|released from hold"), "green"),
     (re.compile(r"status=deferred|delivery temporarily suspended"), "yellow"),
