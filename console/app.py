@@ -16,6 +16,8 @@ from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.reactive import reactive
 
+from appliance.relay_log import Journal, LogFile, RelayLog
+
 from . import login
 from .appliance_link import ApplianceLink
 from .linux_console import theme_for_terminal, use_console_safe_glyphs
@@ -39,7 +41,7 @@ AREAS = {
     "dashboard": ("Dashboard", "hostname, relay, queue, recent log", ".screens.dashboard.DashboardScreen"),
     "queue": ("Queue", "queued mail: inspect, hold, release, delete, flush", ".screens.queue.QueueScreen"),
     "mta": ("MTA settings", "hostname, relay domains, my networks, relay hosts, limits", ".screens.mta.MtaScreen"),
-    "logs": ("Logs", "the relay log, live", ".screens.logs.LogScreen"),
+    "logs": ("Logs", "the relay log, live: search, filter", ".screens.logs.LogScreen"),
     "smtp": ("SMTP test", "talk SMTP to a server, or send a test email", ".screens.smtp_test.SmtpTestScreen"),
     "network": ("Network", "interfaces, addresses, gateway, hostname, DNS; apply with a countdown",
                 ".screens.network.NetworkScreen"),
@@ -91,9 +93,11 @@ class PosternConsole(App):
 
     def __init__(self, socket_path: str, config_path: str | None = None, first_boot: bool = False, root: str = "/",
                  appliance: ApplianceLink | None = None, login_user: str | None = None,
-                 idle_lock: float = login.IDLE_LOCK_SECONDS, fail_delay: float = login.FAIL_DELAY):
+                 idle_lock: float = login.IDLE_LOCK_SECONDS, fail_delay: float = login.FAIL_DELAY,
+                 relay_log: RelayLog | None = None):
         super().__init__()
         self.link = RelayLink(socket_path)
+        self.relay_log = relay_log or Journal()  # what the Logs screen reads: the journal, or a file
         self.appliance = appliance or ApplianceLink(config_path, root)  # network, diagnostics, certificates, power
         self.config_path = config_path
         self.first_boot = first_boot
@@ -207,11 +211,12 @@ AREA_KEYS = [(b.key.split(",")[0].upper(), b.description) for b in PosternConsol
 
 
 def make_app(socket_path: str, config_path: str | None = None, first_boot: bool = False,
-             root: str = "/", *, run_command: Runner = run_command, allow_shell: bool = True,
-             netns: str | None = None, require_login: bool | None = None, login_user: str | None = None,
+             root: str = "/", *, log_file: str | None = None, run_command: Runner = run_command,
+             allow_shell: bool = True, netns: str | None = None, require_login: bool | None = None, login_user: str | None = None,
              idle_lock: float = login.IDLE_LOCK_SECONDS, fail_delay: float = login.FAIL_DELAY) -> PosternConsole:
     """The one factory: the command line and the tests build the same app.
 
+    log_file is the relay's log file, where it is not in the journal (the sandbox, the tests).
     run_command runs reboot and power off (tests pass a recorder); allow_shell False never offers
     a shell; netns applies network changes in that namespace (tests only). require_login None
     asks for a password when the console runs as root or on the machine's own terminal
@@ -222,4 +227,5 @@ def make_app(socket_path: str, config_path: str | None = None, first_boot: bool 
     if require_login is None:
         require_login = login.login_required()
     return PosternConsole(socket_path, config_path, first_boot, root, appliance,
-                          login_user=user if require_login else None, idle_lock=idle_lock, fail_delay=fail_delay)
+                          login_user=user if require_login else None, idle_lock=idle_lock, fail_delay=fail_delay,
+                          relay_log=LogFile(log_file) if log_file else Journal())

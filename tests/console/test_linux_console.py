@@ -33,6 +33,8 @@ VISITS = [
     (["Escape"], "QUEUE ID"),
     (["s"], "sort: age"),
     (["F5"], "postern/"),
+    (["literal:/", "literal:deferred", "Enter"], "search: deferred"),
+    (["w"], "cut at the edge"),
     (["F4"], None),
     (["Escape"], None),
     (["F6"], None),
@@ -83,7 +85,8 @@ def test_every_screen_draws_only_what_the_console_font_has(queued_relay, tmp_pat
     tmux = Tmux()
     world = PamWorld(tmp_path / "world")
     # Textual draws on stderr; after a crash, the pane keeps showing what it printed.
-    command = f"TERM=linux {sys.executable} -m console --socket {queued_relay.socket}; sleep 60"
+    command = (f"TERM=linux {sys.executable} -m console --socket {queued_relay.socket} "
+               f"--log {queued_relay.log_path}; sleep 60")
     subprocess.run(world.command(["tmux", "-L", tmux.socket, "new-session", "-d", "-s", "console", "-x", "80",
                                   "-y", "25", "-c", os.getcwd(), command]), check=True, timeout=20)
     try:
