@@ -132,6 +132,7 @@ class PosternConsole(App):
 
     relay_status: reactive[dict | None] = reactive(None, always_update=True)
     relay_problem: reactive[str] = reactive("Relay: connecting...")
+    relay_status_at = 0.0  # time.monotonic() when the relay sent relay_status
 
     # While locked or in the first-boot wizard, these app actions are refused (the palette is off too).
     GATED_ACTIONS = frozenset({"switch_mode", "command_palette", "lock"})
@@ -224,6 +225,7 @@ class PosternConsole(App):
             self.exit()
 
     def on_relay_status(self, message: RelayStatus) -> None:
+        self.relay_status_at = time.monotonic()
         self.relay_problem = message.problem
         self.relay_status = message.status
         if message.target_is_app:

@@ -23,6 +23,7 @@ from .logs import styled
 
 RECENT_LINES = 6
 HOST_INTERVAL = 5.0  # seconds between readings of the host's facts
+TICK = 1.0  # seconds between redraws of the ages and rates, which change without a word from the relay
 
 
 def panel(title: str, widget_id: str) -> Static:
@@ -60,17 +61,32 @@ def queue_text(status: dict | None) -> Text:
     return text
 
 
+def aged(status: dict, seconds: float) -> dict:
+    """The status as it stands `seconds` after the relay sent it: the relay has been up longer, and
+    the oldest message is older. The relay sends a status only when something changes."""
+    status = {**status, "uptime": status["uptime"] + seconds}
+    if status["oldest_age"] is not None:
+        status["oldest_age"] += seconds
+    return status
+
+
 class TrafficRate:
     """Messages per minute from successive counter readings."""
 
     def __init__(self):
         self.samples: collections.deque[tuple[float, int, int]] = collections.deque()
+        self.uptime = 0.0
 
-    def add(self, counters: dict) -> tuple[float, float]:
+    def add(self, status: dict, now: float | None = None) -> tuple[float, float]:
         """Messages received and delivered during the last minute."""
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
+        counters = status["counters"]
+        if self.samples and (status["uptime"] < self.uptime - 1 or counters["received"] < self.samples[-1][1]
+                             or counters["delivered"] < self.samples[-1][2]):
+            self.samples.clear()  # the relay restarted: its counters began again at zero
+        self.uptime = status["uptime"]
         self.samples.append((now, counters["received"], counters["delivered"]))
-        while self.samples and now - self.samples[0][0] > 60:
+        while now - self.samples[0][0] > 60:
             self.samples.popleft()
         first = self.samples[0]
         return float(counters["received"] - first[1]), float(counters["delivered"] - first[2])
@@ -133,6 +149,7 @@ class DashboardScreen(Screen):
         self.query_one("#system", Static).update(Text("Reading...", style="dim"))
         self.refresh_host()
         self.set_interval(HOST_INTERVAL, self.refresh_host)
+        self.set_interval(TICK, self.tick)
         self.run_worker(self.app.link.follow("io.postern.Log.Tail", self._show_log, self._log_failed, lines=RECENT_LINES),
                         group="dashboard-log", exclusive=True)
 
@@ -142,8 +159,14 @@ class DashboardScreen(Screen):
     def on_screen_resume(self) -> None:
         self.show_status(self.app.relay_status, self.app.relay_problem)
 
+    def tick(self) -> None:
+        if self.app.relay_status is not None:
+            self.show_status(self.app.relay_status, self.app.relay_problem)
+
     def show_status(self, status: dict | None, problem: str) -> None:
-        rates = self.rate.add(status["counters"]) if status else (0.0, 0.0)
+        if status is not None:
+            status = aged(status, time.monotonic() - self.app.relay_status_at)
+        rates = self.rate.add(status) if status else (0.0, 0.0)
         self.query_one("#relay", Static).update(relay_text(status, problem))
         self.query_one("#queue", Static).update(queue_text(status))
         self.query_one("#traffic", Static).update(traffic_text(status, rates))

@@ -4,8 +4,9 @@ F-key line, the footer and the keys panel, at the VM console's 80x25 and in its 
 from __future__ import annotations
 
 from console.app import make_app
+from console.screens.dashboard import TrafficRate
 from relay.control.client import ControlClient
-from tests.console.conftest import until
+from tests.console.conftest import text_of, until
 
 
 def palette_prompts(app) -> list[str]:
@@ -57,3 +58,34 @@ async def test_an_area_action_from_the_palette_opens_its_area_first(tmp_path):
         await until(pilot, lambda: type(app.screen).__name__ == "SystemScreen", what="the system screen")
         await until(pilot, lambda: "refused in the sandbox" in str(app.screen.query_one("#area-notice").render()),
                     what="the refusal")
+
+
+async def test_uptime_and_the_oldest_age_move_on_between_relay_events(make_relay):
+    """A relay with one deferred message, not retried for an hour: nothing happens, but time goes on."""
+    relay = make_relay(1, queue={"minimal_backoff_time": 3600, "maximal_backoff_time": 7200})
+    relay.send("alice@example.net", ["bob@example.com"], "Subject: one\r\n\r\n1\r\n")
+    relay.wait_log(r"status=deferred")
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: app.relay_status is not None and app.relay_status["queue"]["deferred"] == 1,
+                    what="the relay's status")
+        received_at = app.relay_status_at
+        relay_before, queue_before = text_of(app, "#relay"), text_of(app, "#queue")
+        await until(pilot, lambda: text_of(app, "#relay") != relay_before and text_of(app, "#queue") != queue_before,
+                    timeout=5, what="the uptime and the oldest age to move on")
+        assert app.relay_status_at == received_at  # nothing new came from the relay meanwhile
+
+
+def status(uptime: float, received: int, delivered: int) -> dict:
+    return {"uptime": uptime, "counters": {"received": received, "delivered": delivered}}
+
+
+def test_rates_start_again_after_a_relay_restart_never_below_zero():
+    rate = TrafficRate()
+    assert rate.add(status(100, 40, 30), now=1000.0) == (0.0, 0.0)
+    assert rate.add(status(120, 52, 36), now=1020.0) == (12.0, 6.0)
+    assert rate.add(status(2, 3, 1), now=1030.0) == (0.0, 0.0)  # restarted: counters from zero
+    assert rate.add(status(12, 8, 4), now=1040.0) == (5.0, 3.0)
+    # A restart that counted past the old figures already: its uptime says so.
+    assert rate.add(status(1, 9, 5), now=1041.0) == (0.0, 0.0)
+    assert rate.add(status(61, 9, 5), now=1101.0) == (0.0, 0.0)  # a minute without mail
