@@ -19,7 +19,7 @@ from textual.reactive import reactive
 
 from . import login
 from .appliance_link import ApplianceLink
-from .linux_console import theme_for_terminal, use_console_safe_glyphs
+from .linux_console import CONSOLE_THEME, theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
 from .relay_link import RelayLink
 from .system.commands import Runner, run_command
@@ -82,7 +82,8 @@ class ConsoleCommands(Provider):
                 found.append((self.shown(f"{title}: {description}", shown_keys), f"{key} then {shown_keys}",
                               partial(self.run_in_area, mode, action)))
         for binding in app.BINDINGS:
-            if binding.id and binding.id.startswith("app.") and app.check_action(binding.action, ()):
+            if (binding.id and binding.id.startswith("app.") and binding.action != "command_palette"
+                    and app.check_action(binding.action, ())):
                 keys = "/".join(app.get_key_display(Binding(k, binding.action)) for k in binding.key.split(","))
                 found.append((self.shown(binding.description, keys), "", partial(app.run_action, binding.action)))
         return found
@@ -127,7 +128,9 @@ class PosternConsole(App):
         Binding("f11", "switch_mode('system')", "System", id="area.system", show=False),
         Binding("f12", "lock", "Lock", id="app.lock", show=False),
         Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),
-        Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True),
+        Binding("ctrl+p", "command_palette", "Palette", id="app.palette", show=False, priority=True),
+        # Named on the dashboard's key line: a footer full of the screen's own keys has no room left.
+        Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True, show=False),
     ]
 
     relay_status: reactive[dict | None] = reactive(None, always_update=True)
@@ -155,6 +158,7 @@ class PosternConsole(App):
         use_console_safe_glyphs()
 
     def on_mount(self) -> None:
+        self.register_theme(CONSOLE_THEME)
         self.theme = theme_for_terminal()
         self.run_worker(self.link.watch(self), name="relay-status", group="relay", exclusive=True)
         if self.first_boot:
@@ -247,10 +251,6 @@ class PosternConsole(App):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
-
-
-AREA_KEYS = [(b.key.split(",")[0].upper(), b.description) for b in PosternConsole.BINDINGS
-             if b.id and b.id.startswith("area.")]
 
 
 def make_app(socket_path: str, config_path: str | None = None, first_boot: bool = False,

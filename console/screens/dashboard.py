@@ -8,8 +8,11 @@ import time
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid
+from textual.geometry import Size
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
@@ -115,15 +118,34 @@ def host_text(facts: HostFacts) -> Text:
     return text
 
 
-def areas_line() -> Text:
-    """Where each F-key goes: the footer has room only for the current screen's own keys."""
-    from ..app import AREA_KEYS
+class KeyLine(Widget):
+    """Where each key goes: the areas' F-keys, the palette, quitting. The footer has room only for the
+    current screen's own keys. Lines break between keys, never inside one."""
 
-    text = Text()
-    for key, title in AREA_KEYS:
-        text.append(key, style="bold reverse")
-        text.append(f" {title}  ")
-    return text
+    GAP = 2
+
+    def keys(self) -> list[tuple[str, str]]:
+        app = self.app
+        return [(app.get_key_display(Binding(b.key.split(",")[0], b.action)), b.description) for b in app.BINDINGS
+                if b.id and b.id.split(".")[0] in ("area", "app") and b.id != "app.keys"
+                and app.check_action(b.action, ())]
+
+    def lines(self, width: int) -> list[Text]:
+        lines = [Text()]
+        for key, title in self.keys():
+            if lines[-1] and lines[-1].cell_len + self.GAP + len(key) + 1 + len(title) > width:
+                lines.append(Text())
+            if lines[-1]:
+                lines[-1].append(" " * self.GAP)
+            lines[-1].append(key, style="bold reverse")
+            lines[-1].append(f" {title}")
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines(width))
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.content_size.width))
 
 
 class DashboardScreen(Screen):
@@ -141,7 +163,7 @@ class DashboardScreen(Screen):
             yield panel("Queue", "queue")
             yield panel("Traffic", "traffic")
         yield panel("Recent log", "recent")
-        yield Static(areas_line(), id="areas")
+        yield KeyLine(id="areas")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:

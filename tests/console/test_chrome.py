@@ -89,3 +89,64 @@ def test_rates_start_again_after_a_relay_restart_never_below_zero():
     # A restart that counted past the old figures already: its uptime says so.
     assert rate.add(status(1, 9, 5), now=1041.0) == (0.0, 0.0)
     assert rate.add(status(61, 9, 5), now=1101.0) == (0.0, 0.0)  # a minute without mail
+
+
+def legible(segment) -> bool:
+    """On the Linux console's 16 colours: on a coloured background, only bright or white text."""
+    fg, bg = segment.style.color, segment.style.bgcolor
+    if bg is None or bg.is_default or bg.number == 0:
+        return True
+    return fg is None or fg.is_default or fg.number in (7, *range(8, 16))
+
+
+async def test_the_status_line_and_the_borders_are_legible_in_16_colours(tmp_path, monkeypatch):
+    monkeypatch.setenv("TERM", "linux")
+    app = make_app(str(tmp_path / "no-relay.sock"), str(tmp_path / "postern.yaml"), root=str(tmp_path))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: "not running" in str(app.screen.query_one("#status-line").render()),
+                    what="the relay's absence")
+        segments = [s for s in app.screen.query_one("#status-line").render_line(0) if s.text.strip()]
+        assert segments and all(legible(s) for s in segments), [(s.text, s.style) for s in segments]
+        for panel in app.screen.query(".panel"):
+            _, color = panel.styles.border_top
+            assert color.ansi is not None and color.ansi >= 8, f"{panel.id}'s border is ANSI colour {color.ansi}"
+
+
+async def test_the_key_line_breaks_between_keys_never_inside_one(tmp_path):
+    app = make_app(str(tmp_path / "no-relay.sock"), str(tmp_path / "postern.yaml"), root=str(tmp_path))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.pause()
+        lines = str(app.screen.query_one("#areas").render()).splitlines()
+        assert len(lines) == 2
+        entries = [entry for line in lines for entry in line.strip().split("  ")]
+        assert entries[:3] == ["F2 Dashboard", "F3 Queue", "F4 MTA"]
+        assert "F8 Diagnostics" in entries and "F11 System" in entries and "^p Palette" in entries
+        assert all(" " in entry for entry in entries)  # a key, then what it does, on one line
+
+
+async def test_the_queue_footer_keys_stand_side_by_side_within_80_columns(fixed_queue_relay):
+    app = make_app(str(fixed_queue_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="the queue")
+        keys = [key for key in app.screen.query("FooterKey") if key.display and key.region.width]
+        assert {key.description for key in keys} >= {"Hold", "Flush", "Keys"}
+        spans = sorted((key.region.x, key.region.right) for key in keys)
+        assert spans[-1][1] <= 80
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), spans
+
+
+async def test_the_keys_panel_lies_over_the_screen_without_squeezing_it(fixed_queue_relay):
+    app = make_app(str(fixed_queue_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="the queue")
+        width = queue_list.size.width
+        await pilot.press("f1")
+        await until(pilot, lambda: app.screen.query("KeyPanel"), what="the keys panel")
+        await pilot.pause()
+        assert queue_list.size.width == width == 80
+        await pilot.press("f1")
+        await until(pilot, lambda: not app.screen.query("KeyPanel"), what="the keys panel to go")
