@@ -48,6 +48,8 @@ VISITS = [
     (["n"], "cancelled"),
     (["F1"], None),
     (["F2"], "Dashboard"),
+    (["C-p", "literal:hold"], "Queue: Hold"),
+    (["Escape"], "Dashboard"),
     (["F12"], "Password for admin"),
 ]
 
