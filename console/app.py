@@ -10,17 +10,18 @@ import termios
 import time
 from functools import partial
 
+from rich.text import Text
 from textual import events
 from textual.app import App
 from textual.binding import Binding
-from textual.command import Hit, Hits, Provider
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.reactive import reactive
 
 from appliance.relay_log import Journal, LogFile, RelayLog
 
 from . import login
 from .appliance_link import ApplianceLink
-from .linux_console import theme_for_terminal, use_console_safe_glyphs
+from .linux_console import CONSOLE_THEME, theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
 from .relay_link import RelayLink
 from .screens.confirm import ConfirmScreen
@@ -48,19 +49,68 @@ AREAS = {
     "diagnostics": ("Diagnostics", "DNS lookup, HELO/PTR check, next-hop check", ".screens.diagnostics.DiagnosticsScreen"),
     "certificates": ("Certificates", "the TLS certificate: show, self-signed, CSR, import",
                      ".screens.certificates.CertificatesScreen"),
-    "system": ("System", "reboot, power off, a shell", ".screens.system.SystemScreen"),
+    "system": ("System", "restart the relay, reboot, power off, a shell", ".screens.system.SystemScreen"),
 }
 
 
-class AreasProvider(Provider):
-    """Every area by name in the command palette."""
+# Keys that move about rather than act: the palette leaves them out.
+NOT_ACTIONS = frozenset({"escape", "up", "down", "tab", "shift+tab"})
+
+
+def screen_actions(path: str) -> list[tuple[str, str, list[str]]]:
+    """A screen's own actions as (action, description, keys), in the order its BINDINGS give them."""
+    module, _, name = path.rpartition(".")
+    screen = getattr(importlib.import_module(module, __package__), name)
+    actions: dict[str, tuple[str, list[str]]] = {}
+    for binding in Binding.make_bindings(vars(screen).get("BINDINGS", [])):  # its own, not Textual's
+        if binding.key in NOT_ACTIONS or not binding.description:
+            continue
+        actions.setdefault(binding.action, (binding.description, []))[1].append(binding.key)
+    return [(action, description, keys) for action, (description, keys) in actions.items()]
+
+
+class ConsoleCommands(Provider):
+    """The command palette (Ctrl+P): every area and every action of every area, each with its key."""
+
+    def commands(self) -> list[tuple[Text, str, object]]:
+        """(what the palette shows, help, what runs) for each area, each area's actions, then the app's own."""
+        app = self.app
+        area_keys = {b.action: b for b in app.BINDINGS if b.id and b.id.startswith("area.")}
+        found = []
+        for mode, (title, help_text, path) in AREAS.items():
+            key = app.get_key_display(area_keys[f"switch_mode('{mode}')"])
+            found.append((self.shown(title, key), help_text, partial(app.switch_mode, mode)))
+            for action, description, keys in screen_actions(path):
+                shown_keys = "/".join(app.get_key_display(Binding(k, action)) for k in keys)
+                found.append((self.shown(f"{title}: {description}", shown_keys), f"{key} then {shown_keys}",
+                              partial(self.run_in_area, mode, action)))
+        for binding in app.BINDINGS:
+            if (binding.id and binding.id.startswith("app.") and binding.action != "command_palette"
+                    and app.check_action(binding.action, ())):
+                keys = "/".join(app.get_key_display(Binding(k, binding.action)) for k in binding.key.split(","))
+                found.append((self.shown(binding.description, keys), "", partial(app.run_action, binding.action)))
+        return found
+
+    @staticmethod
+    def shown(title: str, keys: str) -> Text:
+        text = Text(title)
+        text.append(f"  {keys}", style="bold")
+        return text
+
+    async def run_in_area(self, mode: str, action: str) -> None:
+        await self.app.switch_mode(mode)
+        await self.app.screen.run_action(action)
+
+    async def discover(self) -> Hits:
+        for shown, help_text, command in self.commands():
+            yield DiscoveryHit(shown, command, text=shown.plain, help=help_text or None)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for mode, (title, help_text, _) in AREAS.items():
-            score = matcher.match(title)
+        for shown, help_text, command in self.commands():
+            score = matcher.match(shown.plain)
             if score > 0:
-                yield Hit(score, matcher.highlight(title), partial(self.app.switch_mode, mode), help=help_text)
+                yield Hit(score, matcher.highlight(shown.plain), command, text=shown.plain, help=help_text or None)
 
 
 class PosternConsole(App):
@@ -68,7 +118,7 @@ class PosternConsole(App):
     TITLE = "Postern"
     MODES = {mode: lazy(path) for mode, (_, _, path) in AREAS.items()}
     DEFAULT_MODE = "dashboard"
-    COMMANDS = App.COMMANDS | {AreasProvider, SetupWizardProvider}
+    COMMANDS = App.COMMANDS | {ConsoleCommands, SetupWizardProvider}
     BINDINGS = [
         Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard", show=False),
         Binding("f3", "switch_mode('queue')", "Queue", id="area.queue", show=False),
@@ -81,11 +131,14 @@ class PosternConsole(App):
         Binding("f11", "switch_mode('system')", "System", id="area.system", show=False),
         Binding("f12", "lock", "Lock", id="app.lock", show=False),
         Binding("f1,question_mark", "show_keys", "Keys", id="app.keys"),
-        Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True),
+        Binding("ctrl+p", "command_palette", "Palette", id="app.palette", show=False, priority=True),
+        # Named on the dashboard's key line: a footer full of the screen's own keys has no room left.
+        Binding("ctrl+q,f10", "quit", "Quit", id="app.quit", priority=True, show=False),
     ]
 
     relay_status: reactive[dict | None] = reactive(None, always_update=True)
     relay_problem: reactive[str] = reactive("Relay: connecting...")
+    relay_status_at = 0.0  # time.monotonic() when the relay sent relay_status
 
     # While locked or in the first-boot wizard, these app actions are refused (the palette is off too).
     GATED_ACTIONS = frozenset({"switch_mode", "command_palette", "lock"})
@@ -111,6 +164,7 @@ class PosternConsole(App):
         use_console_safe_glyphs()
 
     def on_mount(self) -> None:
+        self.register_theme(CONSOLE_THEME)
         self.theme = theme_for_terminal()
         self.run_worker(self.link.watch(self), name="relay-status", group="relay", exclusive=True)
         if self.first_boot:
@@ -194,20 +248,28 @@ class PosternConsole(App):
             self.exit()
 
     def on_relay_status(self, message: RelayStatus) -> None:
+        self.relay_status_at = time.monotonic()
         self.relay_problem = message.problem
         self.relay_status = message.status
         if message.target_is_app:
             self.screen.post_message(RelayStatus(message.status, message.changed, message.problem, target_is_app=False))
+
+    def get_key_display(self, binding: Binding) -> str:
+        """Function keys as the keyboard names them: F1, not f1."""
+        shown = super().get_key_display(binding)
+        return shown.upper() if shown[:1] == "f" and shown[1:].isdigit() else shown
+
+    def get_system_commands(self, screen):
+        """Textual's own palette entries, less those the console's commands offer with their keys."""
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Keys", "Quit"):
+                yield command
 
     def action_show_keys(self) -> None:
         if self.screen.query("KeyPanel"):
             self.action_hide_help_panel()
         else:
             self.action_show_help_panel()
-
-
-AREA_KEYS = [(b.key.split(",")[0].upper(), b.description) for b in PosternConsole.BINDINGS
-             if b.id and b.id.startswith("area.")]
 
 
 def make_app(socket_path: str, config_path: str | None = None, first_boot: bool = False,

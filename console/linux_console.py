@@ -8,10 +8,12 @@ line borders throughout, and a scrollbar drawn with whole cells only.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from textual.keys import KEY_DISPLAY_ALIASES
 from textual.scrollbar import ScrollBar, ScrollBarRender
+from textual.theme import BUILTIN_THEMES
 from textual.widgets._toggle_button import ToggleButton
 
 
@@ -35,6 +37,13 @@ def is_linux_console() -> bool:
     return os.environ.get("TERM") == "linux"
 
 
+# Textual's ansi-dark, readable on the Linux console's 16 colours: its dark blue borders and
+# black-on-black unfocused fields become bright blue and dark grey lines.
+CONSOLE_THEME = dataclasses.replace(
+    BUILTIN_THEMES["ansi-dark"], name="postern-console", primary="ansi_bright_blue",
+    variables={**BUILTIN_THEMES["ansi-dark"].variables, "border-blurred": "ansi_bright_black"})
+
+
 def theme_for_terminal() -> str:
-    """16 colours on the VM console; the richer dark theme elsewhere."""
-    return "ansi-dark" if is_linux_console() else "textual-dark"
+    """16 colours on the VM console (the app registers CONSOLE_THEME); the richer dark theme elsewhere."""
+    return CONSOLE_THEME.name if is_linux_console() else "textual-dark"

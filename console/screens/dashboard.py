@@ -8,8 +8,11 @@ import time
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid
+from textual.geometry import Size
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
@@ -23,6 +26,7 @@ from .logs import styled
 
 RECENT_LINES = 6
 HOST_INTERVAL = 5.0  # seconds between readings of the host's facts
+TICK = 1.0  # seconds between redraws of the ages and rates, which change without a word from the relay
 
 
 def panel(title: str, widget_id: str) -> Static:
@@ -60,17 +64,32 @@ def queue_text(status: dict | None) -> Text:
     return text
 
 
+def aged(status: dict, seconds: float) -> dict:
+    """The status as it stands `seconds` after the relay sent it: the relay has been up longer, and
+    the oldest message is older. The relay sends a status only when something changes."""
+    status = {**status, "uptime": status["uptime"] + seconds}
+    if status["oldest_age"] is not None:
+        status["oldest_age"] += seconds
+    return status
+
+
 class TrafficRate:
     """Messages per minute from successive counter readings."""
 
     def __init__(self):
         self.samples: collections.deque[tuple[float, int, int]] = collections.deque()
+        self.uptime = 0.0
 
-    def add(self, counters: dict) -> tuple[float, float]:
+    def add(self, status: dict, now: float | None = None) -> tuple[float, float]:
         """Messages received and delivered during the last minute."""
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
+        counters = status["counters"]
+        if self.samples and (status["uptime"] < self.uptime - 1 or counters["received"] < self.samples[-1][1]
+                             or counters["delivered"] < self.samples[-1][2]):
+            self.samples.clear()  # the relay restarted: its counters began again at zero
+        self.uptime = status["uptime"]
         self.samples.append((now, counters["received"], counters["delivered"]))
-        while self.samples and now - self.samples[0][0] > 60:
+        while now - self.samples[0][0] > 60:
             self.samples.popleft()
         first = self.samples[0]
         return float(counters["received"] - first[1]), float(counters["delivered"] - first[2])
@@ -99,15 +118,34 @@ def host_text(facts: HostFacts) -> Text:
     return text
 
 
-def areas_line() -> Text:
-    """Where each F-key goes: the footer has room only for the current screen's own keys."""
-    from ..app import AREA_KEYS
+class KeyLine(Widget):
+    """Where each key goes: the areas' F-keys, the palette, quitting. The footer has room only for the
+    current screen's own keys. Lines break between keys, never inside one."""
 
-    text = Text()
-    for key, title in AREA_KEYS:
-        text.append(key, style="bold reverse")
-        text.append(f" {title}  ")
-    return text
+    GAP = 2
+
+    def keys(self) -> list[tuple[str, str]]:
+        app = self.app
+        return [(app.get_key_display(Binding(b.key.split(",")[0], b.action)), b.description) for b in app.BINDINGS
+                if b.id and b.id.split(".")[0] in ("area", "app") and b.id != "app.keys"
+                and app.check_action(b.action, ())]
+
+    def lines(self, width: int) -> list[Text]:
+        lines = [Text()]
+        for key, title in self.keys():
+            if lines[-1] and lines[-1].cell_len + self.GAP + len(key) + 1 + len(title) > width:
+                lines.append(Text())
+            if lines[-1]:
+                lines[-1].append(" " * self.GAP)
+            lines[-1].append(key, style="bold reverse")
+            lines[-1].append(f" {title}")
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return len(self.lines(width))
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.content_size.width))
 
 
 class DashboardScreen(Screen):
@@ -125,7 +163,7 @@ class DashboardScreen(Screen):
             yield panel("Queue", "queue")
             yield panel("Traffic", "traffic")
         yield panel("Recent log", "recent")
-        yield Static(areas_line(), id="areas")
+        yield KeyLine(id="areas")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -133,6 +171,7 @@ class DashboardScreen(Screen):
         self.query_one("#system", Static).update(Text("Reading...", style="dim"))
         self.refresh_host()
         self.set_interval(HOST_INTERVAL, self.refresh_host)
+        self.set_interval(TICK, self.tick)
         self.run_worker(self.app.link.follow("io.postern.Log.Tail", self._show_log, self._log_failed, lines=RECENT_LINES),
                         group="dashboard-log", exclusive=True)
 
@@ -142,8 +181,14 @@ class DashboardScreen(Screen):
     def on_screen_resume(self) -> None:
         self.show_status(self.app.relay_status, self.app.relay_problem)
 
+    def tick(self) -> None:
+        if self.app.relay_status is not None:
+            self.show_status(self.app.relay_status, self.app.relay_problem)
+
     def show_status(self, status: dict | None, problem: str) -> None:
-        rates = self.rate.add(status["counters"]) if status else (0.0, 0.0)
+        if status is not None:
+            status = aged(status, time.monotonic() - self.app.relay_status_at)
+        rates = self.rate.add(status) if status else (0.0, 0.0)
         self.query_one("#relay", Static).update(relay_text(status, problem))
         self.query_one("#queue", Static).update(queue_text(status))
         self.query_one("#traffic", Static).update(traffic_text(status, rates))

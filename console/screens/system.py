@@ -1,8 +1,9 @@
-"""System: the machine itself. Reboot and power off (each after a yes), and the admin's shell.
+"""System: the machine itself. Restart the relay, reboot and power off (each after a yes), and the admin's shell.
 
-Commands go through the appliance link's command runner (`systemctl reboot`,
-`systemctl poweroff`), which the factory takes as an argument: the tests give it a
-recorder. A shell suspends the console and gives the terminal to the admin's own login shell
+Commands go through the appliance link's command runner (`systemctl restart postern-relay.service`,
+`systemctl reboot`, `systemctl poweroff`), which the factory takes as an argument: the tests give it a
+recorder. They act on the machine the console runs on, so they are refused when the console
+works on another root directory (`make run`'s sandbox, `--root`): that machine is not the appliance. A shell suspends the console and gives the terminal to the admin's own login shell
 (as root: through runuser, never root's shell; otherwise the user's $SHELL) until it exits.
 The screen is reached only after the login, and never during first boot; --no-allow-shell
 takes the shell away.
@@ -11,6 +12,7 @@ takes the shell away.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -26,11 +28,19 @@ from ..widgets.status_line import StatusLine
 from .area import AreaScreen
 from .confirm import ConfirmScreen
 
+RELAY_UNIT = "postern-relay.service"
+
+# verb: (key, title, command, question)
 POWER = {
-    "reboot": ("Reboot", "Restart the appliance now? Mail in the queue is kept and delivered after the restart; "
-                         "this console and SSH sessions close for a minute or two."),
-    "poweroff": ("Power off", "Power the appliance off now? No mail is received or delivered until someone "
-                              "starts the virtual machine again."),
+    "restart-relay": ("l", "Restart relay", ["systemctl", "restart", RELAY_UNIT],
+                      "Restart the relay now? Mail in the queue is kept; connections in progress are cut, and "
+                      "their clients send again later."),
+    "reboot": ("r", "Reboot", ["systemctl", "reboot"],
+               "Restart the appliance now? Mail in the queue is kept and delivered after the restart; "
+               "this console and SSH sessions close for a minute or two."),
+    "poweroff": ("p", "Power off", ["systemctl", "poweroff"],
+                 "Power the appliance off now? No mail is received or delivered until someone "
+                 "starts the virtual machine again."),
 }
 
 
@@ -52,8 +62,7 @@ def facts_text(facts: HostFacts) -> Text:
 
 class SystemScreen(AreaScreen):
     BINDINGS = [
-        Binding("r", "power('reboot')", "Reboot", id="system.reboot"),
-        Binding("p", "power('poweroff')", "Power off", id="system.poweroff"),
+        *(Binding(key, f"power('{verb}')", title, id=f"system.{verb}") for verb, (key, title, _, _) in POWER.items()),
         Binding("s", "shell", "Shell", id="system.shell"),
         Binding("escape", "back", "Back", id="system.back"),
     ]
@@ -77,13 +86,18 @@ class SystemScreen(AreaScreen):
     def on_screen_resume(self) -> None:
         self.read_host()
 
+    def on_the_appliance(self) -> bool:
+        """Whether this console runs on the appliance itself, not on a sandbox's root directory."""
+        return self.appliance.root.resolve() == Path("/")
+
     def show_actions(self) -> None:
         allowed, why = self.appliance.commands.shell_permission()
+        live = self.on_the_appliance()
         text = Text()
-        text.append("r ", style="bold")
-        text.append("Reboot: systemctl reboot\n")
-        text.append("p ", style="bold")
-        text.append("Power off: systemctl poweroff\n")
+        for key, title, command, _ in POWER.values():
+            text.append(f"{key} ", style="bold" if live else "dim")
+            text.append(f"{title}: {' '.join(command) if live else 'not in the sandbox (--root)'}\n",
+                        style="" if live else "dim")
         text.append("s ", style="bold" if allowed else "dim")
         text.append(f"Shell: {why}", style="" if allowed else "dim")
         self.query_one("#system-actions", Static).update(text)
@@ -95,14 +109,18 @@ class SystemScreen(AreaScreen):
     def on_host_facts_read(self, message: HostFactsRead) -> None:
         self.query_one("#system-facts", Static).update(facts_text(message.facts))
 
-    # --- reboot and power off ------------------------------------------------------------------------
+    # --- restart the relay, reboot, power off ---------------------------------------------------------------
 
     def action_power(self, verb: str) -> None:
-        title, question = POWER[verb]
+        _, title, command, question = POWER[verb]
+        if not self.on_the_appliance():
+            self.notice(f"{title}: refused in the sandbox (--root {self.appliance.root}): it would act on this "
+                        f"host, not on an appliance.", "bold red")
+            return
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.notice(f"{title}: systemctl {verb}...", "bold yellow")
+                self.notice(f"{title}: {' '.join(command)}...", "bold yellow")
                 self.run_power(verb)
             else:
                 self.notice(f"{title}: cancelled, nothing was done.")
@@ -111,11 +129,14 @@ class SystemScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="system-power", name="The command", exit_on_error=False)
     def run_power(self, verb: str) -> None:
-        self.post_message(CommandDone(POWER[verb][0], self.appliance.commands.power(verb)))
+        _, title, command, _ = POWER[verb]
+        self.post_message(CommandDone(title, self.appliance.commands.run(command)))
 
     def on_command_done(self, message: CommandDone) -> None:
         result = message.result
-        if result.returncode == 0:
+        if result.returncode == 0 and message.what == POWER["restart-relay"][1]:
+            self.notice(f"{message.what}: done. The console reconnects by itself.", "bold yellow")
+        elif result.returncode == 0:
             self.notice(f"{message.what}: under way. The console closes when the system goes down.", "bold yellow")
         else:
             self.notice(f"{message.what} failed (exit code {result.returncode}): {result.output or 'no message'}",

@@ -43,9 +43,6 @@ class Commands:
         self.allow_shell = allow_shell
         self.shell_user = shell_user
 
-    def power(self, verb: str) -> CommandResult:
-        return self.run(["systemctl", verb])
-
     def shell_permission(self) -> tuple[bool, str]:
         """May the System screen open a shell, and the words that say so. The screen is reached only
         after the login (and never during first boot), so this is about whose shell it is."""

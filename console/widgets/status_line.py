@@ -1,4 +1,7 @@
-"""The line at the top of every screen: where you are, and whether the relay is running."""
+"""The line at the top of every screen: where you are, and whether the relay is running.
+
+Its colours are bright on the dark blue of the line (the Linux console has no bright backgrounds):
+a relay that is not running is white on red."""
 
 from __future__ import annotations
 
@@ -8,15 +11,15 @@ from textual.widgets import Static
 
 def relay_summary(status: dict | None, problem: str) -> Text:
     if status is None:
-        return Text(problem or "Relay: not running", style="bold red")
+        return Text(problem or "Relay: not running", style="bold bright_white on red")
     queue = status["queue"]
     text = Text()
-    text.append("Relay: running", style="bold green")
+    text.append("Relay: running", style="bold bright_green")
     text.append(f"  {status['hostname']}  queue {queue['total']}")
     if queue["deferred"]:
-        text.append(f"  deferred {queue['deferred']}", style="yellow")
+        text.append(f"  deferred {queue['deferred']}", style="bright_yellow")
     if queue["hold"]:
-        text.append(f"  hold {queue['hold']}", style="magenta")
+        text.append(f"  hold {queue['hold']}", style="bright_magenta")
     return text
 
 

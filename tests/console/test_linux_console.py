@@ -50,6 +50,8 @@ VISITS = [
     (["n"], "cancelled"),
     (["F1"], None),
     (["F2"], "Dashboard"),
+    (["C-p", "literal:hold"], "Queue: Hold"),
+    (["Escape"], "Dashboard"),
     (["F12"], "Password for admin"),
 ]
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -40,10 +41,12 @@ async def test_the_system_screen_and_the_dashboard_name_the_host_alike(tmp_path,
         assert "Hostname   gw.mail.example.com" in text_of(app, "#system-facts")
 
 
-@pytest.mark.parametrize("key, verb", [("r", "reboot"), ("p", "poweroff")])
-async def test_power_commands_run_only_after_a_yes(tmp_path, key, verb):
+@pytest.mark.parametrize("key, command", [("r", ["systemctl", "reboot"]), ("p", ["systemctl", "poweroff"]),
+                                          ("l", ["systemctl", "restart", "postern-relay.service"])])
+async def test_power_commands_run_only_after_a_yes(tmp_path, key, command):
+    """On the appliance itself (root /): the recorder stands in for the real runner."""
     recorder = Recorder()
-    app = console(tmp_path, run_command=recorder, allow_shell=False)
+    app = console(tmp_path, root=Path("/"), run_command=recorder, allow_shell=False)
     async with app.run_test(size=(80, 25)) as pilot:
         await system_screen(pilot)
         await pilot.press(key)
@@ -57,13 +60,30 @@ async def test_power_commands_run_only_after_a_yes(tmp_path, key, verb):
         await pilot.pause()
         assert recorder.calls == []
         await pilot.press(key, "y")
-        await until(pilot, lambda: "under way" in text_of(app, "#area-notice"), what="the command")
-        assert recorder.calls == [(["systemctl", verb], False)]
+        await until(pilot, lambda: "..." not in text_of(app, "#area-notice"), what="the command")
+        assert recorder.calls == [(command, False)]
+        assert any(words in text_of(app, "#area-notice") for words in ("under way", "reconnects"))
+
+
+@pytest.mark.parametrize("key", ["r", "p", "l"])
+async def test_the_sandbox_never_reboots_powers_off_or_restarts_anything(tmp_path, key):
+    """Under another root (make run, --root), the commands would act on the host: refused, no question asked."""
+    recorder = Recorder()
+    app = console(tmp_path, run_command=recorder, allow_shell=False)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await system_screen(pilot)
+        assert text_of(app, "#system-actions").count("not in the sandbox") == 3
+        await pilot.press(key)
+        await until(pilot, lambda: "refused in the sandbox" in text_of(app, "#area-notice"), what="the refusal")
+        await pilot.press("y")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "SystemScreen"
+        assert recorder.calls == []
 
 
 async def test_a_refused_command_is_said_in_words(tmp_path):
     recorder = Recorder(CommandResult(1, "Failed to reboot system via logind: Access denied"))
-    app = console(tmp_path, run_command=recorder, allow_shell=False)
+    app = console(tmp_path, root=Path("/"), run_command=recorder, allow_shell=False)
     async with app.run_test(size=(80, 25)) as pilot:
         await system_screen(pilot)
         await pilot.press("r", "y")
