@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from textual.css.query import NoMatches
 from textual.message_pump import MessagePump
 
 from relay.control.async_client import CALL_TIMEOUT, AsyncControlClient
@@ -24,6 +25,16 @@ from .messages import RelayStatus
 
 RETRY_DELAYS = (0.5, 1, 2, 5)
 RELAY_ERRORS = (Unreachable, PermissionDenied, ControlError, ValueError)  # ValueError: a reply that is not JSON
+
+
+def tell(callback: Callable[[Any], object], value: Any) -> bool:
+    """Hand a screen an answer or a failure; False when its widgets are gone (it is closing, or the
+    console is), so there is nobody left to tell."""
+    try:
+        callback(value)
+    except NoMatches:
+        return False
+    return True
 
 
 class RelayLink:
@@ -39,7 +50,7 @@ class RelayLink:
         try:
             return await self.call(method, **parameters)
         except RELAY_ERRORS as error:
-            failed(explain(error))
+            tell(failed, explain(error))
             return None
 
     async def follow(self, method: str, answered: Callable[[dict], object], failed: Callable[[str], object],
@@ -51,9 +62,11 @@ class RelayLink:
             try:
                 async for answer in self.client.stream(method, **parameters):
                     failures = 0
-                    answered(answer)
+                    if not tell(answered, answer):
+                        return
             except RELAY_ERRORS as error:
-                failed(explain(error))
+                if not tell(failed, explain(error)):
+                    return
             failures += 1
             await asyncio.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS)) - 1])
 

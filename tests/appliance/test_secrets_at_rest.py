@@ -56,7 +56,7 @@ def test_a_key_made_by_the_cert_command_is_root_postern_0640_and_the_relay_loads
     assert cert("self-signed", "--hostname", "gw.example.com", "--root", str(system)) == 0
     out = capsys.readouterr().out
     key, pem = system / "etc/postern/tls/postern.key", system / "etc/postern/tls/postern.pem"
-    assert f"wrote {pem} and {key}; the relay loads them" in out
+    assert f"wrote {pem} and {key} (a new ecdsa key); the relay loads them" in out
     assert owner_and_mode(key) == (0, RELAY_GID, 0o640)
     assert owner_and_mode(pem) == (0, 0, 0o644)
 

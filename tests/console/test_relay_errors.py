@@ -2,6 +2,7 @@
 
 A relay that takes the connection but does not answer reads as such, not as one that is not running."""
 
+import asyncio
 import subprocess
 import sys
 
@@ -63,3 +64,21 @@ async def test_a_relay_that_takes_the_connection_but_never_answers_reads_as_slow
         async with app.run_test(size=(100, 25)) as pilot:
             await until(pilot, lambda: slow in text_of(app, "#status-line"), what="the relay's silence")
             assert "not running" not in text_of(app, "#status-line")
+
+
+async def test_an_answer_for_a_screen_that_is_gone_ends_the_follow_quietly(tmp_path):
+    """The console quitting while a screen's worker hears from the relay must not end in a crash."""
+    from textual.css.query import NoMatches
+
+    from console.relay_link import RelayLink
+
+    told = []
+
+    def gone(words: str) -> None:
+        told.append(words)
+        raise NoMatches("#recent")  # what query_one says once the screen's widgets are removed
+
+    link = RelayLink(str(tmp_path / "nobody.sock"))
+    await asyncio.wait_for(link.follow("io.postern.Log.Tail", lambda answer: None, gone, lines=6), timeout=5)
+    assert told == ["Relay: not running (no answer on the control socket)"]
+    assert await link.attempt("io.postern.Status.Get", gone) is None
