@@ -23,6 +23,7 @@ from . import login
 from .appliance_link import ApplianceLink
 from .linux_console import CONSOLE_THEME, theme_for_terminal, use_console_safe_glyphs
 from .messages import RelayStatus
+from .queue_commands import QueueByDestination
 from .relay_link import RelayLink
 from .screens.confirm import ConfirmScreen
 from .system.commands import Runner, run_command
@@ -118,7 +119,7 @@ class PosternConsole(App):
     TITLE = "Postern"
     MODES = {mode: lazy(path) for mode, (_, _, path) in AREAS.items()}
     DEFAULT_MODE = "dashboard"
-    COMMANDS = App.COMMANDS | {ConsoleCommands, SetupWizardProvider}
+    COMMANDS = App.COMMANDS | {ConsoleCommands, QueueByDestination, SetupWizardProvider}
     BINDINGS = [
         Binding("f2", "switch_mode('dashboard')", "Dashboard", id="area.dashboard", show=False),
         Binding("f3", "switch_mode('queue')", "Queue", id="area.queue", show=False),

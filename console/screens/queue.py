@@ -153,11 +153,16 @@ class QueueScreen(Screen):
 
     def show_domain(self, domain: str | None) -> None:
         """The queue filtered to one destination domain (from the by-domain summary)."""
-        if not domain:
-            return
-        self.selection = {"domain": domain}
+        if domain:
+            self.show_filter({"domain": domain})
+
+    def show_filter(self, selection: dict) -> None:
+        """The queue filtered as `selection` (a Queue.List filter), shown in the filter field as typed."""
+        words = {"domain": "domain", "sender": "from", "recipient": "to", "state": "state"}
+        self.selection = selection
         field = self.query_one("#queue-filter", Input)
-        field.value, field.display = f"domain:{domain}", True
+        field.value = " ".join(f"{words[key]}:{value}" for key, value in selection.items())
+        field.display = True
         self.queue_list.clear_selection()
         self._restart()
 
