@@ -110,6 +110,12 @@ class LogScreen(Screen):
 
     # --- search, filter, wrap --------------------------------------------------------------------
 
+    def show_filter(self, text: str) -> None:
+        """Only the lines containing `text` (a queue ID from the message view, say)."""
+        self.filter_text = text
+        self._redraw()
+        self._show_info()
+
     def action_prompt(self, kind: str) -> None:
         field = self.query_one("#log-prompt", Input)
         self.prompting = kind

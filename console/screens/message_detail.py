@@ -76,6 +76,7 @@ class MessageScreen(ModalScreen[None]):
         Binding("u", "act('Release')", "Release"),
         Binding("r", "act('Requeue')", "Requeue"),
         Binding("delete,d", "act('Delete')", "Delete"),
+        Binding("l", "show_in_log", "Show in log"),
     ]
 
     def __init__(self, queue_id: str):
@@ -97,6 +98,12 @@ class MessageScreen(ModalScreen[None]):
         if answer is None:
             return
         body.update(describe(answer["message"], answer["headers"], answer.get("body") or ""))
+
+    async def action_show_in_log(self) -> None:
+        """The log's lines about this message: the Logs screen filtered to its queue ID."""
+        self.dismiss(None)
+        await self.app.switch_mode("logs")
+        self.app.screen.show_filter(self.queue_id)
 
     def action_act(self, verb: str) -> None:
         def answered(yes: bool | None) -> None:

@@ -202,3 +202,23 @@ async def test_the_migration_hold_is_shown_paused_and_resumed_from_the_queue_scr
         assert type(app.screen).__name__ == "PausedScreen"
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "QueueScreen", what="back at the queue")
+
+
+async def test_show_in_log_opens_the_log_on_that_message(queued_relay):
+    app = make_app(str(queued_relay.socket), log_file=str(queued_relay.log_path))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 3, what="three queued messages")
+        queue_id = queue_list.current()["id"]
+        await pilot.press("enter")
+        await until(pilot, lambda: "Recipients" in text_of(app, "#message-text"), what="the message view")
+        await pilot.press("l")
+        await until(pilot, lambda: type(app.screen).__name__ == "LogScreen", what="the log")
+        await until(pilot, lambda: f"filter: {queue_id}" in text_of(app, "#log-info"), what="the filter")
+        log = app.screen
+        await until(pilot, lambda: len([line for line in log.lines if queue_id in line.text]) >= 3,
+                    what="the message's lines")
+        view = app.screen.query_one("#log")
+        await until(pilot, lambda: len(view.texts) >= 3, what="the lines drawn")
+        assert all(queue_id in text for text in view.texts), "only that message's lines"
