@@ -222,3 +222,43 @@ async def test_show_in_log_opens_the_log_on_that_message(queued_relay):
         view = app.screen.query_one("#log")
         await until(pilot, lambda: len(view.texts) >= 3, what="the lines drawn")
         assert all(queue_id in text for text in view.texts), "only that message's lines"
+
+
+async def test_the_stuck_partner_walk(make_relay):
+    """docs/console.md's walk, key for key: mail to partner.org is stuck; find it, read the partner's reply,
+    retry everything to partner.org once the partner is back, and watch the log say it went."""
+    from tests.support.net import free_port
+    from tests.support.sink import Sink
+
+    partner = free_port()  # nothing listens yet: every delivery defers
+    relay = make_relay(partner)
+    relay.send("alice@example.net", ["carol@partner.org"], "Subject: one\r\n\r\n1\r\n")
+    relay.send("bob@example.net", ["dave@partner.org"], "Subject: two\r\n\r\n2\r\n")
+    relay.wait_log(r"status=deferred", count=2)
+    app = make_app(str(relay.workdir / "control.sock"), log_file=str(relay.log_path))
+    keys = []
+
+    async def press(*pressed):
+        keys.extend(pressed)
+        await pilot.press(*pressed)
+
+    async with app.run_test(size=(80, 25)) as pilot:
+        await press("f3", "g")  # the queue, by destination: partner.org at the top
+        await until(pilot, lambda: "TOTAL" in text_of(app, "#summary-total"), what="the summary")
+        await press("enter")  # that domain's mail
+        queue_list = app.screen.query_one("#queue-list")
+        await until(pilot, lambda: queue_list.total == 2 and "domain:partner.org" in text_of(app, "#queue-detail"),
+                    what="partner.org's two messages")
+        await press("enter")  # the first message: each attempt with the partner's reply
+        await until(pilot, lambda: "Connection refused" in text_of(app, "#message-text"), what="the reply")
+        await press("escape")
+        sink = Sink(port=partner).start()  # the partner is back
+        try:
+            await press("a", "r", "y")  # everything the filter matches, requeued, after the question
+            await until(pilot, lambda: len(sink.messages) == 2, what="both delivered")
+            await press("f5")  # and the log says so
+            await until(pilot, lambda: len([t for t in app.screen.query_one("#log").texts if "status=sent" in t]) == 2,
+                        what="two status=sent lines in the log")
+        finally:
+            sink.stop()
+    assert keys == ["f3", "g", "enter", "enter", "escape", "a", "r", "y", "f5"]
