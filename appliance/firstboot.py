@@ -29,8 +29,6 @@ from .files import atomic_write, remove_file
 PROGRESS = "var/lib/postern/firstboot.yaml"
 COMPLETE = "etc/postern/setup-complete"
 CONFIG = str(DEFAULT_CONFIG.relative_to("/"))
-CERT = "etc/postern/tls/postern.pem"
-KEY = "etc/postern/tls/postern.key"
 SMARTHOST_PASSWORD = "etc/postern/smarthost.password"
 TRY_STATE = "run/postern"
 

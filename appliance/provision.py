@@ -35,12 +35,13 @@ import yaml
 
 from relay.addresses import control_char_problem
 from relay.config import ConfigError, check_fqdn, refuse_control_chars
+from relay.control.errors import ControlError, NoAnswer, PermissionDenied, Unreachable
 
 from . import admin_login, certificates, topology
 from .admin_login import AdminLogin, apply_admin, check_admin, hash_password
 from .certificates import Bundle, CertificateError
 from .files import atomic_write, remove_file
-from .firstboot import CERT, CONFIG, KEY, SMARTHOST_PASSWORD, SetupState
+from .firstboot import CONFIG, SMARTHOST_PASSWORD, SetupState
 from .network.apply import ApplyError, Applied, Target, apply_network, missing_interfaces
 from .network.kernel import KernelError, netlink, read_state
 from .network.render import plan as plan_files
@@ -51,8 +52,9 @@ from .store import ConfigStore
 SEED_ONLY = ("topology", "tls", "admin")
 TLS_MODES = ("self-signed", "import", "keep", "none")
 TLS_KEYS = ("mode", "key_type", "days", "cert", "chain", "key")
-DEFAULT_CERT_PATH = Path("/") / CERT
-DEFAULT_KEY_PATH = Path("/") / KEY
+# Where a made or imported certificate goes, under the appliance's root: where `postern-appliance cert` puts it.
+CERT = str(certificates.DEFAULT_CERT.relative_to("/"))
+KEY = str(certificates.DEFAULT_KEY.relative_to("/"))
 
 
 @dataclass
@@ -215,11 +217,12 @@ def _tls_request(data: Any) -> tuple[dict, list[str]]:
         for key in ("cert", "key"):
             if not isinstance(data.get(key), str) or not data.get(key):
                 problems.append(f"tls.{key}: required with mode: import: name the PEM file")
-    if data.get("key_type", "ecdsa") not in certificates.KEY_TYPES:
-        problems.append(f"tls.key_type: {data['key_type']!r} is not one of {', '.join(certificates.KEY_TYPES)}")
-    days = data.get("days", certificates.DEFAULT_DAYS)
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650:
-        problems.append(f"tls.days: {days!r} is not a number of days from 1 to 3650")
+    for key, check in (("key_type", certificates.check_key_type), ("days", certificates.check_days)):
+        if key in data:  # the checks `postern-appliance cert` and the console make
+            try:
+                check(data[key])
+            except certificates.InputError as error:
+                problems.append(f"tls.{key}: {error}")
     return data, problems
 
 
@@ -229,7 +232,8 @@ def _set_certificate_paths(mta: dict, root: Path) -> list[str]:
     if not isinstance(section, dict):
         return []
     problems = []
-    for key, relative, default in (("cert_file", CERT, DEFAULT_CERT_PATH), ("key_file", KEY, DEFAULT_KEY_PATH)):
+    for key, relative, default in (("cert_file", CERT, certificates.DEFAULT_CERT),
+                                   ("key_file", KEY, certificates.DEFAULT_KEY)):
         target = str(real_path(root, relative))
         given = section.get(key)
         if given not in (None, "", target, str(default)):
@@ -287,9 +291,10 @@ def _import(plan: Plan, tls: dict, base_dir: Path) -> list[str]:
     try:
         plan.bundle = certificates.check_bundle(contents["cert"], contents.get("chain"), contents["key"])
     except CertificateError as error:
-        where, _, reason = str(error).partition(": ")
-        field_name = "cert" if where == "certificate" else where
-        return [f"tls.{field_name}: {reason}"]
+        words = str(error)
+        for said in ("certificate: ", "chain: ", "key: "):  # the field's name is said once, as tls.FIELD
+            words = words.removeprefix(said)
+        return [f"tls.{error.field or 'cert'}: {words}"]
     info = certificates.describe(plan.bundle.certificate)
     plan.notes += [f"certificate: {warning}" for warning in certificates.warnings(info, plan.config.mta.hostname)]
     return []
@@ -398,3 +403,21 @@ def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[
 
 
 __all__ = ["ApplyError", "ConfigError", "Plan", "carry_out", "check_seed", "read_seed", "write_network"]
+
+
+def relay_outcome(error: Exception | None) -> str:
+    """What handing the new `mta:` section to the running relay (Config.Apply) came to, in one line:
+    the words of `postern-appliance provision` and of the wizard's apply step."""
+    if error is None:
+        return "relay: the new configuration is in force"
+    if isinstance(error, NoAnswer):
+        return (f"relay: did not answer within {error.timeout:g} s: the configuration is saved; "
+                "systemctl reload postern-relay puts it in force")
+    if isinstance(error, Unreachable):
+        return "relay: not running; it reads the new configuration when it starts"
+    if isinstance(error, PermissionDenied):
+        return "relay: not reloaded (permission denied on its control socket): run systemctl reload postern-relay"
+    if isinstance(error, ControlError):
+        detail = "; ".join(error.parameters.get("problems", [])) or error.parameters.get("reason", "") or error.name
+        return f"relay: refused the new configuration ({detail}); it keeps running with the previous one"
+    return f"relay: {error}"

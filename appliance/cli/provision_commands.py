@@ -13,7 +13,7 @@ from ..firstboot import SetupState
 from ..network.apply import ApplyError
 from ..network.kernel import KernelError
 from ..network.networkd import ServiceError
-from ..provision import carry_out, check_seed, read_seed, scrub_seed
+from ..provision import carry_out, check_seed, read_seed, relay_outcome, scrub_seed
 from . import exit_codes
 from .output import complain, say
 
@@ -86,11 +86,6 @@ def _reload(args, mta: dict, live: bool) -> str:
     try:
         with ControlClient(socket, timeout=30) as client:
             client.call("io.postern.Config.Apply", mta=mta)
-    except Unreachable:
-        return "relay: not running; it reads the new configuration when it starts"
-    except PermissionDenied:
-        return "relay: not reloaded (permission denied on its control socket): run systemctl reload postern-relay"
-    except ControlError as error:
-        detail = "; ".join(error.parameters.get("problems", [])) or error.parameters.get("reason", "") or error.name
-        return f"relay: refused the new configuration ({detail}); it keeps running with the previous one"
-    return "relay: the new configuration is in force"
+    except (Unreachable, PermissionDenied, ControlError) as error:
+        return relay_outcome(error)
+    return relay_outcome(None)

@@ -14,10 +14,9 @@ from appliance.certificates import CertificateError
 from appliance.diagnostics.smtp_probe import Line
 from appliance.diagnostics.smtp_send import TestMessage, send_test_message
 from appliance.network.change import SYSTEM_ERRORS, ApplyError
-from appliance.provision import Plan, carry_out
+from appliance.provision import Plan, carry_out, relay_outcome
 from relay.config import ConfigError
 from relay.control.client import ControlError, PermissionDenied, Unreachable
-from relay.control.errors import explain
 
 from ..screens.smtp_test import styled
 from .draft import Draft
@@ -127,11 +126,9 @@ class ApplyStep(StepScreen):
     async def reload_relay(self, mta: dict) -> str:
         try:
             await self.app.link.call("io.postern.Config.Apply", mta=mta)
-        except Unreachable:
-            return "relay: not running; it reads the new configuration when it starts"
-        except (ControlError, PermissionDenied) as error:
-            return f"relay: kept its previous configuration: {explain(error)}"
-        return "relay: the new configuration is in force"
+        except (Unreachable, ControlError, PermissionDenied) as error:
+            return relay_outcome(error)
+        return relay_outcome(None)
 
     def action_test(self) -> None:
         if self.busy or self.plan is None:

@@ -355,3 +355,32 @@ def test_a_control_character_in_a_seed_is_refused_by_its_field_and_changes_nothi
     assert [line for line in err.splitlines() if not line.startswith("postern-appliance: ")] == []  # no line of its own
     assert "correct horse" not in err  # a secret is never repeated
     assert tree(root) == []
+
+
+def test_what_handing_the_configuration_to_the_relay_came_to_is_said_once_and_a_stuck_relay_is_not_stopped(tmp_path):
+    """`postern-appliance provision` and the wizard's apply step say it in the same words (relay_outcome)."""
+    from appliance.provision import relay_outcome
+    from relay.control.client import ControlClient
+    from relay.control.errors import Unreachable
+    from tests.support.control_socket import SilentSocket
+
+    path = str(tmp_path / "control.sock")
+    with SilentSocket(path), pytest.raises(Unreachable) as stuck:
+        with ControlClient(path, timeout=0.5) as client:
+            client.call("io.postern.Config.Apply", mta={})
+    said = relay_outcome(stuck.value)
+    assert said.startswith("relay: did not answer within 0.5 s: the configuration is saved") and "not running" not in said
+    with pytest.raises(Unreachable) as down:
+        with ControlClient(str(tmp_path / "nobody.sock"), timeout=0.5) as client:
+            client.call("io.postern.Config.Apply", mta={})
+    assert relay_outcome(down.value) == "relay: not running; it reads the new configuration when it starts"
+    assert relay_outcome(None) == "relay: the new configuration is in force"
+
+
+def test_the_seed_checks_the_certificate_options_as_the_cert_command_does():
+    from appliance.provision import _tls_request
+
+    _, problems = _tls_request({"mode": "self-signed", "days": 0, "key_type": "dsa"})
+    assert problems == ["tls.key_type: 'dsa': use ecdsa (P-256) or rsa (2048 bits)",
+                        "tls.days: the validity is a number of days from 1 to 3650 (two years: 730)"]
+    assert _tls_request({"mode": "self-signed", "days": 365, "key_type": "rsa"})[1] == []
