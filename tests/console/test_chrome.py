@@ -22,7 +22,7 @@ async def test_every_action_is_in_the_palette_with_its_key(tmp_path):
         prompts = [" ".join(p.split()) for p in palette_prompts(app)]
         for expected in ("Queue F3", "Queue: Hold h", "Queue: Release u", "Queue: Requeue r", "Queue: Delete del/d",
                          "Queue: Flush f", "Queue: By domain g", "MTA settings: Apply ^s", "Network: Apply ^s",
-                         "Certificates: Request r", "System: Restart relay l", "System: Reboot r", "Logs: Follow end",
+                         "Certificates: Request r", "System: Restart relay l", "System: Reboot r", "Logs: Search /",
                          "Keys F1/?", "Quit ^q/F10"):
             assert any(p.startswith(expected) for p in prompts), f"{expected!r} not in {prompts}"
         assert not any("Back" in p for p in prompts)  # Escape is not an action
