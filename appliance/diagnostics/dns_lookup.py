@@ -51,7 +51,15 @@ def system_servers(root="/") -> list[str]:
     from appliance.network.live import read_dns
 
     servers, _ = read_dns(root)
-    return [server for server in servers if server not in RESOLVED_STUBS]
+    return [server for server in servers if server not in RESOLVED_STUBS and _readable(server)]
+
+
+def _readable(server: str) -> bool:
+    try:
+        parse_server(server)
+    except ValueError:
+        return False
+    return True
 
 
 def make_resolver(servers: list[str] | None, timeout: float = DEFAULT_TIMEOUT, root="/") -> dns.resolver.Resolver:

@@ -30,8 +30,8 @@ from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 from appliance.certificates import DEFAULT_DAYS, KEY_TYPES, Bundle
 from relay.control import errors
 
-from ..system import FieldError
 from ..relay_link import RELAY_ERRORS
+from ..system import FieldError
 from ..system.certificates import InstalledCertificate
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine

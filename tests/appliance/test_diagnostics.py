@@ -155,6 +155,7 @@ HOSTS_SCRIPT = """
         "servers": system_servers(),
         "console": ApplianceLink(config, "/").diagnostics.helo_check(address, helo).lines[-1],
         "wizard": system.ptr_check(helo, address, []).lines[-1],
+        "wizard, resolv.conf's servers": system.ptr_check(helo, address, ["127.0.0.53"]).lines[-1],
         "cli": subprocess.run([sys.argv[2], "diag", "helo", "--ip", address, "--helo", helo],
                               capture_output=True, text=True).stdout.splitlines()[-1],
         "stub asked": stub.queries, "upstream asked": sorted(set(upstream.queries)),
@@ -182,7 +183,7 @@ def test_the_helo_check_asks_dns_servers_never_etc_hosts_nor_the_local_stub(tmp_
     no_ptr = ("FAIL: 203.0.113.7 has no PTR record (no such domain): ask whoever runs that address "
               "(the ISP or hosting provider) to set its PTR record to gw.example.com")
     assert seen == {"name service": "gw.example.com", "servers": ["127.0.0.1"],
-                    "console": no_ptr, "wizard": no_ptr, "cli": no_ptr,
+                    "console": no_ptr, "wizard": no_ptr, "wizard, resolv.conf's servers": no_ptr, "cli": no_ptr,
                     "stub asked": [], "upstream asked": [["7.113.0.203.in-addr.arpa", "PTR"]]}
 
 
