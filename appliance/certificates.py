@@ -16,7 +16,8 @@ The workflow on top, for `postern-appliance cert` and the console's Certificates
 `make_self_signed`, `make_request` (the installed key, or a new one written as `write_key`
 writes it; the request 0644; what to do next), `read_bundle` and `install_bundle`, and
 `description`. Their inputs are checked first (`check_hostname`, `check_key_type`,
-`check_days`); a bad one is an `InputError` whose `field` names it.
+`check_days`, where an empty validity is the default, two years); a bad one is an `InputError`
+whose `field` names it.
 """
 
 from __future__ import annotations
@@ -418,7 +419,10 @@ def check_key_type(key_type: str) -> str:
     return key_type
 
 
-def check_days(days: int | str) -> int:
+def check_days(days: int | str | None) -> int:
+    """A validity in days, 1 to MAX_DAYS; none given (empty): DEFAULT_DAYS."""
+    if days is None or str(days).strip() == "":
+        return DEFAULT_DAYS
     try:
         days = int(str(days).strip())
     except ValueError:

@@ -53,7 +53,7 @@ class ApplianceLink:
         self.netns = netns
         self.try_seconds = try_seconds
         self.commands = Commands(run_command, allow_shell, shell_user)
-        self.diagnostics = Diagnostics(self.settings, netns)
+        self.diagnostics = Diagnostics(self.settings, netns, self.root)
         self.certificates = Certificates(self.settings, self.root)
 
     @property

@@ -4,7 +4,9 @@ Receiving servers compare the name in EHLO (and some the 220 banner) with the PT
 record of the connecting address, forward-confirmed, and score or refuse mail when
 they differ. `ptr_verdict` is the one pure verdict, comparing canonical addresses and
 names; the appliance's diagnostics (the CLI and the console) and the wizard import it,
-and `name_warnings` says it in the relay's words. `check_names` looks the records up
+and `name_warnings` says it in the relay's words. A PTR name that cannot be a public host
+name (`public_name`: .local, localhost, a single label...) counts as no PTR name at all:
+no receiver can look it up, so it is never offered as the name to set. `check_names` looks the records up
 with the relay's resolver for the control API's `io.postern.Status.CheckNames`.
 
 `PeerNames` is the other direction: the verified name of a connecting client, as
@@ -56,6 +58,18 @@ def canonical_address(text: str) -> str:
     return str(address)
 
 
+PRIVATE_SUFFIXES = ("local", "localhost", "localdomain", "lan", "home.arpa", "internal")
+
+
+def public_name(name: str) -> bool:
+    """Can `name` be a host name that receivers on the Internet look up? Not a single label, and not under a
+    suffix only local networks use: .local (mDNS), localhost, .localdomain, .lan, .home.arpa, .internal."""
+    name = name.lower().rstrip(".")
+    if "." not in name or not all(name.split(".")):
+        return False
+    return not any(name == suffix or name.endswith("." + suffix) for suffix in PRIVATE_SUFFIXES)
+
+
 def _canonical_or_none(text: str) -> str | None:
     try:
         return canonical_address(text)
@@ -79,22 +93,44 @@ class PtrVerdict:
         return list(self.forward)
 
     @property
+    def public(self) -> list[str]:
+        """The PTR names that can be public names (see public_name); none: the PTR record is missing or private."""
+        return [name for name in self.forward if public_name(name)]
+
+    @property
+    def private(self) -> list[str]:
+        """The PTR names no receiver can look up (postern.local, a single label...)."""
+        return [name for name in self.forward if not public_name(name)]
+
+    @property
     def confirmed(self) -> list[str]:
-        """The PTR names that resolve back to the address."""
-        return [name for name, found in self.forward.items()
-                if any(_canonical_or_none(ip) == self.address for ip in found)]
+        """The public PTR names that resolve back to the address."""
+        return [name for name in self.public if any(_canonical_or_none(ip) == self.address for ip in self.forward[name])]
 
     @property
     def passed(self) -> bool:
         return any(same_name(self.helo_name, name) for name in self.confirmed)
 
+    @property
+    def helo_is_public(self) -> bool:
+        return public_name(self.helo_name)
+
     def is_ptr_name(self, name: str) -> bool:
-        return any(same_name(name, ptr) for ptr in self.forward)
+        """Is `name` one of the public PTR names?"""
+        return any(same_name(name, ptr) for ptr in self.public)
 
     @property
-    def suggested(self) -> str:
-        """The name to set as the HELO name: the first forward-confirmed PTR name, else the first PTR name."""
-        return (self.confirmed or self.ptr)[0]
+    def suggested(self) -> str | None:
+        """The name to set as the HELO name: the first forward-confirmed PTR name, else the first public PTR name;
+        None when the PTR record is missing or names only private names."""
+        return (self.confirmed or self.public or [None])[0]
+
+    @property
+    def ptr_target(self) -> str:
+        """The name to ask for in the PTR record, when it is missing or private: the HELO name if it can be public."""
+        if self.helo_is_public:
+            return self.helo_name
+        return "the gateway's public name (such as mail.example.com), and set mta.helo_name to that name"
 
     @property
     def record_type(self) -> str:
@@ -109,17 +145,21 @@ def ptr_verdict(helo_name: str, address: str, forward: dict[str, list[str]]) -> 
 def name_warnings(banner_name: str, verdict: PtrVerdict) -> list[str]:
     """What an admin should fix, one sentence each; empty when the names and the PTR record agree."""
     address, helo_name = verdict.address, verdict.helo_name
-    if not verdict.ptr:
+    if not verdict.public:
+        missing = (f"{address} has no PTR record" if not verdict.ptr else
+                   f"the PTR record of {address} names only {', '.join(verdict.ptr)}, a private name no receiver "
+                   "can look up")
         return [
-            f"{address} has no PTR record: ask whoever runs the address (your provider) for one naming {helo_name}, "
+            f"{missing}: ask whoever runs the address (your provider) for one naming {verdict.ptr_target}, "
             "since many receivers distrust mail from an address without one"
         ]
     warnings = []
     shown = ", ".join(verdict.ptr)
     if not verdict.passed and (verdict.confirmed or not verdict.is_ptr_name(helo_name)):
+        other_way = f", or have the PTR record changed to {helo_name}" if verdict.helo_is_public else ""
         warnings.append(
             f"the HELO name {helo_name} is not the PTR name of {address} ({shown}): set mta.helo_name "
-            f"to {verdict.suggested}, or have the PTR record changed to {helo_name}"
+            f"to {verdict.suggested}{other_way}"
         )
     if not same_name(banner_name, helo_name) and not verdict.is_ptr_name(banner_name):
         warnings.append(
@@ -127,7 +167,7 @@ def name_warnings(banner_name: str, verdict: PtrVerdict) -> list[str]:
             f"set mta.hostname to {verdict.suggested}"
         )
     if not verdict.confirmed:
-        first = verdict.ptr[0]
+        first = verdict.public[0]
         found = ", ".join(verdict.forward[first]) or "no address"
         warnings.append(
             f"the PTR name {first} does not resolve back to {address} (it has {found}): "
@@ -148,7 +188,7 @@ async def check_names(config: MtaConfig, resolver: dns.asyncresolver.Resolver, a
         check.warnings.append(f"cannot look up the PTR record of {check.address}: {error}")
         return check
     forward: dict[str, list[str]] = {name: [] for name in check.ptr}
-    for name in forward:
+    for name in filter(public_name, forward):
         for rdtype in ("A", "AAAA"):
             try:
                 answer = await resolver.resolve(name, rdtype, search=False)

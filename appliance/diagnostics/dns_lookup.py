@@ -5,6 +5,10 @@ records and the DMARC policy out of `_dmarc.<name>`; an IP address gets its PTR 
 `lookup_name(name, types)` asks for some of the types only (the SPF and DMARC records come with TXT).
 Each answer says what was found or why nothing was: no such domain, no record of that
 type, or a server that did not answer.
+
+Only DNS servers are asked: the ones given, else the system's (`system_servers`), never the
+name service switch (getaddrinfo reads /etc/hosts and asks LLMNR and mDNS) nor
+systemd-resolved's local stub, which answers from those same sources; and no search domain is added.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import dns.resolver
 import dns.reversename
 
 DEFAULT_TIMEOUT = 3.0
+RESOLVED_STUBS = ("127.0.0.53", "127.0.0.54")  # systemd-resolved's local listeners
 NAME_TYPES = ("A", "AAAA", "MX", "TXT")
 
 
@@ -40,18 +45,35 @@ def parse_server(text: str) -> tuple[str, int]:
     return host, int(port) if port else 53
 
 
-def make_resolver(servers: list[str] | None, timeout: float = DEFAULT_TIMEOUT) -> dns.resolver.Resolver:
-    """A resolver that asks exactly `servers`; none given: the system's (resolv.conf)."""
-    if not servers:
-        resolver = dns.resolver.Resolver()
-    else:
-        resolver = dns.resolver.Resolver(configure=False)
-        resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_server(s)) for s in servers]
+def system_servers(root="/") -> list[str]:
+    """The DNS servers the system asks: systemd-resolved's upstream servers, else resolv.conf's, without
+    resolved's stub (it answers from /etc/hosts, LLMNR and mDNS too: names no one else can see)."""
+    from appliance.network.live import read_dns
+
+    servers, _ = read_dns(root)
+    return [server for server in servers if server not in RESOLVED_STUBS and _readable(server)]
+
+
+def _readable(server: str) -> bool:
+    try:
+        parse_server(server)
+    except ValueError:
+        return False
+    return True
+
+
+def make_resolver(servers: list[str] | None, timeout: float = DEFAULT_TIMEOUT, root="/") -> dns.resolver.Resolver:
+    """A resolver that asks exactly `servers`; none given: the system's (`system_servers` under `root`).
+    With no server at all, each query fails as from servers that do not answer."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_server(s)) for s in servers or system_servers(root)]
     resolver.timeout = resolver.lifetime = timeout
     return resolver
 
 
 def servers_of(resolver: dns.resolver.Resolver) -> str:
+    if not resolver.nameservers:
+        return "none"
     names = []
     for server in resolver.nameservers:
         address, port = getattr(server, "address", server), getattr(server, "port", 53)
@@ -74,6 +96,9 @@ class Answer:
 
 def query(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Answer:
     answer = Answer(name, rdtype)
+    if not resolver.nameservers:
+        raise LookupFailed(f"no DNS server to ask for {name} {rdtype}: none is configured (mta.dns_servers, "
+                           "network.dns.servers) and the system names none but its local stub")
     try:
         result = resolver.resolve(name, rdtype, search=False)
     except dns.resolver.NXDOMAIN:

@@ -5,11 +5,16 @@ The installed certificate is the file `mta.tls.cert_file` names (by default
 a self-signed certificate, a certificate signing request or an import; Enter in a field
 runs it. Everything is checked first (an import: the key belongs to the certificate and
 the chain is in order) and a problem is shown at its field; nothing is replaced without
-a yes.
+a yes. An empty validity is the default shown (two years).
+
+`t` has the relay use the installed certificate for STARTTLS at once: mta.tls.cert_file and
+key_file are set to its files through `io.postern.Config.Apply`, as the MTA screen applies,
+which reloads the relay; the changes are shown. It is offered after each new certificate.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +27,10 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 
-from appliance.certificates import KEY_TYPES, Bundle
+from appliance.certificates import DEFAULT_DAYS, KEY_TYPES, Bundle
+from relay.control import errors
 
+from ..relay_link import RELAY_ERRORS
 from ..system import FieldError
 from ..system.certificates import InstalledCertificate
 from ..widgets.choice import Choice
@@ -38,7 +45,8 @@ FORMS = {
 }
 LABELS = {"hostname": "Hostname", "key_type": "Key type", "days": "Valid for days", "out": "Save to",
           "cert": "Certificate", "chain": "Chain (optional)", "key": "Private key"}
-PLACEHOLDERS = {"hostname": "gw.example.com", "days": "730", "out": "/root/request.pem",
+MAIN_NOTICE = "s self-signed, r request for a CA, i import, t use for STARTTLS; Esc goes back."
+PLACEHOLDERS = {"hostname": "gw.example.com", "days": str(DEFAULT_DAYS), "out": "/root/request.pem",
                 "cert": "/root/gw.example.com.pem", "chain": "/root/chain.pem", "key": "/root/gw.example.com.key"}
 
 
@@ -82,7 +90,7 @@ def installed_text(installed: InstalledCertificate) -> Text:
     for warning in installed.warnings:
         text.append(f"\nwarning: {warning}", style="bold yellow")
     if not installed.in_use:
-        text.append("\nmta.tls.cert_file does not name it: STARTTLS uses it once MTA settings do.", style="yellow")
+        text.append("\nmta.tls.cert_file does not name it: t has STARTTLS use it.", style="yellow")
     return text
 
 
@@ -105,6 +113,7 @@ class CertificatesScreen(AreaScreen):
         Binding("s", "open('self')", "Self-signed", id="cert.self"),
         Binding("r", "open('csr')", "Request", id="cert.csr"),
         Binding("i", "open('import')", "Import", id="cert.import"),
+        Binding("t", "use", "Use for STARTTLS", id="cert.use"),
         Binding("escape", "back", "Back", id="cert.back"),
         Binding("down", "app.focus_next", "Next field", id="cert.next", show=False),
         Binding("up", "app.focus_previous", "Previous field", id="cert.previous", show=False),
@@ -127,7 +136,7 @@ class CertificatesScreen(AreaScreen):
                 yield box
         with VerticalScroll(id="cert-pem"):
             yield Static(id="cert-pem-text")
-        yield Static("s self-signed, r request for a CA, i import; Esc goes back.", id=self.NOTICE_ID)
+        yield Static(MAIN_NOTICE, id=self.NOTICE_ID)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -175,7 +184,7 @@ class CertificatesScreen(AreaScreen):
             self.form = ""
             self.query_one("#cert-forms").display = False
             self.query_one("#cert-pem").display = False
-            self.notice("s self-signed, r request for a CA, i import; Esc goes back.")
+            self.notice(MAIN_NOTICE)
             self.set_focus(None)
             return
         super().action_back()
@@ -251,14 +260,50 @@ class CertificatesScreen(AreaScreen):
 
     def on_certificate_done(self, message: CertificateDone) -> None:
         text = "Done: " + "; ".join(message.lines) + "."
-        if not message.pem:
-            text += " The relay uses it after it reloads (systemctl reload postern-relay)."
-        self.notice(text, "green")
         if message.pem:
-            box = self.query_one("#cert-pem", VerticalScroll)
-            box.border_title = f"Request, saved to {Path(message.out)}"
-            self.query_one("#cert-pem-text", Static).update(Text(message.pem.rstrip("\n")))
-            box.display = True
+            self.notice(text, "green")
+            self.show_box(f"Request, saved to {Path(message.out)}", message.pem.rstrip("\n"))
+        else:  # a new certificate: the form closes, so that t is a key again
             self.query_one("#cert-forms").display = False
-            self.form = "shown"
+            self.form = ""
+            self.set_focus(None)
+            self.notice(text + " t: use it for STARTTLS now (sets mta.tls.cert_file and key_file, the relay "
+                        "reloads).", "green")
+        self.load()
+
+    def show_box(self, title: str, text: str) -> None:
+        box = self.query_one("#cert-pem", VerticalScroll)
+        box.border_title = title
+        self.query_one("#cert-pem-text", Static).update(Text(text))
+        box.display = True
+        self.query_one("#cert-forms").display = False
+        self.form = "shown"
+
+    # --- STARTTLS ----------------------------------------------------------------------------------
+
+    def action_use(self) -> None:
+        if self.installed is None or self.installed.info is None:
+            self.notice("No certificate is installed: s makes a self-signed one, i imports one.", "red")
+            return
+        self.use_for_starttls()
+
+    @work(group="cert-use", exclusive=True, exit_on_error=False)
+    async def use_for_starttls(self) -> None:
+        self.notice("Setting mta.tls.cert_file and key_file...")
+        try:
+            running = await self.app.link.call("io.postern.Config.Get")
+            payload, lines = await asyncio.to_thread(self.appliance.certificates.starttls_change, running["mta"])
+            answer = await self.app.link.call("io.postern.Config.Apply", mta=payload)
+        except RELAY_ERRORS as error:
+            words = errors.explain(error)
+            if isinstance(error, errors.ControlError) and error.name == errors.APPLY_FAILED:
+                words = error.parameters.get("reason", words)
+            elif isinstance(error, errors.ControlError) and error.name == errors.INVALID_CONFIG:
+                words = "; ".join(error.parameters.get("problems", [])) or words
+            self.notice(f"Not in use, nothing changed: {words}", "red")
+            return
+        changed = lines or ["mta.tls.cert_file and key_file name these files already: the relay loaded them again"]
+        self.show_box("STARTTLS uses the installed certificate", "\n".join(changed))
+        self.notice(f"In force: STARTTLS offers the installed certificate. Saved to {answer['path']} "
+                    f"(version {answer['version']}).", "green")
         self.load()

@@ -1,6 +1,7 @@
 """The Certificates screen's work: the installed certificate, a new self-signed one, a request for a
 CA and an import, through `appliance.certificates`'s workflow (as `postern-appliance cert` does), on
-the files the configuration names (`mta.tls`), under the root directory."""
+the files the configuration names (`mta.tls`), under the root directory; and the change of the relay's
+settings that makes STARTTLS offer the installed certificate (`starttls_change`)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,11 @@ class Certificates:
         self.root = root
 
     def rooted(self, path: Path | str) -> Path:
-        """An appliance path (/etc/postern/...) under the root."""
+        """An appliance path (/etc/postern/...) under the root; a path already under the root is kept (the
+        relay, running on this machine, is given the files where they really are: see starttls_change)."""
         path = Path(path)
+        if path.is_absolute() and path.is_relative_to(self.root):
+            return path
         return self.root / path.relative_to("/") if path.is_absolute() else self.root / path
 
     def unrooted(self, path: Path) -> str:
@@ -61,6 +65,24 @@ class Certificates:
         cert = Path(tls.cert_file) if tls.cert_file else DEFAULT_CERT
         key = Path(tls.key_file) if tls.key_file else DEFAULT_KEY
         return self.rooted(cert), self.rooted(key), bool(tls.cert_file)
+
+    def starttls_change(self, running: dict) -> tuple[dict, list[str]]:
+        """What `io.postern.Config.Apply` is sent so that STARTTLS offers the installed certificate at once:
+        the running `mta` section (as `Config.Get` gives it) with `tls.cert_file` and `tls.key_file` naming
+        the installed files, without the values that are only defaults (as the MTA screen sends it); and
+        the changes in words, `mta.tls.cert_file: (empty) -> /etc/postern/tls/postern.pem` (none when the
+        settings name them already: applying still reloads the relay, which loads the files again)."""
+        from appliance.store import diff_documents
+
+        from .. import mta_form
+
+        cert_path, key_path, _ = self.paths()
+        section = {**running, "tls": {**(running.get("tls") or {}), "cert_file": str(cert_path),
+                                      "key_file": str(key_path)}}
+        config, _ = mta_form.validate(section)
+        payload = mta_form.payload(section, config) if config is not None else section
+        lines = [f"mta.{line}" for change in diff_documents(running, section) for line in mta_form.describe(change)]
+        return payload, lines
 
     def hostname(self) -> str:
         settings = self.settings()

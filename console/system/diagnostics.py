@@ -1,11 +1,12 @@
 """The checks of the Diagnostics screen, as `postern-appliance diag` runs them: a DNS lookup, the
 HELO/PTR check and the next-hop check, asking the DNS servers typed, else the configuration's,
-else the system's."""
+else the system's (`dns_lookup.system_servers`: DNS servers only, never /etc/hosts, LLMNR or mDNS)."""
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from appliance.topology import ip_or_none
@@ -30,26 +31,29 @@ class DnsResult:
 
 class Diagnostics:
     """`settings` reads the configuration in force (its DNS servers, names and relay hosts); `netns` is
-    the network namespace whose addresses are this appliance's (None: this machine's)."""
+    the network namespace whose addresses are this appliance's (None: this machine's); `root` is where the
+    system's resolver files are (resolv.conf)."""
 
-    def __init__(self, settings: Callable[[], ApplianceConfig], netns: str | None = None):
+    def __init__(self, settings: Callable[[], ApplianceConfig], netns: str | None = None, root: Path | str = "/"):
         self.settings = settings
         self.netns = netns
+        self.root = root
 
     def resolver(self, servers_text: str, timeout: float = 3.0):
         """A resolver for the servers typed, else the configuration's, else the system's; and their names."""
-        from appliance.diagnostics.dns_lookup import make_resolver
+        from appliance.diagnostics.dns_lookup import make_resolver, system_servers
 
         servers = [word for word in servers_text.replace(",", " ").split() if word]
         if not servers:
             settings = self.settings()
             servers = list(settings.mta.dns_servers) or [str(s) for s in settings.network.dns.servers]
+        servers = servers or system_servers(self.root)
         try:
-            resolver = make_resolver(servers or None, timeout=timeout)
+            resolver = make_resolver(servers, timeout=timeout, root=self.root)
         except ValueError:
             raise FieldError("servers", f"{servers_text!r} is not a DNS server: write it like 192.0.2.53 or "
                                         "127.0.0.1:5353 (several with commas)") from None
-        shown = ", ".join(servers) if servers else "the system's resolvers"
+        shown = ", ".join(servers) if servers else "no DNS server"
         return resolver, shown
 
     def dns_lookup(self, name: str, rdtype: str, servers_text: str = "") -> DnsResult:

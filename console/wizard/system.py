@@ -7,7 +7,7 @@ would differ from host to host.
 
 from __future__ import annotations
 
-from appliance.diagnostics.dns_lookup import LookupFailed, addresses_of, make_resolver
+from appliance.diagnostics.dns_lookup import RESOLVED_STUBS, LookupFailed, addresses_of, make_resolver
 from appliance.diagnostics.helo import HeloVerdict, check_helo
 from appliance.diagnostics.next_hop import NextHopReport, check_next_hop, local_addresses
 from appliance.network.change import SYSTEM_ERRORS
@@ -27,9 +27,10 @@ def live_state() -> LiveState | None:
 
 def ptr_check(hostname: str, address: str, servers: list[str]) -> HeloVerdict | str:
     """The HELO/PTR check (the PTR record of the public address against the HELO name); a string saying why not
-    when DNS did not answer or the address or a DNS server is not one."""
+    when DNS did not answer or the address or a DNS server is not one. resolved's stub, in the live state's
+    servers when resolved names no upstream one, is never asked (see dns_lookup.system_servers)."""
     try:
-        resolver = make_resolver(servers or None)
+        resolver = make_resolver([server for server in servers if server not in RESOLVED_STUBS] or None)
     except ValueError as error:
         return f"DNS server: {error}"
     try:

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from appliance import certificates
-from appliance.certificates import CertificateError, check_bundle, describe, key_pem, pem_of, warnings
+from appliance.certificates import (CertificateError, InputError, check_bundle, check_days, describe, key_pem, pem_of,
+                                    warnings)
 
 from .conftest import COMMAND, ROOT
 
@@ -186,3 +187,15 @@ def test_a_request_uses_the_key_there_is_and_says_what_to_do_next(tmp_path):
     with pytest.raises(certificates.InputError, match="cannot write it") as refused:
         certificates.make_request("gw.example.com", "ecdsa", key_file, out / "under-a-file.pem", tmp_path)
     assert refused.value.field == "out"
+
+
+@pytest.mark.parametrize("given, days", [("", 730), ("  ", 730), (None, 730), ("90", 90), (" 3650 ", 3650), (1, 1)])
+def test_a_validity_left_empty_is_the_default(given, days):
+    assert check_days(given) == days
+
+
+@pytest.mark.parametrize("given", ["0", "3651", "two years", "-5"])
+def test_a_validity_out_of_range_is_refused_at_its_field(given):
+    with pytest.raises(InputError, match=r"^the validity is a number of days from 1 to 3650") as refused:
+        check_days(given)
+    assert refused.value.field == "days"

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import ssl
 import subprocess
+import sys
 import time
+from textwrap import dedent
 
 import pytest
 
@@ -31,6 +36,8 @@ RECORDS = {
     ("10.2.0.192.in-addr.arpa", "PTR"): ["gw.example.com."],
     ("20.2.0.192.in-addr.arpa", "PTR"): ["stale.example.com."],
     ("stale.example.com", "A"): ["192.0.2.21"],
+    ("40.2.0.192.in-addr.arpa", "PTR"): ["postern.local."],  # as LLMNR or a home router's DNS answers
+    ("postern.local", "A"): ["192.0.2.40"],
     ("relay.example.com", "A"): ["127.0.0.1"],
     ("nomail.example.com", "A"): ["192.0.2.30"],
     ("twice.example.com", "TXT"): ['"v=spf1 mx -all"', '"v=spf1 ip4:192.0.2.10 -all"'],
@@ -106,6 +113,78 @@ def test_helo_check_says_what_to_change(resolver, helo, address, last_line):
     verdict = check_helo(resolver, helo, address)
     assert verdict.verdict == FAIL
     assert verdict.lines[-1].startswith(last_line)
+
+
+def test_helo_check_never_advises_a_private_ptr_name(dns_server):
+    resolver = make_resolver([dns_server.address], timeout=2)
+    verdict = check_helo(resolver, "gw.example.com", "192.0.2.40")
+    assert verdict.verdict == FAIL
+    assert verdict.lines == [
+        "PTR of 192.0.2.40: postern.local",
+        "postern.local is a private name: receivers on the Internet cannot look it up",
+        "FAIL: the PTR record of 192.0.2.40 is private (it names only postern.local): ask whoever runs that address "
+        "(the ISP or hosting provider) to set its PTR record to gw.example.com"]
+
+
+def test_a_private_helo_name_is_named_and_never_offered_for_the_ptr_record(resolver):
+    missing = check_helo(resolver, "postern.localdomain", "192.0.2.99")
+    assert missing.lines == [
+        "the HELO name postern.localdomain is a private name: receivers on the Internet cannot look it up",
+        "FAIL: 192.0.2.99 has no PTR record (no such domain): ask whoever runs that address (the ISP or hosting "
+        "provider) to set its PTR record to the gateway's public name (such as mail.example.com), and set "
+        "mta.helo_name to that name"]
+    other = check_helo(resolver, "postern.lan", "192.0.2.10")
+    assert other.lines[-1] == ("FAIL: the HELO name postern.lan differs from the PTR name gw.example.com: "
+                               "set mta.helo_name to gw.example.com")
+
+
+HOSTS_SCRIPT = """
+    import json, socket, subprocess, sys
+    from appliance.diagnostics.dns_lookup import system_servers
+    from console.appliance_link import ApplianceLink
+    from console.wizard import system
+    from tests.support.dns_server import DnsServer
+
+    address, helo, config = "203.0.113.7", "gw.example.com", sys.argv[1]
+    # systemd-resolved's stub answers from /etc/hosts (and LLMNR, mDNS) as well as DNS
+    stub = DnsServer({("7.113.0.203.in-addr.arpa", "PTR"): ["gw.example.com."],
+                      ("gw.example.com", "A"): ["203.0.113.7"]}, host="127.0.0.53", port=53).start()
+    upstream = DnsServer({("gw.example.com", "A"): ["203.0.113.7"]}, host="127.0.0.1", port=53).start()
+    print(json.dumps({
+        "name service": socket.gethostbyaddr(address)[0],
+        "servers": system_servers(),
+        "console": ApplianceLink(config, "/").diagnostics.helo_check(address, helo).lines[-1],
+        "wizard": system.ptr_check(helo, address, []).lines[-1],
+        "wizard, resolv.conf's servers": system.ptr_check(helo, address, ["127.0.0.53"]).lines[-1],
+        "cli": subprocess.run([sys.argv[2], "diag", "helo", "--ip", address, "--helo", helo],
+                              capture_output=True, text=True).stdout.splitlines()[-1],
+        "stub asked": stub.queries, "upstream asked": sorted(set(upstream.queries)),
+    }))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                    reason="needs root, unshare and ip for network and mount namespaces")
+def test_the_helo_check_asks_dns_servers_never_etc_hosts_nor_the_local_stub(tmp_path):
+    """/etc/hosts names the public address; resolv.conf names resolved's stub, which would answer from it. The
+    check asks resolved's upstream server, where the address has no PTR record, and says so."""
+    (tmp_path / "hosts").write_text("127.0.0.1 localhost\n203.0.113.7 gw.example.com\n", encoding="utf-8")
+    (tmp_path / "resolv.conf").write_text("nameserver 127.0.0.53\noptions edns0\n", encoding="utf-8")
+    (tmp_path / "check.py").write_text(dedent(HOSTS_SCRIPT), encoding="utf-8")
+    config = write_config(tmp_path / "postern.yaml", {"mta": {"hostname": "gw.example.com"}})
+    setup = (f"ip link set lo up && mount --bind {tmp_path}/hosts /etc/hosts && "
+             f"mount --bind {tmp_path}/resolv.conf /etc/resolv.conf && mount -t tmpfs tmpfs /run && "
+             "mkdir -p /run/systemd/resolve && echo 'nameserver 127.0.0.1' > /run/systemd/resolve/resolv.conf && ")
+    run = subprocess.run(["unshare", "--net", "--mount", "--propagation", "private", "sh", "-c",
+                          setup + f'exec "$0" {tmp_path}/check.py {config} {COMMAND}', sys.executable],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    no_ptr = ("FAIL: 203.0.113.7 has no PTR record (no such domain): ask whoever runs that address "
+              "(the ISP or hosting provider) to set its PTR record to gw.example.com")
+    assert seen == {"name service": "gw.example.com", "servers": ["127.0.0.1"],
+                    "console": no_ptr, "wizard": no_ptr, "wizard, resolv.conf's servers": no_ptr, "cli": no_ptr,
+                    "stub asked": [], "upstream asked": [["7.113.0.203.in-addr.arpa", "PTR"]]}
 
 
 @pytest.fixture

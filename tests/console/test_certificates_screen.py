@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import hashlib
+import smtplib
+import ssl
+
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from console.app import make_app
 
 from appliance.certificates import describe, key_pem, pem_of
 from tests.appliance.test_certificates import issue
@@ -64,8 +73,9 @@ async def test_self_signed_then_replaced_only_after_a_yes(tmp_path):
         first = describe(certificate_at(cert_path)[0]).sha256
         assert first[:48] in shown and first[48:] in shown  # the fingerprint, on two lines
 
-        # A second one replaces it only after a yes.
-        await pilot.press("escape", "s")
+        # A second one replaces it only after a yes (the form closed once the certificate was made).
+        assert not screen.query_one("#cert-forms").display
+        await pilot.press("s")
         await submit(pilot, "cert-self-hostname")
         await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
         assert "Replace the installed certificate (CN=gw.example.com)" in text_of(app, "#question")
@@ -76,7 +86,7 @@ async def test_self_signed_then_replaced_only_after_a_yes(tmp_path):
         await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
         await pilot.press("y")
         await until(pilot, lambda: describe(certificate_at(cert_path)[0]).sha256 != first, what="a new certificate")
-        await pilot.press("escape", "escape")  # the form closes, then the screen goes back
+        await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "DashboardScreen", what="the dashboard")
 
 
@@ -189,3 +199,79 @@ async def test_a_key_the_relay_cannot_read_is_said_and_one_it_can_is_root_poster
             assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, 64123, 0o640)
     finally:
         shutil.rmtree(root)
+
+
+def starttls_certificate(port: int) -> bytes | None:
+    """The certificate (DER) the relay offers after STARTTLS; None when it offers no STARTTLS."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.example.net")
+        if not client.has_extn("starttls"):
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        client.starttls(context=context)
+        return client.sock.getpeercert(binary_form=True)
+
+
+async def test_an_empty_validity_is_the_default_shown_and_t_has_starttls_use_the_new_certificate(
+        tmp_path, make_relay, sink):
+    relay = make_relay(sink.port)
+    root = tmp_path / "root"
+    cert_path, key_path = root / "etc/postern/tls/postern.pem", root / "etc/postern/tls/postern.key"
+    app = make_app(str(relay.workdir / "control.sock"), str(relay.config_path), root=str(root))
+    assert await asyncio.to_thread(starttls_certificate, relay.port) is None  # no certificate yet
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await certificates_screen(pilot)
+        await pilot.press("s")
+        days = screen.query_one("#cert-self-days")
+        assert days.placeholder == "730" and days.value == ""
+        await submit(pilot, "cert-self-days")  # empty: the default shown
+        await until(pilot, lambda: "subject:     CN=gw.example.com" in text_of(app, "#cert-installed"),
+                    what="the new certificate")
+        made = certificate_at(cert_path)[0]
+        assert made.not_valid_after_utc - made.not_valid_before_utc == datetime.timedelta(days=730, minutes=5)
+        assert "t: use it for STARTTLS now" in notice(app)
+        assert "mta.tls.cert_file does not name it: t has STARTTLS use it" in text_of(app, "#cert-installed")
+
+        await pilot.press("t")
+        await until(pilot, lambda: "In force: STARTTLS offers the installed certificate" in notice(app),
+                    what="the settings applied")
+        assert text_of(app, "#cert-pem-text").splitlines() == [
+            f"mta.tls.cert_file: (empty) -> {cert_path}", f"mta.tls.key_file: (empty) -> {key_path}"]
+        offered = await asyncio.to_thread(starttls_certificate, relay.port)
+        assert hashlib.sha256(offered).hexdigest() == hashlib.sha256(
+            made.public_bytes(serialization.Encoding.DER)).hexdigest()
+        tls = yaml.safe_load(relay.config_path.read_text())["mta"]["tls"]
+        assert tls == {"cert_file": str(cert_path), "key_file": str(key_path)}
+        await until(pilot, lambda: "does not name it" not in text_of(app, "#cert-installed"),
+                    what="the certificate shown in use")
+
+        # A new certificate for the same files: t again reloads the relay, which offers the new one at once.
+        await pilot.press("escape", "s")
+        await submit(pilot, "cert-self-days", "90")
+        await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
+        await pilot.press("y")
+        await until(pilot, lambda: certificate_at(cert_path)[0] != made, what="another certificate")
+        await until(pilot, lambda: "t: use it for STARTTLS now" in notice(app), what="the offer")
+        await pilot.press("t")
+        await until(pilot, lambda: "In force" in notice(app), what="the relay reloaded")
+        assert "name these files already" in text_of(app, "#cert-pem-text")
+        offered = await asyncio.to_thread(starttls_certificate, relay.port)
+        assert offered == certificate_at(cert_path)[0].public_bytes(serialization.Encoding.DER)
+
+
+async def test_t_without_a_certificate_or_a_relay_says_why(tmp_path):
+    root = tmp_path / "root"
+    config = write_config(tmp_path / "postern.yaml", CONFIG)
+    app = console(tmp_path, config, root)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await certificates_screen(pilot)
+        await pilot.press("t")
+        assert "No certificate is installed: s makes a self-signed one, i imports one." in notice(app)
+        await pilot.press("s")
+        await submit(pilot, "cert-self-days", "")
+        await until(pilot, lambda: "subject:     CN=gw.example.com" in text_of(app, "#cert-installed"),
+                    what="the new certificate")
+        await pilot.press("t")
+        await until(pilot, lambda: "Not in use, nothing changed" in notice(app), what="the relay's absence")
+        assert "tls" not in yaml.safe_load(config.read_text())["mta"]

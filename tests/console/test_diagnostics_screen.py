@@ -168,3 +168,25 @@ async def test_next_hop_is_judged_against_its_tls_policy(tmp_path, dns_server, s
         # Typed by hand, a configured hop keeps its role and policy.
         shown = await run(pilot, "diag-hop", f"127.0.0.1:{sink.port}", "problem:")
         assert "internal relay host" in shown and "its policy is tls: encrypt" in shown
+
+
+async def test_with_no_dns_server_configured_the_systems_are_asked_never_its_local_stub(tmp_path, dns_server):
+    """resolved's stub (127.0.0.53) answers from /etc/hosts, LLMNR and mDNS too: only its upstream servers are asked."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/resolv.conf").write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch example.net\n")
+    config = write_config(tmp_path / "postern.yaml", {"mta": {"hostname": "gw.example.com"}})
+    app = console(tmp_path, config, root)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await diagnostics(pilot)
+        await run(pilot, "diag-address", "192.0.2.10", "DNS servers:")
+        assert "no DNS server to ask for 10.2.0.192.in-addr.arpa. PTR: none is configured" in text_of(
+            app, "#area-notice")
+        assert screen.query_one("#diag-servers").has_class("-invalid")
+
+        (root / "run/systemd/resolve").mkdir(parents=True)
+        (root / "run/systemd/resolve/resolv.conf").write_text(f"nameserver {dns_server.address}\n")
+        shown = await run(pilot, "diag-name", "example.com", "DMARC")
+        assert f"example.com ALL (asked {dns_server.address})" in shown
+        shown = await run(pilot, "diag-address", "192.0.2.10", "PASS")
+        assert "PTR of 192.0.2.10: gw.example.com" in shown

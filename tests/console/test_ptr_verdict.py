@@ -10,7 +10,7 @@ from appliance.diagnostics.helo import PASS, check_helo
 from console.appliance_link import ApplianceLink
 from console.wizard import system
 from relay.config import MtaConfig
-from relay.names import check_names
+from relay.names import check_names, public_name
 from relay.routing import make_resolver as relay_resolver
 
 from .appliance_support import dns_server as start_dns_server
@@ -24,6 +24,14 @@ RECORDS = {
     ("20.2.0.192.in-addr.arpa", "PTR"): ["stale.example.com."],
     ("30.2.0.192.in-addr.arpa", "PTR"): ["stale.example.com.", "gw.example.com."],
     ("stale.example.com", "A"): ["192.0.2.21"],
+    # what a home router's DNS or LLMNR answers; DNS resolves the names back, so only their form tells
+    ("40.2.0.192.in-addr.arpa", "PTR"): ["postern.local."],
+    ("postern.local", "A"): ["192.0.2.40"],
+    ("41.2.0.192.in-addr.arpa", "PTR"): ["postern."],
+    ("postern", "A"): ["192.0.2.41"],
+    ("42.2.0.192.in-addr.arpa", "PTR"): ["gw.home.arpa.", "mail.internal."],
+    ("gw.home.arpa", "A"): ["192.0.2.42"],
+    ("mail.internal", "A"): ["192.0.2.42"],
 }
 
 
@@ -59,6 +67,36 @@ async def verdicts(server, tmp_path, helo: str, address: str) -> dict[str, bool]
 async def test_every_place_gives_the_same_verdict(dns_server, tmp_path, helo, address, passed):
     assert await verdicts(dns_server, tmp_path, helo, address) == {
         "daemon": passed, "cli": passed, "console": passed, "wizard": passed}
+
+
+@pytest.mark.parametrize("address, private", [
+    ("192.0.2.40", ["postern.local"]), ("192.0.2.41", ["postern"]), ("192.0.2.42", ["gw.home.arpa", "mail.internal"])])
+async def test_a_private_ptr_name_is_as_good_as_none_and_never_offered(dns_server, tmp_path, address, private):
+    assert await verdicts(dns_server, tmp_path, "gw.example.com", address) == {
+        "daemon": False, "cli": False, "console": False, "wizard": False}
+    for helo in ("gw.example.com", private[0]):  # even when the HELO name is that private name
+        config = MtaConfig(hostname=helo, dns_servers=(dns_server.address,))
+        daemon = await check_names(config, relay_resolver(config), address)
+        cli = check_helo(make_resolver([dns_server.address]), helo, address)
+        words = " ".join(daemon.warnings + cli.lines)
+        assert "private name" in words
+        assert not any(f"to {name}" in words for name in private), words
+    [warning] = (await check_names(MtaConfig(hostname="gw.example.com", dns_servers=(dns_server.address,)),
+                                   relay_resolver(MtaConfig(dns_servers=(dns_server.address,))), address)).warnings
+    named, _, rest = warning.removeprefix(f"the PTR record of {address} names only ").partition(", a private")
+    assert sorted(named.split(", ")) == private  # in the order DNS gave them
+    assert rest == (" name no receiver can look up: ask whoever runs the address (your provider) for one naming "
+                    "gw.example.com, since many receivers distrust mail from an address without one")
+
+
+@pytest.mark.parametrize("name, public", [
+    ("gw.example.com", True), ("GW.Example.COM.", True), ("mail.locality.example", True), ("lan.example.net", True),
+    ("postern", False), ("localhost", False), ("postern.local", False), ("POSTERN.LOCAL.", False),
+    ("gw.localdomain", False), ("gw.lan", False), ("router.home.arpa", False), ("gw.internal", False),
+    ("app.localhost", False), ("gw..example.com", False),
+])
+def test_which_names_can_be_public(name, public):
+    assert public_name(name) is public
 
 
 def test_the_address_is_shown_in_its_canonical_form(dns_server):

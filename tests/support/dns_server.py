@@ -17,12 +17,12 @@ import dns.rrset
 class DnsServer:
     """records: {("example.org", "MX"): ["10 mx1.example.org."], ("mx1.example.org", "A"): ["127.0.0.1"]}"""
 
-    def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1"):
+    def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1", port: int = 0):
         self.records = {(name.lower().rstrip("."), rdtype): values for (name, rdtype), values in records.items()}
         self.host = host
         self.queries: list[tuple[str, str]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.bind((host, 0))  # the kernel picks a UDP port that is really free
+        self._sock.bind((host, port))  # port 0: the kernel picks a UDP port that is really free
         self.port = self._sock.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._running = True
