@@ -1,9 +1,12 @@
-"""The network screen's form as data: what it starts from, the document it proposes, where problems go.
+"""The network screen's form as data: its fields, what it starts from, the document it proposes, where problems go.
 
 Pure functions, no Textual and no I/O: the screen fills a `NetworkForm` from the
 configuration file's `network:` section (or, for what the file does not say, from the
 live state), turns the edited form back into a whole configuration document, and puts
 each problem `appliance.network.model.parse_network` finds next to the field it names.
+A field's label and help are the model's own (`SPECS`: `relay.fields.Field` descriptions),
+as the MTA form's are the relay's. What the form only shows (an interface looked at, the
+live DNS servers) is written to the file only when it is edited.
 """
 
 from __future__ import annotations
@@ -13,11 +16,28 @@ import re
 from dataclasses import dataclass, replace
 
 from appliance.network.live import LiveInterface, LiveState
-from appliance.network.model import parse_network
+from appliance.network.model import DNS_FIELDS, INTERFACE_FIELDS, NETWORK_FIELDS, parse_network
 from appliance.store import diff_documents
+from relay.fields import Field
 
-FIELDS = ("interface", "mode", "address", "gateway", "hostname", "dns", "search")
 GENERAL = ""  # a problem that belongs to no field of the form
+
+
+def _spec(fields: tuple[Field, ...], name: str) -> Field:
+    return next(field for field in fields if field.name == name)
+
+
+# Each field of the form, and the model's description of the setting it edits.
+SPECS: dict[str, Field] = {
+    "interface": _spec(NETWORK_FIELDS, "interfaces").entry,
+    "mode": _spec(INTERFACE_FIELDS, "dhcp"),
+    "address": _spec(INTERFACE_FIELDS, "address"),
+    "gateway": _spec(INTERFACE_FIELDS, "gateway"),
+    "hostname": _spec(NETWORK_FIELDS, "hostname"),
+    "dns": _spec(DNS_FIELDS, "servers"),
+    "search": _spec(DNS_FIELDS, "search"),
+}
+FIELDS = tuple(SPECS)
 
 
 @dataclass(frozen=True)
@@ -58,6 +78,28 @@ def interface_names(document: dict, live: LiveState) -> list[str]:
     """The live interfaces, then any the configuration names that this system does not have."""
     names = [interface.name for interface in live.interfaces]
     return names + [str(name) for name in configured_interfaces(document) if str(name) not in names]
+
+
+def default_interface(live: LiveState | None) -> str:
+    """The interface an admin means first: the one with the default route, else the first one up, else the first."""
+    interfaces = live.interfaces if live else ()
+    for interface in interfaces:
+        if interface.gateways:
+            return interface.name
+    for interface in interfaces:
+        if interface.link == "up":
+            return interface.name
+    return interfaces[0].name if interfaces else ""
+
+
+def first_interface(document: dict, live: LiveState) -> str:
+    """The interface the form shows first: a configured one (the default route's, if configured), else
+    the default route's."""
+    configured = [name for name in interface_names(document, live) if name in configured_interfaces(document)]
+    preferred = default_interface(live)
+    if configured:
+        return preferred if preferred in configured else configured[0]
+    return preferred
 
 
 def _interface_values(name: str, document: dict, live: LiveInterface | None) -> tuple[bool, str, str]:
@@ -102,8 +144,9 @@ def _one_or_list(items: list[str]):
 def proposed(document: dict, form: NetworkForm, start: NetworkForm | None = None) -> dict:
     """The whole document with the form's values in its network section.
 
-    The interface is written only when its values differ from `start` (what the form showed
-    at first), so that looking at an interface does not add it to the configuration."""
+    The interface, and the DNS servers and search domains, are written only when their values
+    differ from `start` (what the form showed at first), so that looking at an interface or
+    at the DNS servers in force does not add them to the configuration."""
     document = copy.deepcopy(document) if isinstance(document, dict) else {}
     section = section_of(document)
     document["network"] = section
@@ -133,7 +176,9 @@ def proposed(document: dict, form: NetworkForm, start: NetworkForm | None = None
             settings["mtu"] = old["mtu"]
         interfaces[form.interface] = settings
     servers, search = words(form.dns), words(form.search)
-    if servers or search:
+    if start is not None and (words(form.dns), words(form.search)) == (words(start.dns), words(start.search)):
+        pass  # as shown: the file keeps what it says (the live servers are not pinned)
+    elif servers or search:
         section["dns"] = {key: value for key, value in (("servers", servers), ("search", search)) if value}
     else:
         section.pop("dns", None)
@@ -166,5 +211,9 @@ def place(problem: str, interface: str) -> tuple[str, str]:
 
 
 def changes(old: dict, new: dict) -> list[str]:
-    """What applying would change in the network section, one line a key."""
-    return [str(change) for change in diff_documents({"network": section_of(old)}, {"network": section_of(new)})]
+    """What applying would change in the network section, one line a key (an empty section is no section)."""
+    def network(document: dict) -> dict:
+        section = section_of(document)
+        return {"network": section} if section else {}
+
+    return [str(change) for change in diff_documents(network(old), network(new))]
