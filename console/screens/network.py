@@ -22,6 +22,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets.data_table import RowDoesNotExist
 from textual.worker import Worker
 
 from appliance.network.change import SYSTEM_ERRORS, AlreadyPending, ApplyError, Change
@@ -191,7 +192,7 @@ class NetworkScreen(AreaScreen):
         table = self.query_one(DataTable)
         try:
             table.move_cursor(row=table.get_row_index(interface))
-        except KeyError:  # configured, but this system has no such interface
+        except RowDoesNotExist:  # configured, but this system has no such interface
             pass
 
     # --- the form ------------------------------------------------------------------------------

@@ -247,6 +247,9 @@ def test_the_form_writes_only_what_changed_and_places_problems_at_fields():
     start = NetworkForm("eth1", True, "", "", "", "", "")
     # Looking at an interface does not add it.
     assert proposed(document, start, start) == document
+    # Nor does looking at the DNS servers in force, and a file without a network section has no changes.
+    shown = NetworkForm("eth0", False, "192.0.2.10/24", "192.0.2.1", "", "192.0.2.53", "example.net")
+    assert changes({"mta": {}}, proposed({"mta": {}}, shown, shown)) == []
     edited = NetworkForm("eth0", False, "192.0.2.10/24, 2001:db8::10/64", "192.0.2.1", "gw.example.com",
                          "192.0.2.53 192.0.2.54", "")
     assert proposed(document, edited, NetworkForm("eth0", True, "", "", "", "", ""))["network"] == {
