@@ -264,8 +264,7 @@ def _host_names(where: str, value: Any, problems: list[str]) -> Any:
 
 
 NETWORK_FIELDS = (
-    Field("hostname", "text", check_optional_hostname, "Hostname", "fully qualified, such as gw.example.com; "
-          "empty: left as it is",
+    Field("hostname", "text", check_optional_hostname, "Hostname", "such as gw.example.com; empty: left as it is",
           doc=f"The fully qualified name (same rules as `mta.hostname`, checked by the same function), at most "
               f"{MAX_HOSTNAME} characters (the kernel's limit). Left out: the hostname, `/etc/hostname` and "
               "`/etc/hosts` are not touched."),

@@ -118,7 +118,7 @@ class NetworkScreen(AreaScreen):
                 yield Label(SPECS["interface"].label, classes="net-label")
                 yield Choice([("", "-")], id="net-interface")
                 yield Label(SPECS["mode"].label, classes="net-label-short")
-                yield Choice([(True, "yes"), (False, "no, a static address")], id="net-mode")
+                yield Choice([(True, "yes"), (False, "no")], id="net-mode")
             yield Static(id="note-interface", classes="net-note")
             yield Static(id="note-mode", classes="net-note")
             for name in INPUTS:

@@ -292,7 +292,8 @@ async def test_the_palette_over_the_countdown_or_quitting_restores_the_previous_
 
 @pytest.fixture
 def netns_with_a_down_link_first():
-    """A namespace whose first interface is down and unused (eth1, with its peer peer1); eth0, added after it, has the default route."""
+    """A namespace whose first interfaces are down and unused (eth1 and its peer peer1); eth0, added after them,
+    has the default route."""
     if os.geteuid() != 0 or not shutil.which("ip"):
         pytest.skip("needs root and ip to create a network namespace")
     name = f"postern-console-{uuid.uuid4().hex[:6]}"
