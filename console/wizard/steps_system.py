@@ -61,6 +61,7 @@ class NetworkStep(StepScreen):
     pending: change.Change | None = None  # a change in force, waiting to be kept
 
     def compose_fields(self) -> ComposeResult:
+        self.typed: dict[str, str] = {}  # the static address and gateway, while DHCP is on
         self.choices = interface_choices(self.draft, self.wizard.live)
         radio = RadioSet(*[Pick(label, name=name) for name, label in self.choices], id="interface")
         radio.border_title = SPECS["interface"].label
@@ -104,14 +105,22 @@ class NetworkStep(StepScreen):
             gateways = [g for g in live.gateways if ":" not in g] if live else []
             address = addresses[0] if addresses and not dhcp else ""
             gateway = gateways[0] if gateways and not dhcp else ""
+        self.typed = {}
         self.query_one("#dhcp", Checkbox).value = dhcp
         self.query_one("#address", Input).value = address
         self.query_one("#gateway", Input).value = gateway
         self.enable_static(not dhcp)
 
     def enable_static(self, static: bool) -> None:
+        """With DHCP the address and gateway are the server's: their fields are off and empty, saying so (what was
+        typed comes back with a static address)."""
         for name in ("address", "gateway"):
             field = self.query_one(f"#{name}", Input)
+            if not static and field.value:
+                self.typed[name] = field.value
+                field.value = ""
+            elif static and not field.value:
+                field.value = self.typed.pop(name, "")
             field.disabled = not static
             field.placeholder = SPECS[name].help if static else DHCP_GIVES
 
@@ -198,9 +207,9 @@ class HostnameStep(StepScreen):
     BINDINGS = [Binding("ctrl+t", "check", "Check PTR", id="wizard.check")]
 
     def compose_fields(self) -> ComposeResult:
-        yield field_input("hostname", "Hostname (FQDN)", placeholder="gw.example.com")
+        yield field_input("hostname", "Hostname (FQDN)", placeholder="such as gw.example.com")
         with Horizontal(classes="row"):
-            yield field_input("public", "Public address", placeholder="203.0.113.10")
+            yield field_input("public", "Public address", placeholder="such as 203.0.113.10")
             yield field_input("helo", "HELO name (empty: the hostname)")
         yield Static(id="ptr", classes="report")
 

@@ -572,9 +572,18 @@ async def test_a_dhcp_network_without_a_search_domain_passes_the_network_and_dns
         screen.query_one("#dhcp").value = False
         await pilot.pause()
         assert not address.disabled and address.placeholder.startswith("with its prefix, such as 192.0.2.10/24")
+        fill(app, address="192.0.2.20/24")
+        # Back to DHCP: the typed address is not shown as if in use, and comes back with a static address again.
+        screen.query_one("#dhcp").value = True
+        await pilot.pause()
+        assert address.value == "" and address.placeholder == "given by the DHCP server"
+        screen.query_one("#dhcp").value = False
+        await pilot.pause()
+        assert address.value == "192.0.2.20/24"
         screen.query_one("#dhcp").value = True
         await pilot.pause()
         await keep_network(pilot)
+        assert app.screen.query_one("#hostname", Input).placeholder == "such as gw.example.com"
         fill(app, hostname="gw.example.com", public="")
         await pilot.press("ctrl+n")
         await at_step(pilot, 3)
