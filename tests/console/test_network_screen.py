@@ -16,7 +16,7 @@ import uuid
 import psutil
 import pytest
 
-from console.network_form import NetworkForm, changes, place, proposed
+from console.network_form import SPECS, NetworkForm, changes, place, proposed
 from tests.appliance.conftest import COMMAND, Namespace, ip
 from tests.console.conftest import text_of, until
 
@@ -332,6 +332,10 @@ async def test_opens_on_the_interface_with_the_default_route_unchanged_and_marke
         assert screen.form() == NetworkForm("eth0", False, "198.51.100.5/24", "198.51.100.1", "", "198.51.100.53",
                                             "example.net")
         assert "change" not in notice(app) and "Edit them" in notice(app)
+        # The fields are labelled and explained by the model's own descriptions.
+        gateway_row = screen.query_one("#row-gateway")
+        assert str(gateway_row.query_one(".net-label").render()) == SPECS["gateway"].label == "Default gateway"
+        assert screen.query_one("#net-hostname").placeholder == SPECS["hostname"].help
         # The table's cursor is on it, and visible while the form has the focus.
         assert app.focused is not table
         assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == "eth0"
