@@ -19,6 +19,7 @@ import pytest
 from console.network_form import SPECS, NetworkForm, changes, place, proposed
 from tests.appliance.conftest import COMMAND, Namespace, ip
 from tests.console.conftest import text_of, until
+from tests.support.console_font import unreadable
 
 from .appliance_support import (ETH0_MAC, addresses, console, default_gateways, netns, read_config, root,
                                 write_config)
@@ -341,6 +342,7 @@ async def test_opens_on_the_interface_with_the_default_route_unchanged_and_marke
         assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == "eth0"
         other_row = str(list(table.render_line(1))[0].style)
         assert cursor_row_style(table) != other_row and " on " in cursor_row_style(table)
+        assert unreadable(app) == []
         # Enter in the table edits the row under the cursor: eth0 still.
         table.focus()
         await pilot.press("enter")

@@ -20,6 +20,7 @@ from relay.control.client import ControlClient
 from tests.appliance.conftest import COMMAND
 from tests.console.wizard_support import (SSH_KEY, TENANT, at_step, dns, machine, make_root, step_title,  # noqa: F401
                                           text_of, until)
+from tests.support.console_font import unreadable
 from tests.support.sink import Sink
 
 TOPOLOGIES = ["direct", "via-relay", "virus-scanner", "virus-scanner-via-relay", "m365"]
@@ -540,18 +541,6 @@ def dhcp_machine(resolv_conf: str) -> LiveState:
         default_gateways=("192.0.2.1 (eth0)",), dns_servers=tuple(servers), search_domains=tuple(search))
 
 
-def invisible(app) -> list[str]:
-    """Text drawn black on the black screen of the VM console (its default background is black)."""
-    found = []
-    for y, strip in enumerate(app.screen._compositor.render_strips()):
-        for segment in strip:
-            style = segment.style
-            if segment.text.strip() and style is not None and style.color is not None and style.color.number == 0 \
-                    and (style.bgcolor is None or style.bgcolor.is_default or style.bgcolor.number == 0):
-                found.append(f"line {y}: {segment.text!r}")
-    return found
-
-
 async def test_a_dhcp_network_without_a_search_domain_passes_the_network_and_dns_steps(tmp_path, monkeypatch):
     """systemd-resolved writes `search .` when DHCP gives no search domain: that is none, not a domain to refuse."""
     monkeypatch.setenv("TERM", "linux")  # the VM console's 16 colours
@@ -567,7 +556,7 @@ async def test_a_dhcp_network_without_a_search_domain_passes_the_network_and_dns
         assert address.disabled and address.value == "" and address.placeholder == "given by the DHCP server"
         assert address.border_title == "Address" and gateway.border_title == "Default gateway"
         await pilot.pause(0.2)
-        assert invisible(app) == []
+        assert unreadable(app) == []
         # A static address: the placeholders are examples, in words, not values that look set.
         screen.query_one("#dhcp").value = False
         await pilot.pause()
@@ -591,7 +580,7 @@ async def test_a_dhcp_network_without_a_search_domain_passes_the_network_and_dns
         assert app.screen.query_one("#search", Input).value == ""
         assert app.screen.query_one("#search", Input).placeholder.startswith("such as example.com")
         await pilot.pause(0.2)
-        assert invisible(app) == []
+        assert unreadable(app) == []
         await pilot.press("ctrl+n")
         await at_step(pilot, 4)
     assert SetupState(root).load_progress().document["network"]["dns"] == {"servers": ["192.0.2.53"]}
