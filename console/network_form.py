@@ -80,6 +80,11 @@ def interface_names(document: dict, live: LiveState) -> list[str]:
     return names + [str(name) for name in configured_interfaces(document) if str(name) not in names]
 
 
+def live_interface(live: LiveState | None, name: str) -> LiveInterface | None:
+    """The interface called `name` as it is now; None when this system has none."""
+    return next((interface for interface in live.interfaces if interface.name == name), None) if live else None
+
+
 def default_interface(live: LiveState | None) -> str:
     """The interface an admin means first: the one with the default route, else the first one up, else the first."""
     interfaces = live.interfaces if live else ()
@@ -118,8 +123,7 @@ def _interface_values(name: str, document: dict, live: LiveInterface | None) -> 
 def initial(document: dict, live: LiveState, interface: str) -> NetworkForm:
     """The form for one interface: the configuration's values, else the live ones."""
     section = section_of(document)
-    live_interface = next((i for i in live.interfaces if i.name == interface), None)
-    dhcp, address, gateway = _interface_values(interface, document, live_interface)
+    dhcp, address, gateway = _interface_values(interface, document, live_interface(live, interface))
     dns = section.get("dns") if isinstance(section.get("dns"), dict) else None
     if dns is not None:
         servers, search = _joined(dns.get("servers")), _joined(dns.get("search"))

@@ -16,7 +16,7 @@ from appliance.diagnostics.helo import PASS
 from appliance.network import change
 from appliance.network.live import LiveState
 
-from ..network_form import SPECS, default_interface
+from ..network_form import SPECS, default_interface, live_interface
 from ..screens.keep_settings import KeepSettingsScreen, listen_for_confirm
 from . import system
 from .draft import Draft, join_list, split_list
@@ -37,10 +37,6 @@ def interface_choices(draft: Draft, state: LiveState | None) -> list[tuple[str, 
         if name not in [known for known, _ in choices]:
             choices.append((name, f"{name:<10} {'(configured, not present)':<17}"))
     return choices
-
-
-def live_interface(state: LiveState | None, name: str):
-    return next((i for i in state.interfaces if i.name == name), None) if state else None
 
 
 def first_choice(state: LiveState | None, choices: list[tuple[str, str]]) -> str:
