@@ -6,7 +6,7 @@ live state), turns the edited form back into a whole configuration document, and
 each problem `appliance.network.model.parse_network` finds next to the field it names.
 A field's label and help are the model's own (`SPECS`: `relay.fields.Field` descriptions),
 as the MTA form's are the relay's. What the form only shows (an interface looked at, the
-live DNS servers) is written to the file only when it is edited.
+live DNS servers) is written to the file only with an edit.
 """
 
 from __future__ import annotations
@@ -148,10 +148,12 @@ def _one_or_list(items: list[str]):
 def proposed(document: dict, form: NetworkForm, start: NetworkForm | None = None) -> dict:
     """The whole document with the form's values in its network section.
 
-    The interface, and the DNS servers and search domains, are written only when their values
-    differ from `start` (what the form showed at first), so that looking at an interface or
-    at the DNS servers in force does not add them to the configuration."""
+    The interface is written only when its values differ from `start` (what the form showed at
+    first), and the DNS servers and search domains only when they do or something else in the
+    section changes (a static network needs them), so that looking at an interface or at the
+    DNS servers in force does not add them to the configuration."""
     document = copy.deepcopy(document) if isinstance(document, dict) else {}
+    before = copy.deepcopy(section_of(document))
     section = section_of(document)
     document["network"] = section
     if form.hostname.strip():
@@ -180,8 +182,9 @@ def proposed(document: dict, form: NetworkForm, start: NetworkForm | None = None
             settings["mtu"] = old["mtu"]
         interfaces[form.interface] = settings
     servers, search = words(form.dns), words(form.search)
-    if start is not None and (words(form.dns), words(form.search)) == (words(start.dns), words(start.search)):
-        pass  # as shown: the file keeps what it says (the live servers are not pinned)
+    as_shown = start is not None and (servers, search) == (words(start.dns), words(start.search))
+    if as_shown and section == before:
+        pass  # nothing edited: the file keeps what it says (the servers in force are not pinned)
     elif servers or search:
         section["dns"] = {key: value for key, value in (("servers", servers), ("search", search)) if value}
     else:

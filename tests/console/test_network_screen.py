@@ -251,6 +251,11 @@ def test_the_form_writes_only_what_changed_and_places_problems_at_fields():
     # Nor does looking at the DNS servers in force, and a file without a network section has no changes.
     shown = NetworkForm("eth0", False, "192.0.2.10/24", "192.0.2.1", "", "192.0.2.53", "example.net")
     assert changes({"mta": {}}, proposed({"mta": {}}, shown, shown)) == []
+    # Another edit writes them with it: a static address needs its DNS servers in the file.
+    readdressed = NetworkForm("eth0", False, "192.0.2.11/24", "192.0.2.1", "", "192.0.2.53", "example.net")
+    assert proposed({"mta": {}}, readdressed, shown)["network"] == {
+        "interfaces": {"eth0": {"address": "192.0.2.11/24", "gateway": "192.0.2.1"}},
+        "dns": {"servers": ["192.0.2.53"], "search": ["example.net"]}}
     edited = NetworkForm("eth0", False, "192.0.2.10/24, 2001:db8::10/64", "192.0.2.1", "gw.example.com",
                          "192.0.2.53 192.0.2.54", "")
     assert proposed(document, edited, NetworkForm("eth0", True, "", "", "", "", ""))["network"] == {
