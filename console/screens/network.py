@@ -111,7 +111,7 @@ class NetworkScreen(AreaScreen):
         table.border_title = "Interfaces (Enter edits one)"
         yield table
         yield Static(id="net-live")
-        form = VerticalScroll(id="net-form")
+        form = VerticalScroll(id="net-form", can_focus=False)  # a stop of its own would show nothing
         form.border_title = "Settings (ctrl+s applies them)"
         with form:
             with Horizontal(classes="net-row"):
