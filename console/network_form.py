@@ -1,9 +1,12 @@
-"""The network screen's form as data: what it starts from, the document it proposes, where problems go.
+"""The network screen's form as data: its fields, what it starts from, the document it proposes, where problems go.
 
 Pure functions, no Textual and no I/O: the screen fills a `NetworkForm` from the
 configuration file's `network:` section (or, for what the file does not say, from the
 live state), turns the edited form back into a whole configuration document, and puts
 each problem `appliance.network.model.parse_network` finds next to the field it names.
+A field's label and help are the model's own (`SPECS`: `relay.fields.Field` descriptions),
+as the MTA form's are the relay's. What the form only shows (an interface looked at, the
+live DNS servers) is written to the file only with an edit.
 """
 
 from __future__ import annotations
@@ -13,11 +16,28 @@ import re
 from dataclasses import dataclass, replace
 
 from appliance.network.live import LiveInterface, LiveState
-from appliance.network.model import parse_network
+from appliance.network.model import DNS_FIELDS, INTERFACE_FIELDS, NETWORK_FIELDS, parse_network
 from appliance.store import diff_documents
+from relay.fields import Field
 
-FIELDS = ("interface", "mode", "address", "gateway", "hostname", "dns", "search")
 GENERAL = ""  # a problem that belongs to no field of the form
+
+
+def _spec(fields: tuple[Field, ...], name: str) -> Field:
+    return next(field for field in fields if field.name == name)
+
+
+# Each field of the form, and the model's description of the setting it edits.
+SPECS: dict[str, Field] = {
+    "interface": _spec(NETWORK_FIELDS, "interfaces").entry,
+    "mode": _spec(INTERFACE_FIELDS, "dhcp"),
+    "address": _spec(INTERFACE_FIELDS, "address"),
+    "gateway": _spec(INTERFACE_FIELDS, "gateway"),
+    "hostname": _spec(NETWORK_FIELDS, "hostname"),
+    "dns": _spec(DNS_FIELDS, "servers"),
+    "search": _spec(DNS_FIELDS, "search"),
+}
+FIELDS = tuple(SPECS)
 
 
 @dataclass(frozen=True)
@@ -60,6 +80,33 @@ def interface_names(document: dict, live: LiveState) -> list[str]:
     return names + [str(name) for name in configured_interfaces(document) if str(name) not in names]
 
 
+def live_interface(live: LiveState | None, name: str) -> LiveInterface | None:
+    """The interface called `name` as it is now; None when this system has none."""
+    return next((interface for interface in live.interfaces if interface.name == name), None) if live else None
+
+
+def default_interface(live: LiveState | None) -> str:
+    """The interface an admin means first: the one with the default route, else the first one up, else the first."""
+    interfaces = live.interfaces if live else ()
+    for interface in interfaces:
+        if interface.gateways:
+            return interface.name
+    for interface in interfaces:
+        if interface.link == "up":
+            return interface.name
+    return interfaces[0].name if interfaces else ""
+
+
+def first_interface(document: dict, live: LiveState) -> str:
+    """The interface the form shows first: a configured one (the default route's, if configured), else
+    the default route's."""
+    configured = [name for name in interface_names(document, live) if name in configured_interfaces(document)]
+    preferred = default_interface(live)
+    if configured:
+        return preferred if preferred in configured else configured[0]
+    return preferred
+
+
 def _interface_values(name: str, document: dict, live: LiveInterface | None) -> tuple[bool, str, str]:
     configured = configured_interfaces(document)
     if name in configured:
@@ -76,8 +123,7 @@ def _interface_values(name: str, document: dict, live: LiveInterface | None) -> 
 def initial(document: dict, live: LiveState, interface: str) -> NetworkForm:
     """The form for one interface: the configuration's values, else the live ones."""
     section = section_of(document)
-    live_interface = next((i for i in live.interfaces if i.name == interface), None)
-    dhcp, address, gateway = _interface_values(interface, document, live_interface)
+    dhcp, address, gateway = _interface_values(interface, document, live_interface(live, interface))
     dns = section.get("dns") if isinstance(section.get("dns"), dict) else None
     if dns is not None:
         servers, search = _joined(dns.get("servers")), _joined(dns.get("search"))
@@ -102,9 +148,12 @@ def _one_or_list(items: list[str]):
 def proposed(document: dict, form: NetworkForm, start: NetworkForm | None = None) -> dict:
     """The whole document with the form's values in its network section.
 
-    The interface is written only when its values differ from `start` (what the form showed
-    at first), so that looking at an interface does not add it to the configuration."""
+    The interface is written only when its values differ from `start` (what the form showed at
+    first), and the DNS servers and search domains only when they do or something else in the
+    section changes (a static network needs them), so that looking at an interface or at the
+    DNS servers in force does not add them to the configuration."""
     document = copy.deepcopy(document) if isinstance(document, dict) else {}
+    before = copy.deepcopy(section_of(document))
     section = section_of(document)
     document["network"] = section
     if form.hostname.strip():
@@ -133,7 +182,10 @@ def proposed(document: dict, form: NetworkForm, start: NetworkForm | None = None
             settings["mtu"] = old["mtu"]
         interfaces[form.interface] = settings
     servers, search = words(form.dns), words(form.search)
-    if servers or search:
+    as_shown = start is not None and (servers, search) == (words(start.dns), words(start.search))
+    if as_shown and section == before:
+        pass  # nothing edited: the file keeps what it says (the servers in force are not pinned)
+    elif servers or search:
         section["dns"] = {key: value for key, value in (("servers", servers), ("search", search)) if value}
     else:
         section.pop("dns", None)
@@ -166,5 +218,9 @@ def place(problem: str, interface: str) -> tuple[str, str]:
 
 
 def changes(old: dict, new: dict) -> list[str]:
-    """What applying would change in the network section, one line a key."""
-    return [str(change) for change in diff_documents({"network": section_of(old)}, {"network": section_of(new)})]
+    """What applying would change in the network section, one line a key (an empty section is no section)."""
+    def network(document: dict) -> dict:
+        section = section_of(document)
+        return {"network": section} if section else {}
+
+    return [str(change) for change in diff_documents(network(old), network(new))]

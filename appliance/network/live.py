@@ -53,13 +53,14 @@ class LiveState:
 
 
 def parse_resolv_conf(text: str) -> tuple[list[str], list[str]]:
+    """The servers and search domains; `search .` (systemd-resolved's word for none) is no search domain."""
     servers, search = [], []
     for line in text.splitlines():
         words = line.split("#", 1)[0].split()
         if len(words) >= 2 and words[0] == "nameserver":
             servers.append(words[1])
         elif words and words[0] in ("search", "domain"):
-            search = words[1:]
+            search = [word for word in words[1:] if word != "."]
     return servers, search
 
 

@@ -217,18 +217,32 @@ def check_hosts_address(value: Any) -> IPAddress:
 
 
 INTERFACE_FIELDS = (
-    Field("dhcp", "bool", check_dhcp, "DHCP", "take the address and gateway from a DHCP server"),
-    Field("address", "list", check_host_address, "Address", "address with its prefix, such as 192.0.2.10/24",
+    Field("dhcp", "bool", check_dhcp, "DHCP", "the address and gateway come from a DHCP server",
+          doc="`true`: the address, gateway and DNS come from DHCP; `address`, `gateway` and `broadcast` are then "
+              "refused. Default `false`."),
+    Field("address", "list", check_host_address, "Address", "with its prefix, such as 192.0.2.10/24",
+          doc="With `dhcp: false`, required: `192.0.2.10/24` or `192.0.2.10/255.255.255.0`, or a list that may add "
+              "IPv6 addresses. Not the subnet's network or broadcast address; no two interfaces in overlapping "
+              "subnets.",
           shape="must be an address like 192.0.2.10/24, or a list of them", index_one=False),
-    Field("gateway", "list", check_gateway, "Gateway", "the default gateway, inside the interface's subnet",
+    Field("gateway", "list", check_gateway, "Default gateway", "such as 192.0.2.1, in the address's subnet; "
+          "empty: no default route here",
+          doc="The default gateway: inside the interface's subnet, not its network, broadcast or own address. A list "
+              "may hold one IPv4 and one IPv6 gateway (an IPv6 one may be link-local). Only one interface may have "
+              "a gateway per address family.",
           shape="must be an address like 192.0.2.1, or a list with one IPv4 and one IPv6 gateway", index_one=False),
-    Field("broadcast", "text", check_broadcast, "Broadcast", "the IPv4 broadcast address; empty: the subnet's"),
-    Field("mtu", "number", check_optional_mtu, "MTU", f"{MTU_RANGE[0]} to {MTU_RANGE[1]} bytes; empty: the link's"),
+    Field("broadcast", "text", check_broadcast, "Broadcast", "the IPv4 broadcast address; empty: the subnet's",
+          doc="Optional: inside the IPv4 subnet; default the subnet's broadcast address."),
+    Field("mtu", "number", check_optional_mtu, "MTU", f"{MTU_RANGE[0]} to {MTU_RANGE[1]} bytes; empty: the link's",
+          doc=f"Optional, {MTU_RANGE[0]} to {MTU_RANGE[1]} (at least 1280 with an IPv6 address)."),
 )
 DNS_FIELDS = (
-    Field("servers", "list", check_ip, "DNS servers", f"at most {MAX_DNS_SERVERS} resolvers",
+    Field("servers", "list", check_ip, "DNS servers", f"such as 192.0.2.53, at most {MAX_DNS_SERVERS}",
+          doc=f"Up to {MAX_DNS_SERVERS} addresses (the resolver reads no more). "
+              "At least one is required when no interface uses DHCP.",
           shape="must be a list of addresses such as [192.0.2.53]"),
-    Field("search", "list", check_domain, "Search domains", f"at most {MAX_SEARCH_DOMAINS} domains",
+    Field("search", "list", check_domain, "Search domains", f"such as example.com, at most {MAX_SEARCH_DOMAINS}",
+          doc=f"Up to {MAX_SEARCH_DOMAINS} search domains.",
           shape="must be a list of domains such as [example.com]"),
 )
 
@@ -250,14 +264,22 @@ def _host_names(where: str, value: Any, problems: list[str]) -> Any:
 
 
 NETWORK_FIELDS = (
-    Field("hostname", "text", check_optional_hostname, "Hostname", "this system's fully qualified name"),
+    Field("hostname", "text", check_optional_hostname, "Hostname", "such as gw.example.com; empty: left as it is",
+          doc=f"The fully qualified name (same rules as `mta.hostname`, checked by the same function), at most "
+              f"{MAX_HOSTNAME} characters (the kernel's limit). Left out: the hostname, `/etc/hostname` and "
+              "`/etc/hosts` are not touched."),
     Field("interfaces", "map", None, "Interfaces", "settings per interface, by the kernel's name",
           key_check=check_interface_name,
-          entry=Field("*", "section", None, "Interface", "", fields=INTERFACE_FIELDS, parse=_interface_entry),
+          doc=f"The kernel's interface name (`eth0`, `ens18`; at most {IFNAMSIZ - 1} bytes; not `lo`). No white "
+              "space, `/` or `:` (the kernel refuses them), and none of networkd's pattern characters `* ? [ ]`, a "
+              "leading `!`, quotes or `\\`, so its `.network` file matches this link only.",
+          entry=Field("*", "section", None, "Interface", "the kernel's name, such as eth0", fields=INTERFACE_FIELDS,
+                      parse=_interface_entry),
           shape="must be a mapping of interface names to settings, such as eth0: {dhcp: true}"),
     Field("dns", "section", None, "DNS", "resolvers and search domains", fields=DNS_FIELDS,
           shape="must be a mapping such as {servers: [192.0.2.53], search: [example.com]}"),
     Field("hosts", "map", None, "Hosts", "extra /etc/hosts lines: address to names", key_check=check_hosts_address,
+          doc="Address to names, written after the standard lines of `/etc/hosts`.",
           entry=dataclasses.replace(HOST_NAMES, parse=_host_names),
           shape="must be a mapping of addresses to names, such as {192.0.2.25: [mail.example.com]}"),
 )

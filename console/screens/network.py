@@ -1,8 +1,10 @@
 """Network: the interfaces as they are, and a form for one of them, the hostname and DNS.
 
-The table is the live state (netlink, resolv.conf). The form starts from the configuration
-file's `network:` section and is checked as you type by the appliance's own model
-(`parse_network`), each problem under the field it names. Ctrl+S lists what will change
+The table is the live state (netlink, resolv.conf); its cursor stays on the interface the
+form shows, and Enter on another row edits that one. The form starts from the configuration
+file's `network:` section (first the interface with the default route) and is checked as
+you type by the appliance's own model (`parse_network`), each problem under the field it
+names; its labels and help are the model's field descriptions. Ctrl+S lists what will change
 and, once confirmed, applies it the safe way: the new settings are in force at once, and
 the countdown screen keeps them only when Enter is pressed in time. Kept settings are saved
 to the configuration file (`--config`); declined ones are undone exactly.
@@ -20,6 +22,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets.data_table import RowDoesNotExist
 from textual.worker import Worker
 
 from appliance.network.change import SYSTEM_ERRORS, AlreadyPending, ApplyError, Change
@@ -27,20 +30,14 @@ from relay.config import ConfigError
 
 from .. import network_form
 from ..appliance_link import NetworkView
-from ..network_form import NetworkForm
+from ..network_form import SPECS, NetworkForm
 from ..widgets.choice import Choice
 from ..widgets.status_line import StatusLine
 from .area import AreaScreen, explain
 from .confirm import ConfirmScreen
 from .keep_settings import KeepSettingsScreen, listen_for_confirm
 
-INPUTS = {
-    "address": ("Address", "such as 192.0.2.10/24 (an IPv6 one may follow)"),
-    "gateway": ("Gateway", "such as 192.0.2.1 (empty: no default route here)"),
-    "hostname": ("Hostname", ""),
-    "dns": ("DNS servers", "such as 192.0.2.53, 192.0.2.54 (at most three)"),
-    "search": ("Search domains", "such as example.com (several with commas)"),
-}
+INPUTS = ("address", "gateway", "hostname", "dns", "search")  # the text fields, labelled by network_form.SPECS
 STATIC_ONLY = ("address", "gateway")
 
 
@@ -114,18 +111,19 @@ class NetworkScreen(AreaScreen):
         table.border_title = "Interfaces (Enter edits one)"
         yield table
         yield Static(id="net-live")
-        form = VerticalScroll(id="net-form")
+        form = VerticalScroll(id="net-form", can_focus=False)  # a stop of its own would show nothing
         form.border_title = "Settings (ctrl+s applies them)"
         with form:
             with Horizontal(classes="net-row"):
-                yield Label("Interface", classes="net-label")
+                yield Label(SPECS["interface"].label, classes="net-label")
                 yield Choice([("", "-")], id="net-interface")
-                yield Label("Mode", classes="net-label-short")
-                yield Choice([(True, "DHCP"), (False, "static")], id="net-mode")
+                yield Label(SPECS["mode"].label, classes="net-label-short")
+                yield Choice([(True, "yes"), (False, "no")], id="net-mode")
             yield Static(id="note-interface", classes="net-note")
             yield Static(id="note-mode", classes="net-note")
-            for name, (label, placeholder) in INPUTS.items():
-                yield from field_row(name, label, Input(placeholder=placeholder, id=f"net-{name}", compact=True))
+            for name in INPUTS:
+                spec = SPECS[name]
+                yield from field_row(name, spec.label, Input(placeholder=spec.help, id=f"net-{name}", compact=True))
         yield Static("Reading the network...", id=self.NOTICE_ID)
         yield Footer(compact=True)
 
@@ -159,16 +157,14 @@ class NetworkScreen(AreaScreen):
         self.refill = False
         self.draft = view.document
         names = network_form.interface_names(view.document, view.live)
-        configured = [n for n in names if n in network_form.configured_interfaces(view.document)]
         current = self.query_one("#net-interface", Choice).value
-        interface = current if current in names else (configured or names or [""])[0]
+        interface = current if current in names else network_form.first_interface(view.document, view.live)
         choice = self.query_one("#net-interface", Choice)
         with self.prevent(Choice.Changed):
             choice.options = [(name, name) for name in names] or [("", "none")]
             choice.value = interface
             choice.refresh()
         self.fill(network_form.initial(view.document, view.live, interface))
-        self.query_one("#net-hostname", Input).placeholder = f"gw.example.com (empty: keep {view.live.hostname})"
         self.check()
         if view.problems:
             self.notice("The configuration file has problems; they must be fixed before anything is applied: "
@@ -188,6 +184,16 @@ class NetworkScreen(AreaScreen):
                 "\n".join(interface.gateways) or "-", key=interface.name, height=max(1, len(addresses)))
         rows = sum(max(1, len(i.addresses)) for i in view.live.interfaces)
         table.styles.height = min(rows, 8) + 3
+        if self.start is not None:
+            self.show_in_table(self.start.interface)
+
+    def show_in_table(self, interface: str) -> None:
+        """Put the table's cursor on the interface the form shows, so that Enter there edits it."""
+        table = self.query_one(DataTable)
+        try:
+            table.move_cursor(row=table.get_row_index(interface))
+        except RowDoesNotExist:  # configured, but this system has no such interface
+            pass
 
     # --- the form ------------------------------------------------------------------------------
 
@@ -198,6 +204,7 @@ class NetworkScreen(AreaScreen):
             for name in INPUTS:
                 self.query_one(f"#net-{name}", Input).value = getattr(form, name)
         self.show_mode(form.dhcp)
+        self.show_in_table(form.interface)
 
     def show_mode(self, dhcp: bool) -> None:
         for name in STATIC_ONLY:

@@ -16,6 +16,7 @@ from appliance.diagnostics.helo import PASS
 from appliance.network import change
 from appliance.network.live import LiveState
 
+from ..network_form import SPECS, default_interface, live_interface
 from ..screens.keep_settings import KeepSettingsScreen, listen_for_confirm
 from . import system
 from .draft import Draft, join_list, split_list
@@ -38,19 +39,12 @@ def interface_choices(draft: Draft, state: LiveState | None) -> list[tuple[str, 
     return choices
 
 
-def live_interface(state: LiveState | None, name: str):
-    return next((i for i in state.interfaces if i.name == name), None) if state else None
+def first_choice(state: LiveState | None, choices: list[tuple[str, str]]) -> str:
+    """The interface chosen until the admin picks one: the one with the default route (as on the Network screen)."""
+    return default_interface(state) or (choices[0][0] if choices else "eth0")
 
 
-def default_interface(state: LiveState | None, choices: list[tuple[str, str]]) -> str:
-    if state:
-        for interface in state.interfaces:
-            if interface.gateways:
-                return interface.name
-        for interface in state.interfaces:
-            if interface.link == "up":
-                return interface.name
-    return choices[0][0] if choices else "eth0"
+DHCP_GIVES = "given by the DHCP server"  # what a static-only field shows while DHCP is on
 
 
 class NetworkStep(StepScreen):
@@ -63,30 +57,33 @@ class NetworkStep(StepScreen):
     pending: change.Change | None = None  # a change in force, waiting to be kept
 
     def compose_fields(self) -> ComposeResult:
+        self.typed: dict[str, str] = {}  # the static address and gateway, while DHCP is on
         self.choices = interface_choices(self.draft, self.wizard.live)
         radio = RadioSet(*[Pick(label, name=name) for name, label in self.choices], id="interface")
-        radio.border_title = "Interface"
+        radio.border_title = SPECS["interface"].label
         yield radio
-        yield Tick("Use DHCP (the address and gateway come from a DHCP server)", id="dhcp")
+        yield Tick(f"Use {SPECS['mode'].label} ({SPECS['mode'].help})", id="dhcp")
         with Horizontal(classes="row"):
-            yield field_input("address", "Address with prefix", placeholder="192.0.2.10/24")
-            yield field_input("gateway", "Default gateway", placeholder="192.0.2.1")
+            for name in ("address", "gateway"):
+                yield field_input(name, SPECS[name].label, placeholder=SPECS[name].help)
 
     @property
     def interface(self) -> str:
         radio = self.query_one("#interface", RadioSet)
         button = radio.pressed_button
-        return button.name if button is not None else default_interface(self.wizard.live, self.choices)
+        return button.name if button is not None else first_choice(self.wizard.live, self.choices)
 
     @property
     def FIELDS(self) -> dict[str, tuple[str, str]]:  # noqa: N802 - the base class's table, for this interface
         where = f"network.interfaces.{self.interface}"
-        return {f"{where}.address": ("address", "Address"), f"{where}.gateway": ("gateway", "Default gateway"),
-                f"{where}.dhcp": ("dhcp", "DHCP"), "network.interfaces": ("interface", "Interface")}
+        return {f"{where}.address": ("address", SPECS["address"].label),
+                f"{where}.gateway": ("gateway", SPECS["gateway"].label),
+                f"{where}.dhcp": ("dhcp", SPECS["mode"].label),
+                "network.interfaces": ("interface", SPECS["interface"].label)}
 
     def load(self, draft: Draft) -> None:
         name = draft.get("wizard.interface") or next(iter(draft.get("network.interfaces", {}) or {}), None)
-        name = name or default_interface(self.wizard.live, self.choices)
+        name = name or first_choice(self.wizard.live, self.choices)
         for button in self.query(RadioButton):
             if button.name == name:
                 button.value = True
@@ -104,14 +101,24 @@ class NetworkStep(StepScreen):
             gateways = [g for g in live.gateways if ":" not in g] if live else []
             address = addresses[0] if addresses and not dhcp else ""
             gateway = gateways[0] if gateways and not dhcp else ""
+        self.typed = {}
         self.query_one("#dhcp", Checkbox).value = dhcp
         self.query_one("#address", Input).value = address
         self.query_one("#gateway", Input).value = gateway
         self.enable_static(not dhcp)
 
     def enable_static(self, static: bool) -> None:
-        for widget_id in ("address", "gateway"):
-            self.query_one(f"#{widget_id}", Input).disabled = not static
+        """With DHCP the address and gateway are the server's: their fields are off and empty, saying so (what was
+        typed comes back with a static address)."""
+        for name in ("address", "gateway"):
+            field = self.query_one(f"#{name}", Input)
+            if not static and field.value:
+                self.typed[name] = field.value
+                field.value = ""
+            elif static and not field.value:
+                field.value = self.typed.pop(name, "")
+            field.disabled = not static
+            field.placeholder = SPECS[name].help if static else DHCP_GIVES
 
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         self.show_interface(self.draft, event.pressed.name or "")
@@ -196,9 +203,9 @@ class HostnameStep(StepScreen):
     BINDINGS = [Binding("ctrl+t", "check", "Check PTR", id="wizard.check")]
 
     def compose_fields(self) -> ComposeResult:
-        yield field_input("hostname", "Hostname (FQDN)", placeholder="gw.example.com")
+        yield field_input("hostname", "Hostname (FQDN)", placeholder="such as gw.example.com")
         with Horizontal(classes="row"):
-            yield field_input("public", "Public address", placeholder="203.0.113.10")
+            yield field_input("public", "Public address", placeholder="such as 203.0.113.10")
             yield field_input("helo", "HELO name (empty: the hostname)")
         yield Static(id="ptr", classes="report")
 
@@ -290,12 +297,12 @@ class DnsStep(StepScreen):
     TITLE = "DNS"
     HELP = ("The DNS servers the gateway asks for MX records and names (up to three), and the search domains. "
             "With DHCP they may stay empty: the DHCP server names them. Separate entries with commas.")
-    FIELDS = {"network.dns.servers": ("servers", "DNS servers"), "network.dns.search": ("search", "Search domains"),
-              "network.dns": ("servers", "DNS servers")}
+    FIELDS = {"network.dns.servers": ("servers", SPECS["dns"].label),
+              "network.dns.search": ("search", SPECS["search"].label), "network.dns": ("servers", SPECS["dns"].label)}
 
     def compose_fields(self) -> ComposeResult:
-        yield field_input("servers", "DNS servers", placeholder="192.0.2.53, 192.0.2.54")
-        yield field_input("search", "Search domains", placeholder="example.com")
+        yield field_input("servers", SPECS["dns"].label, placeholder=SPECS["dns"].help)
+        yield field_input("search", SPECS["search"].label, placeholder=SPECS["search"].help)
 
     def load(self, draft: Draft) -> None:
         servers = draft.get("network.dns.servers")

@@ -43,6 +43,8 @@ def test_resolveds_upstream_servers_are_preferred_over_its_stub(tmp_path):
     (tmp_path / "run/systemd/resolve/resolv.conf").write_text("nameserver 192.0.2.53\nsearch example.com\n")
     assert read_dns(tmp_path) == (["192.0.2.53"], ["example.com"])
     assert parse_resolv_conf("domain a.example\nnameserver 192.0.2.1 # x\n") == (["192.0.2.1"], ["a.example"])
+    # systemd-resolved says "no search domain" as `search .`
+    assert parse_resolv_conf("nameserver 192.0.2.53\nsearch .\n") == (["192.0.2.53"], [])
 
 
 def test_show_prints_the_table_and_json(netns):

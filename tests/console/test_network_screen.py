@@ -8,13 +8,18 @@ change. The host's own network is only ever read.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import subprocess
+import uuid
 
 import psutil
+import pytest
 
-from console.network_form import NetworkForm, place, proposed
-from tests.appliance.conftest import COMMAND
+from console.network_form import SPECS, NetworkForm, changes, place, proposed
+from tests.appliance.conftest import COMMAND, Namespace, ip
 from tests.console.conftest import text_of, until
+from tests.support.console_font import unreadable
 
 from .appliance_support import (ETH0_MAC, addresses, console, default_gateways, netns, read_config, root,
                                 write_config)
@@ -243,6 +248,14 @@ def test_the_form_writes_only_what_changed_and_places_problems_at_fields():
     start = NetworkForm("eth1", True, "", "", "", "", "")
     # Looking at an interface does not add it.
     assert proposed(document, start, start) == document
+    # Nor does looking at the DNS servers in force, and a file without a network section has no changes.
+    shown = NetworkForm("eth0", False, "192.0.2.10/24", "192.0.2.1", "", "192.0.2.53", "example.net")
+    assert changes({"mta": {}}, proposed({"mta": {}}, shown, shown)) == []
+    # Another edit writes them with it: a static address needs its DNS servers in the file.
+    readdressed = NetworkForm("eth0", False, "192.0.2.11/24", "192.0.2.1", "", "192.0.2.53", "example.net")
+    assert proposed({"mta": {}}, readdressed, shown)["network"] == {
+        "interfaces": {"eth0": {"address": "192.0.2.11/24", "gateway": "192.0.2.1"}},
+        "dns": {"servers": ["192.0.2.53"], "search": ["example.net"]}}
     edited = NetworkForm("eth0", False, "192.0.2.10/24, 2001:db8::10/64", "192.0.2.1", "gw.example.com",
                          "192.0.2.53 192.0.2.54", "")
     assert proposed(document, edited, NetworkForm("eth0", True, "", "", "", "", ""))["network"] == {
@@ -281,3 +294,74 @@ async def test_the_palette_over_the_countdown_or_quitting_restores_the_previous_
     assert addresses(netns) == ["198.51.100.5/24"] and default_gateways(netns) == ["198.51.100.1"]
     assert not (root / "run/postern/network-try.json").exists()
     assert read_config(config) == CONFIG
+
+
+@pytest.fixture
+def netns_with_a_down_link_first():
+    """A namespace whose first interfaces are down and unused (eth1 and its peer peer1); eth0, added after them,
+    has the default route."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and ip to create a network namespace")
+    name = f"postern-console-{uuid.uuid4().hex[:6]}"
+    ip("netns", "add", name)
+    try:
+        namespace = Namespace(name)
+        namespace.ip("link", "set", "lo", "up")
+        namespace.ip("link", "add", "eth1", "type", "veth", "peer", "name", "peer1")
+        namespace.ip("link", "add", "eth0", "address", ETH0_MAC, "type", "veth", "peer", "name", "peer0")
+        namespace.ip("link", "set", "peer0", "up")
+        namespace.ip("link", "set", "eth0", "up")
+        namespace.ip("addr", "add", "198.51.100.5/24", "dev", "eth0")
+        namespace.ip("route", "add", "default", "via", "198.51.100.1")
+        yield namespace
+    finally:
+        ip("netns", "del", name, check=False)
+
+
+def cursor_row_style(table) -> str:
+    """The style of the first cell of the row under the table's cursor, as drawn."""
+    y = 1 + sum(table.rows[key].height for key in list(table.rows)[:table.cursor_row])  # under the header
+    return str(list(table.render_line(y))[0].style)
+
+
+async def test_opens_on_the_interface_with_the_default_route_unchanged_and_marked_in_the_table(
+        tmp_path, root, netns_with_a_down_link_first, monkeypatch):
+    monkeypatch.setenv("TERM", "linux")  # the VM console's 16 colours, where a blurred cursor had none
+    netns = netns_with_a_down_link_first
+    config = write_config(tmp_path / "postern.yaml", {"mta": {"hostname": "gw.example.com"}})
+    app = console(tmp_path, config, root, netns=netns.name)
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = await network_screen(pilot)
+        table = screen.query_one("#net-interfaces")
+        assert table.get_row_at(0)[0] in ("eth1", "peer1")  # listed first, down
+        # The interface with the default route, as it is; the live DNS servers shown, not written.
+        assert screen.form() == NetworkForm("eth0", False, "198.51.100.5/24", "198.51.100.1", "", "198.51.100.53",
+                                            "example.net")
+        assert "change" not in notice(app) and "Edit them" in notice(app)
+        # The fields are labelled and explained by the model's own descriptions.
+        gateway_row = screen.query_one("#row-gateway")
+        assert str(gateway_row.query_one(".net-label").render()) == SPECS["gateway"].label == "Default gateway"
+        assert screen.query_one("#net-hostname").placeholder == SPECS["hostname"].help
+        # The table's cursor is on it, and visible while the form has the focus.
+        assert app.focused is not table
+        assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == "eth0"
+        other_row = str(list(table.render_line(1))[0].style)
+        assert cursor_row_style(table) != other_row and " on " in cursor_row_style(table)
+        assert unreadable(app) == []
+        # Shift+Tab from the form's first field reaches the table (no stop in between that shows nothing).
+        screen.query_one("#net-interface").focus()
+        await pilot.press("shift+tab")
+        assert app.focused is table
+        # Enter in the table edits the row under the cursor: eth0 still.
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen.form().interface == "eth0" and screen.form().address == "198.51.100.5/24"
+        # Choosing another interface in the form moves the cursor with it.
+        screen.query_one("#net-interface").value = "eth1"
+        await until(pilot, lambda: screen.form().interface == "eth1", what="eth1 in the form")
+        assert table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value == "eth1"
+        # Only an edit is a change: the DNS servers typed are written, the others not.
+        await type_into(pilot, "net-search", "example.com")
+        assert "2 changes" in notice(app)
+        assert changes(read_config(config), screen.proposed()) == ["+ network.dns.servers: [198.51.100.53]",
+                                                                   "+ network.dns.search: [example.com]"]

@@ -10,6 +10,7 @@ import yaml
 from textual.widgets import Input, OptionList
 
 from appliance.firstboot import SetupState
+from appliance.network.live import LiveAddress, LiveInterface, LiveState, parse_resolv_conf
 from appliance.schema import load_config_file
 from console.app import make_app
 from console.screens.confirm import ConfirmScreen
@@ -19,6 +20,7 @@ from relay.control.client import ControlClient
 from tests.appliance.conftest import COMMAND
 from tests.console.wizard_support import (SSH_KEY, TENANT, at_step, dns, machine, make_root, step_title,  # noqa: F401
                                           text_of, until)
+from tests.support.console_font import unreadable
 from tests.support.sink import Sink
 
 TOPOLOGIES = ["direct", "via-relay", "virus-scanner", "virus-scanner-via-relay", "m365"]
@@ -526,3 +528,59 @@ async def test_the_tls_step_does_not_ask_for_files_copied_before_any_login_exist
         help_text = text_of(app, "#step-help")
         assert "scp" not in help_text
         assert "choose self-signed now" in help_text and "Certificates screen (F9)" in help_text
+
+
+def dhcp_machine(resolv_conf: str) -> LiveState:
+    """eth0 with an address from DHCP, and the DNS servers and search domains as a resolv.conf says them."""
+    servers, search = parse_resolv_conf(resolv_conf)
+    return LiveState(
+        hostname="localhost",
+        interfaces=(LiveInterface("eth0", "52:54:00:12:34:56", "up", 1500,
+                                  (LiveAddress("192.0.2.10/24", "192.0.2.255", "255.255.255.0", True),), ("192.0.2.1",),
+                                  True),),
+        default_gateways=("192.0.2.1 (eth0)",), dns_servers=tuple(servers), search_domains=tuple(search))
+
+
+async def test_a_dhcp_network_without_a_search_domain_passes_the_network_and_dns_steps(tmp_path, monkeypatch):
+    """systemd-resolved writes `search .` when DHCP gives no search domain: that is none, not a domain to refuse."""
+    monkeypatch.setenv("TERM", "linux")  # the VM console's 16 colours
+    machine = dhcp_machine("nameserver 192.0.2.53\nsearch .\n")
+    monkeypatch.setattr("console.wizard.system.live_state", lambda: machine)
+    root = make_root(tmp_path)
+    app = make_app(str(tmp_path / "no-relay.sock"), first_boot=True, root=str(root))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 1)
+        screen = app.screen
+        # DHCP: the address and gateway are the server's, and say so; nothing is drawn black on black.
+        address, gateway = screen.query_one("#address", Input), screen.query_one("#gateway", Input)
+        assert address.disabled and address.value == "" and address.placeholder == "given by the DHCP server"
+        assert address.border_title == "Address" and gateway.border_title == "Default gateway"
+        await pilot.pause(0.2)
+        assert unreadable(app) == []
+        # A static address: the placeholders are examples, in words, not values that look set.
+        screen.query_one("#dhcp").value = False
+        await pilot.pause()
+        assert not address.disabled and address.placeholder.startswith("with its prefix, such as 192.0.2.10/24")
+        fill(app, address="192.0.2.20/24")
+        # Back to DHCP: the typed address is not shown as if in use, and comes back with a static address again.
+        screen.query_one("#dhcp").value = True
+        await pilot.pause()
+        assert address.value == "" and address.placeholder == "given by the DHCP server"
+        screen.query_one("#dhcp").value = False
+        await pilot.pause()
+        assert address.value == "192.0.2.20/24"
+        screen.query_one("#dhcp").value = True
+        await pilot.pause()
+        await keep_network(pilot)
+        assert app.screen.query_one("#hostname", Input).placeholder == "such as gw.example.com"
+        fill(app, hostname="gw.example.com", public="")
+        await pilot.press("ctrl+n")
+        await at_step(pilot, 3)
+        assert app.screen.query_one("#servers", Input).value == "192.0.2.53"
+        assert app.screen.query_one("#search", Input).value == ""
+        assert app.screen.query_one("#search", Input).placeholder.startswith("such as example.com")
+        await pilot.pause(0.2)
+        assert unreadable(app) == []
+        await pilot.press("ctrl+n")
+        await at_step(pilot, 4)
+    assert SetupState(root).load_progress().document["network"]["dns"] == {"servers": ["192.0.2.53"]}

@@ -23,3 +23,22 @@ def font_glyphs(path: Path = UNI2_FIXED16) -> set[str]:
     table = data[4 + count * glyph_size:]
     values = struct.unpack(f"<{len(table) // 2}H", table[: len(table) // 2 * 2])
     return {chr(v) for v in values if v not in (0xFFFE, 0xFFFF)}
+
+
+def unreadable(app) -> list[str]:
+    """Text an app draws in the colour of its own background on the VM's console, where the default
+    colours are white on black and, with a 512-glyph font such as Uni2-Fixed16, a bright background
+    shows as its normal colour (the font takes that bit of the attribute)."""
+    found = []
+    for y, strip in enumerate(app.screen._compositor.render_strips()):
+        for segment in strip:
+            style = segment.style
+            if not segment.text.strip() or style is None:
+                continue
+            color = style.bgcolor if style.reverse else style.color
+            bgcolor = style.color if style.reverse else style.bgcolor
+            foreground = 7 if color is None or color.is_default else color.number
+            background = 0 if bgcolor is None or bgcolor.is_default else bgcolor.number
+            if foreground is not None and background is not None and foreground == background % 8:
+                found.append(f"line {y}: {segment.text.strip()!r}")
+    return found
