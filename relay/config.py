@@ -751,14 +751,16 @@ def _check_tls(config: MtaConfig, problems: list[str]) -> None:
 
 def _check_relay_host(name: str, relay: RelayHost, problems: list[str]) -> None:
     where = f"mta.{name}"
-    if relay.tls_name and relay.tls != "verify":
+    # With a username the certificate is always verified: the password goes to a verified server only.
+    verified = relay.tls == "verify" or bool(relay.username)
+    if relay.tls_name and not verified:
         problems.append(
             f"{where}.tls_name: only checked with tls: verify: set tls: verify, or remove tls_name"
         )
-    if relay.tls == "verify" and not relay.tls_name and is_ip(relay.host):
+    if verified and not relay.tls_name and is_ip(relay.host):
         problems.append(
-            f"{where}.tls_name: required with tls: verify when host is an IP address: "
-            "name the host name its certificate carries"
+            f"{where}.tls_name: required with {'tls: verify' if relay.tls == 'verify' else 'a username'} when host "
+            "is an IP address: name the host name its certificate carries"
         )
     if relay.username and not relay.password_file:
         problems.append(f"{where}.password_file: required with username: name the file that holds the password")

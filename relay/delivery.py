@@ -198,33 +198,38 @@ class Delivery:
 
     async def _open(self, hop: NextHop, target: Target, config) -> _Connection:
         client = await self._plain(target, config)
-        required = hop.tls in ENCRYPTING_LEVELS
-        if hop.tls == "none":
+        level = hop.tls_level
+        required = level in ENCRYPTING_LEVELS
+        if level == "none":
             return _Connection(client, target, encrypted=False)
         if not client.supports_extension("starttls"):
             if required:
                 client.close()
+                if hop.login:
+                    raise ConnectionFailed(f"not sending the login for {config.external_relay.username} to {target} "
+                                           "without TLS: the smart host did not offer STARTTLS", "4.7.4")
                 raise ConnectionFailed(f"TLS is required, but was not offered by host {target}", "4.7.4")
             return _Connection(client, target, encrypted=False)
         wanted = hop.tls_name or target.name
         try:
-            await client.starttls(tls_context=self.outbound_tls().context(hop.tls),
+            await client.starttls(tls_context=self.outbound_tls().context(level),
                                   server_hostname=sni_name(wanted) or sni_name(target.name))
-            if hop.tls == "verify":
+            if level == "verify":
                 names = certificate_names(client.get_transport_info("peercert"))
                 if not certificate_matches(wanted, names):
                     client.close()
                     raise ConnectionFailed(
                         f"server certificate not verified: host {target} presented a certificate for "
-                        f"{', '.join(names) or 'no name'}, not {wanted}", "4.7.5",
+                        f"{', '.join(names) or 'no name'}, not {wanted}" + (LOGIN_NEEDS_VERIFIED if hop.login else ""),
+                        "4.7.5",
                     )
             await _greet(client)
             return _Connection(client, target, encrypted=True)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
             client.close()
-            if hop.tls == "verify" and _is_verify_failure(error):
-                raise ConnectionFailed(f"server certificate not verified: host {target}: {reason_of(error)}",
-                                       "4.7.5") from None
+            if level == "verify" and _is_verify_failure(error):
+                raise ConnectionFailed(f"server certificate not verified: host {target}: {reason_of(error)}"
+                                       + (LOGIN_NEEDS_VERIFIED if hop.login else ""), "4.7.5") from None
             if required:
                 raise ConnectionFailed(f"TLS failed with host {target}: {reason_of(error)}; TLS is required, "
                                        "so not trying plain text", "4.7.5") from None
@@ -265,6 +270,11 @@ class Delivery:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
             client.close()
             raise RouteError("4.4.2", f"lost connection with {target} while logging in: {reason_of(error)}") from None
+
+
+# Said after a verification failure at a smart host we log in to (NextHop.tls_level).
+LOGIN_NEEDS_VERIFIED = ("; the login is sent only to a verified server: trust its CA with mta.tls.ca_file, "
+                        "or set external_relay.tls_name to the name in its certificate")
 
 
 def _is_verify_failure(error: BaseException) -> bool:

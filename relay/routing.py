@@ -30,6 +30,13 @@ class NextHop:
     tls_name: str = ""
     login: bool = False  # authenticate with the external relay's username and password
 
+    @property
+    def tls_level(self) -> str:
+        """The TLS level in force. The password goes only to a server whose certificate verifies
+        (a trusted CA, the expected name): over unverified TLS anyone on the path who answers
+        STARTTLS with any certificate would read it. Stricter than Postfix's default here."""
+        return "verify" if self.login else self.tls
+
     def __str__(self) -> str:
         return f"{self.host}:{self.port}" + ("" if self.mx else " (no MX)")
 

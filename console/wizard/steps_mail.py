@@ -192,6 +192,7 @@ class ExternalStep(StepScreen):
               "mta.external_relay.mx": ("mx", "MX lookup"), "mta.external_relay.username": ("username", "User name"),
               "mta.external_relay.password": ("password", "Password"),
               "mta.external_relay.password_file": ("password", "Password"), "mta.external_relay": ("host", "Smart host"),
+              "mta.external_relay.tls_name": ("host", "Smart host"),  # a login needs the name in its certificate
               "topology": ("delivery", "Delivery")}
 
     def help_text(self) -> str:

@@ -84,10 +84,22 @@ def password_file(tmp_path):
     ({**SMART, "tls": "none", "username": "gw"},
      "mta.external_relay.tls: the login is only sent over TLS: set tls: may, encrypt or verify"),
     ({**SMART}, "mta.external_relay.username: required with password_file"),
+    # The login goes to a verified server only: a smart host given by address needs the name in its certificate.
+    ({**SMART, "host": "192.0.2.25", "username": "gw"},
+     "mta.external_relay.tls_name: required with a username when host is an IP address"),
 ])
 def test_smart_host_login_needs_its_parts(password_file, relay, expected):
     _, problems = parse_mta({"external_relay": {**relay, "password_file": str(password_file)}})
     assert [p for p in problems if p.startswith(expected)] == problems != [], problems
+
+
+def test_with_a_login_tls_name_is_checked_at_any_tls_level(password_file):
+    relay = {**SMART, "host": "192.0.2.25", "tls": "may", "tls_name": "smtp.example.net", "username": "gw",
+             "password_file": str(password_file)}
+    config, problems = parse_mta({"external_relay": relay})
+    assert problems == [] and config.external_relay.tls_name == "smtp.example.net"
+    _, [problem] = parse_mta({"external_relay": {**relay, "username": "", "password_file": ""}})
+    assert problem.startswith("mta.external_relay.tls_name: only checked with tls: verify")
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o604, 0o666])

@@ -46,8 +46,14 @@ def smart_host(authority):
 
 
 def smart_host_section(port: int, password_file, tls: str = "encrypt") -> dict:
-    return {"host": "127.0.0.1", "port": port, "mx": False, "tls": tls,
+    """The smart host on loopback, known by the name in its certificate (smtp.example.net)."""
+    return {"host": "127.0.0.1", "port": port, "mx": False, "tls": tls, "tls_name": "smtp.example.net",
             "username": LOGIN, "password_file": str(password_file)}
+
+
+def trusting(authority) -> dict:
+    """The relay's tls section that trusts the test CA (as an admin trusts a private CA)."""
+    return {"tls": {"ca_file": str(authority.cert_path)}}
 
 
 def control(relay) -> ControlClient:
@@ -58,7 +64,7 @@ def control(relay) -> ControlClient:
 def test_the_relay_logs_in_over_starttls_and_delivers(make_relay, sink, smart_host, authority, password_file,
                                                       exclude, mechanism):
     host = smart_host(tls_context=authority.server_context("smtp.example.net"), auth_exclude=exclude)
-    relay = make_relay(sink.port, external_relay=smart_host_section(host.port, password_file))
+    relay = make_relay(sink.port, external_relay=smart_host_section(host.port, password_file), **trusting(authority))
     relay.send("alice@example.com", ["carol@partner.org"], make_message("authenticated@x"))
     [message] = host.wait_for(1)
     assert message.tls and message.login == LOGIN
@@ -71,7 +77,7 @@ def test_a_refused_login_defers_with_the_smart_hosts_words_in_log_and_queue(make
                                                                              authority, password_file):
     host = smart_host(tls_context=authority.server_context("smtp.example.net"))
     password_file.write_text("wrong password\n")
-    relay = make_relay(sink.port, external_relay=smart_host_section(host.port, password_file))
+    relay = make_relay(sink.port, external_relay=smart_host_section(host.port, password_file), **trusting(authority))
     relay.send("alice@example.com", ["carol@partner.org"], make_message("refused-login@x"))
     said = rf"SASL authentication failed; server 127\.0\.0\.1\[127\.0\.0\.1\]:{host.port} said: 535 5\.7\.8 "
     relay.wait_log(said + r".* \(username gateway@example\.com\)")
@@ -89,6 +95,22 @@ def test_a_refused_login_defers_with_the_smart_hosts_words_in_log_and_queue(make
         client.call("io.postern.Queue.Flush")
     [message] = host.wait_for(1)
     assert message.login == LOGIN
+
+
+@pytest.mark.parametrize("tls", ["may", "encrypt"])
+@pytest.mark.parametrize("why, certificate, trusted", [
+    ("an untrusted certificate", "smtp.example.net", False),  # anyone on the path can make one
+    ("a certificate for another name", "mitm.example.org", True),
+])
+def test_no_login_is_sent_to_a_server_whose_certificate_does_not_verify(make_relay, sink, smart_host, authority,
+                                                                       password_file, tls, why, certificate, trusted):
+    host = smart_host(tls_context=authority.server_context(certificate))
+    relay = make_relay(sink.port, external_relay=smart_host_section(host.port, password_file, tls=tls),
+                       **(trusting(authority) if trusted else {}))
+    relay.send("alice@example.com", ["carol@partner.org"], make_message("unverified@x"))
+    relay.wait_log(r"to=<carol@partner\.org>, .*dsn=4\.7\.5, status=deferred \(server certificate not verified.*"
+                   r"the login is sent only to a verified server: trust its CA with mta\.tls\.ca_file")
+    assert host.logins == [] and host.messages == []
 
 
 def test_no_login_is_sent_without_tls(make_relay, sink, smart_host, password_file):
