@@ -50,7 +50,9 @@ def configured_hops(mta) -> list[Hop]:
     """The relay hosts an `MtaConfig` names: where mail for the relay domains goes, and where the rest goes."""
     roles = (("internal relay host (mail for the relay domains)", mta.internal_relay),
              ("external relay host (all other mail)", mta.external_relay))
-    return [Hop(relay.host, relay.port, role, relay.tls) for role, relay in roles if relay.host]
+    # A hop with a login is held to verify: the relay sends the password to a verified server only.
+    return [Hop(relay.host, relay.port, role, "verify" if relay.username else relay.tls)
+            for role, relay in roles if relay.host]
 
 
 def parse_target(text: str, configured: list[Hop] = ()) -> Hop:
