@@ -1,0 +1,126 @@
+"""Every screen and dialog fits the VM console's 80x25, an SSH terminal's 120x40 and a large one's
+200x60: nothing drawn outside the screen, no line wider than its box (no sideways scrolling), every
+key of the footer on the line, and the status line whole.
+
+The console runs on a real relay (the fixed queue of the snapshots) and visits each screen as an admin
+would, with the keys; each stop is checked the same way."""
+
+from __future__ import annotations
+
+import pytest
+from rich.text import Text
+from textual.widgets import Footer
+
+from console.app import make_app
+from console.widgets.status_line import StatusLine
+from tests.console.conftest import text_of, until
+
+SIZES = [(80, 25), (120, 40), (200, 60)]
+sizes = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+
+
+def misfits(app) -> list[str]:
+    """What does not fit on the screen as it is drawn now, in words."""
+    screen = app.screen
+    width, height = app.size
+    found = []
+    for widget in screen.query("*"):
+        if not widget.display or not widget.visible or widget.region.area == 0:
+            continue
+        region, name = widget.region, f"{type(widget).__name__}#{widget.id}"
+        # Lists and forms longer than the screen scroll up and down; a screen's own parts (a dialog) never do.
+        below = widget.parent is screen and (region.y < 0 or region.bottom > height)
+        if region.x < 0 or region.right > width or below:
+            found.append(f"{name} at {region} is outside the {width}x{height} screen")
+        if getattr(widget, "show_horizontal_scrollbar", False):
+            found.append(f"{name}: its content is wider than its {region.width} columns")
+    for footer in screen.query(Footer):
+        if footer.virtual_size.width > footer.size.width:
+            found.append(f"the footer's keys take {footer.virtual_size.width} columns of {footer.size.width}")
+    for line in screen.query(StatusLine):
+        shown = line.render()  # a rich Text, or Textual's Content
+        if (shown.cell_len if isinstance(shown, Text) else shown.cell_length) > line.content_size.width:
+            found.append(f"the status line is cut: {shown.plain!r}")
+    return found
+
+
+async def stop(pilot, what: str, seen: dict, ready=lambda app: True) -> None:
+    await until(pilot, lambda: ready(pilot.app), what=what)
+    await pilot.pause(0.2)
+    if problems := misfits(pilot.app):
+        seen[what] = problems
+
+
+VISITS = [
+    # (keys, what the stop is, ready)
+    ([], "the dashboard", lambda app: app.relay_status is not None),
+    (["f3"], "the queue", lambda app: app.screen.query("#queue-list") and app.screen.query_one("#queue-list").total == 3),
+    (["h"], "the question before holding a message", lambda app: type(app.screen).__name__ == "ConfirmScreen"),
+    # held: the status line grows by "hold 1", too long for 80 columns on the screens with the longest titles
+    (["y"], "the queue with a message held", lambda app: app.relay_status and app.relay_status["queue"]["hold"] == 1),
+    (["enter"], "a message", lambda app: "Headers" in text_of(app, "#message-text")),
+    (["d"], "the question before deleting it", lambda app: type(app.screen).__name__ == "ConfirmScreen"),
+    (["n", "escape"], "the queue again", lambda app: type(app.screen).__name__ == "QueueScreen"),
+    (["g"], "the queue by domain", lambda app: "TOTAL" in text_of(app, "#summary-total")),
+    (["escape", "p"], "the paused domains", lambda app: type(app.screen).__name__ == "PausedScreen"),
+    (["a"], "pausing a domain", lambda app: app.screen.query_one("#paused-add").display),
+    (["escape", "escape", "f1"], "the keys panel", lambda app: app.screen.query("KeyPanel")),
+    (["f1", "ctrl+p"], "the command palette", lambda app: type(app.screen).__name__ == "CommandPalette"),
+    (["escape", "f4"], "the MTA settings", lambda app: getattr(app.screen, "running", None) is not None),
+    (["f5"], "the logs", lambda app: type(app.screen).__name__ == "LogScreen"),
+    (["f6"], "the SMTP session", lambda app: type(app.screen).__name__ == "SmtpTestScreen"),
+    (["ctrl+t"], "the SMTP test message", lambda app: app.screen.query_one("#send-view").display),
+    (["f11"], "the system screen", lambda app: type(app.screen).__name__ == "SystemScreen"),
+    (["r"], "the question before a reboot", lambda app: type(app.screen).__name__ == "ConfirmScreen"),
+]
+
+
+@sizes
+async def test_every_screen_of_the_console_fits(fixed_queue_relay, monkeypatch, size):
+    monkeypatch.setenv("TERM", "linux")
+    app = make_app(str(fixed_queue_relay.socket), run_command=lambda argv, interactive=False: None)
+    seen: dict[str, list[str]] = {}
+    async with app.run_test(size=size) as pilot:
+        for keys, what, ready in VISITS:
+            for key in keys:
+                await pilot.press(key)
+                await pilot.pause(0.1)
+            await stop(pilot, what, seen, ready)
+    assert not seen, seen
+
+
+@sizes
+async def test_the_mta_changes_dialog_fits(fixed_queue_relay, monkeypatch, size):
+    """Many changes at once: the dialog scrolls its list, inside the screen."""
+    monkeypatch.setenv("TERM", "linux")
+    app = make_app(str(fixed_queue_relay.socket))
+    seen: dict[str, list[str]] = {}
+    async with app.run_test(size=size) as pilot:
+        await pilot.press("f4")
+        await until(pilot, lambda: getattr(app.screen, "running", None) is not None, what="the settings")
+        screen = app.screen
+        screen.query_one("#mta-hostname").value = "mail.example.com"
+        screen.query_one("#mta-banner").value = "ESMTP " + "a long banner " * 8
+        screen.query_one("#mta-relay_domains").load_text("\n".join(f"d{n}.example.com" for n in range(30)))
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+s")
+        await stop(pilot, "the changes", seen, lambda app: type(app.screen).__name__ == "ChangesScreen")
+    assert not seen, seen
+
+
+async def test_a_reply_wraps_under_itself_in_the_message_view(fixed_queue_relay, monkeypatch):
+    """At 80 columns a next hop's reply takes two lines: the second starts where the first does."""
+    from textual.geometry import Region
+
+    monkeypatch.setenv("TERM", "linux")
+    app = make_app(str(fixed_queue_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("f3")
+        await until(pilot, lambda: app.screen.query_one("#queue-list").total == 3, what="the queue")
+        await pilot.press("enter")
+        await until(pilot, lambda: "Headers" in text_of(app, "#message-text"), what="the message")
+        await pilot.pause(0.2)
+        shown = app.screen.query_one("#message-text")
+        lines = [strip.text.rstrip() for strip in shown.render_lines(Region(0, 0, *shown.size))]
+    said = next(i for i, line in enumerate(lines) if "said: 451" in line)
+    assert lines[said].startswith("    host mx.partner.org") and lines[said + 1] == "    Greylisted, try again later"
