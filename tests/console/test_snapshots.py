@@ -253,12 +253,16 @@ def test_keys_panel(snap_compare, fixed_queue_relay, fixed_clock, monkeypatch, s
 
 @sizes
 def test_command_palette(snap_compare, fixed_queue_relay, fixed_clock, monkeypatch, size):
-    """Ctrl+P, 'hold': the queue's Hold with its key, and holding the mail to each destination."""
+    """Ctrl+P, 'hold partner.org': holding the mail to a destination, and the queue's Hold with its key."""
     async def palette(pilot):
         await queue_loaded(pilot)
-        await pilot.press("ctrl+p", *"hold")
-        await until(pilot, lambda: len(pilot.app.screen.query("CommandList Option, CommandList")) > 0, what="the palette")
-        await pilot.pause(1.0)
+        await pilot.press("ctrl+p", *"hold partner.org")
+        def answered():
+            lists = pilot.app.screen.query("CommandList")
+            return lists and lists.first().option_count and "partner.org" in str(lists.first().get_option_at_index(0).prompt)
+
+        await until(pilot, answered, what="the palette's answer")
+        await pilot.pause(0.5)
 
     assert snap_compare(fixed_relay_app(fixed_queue_relay, monkeypatch), terminal_size=size, run_before=palette)
 
