@@ -1,5 +1,5 @@
-"""What the console looks like, at the VM console's 80x25 and a larger SSH terminal, in the ansi theme
-the VM console uses. Fixed queue contents make each screen the same on every run."""
+"""What the console looks like, at the VM console's 80x25 and SSH terminals of 120x40 and 200x60, in the
+ansi theme the VM console uses. Fixed queue contents make each screen the same on every run."""
 
 import time
 import types
@@ -9,7 +9,7 @@ import pytest
 from console.app import make_app
 from tests.console.conftest import text_of, until
 
-SIZES = [(80, 25), (120, 40)]
+SIZES = [(80, 25), (120, 40), (200, 60)]
 
 
 async def queue_loaded(pilot):
@@ -182,7 +182,7 @@ def fixed_relay_app(relay, monkeypatch, **rewrites):
         **rewrites})
 
 
-sizes = pytest.mark.parametrize("size", SIZES + [(200, 60)], ids=lambda s: f"{s[0]}x{s[1]}")
+sizes = pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 
 
 @sizes
