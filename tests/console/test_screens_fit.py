@@ -112,21 +112,29 @@ async def test_the_mta_changes_dialog_fits(fixed_queue_relay, monkeypatch, size)
 
 
 async def test_a_reply_wraps_under_itself_in_the_message_view(fixed_queue_relay, monkeypatch):
-    """At 80 columns a next hop's reply takes two lines: the second starts where the first does."""
+    """At 80 columns a next hop's reply takes two lines: the second starts where the first does. Opened
+    on a wider terminal, the reply takes one line, and two once the terminal is made narrower."""
     from textual.geometry import Region
+
+    def reply_lines() -> list[str]:
+        shown = app.screen.query_one("#message-text")
+        lines = [strip.text.rstrip() for strip in shown.render_lines(Region(0, 0, *shown.size))]
+        said = next(i for i, line in enumerate(lines) if "said: 451" in line)
+        return lines[said:said + 2]
 
     monkeypatch.setenv("TERM", "linux")
     app = make_app(str(fixed_queue_relay.socket))
-    async with app.run_test(size=(80, 25)) as pilot:
+    async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f3")
         await until(pilot, lambda: app.screen.query_one("#queue-list").total == 3, what="the queue")
         await pilot.press("enter")
         await until(pilot, lambda: "Headers" in text_of(app, "#message-text"), what="the message")
         await pilot.pause(0.2)
-        shown = app.screen.query_one("#message-text")
-        lines = [strip.text.rstrip() for strip in shown.render_lines(Region(0, 0, *shown.size))]
-    said = next(i for i, line in enumerate(lines) if "said: 451" in line)
-    assert lines[said].startswith("    host mx.partner.org") and lines[said + 1] == "    Greylisted, try again later"
+        assert reply_lines()[0].endswith("said: 451 4.7.1 Greylisted, try again later")
+        await pilot.resize_terminal(80, 25)
+        await pilot.pause(0.3)
+        wrapped = reply_lines()
+    assert wrapped[0].startswith("    host mx.partner.org") and wrapped[1] == "    Greylisted, try again later"
 
 
 @sizes
