@@ -189,7 +189,9 @@ class DashboardScreen(Screen):
         if status is not None:
             status = aged(status, time.monotonic() - self.app.relay_status_at)
         rates = self.rate.add(status) if status else (0.0, 0.0)
-        self.query_one("#relay", Static).update(relay_text(status, problem))
+        relay = self.query_one("#relay", Static)
+        relay.set_class(status is None, "down")
+        relay.update(relay_text(status, problem))
         self.query_one("#queue", Static).update(queue_text(status))
         self.query_one("#traffic", Static).update(traffic_text(status, rates))
 

@@ -3,6 +3,7 @@ with the queue's actions on it."""
 
 from __future__ import annotations
 
+import textwrap
 import time
 
 from rich.text import Text
@@ -28,18 +29,27 @@ def when(seconds: float) -> str:
     return time.strftime("%H:%M:%S" if same_day else "%b %d %H:%M", moment)
 
 
-def attempts_line(run: dict) -> Text:
+def indented(reply: str, indent: int, width: int | None) -> str:
+    """A next hop's reply under what it answers, its continuation lines indented as much as its first."""
+    if not width or width <= indent + 20:
+        return " " * indent + reply
+    return textwrap.fill(reply, width, initial_indent=" " * indent, subsequent_indent=" " * indent,
+                         break_long_words=True, break_on_hyphens=False)
+
+
+def attempts_line(run: dict, width: int | None = None) -> Text:
     """One run of attempts with the same result: '  10:02:11  deferred 4.7.1  451 ... (x12 until 14:02:11)'."""
     text = Text(f"    {when(run['first'])}  ")
     text.append(run["status"], style=RECIPIENT_STYLES.get(run["status"], ""))
     text.append(f" {run['dsn']}" if run["dsn"] else "")
     if run["count"] > 1:
         text.append(f"  x{run['count']}, last {when(run['last'])}")
-    text.append(f"\n      {printable(run['reply'])}\n", style="dim")
+    text.append(f"\n{indented(printable(run['reply']), 6, width)}\n", style="dim")
     return text
 
 
-def describe(message: dict, headers: str, body: str = "") -> Text:
+def describe(message: dict, headers: str, body: str = "", width: int | None = None) -> Text:
+    """The message as the view shows it; with `width`, the replies wrap under themselves, not at the edge."""
     text = Text()
     text.append(f"Message {message['id']}\n", style="bold")
     text.append("State      ")
@@ -58,9 +68,9 @@ def describe(message: dict, headers: str, body: str = "") -> Text:
         text.append(f"  attempts {r['attempts']}" + (f"  dsn {r['dsn']}" if r["dsn"] else "") + "\n")
         runs = r.get("history") or []
         if not runs and r["last_reply"]:
-            text.append(f"    {printable(r['last_reply'])}\n", style="dim")
+            text.append(f"{indented(printable(r['last_reply']), 4, width)}\n", style="dim")
         for run in runs:
-            text.append_text(attempts_line(run))
+            text.append_text(attempts_line(run, width))
     text.append("\nHeaders\n", style="bold")
     text.append(printable(headers.replace("\r\n", "\n").rstrip("\n"), keep="\n\t"))
     if body:
@@ -82,6 +92,7 @@ class MessageScreen(ModalScreen[None]):
     def __init__(self, queue_id: str):
         super().__init__()
         self.queue_id = queue_id
+        self.answer: dict | None = None
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="message-detail"):
@@ -97,7 +108,17 @@ class MessageScreen(ModalScreen[None]):
                                              id=self.queue_id, body=True)
         if answer is None:
             return
-        body.update(describe(answer["message"], answer["headers"], answer.get("body") or ""))
+        self.answer = answer
+        self.show()
+
+    def show(self) -> None:
+        body = self.query_one("#message-text", Static)
+        answer = self.answer
+        body.update(describe(answer["message"], answer["headers"], answer.get("body") or "", body.content_size.width))
+
+    def on_resize(self) -> None:
+        if self.answer is not None:
+            self.call_after_refresh(self.show)
 
     async def action_show_in_log(self) -> None:
         """The log's lines about this message: the Logs screen filtered to its queue ID."""

@@ -9,13 +9,15 @@ from rich.text import Text
 from textual.widgets import Static
 
 
-def relay_summary(status: dict | None, problem: str) -> Text:
+def relay_summary(status: dict | None, problem: str, short: bool = False) -> Text:
+    """The relay in a line; `short` leaves out the reason it cannot be reached, and its hostname."""
     if status is None:
-        return Text(problem or "Relay: not running", style="bold bright_white on red")
+        problem = problem or "Relay: not running"
+        return Text(problem.split(" (")[0] if short else problem, style="bold bright_white on red")
     queue = status["queue"]
     text = Text()
     text.append("Relay: running", style="bold bright_green")
-    text.append(f"  {status['hostname']}  queue {queue['total']}")
+    text.append(f"  queue {queue['total']}" if short else f"  {status['hostname']}  queue {queue['total']}")
     if queue["deferred"]:
         text.append(f"  deferred {queue['deferred']}", style="bright_yellow")
     if queue["hold"]:
@@ -33,6 +35,15 @@ class StatusLine(Static):
         self.watch(self.app, "relay_problem", self._refresh_line)
 
     def _refresh_line(self, _=None) -> None:
+        self.refresh()
+
+    def line(self, short: bool = False) -> Text:
         text = Text(f" Postern | {self.title_text} | ", style="bold")
-        text.append_text(relay_summary(self.app.relay_status, self.app.relay_problem))
-        self.update(text)
+        text.append_text(relay_summary(self.app.relay_status, self.app.relay_problem, short))
+        return text
+
+    def render(self) -> Text:
+        """The whole line where it fits (80 columns hold most); the short one where it would be cut."""
+        text = self.line()
+        width = self.content_size.width
+        return self.line(short=True) if width and text.cell_len > width else text
