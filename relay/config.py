@@ -540,7 +540,7 @@ MTA_FIELDS: tuple[Field, ...] = (
             "Concurrent SMTP sessions; one more gets `421 4.7.0` and is closed. Clients in `my_networks` are "
             "always let in (their sessions count too), so a flood from outside never locks out your own mail "
             "server."),
-    _number("client_connection_count_limit", "Connections per client", "most sessions one address may hold; 0: no limit",
+    _number("client_connection_count_limit", "Sessions per client", "most sessions one address may hold; 0: no limit",
             "Sessions one client address may hold at once (Postfix's `smtpd_client_connection_count_limit`); one "
             "more gets `421 4.7.0 <hostname> Error: too many connections from <address>` and the log line "
             "`warning: Connection concurrency limit exceeded: N from unknown[address] for service smtp`. `0` "
@@ -549,7 +549,7 @@ MTA_FIELDS: tuple[Field, ...] = (
             "at the usual 20 parallel deliveries (Postfix's and our own `destination_concurrency_limit`) still "
             "fits. Raising `max_connections`, raise this in step. `my_networks` are exempt and not counted.",
             minimum=0),
-    _number("client_connection_rate_limit", "Connection rate per client",
+    _number("client_connection_rate_limit", "Connect rate/client",
             "most connections per minute from one address; 0: off",
             "Connection attempts one client address may make per minute (Postfix's "
             "`smtpd_client_connection_rate_limit` with `anvil_rate_time_unit` 60 s), refused ones included; more "
