@@ -10,6 +10,7 @@ end the view follows new lines; scrolled away from it, it stays put until End.
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 
 from rich.text import Text
@@ -81,8 +82,10 @@ class LogScreen(Screen):
         self.run_worker(self._follow(), group="log-follow", exclusive=True)
 
     async def _follow(self) -> None:
-        async for batch in self.app.relay_log.follow(HISTORY, self._failed):
-            self._add(batch)
+        # aclosing: when the screen or the console closes, the reader stops its journalctl at once.
+        async with contextlib.aclosing(self.app.relay_log.follow(HISTORY, self._failed)) as batches:
+            async for batch in batches:
+                self._add(batch)
 
     def _failed(self, words: str) -> None:
         self.problem = words
