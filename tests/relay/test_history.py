@@ -34,25 +34,32 @@ def test_the_history_is_saved_with_the_state():
     assert again.recipients[0].history == entry.recipients[0].history
 
 
-def test_show_gives_every_attempt_and_a_restart_keeps_them(queued_relay):
+def test_show_gives_every_attempt_and_a_restart_keeps_them(make_relay, sink):
+    # A next hop that greylists, and a backoff long enough that only the flush below tries again.
+    sink.rcpt_replies = {"bob@example.com": "451 4.7.1 Greylisted, try again later"}
+    relay = make_relay(sink.port, queue={"minimal_backoff_time": 3600, "maximal_backoff_time": 7200})
+    relay.socket = relay.workdir / "control.sock"
+    relay.send("alice@example.net", ["bob@example.com"], "Subject: one\r\n\r\n1\r\n")
+    relay.wait_log(r"to=<bob@example.com>.*status=deferred")
+
     def shown() -> dict:
-        with ControlClient(str(queued_relay.socket)) as client:
+        with ControlClient(str(relay.socket)) as client:
             [message] = client.call("io.postern.Queue.List", filter={"recipient": "bob@"})["messages"]
             assert "history" not in message["recipients"][0], "List stays light: the history is Show's"
             return client.call("io.postern.Queue.Show", id=message["id"])["message"]["recipients"][0]
 
     first = shown()
     assert [run["count"] for run in first["history"]] == [1]
-    assert "Connection refused" in first["history"][0]["reply"] and first["history"][0]["status"] == "deferred"
-    with ControlClient(str(queued_relay.socket)) as client:
+    assert "451 4.7.1 Greylisted" in first["history"][0]["reply"] and first["history"][0]["status"] == "deferred"
+    with ControlClient(str(relay.socket)) as client:
         client.call("io.postern.Queue.Flush")
-    queued_relay.wait_log(r"to=<bob@example.com>.*status=deferred", count=2)
+    relay.wait_log(r"to=<bob@example.com>.*status=deferred", count=2)
     deadline = time.time() + 10
     while shown()["attempts"] < 2 and time.time() < deadline:
         time.sleep(0.1)
     second = shown()
     assert second["attempts"] == 2 and len(second["history"]) == 1 and second["history"][0]["count"] == 2
     assert second["history"][0]["last"] > second["history"][0]["first"]
-    queued_relay.stop()
-    queued_relay.start()
+    relay.stop()
+    relay.start()
     assert shown()["history"] == second["history"]
