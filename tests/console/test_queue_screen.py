@@ -61,7 +61,8 @@ async def test_hold_everything_the_filter_matches_with_the_count_in_the_question
         await until(pilot, lambda: type(app.screen).__name__ == "ConfirmScreen", what="the question")
         assert "all 2 messages matching domain:example.com" in text_of(app, "#question")
         await pilot.press("y")
-        await until(pilot, lambda: queue_states(queued_relay) == {"one": "hold", "two": "deferred", "three": "hold"},
+        # ("two" is tried again every second or so here: deferred or, for a moment, active; never held.)
+        await until(pilot, lambda: (lambda s: s["one"] == s["three"] == "hold" != s["two"])(queue_states(queued_relay)),
                     what="both messages to example.com held, the other untouched")
         await until(pilot, lambda: "selected" not in text_of(app, "#queue-detail"), what="the selection cleared")
 
