@@ -11,13 +11,12 @@ an interface's under `interfaces.NAME` (`.address`). test_network_table.py fails
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from appliance.network.model import NETWORK_FIELDS
 from relay.fields import Field
 
-from ..support.doc_parts import DOCS, replace_part
+from ..support.doc_parts import DOCS, replace_part, table_command
 
 DOC = DOCS / "appliance.md"
 PART = "network-keys"
@@ -51,15 +50,7 @@ def generated(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.appliance.network_table", description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help="rewrite the network table of docs/appliance.md")
-    options = parser.parse_args(argv)
-    if not options.write:
-        print(keys_table())
-        return 0
-    DOC.write_text(generated(DOC.read_text()))
-    return 0
-
+    return table_command(argv, "tests.appliance.network_table", DOC, PART, keys_table)
 
 if __name__ == "__main__":
     sys.exit(main())

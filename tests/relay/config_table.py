@@ -11,14 +11,13 @@ prose below the table. test_config_table.py fails when the table is stale.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
 from relay.config import MTA_FIELDS, MtaConfig, duration_text, to_dict
 from relay.fields import Field
 
-from ..support.doc_parts import DOCS, replace_part
+from ..support.doc_parts import DOCS, replace_part, table_command
 
 DOC = DOCS / "config.md"
 
@@ -63,15 +62,7 @@ def generated(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.relay.config_table", description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help="rewrite the settings table of docs/config.md")
-    options = parser.parse_args(argv)
-    if not options.write:
-        print(keys_table())
-        return 0
-    DOC.write_text(generated(DOC.read_text()))
-    return 0
-
+    return table_command(argv, "tests.relay.config_table", DOC, "keys", keys_table)
 
 if __name__ == "__main__":
     sys.exit(main())
