@@ -80,6 +80,11 @@ class Envelope:
     envid: str = ""
     notify: dict[str, str] = field(default_factory=dict)
     orcpt: dict[str, str] = field(default_factory=dict)
+    # RFC 8689: MAIL FROM's REQUIRETLS. Every hop must then be TLS with a verified certificate
+    # (DANE or PKIX) that offers REQUIRETLS itself, or the message is returned, never downgraded.
+    requiretls: bool = False
+    # A TLS report this gateway sent (RFC 8460): its own deliveries are left out of the reports.
+    tls_report: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,10 @@
-"""An authoritative DNS server on loopback, built on dnspython, for MX and A lookups in tests."""
+"""An authoritative DNS server on loopback, built on dnspython, for MX, A, TXT and TLSA lookups in tests.
+
+It can also stand in for a local validating resolver: names under `secure` get the AD bit
+(RFC 4035 3.2.3: "authentic data"), as DNSSEC-validated answers would; names under `servfail`
+get SERVFAIL (a bogus signature, to a validating resolver); names under `silent` get no answer.
+A name is "under" an entry when it is the entry or ends with "." + the entry.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +23,10 @@ import dns.rrset
 class DnsServer:
     """records: {("example.org", "MX"): ["10 mx1.example.org."], ("mx1.example.org", "A"): ["127.0.0.1"]}"""
 
-    def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, records: dict[tuple[str, str], list[str]], host: str = "127.0.0.1", port: int = 0,
+                 secure: tuple[str, ...] = (), servfail: tuple[str, ...] = (), silent: tuple[str, ...] = ()):
         self.records = {(name.lower().rstrip("."), rdtype): values for (name, rdtype), values in records.items()}
+        self.secure, self.servfail, self.silent = secure, servfail, silent
         self.host = host
         self.queries: list[tuple[str, str]] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -46,6 +54,11 @@ class DnsServer:
         name = question.name.to_text().lower().rstrip(".")
         rdtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((name, rdtype))
+        if _under(name, self.servfail):
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response
+        if _under(name, self.secure):
+            response.flags |= dns.flags.AD
         if not any(known == name for known, _ in self.records):
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response
@@ -64,6 +77,12 @@ class DnsServer:
                 return
             try:
                 query = dns.message.from_wire(data)
+                if _under(query.question[0].name.to_text().lower().rstrip("."), self.silent):
+                    continue
                 self._sock.sendto(self._answer(query).to_wire(), client)
             except Exception:  # a malformed query gets no answer, as from a real server
                 continue
+
+
+def _under(name: str, zones: tuple[str, ...]) -> bool:
+    return any(name == zone or name.endswith("." + zone) for zone in zones)
