@@ -22,7 +22,7 @@ from typing import Any, Callable
 import yaml
 
 from .addresses import control_char_problem, shown
-from .fields import Field, parse_section
+from .fields import WRONG, Field, one_of, parse_section
 
 # Patterns are used with fullmatch: `$` would also match before a final newline.
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -42,7 +42,10 @@ MAX_HEADER_NAME = 64
 MAX_HEADER_VALUE = 200
 MAX_USERNAME = 255
 
-TLS_LEVELS = ("none", "may", "encrypt", "verify")
+# Outbound TLS levels, Postfix's smtp_tls_security_level (relay/tls_policy.py says what each one does).
+TLS_LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
+# The levels at which a smart host may be sent the password: its certificate is checked.
+LOGIN_LEVELS = ("verify", "secure", "dane-only")
 INBOUND_TLS_LEVELS = ("may", "require")
 VERIFY_CODES = (450, 550)
 
@@ -78,6 +81,17 @@ class RelayHost:
     password_file: str = ""
     # Read from password_file when the file is loaded; never shown or written back.
     password: str = field(default="", repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class TlsPolicy:
+    """One entry of `tls_policy`: the TLS level for mail to a destination domain, as in Postfix's
+    smtp_tls_policy_maps; `match`, the names one of which the certificate must carry (verify, secure);
+    `ca_file`, authorities trusted for this destination instead of `tls.ca_file`."""
+
+    level: str = "may"
+    match: tuple[str, ...] = ()
+    ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,7 @@ class MtaConfig:
     match_subdomains: bool = False
     my_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     internal_relay: RelayHost = RelayHost()
-    external_relay: RelayHost = RelayHost()
+    external_relay: RelayHost = RelayHost(tls="dane")
     message_size_limit: int = 10240000
     header_size_limit: int = 102400  # Postfix's default
     recipient_limit: int = 1000
@@ -172,6 +186,8 @@ class MtaConfig:
     junk_command_limit: int = 100
     dns_servers: tuple[str, ...] = ()
     tls: TlsFiles = TlsFiles()
+    tls_policy: dict[str, TlsPolicy] = field(default_factory=dict)
+    tls_reports: bool = True
     queue: QueueTimes = QueueTimes()
     delivery: DeliverySettings = DeliverySettings()
     smtps_listen: tuple[ListenAddress, ...] = ()
@@ -195,6 +211,18 @@ class MtaConfig:
 
     def is_relay_domain(self, domain: str) -> bool:
         return _domain_in(domain, self.relay_domains, self.match_subdomains)
+
+    def tls_policy_for(self, domain: str) -> TlsPolicy | None:
+        """The `tls_policy` entry for a destination domain: its own, else the nearest `.parent` entry."""
+        domain = domain.lower().rstrip(".")
+        if domain in self.tls_policy:
+            return self.tls_policy[domain]
+        labels = domain.split(".")
+        for start in range(1, len(labels)):
+            entry = self.tls_policy.get("." + ".".join(labels[start:]))
+            if entry is not None:
+                return entry
+        return None
 
     def is_paused(self, domain: str) -> bool:
         return bool(self.paused_entry(domain))
@@ -245,6 +273,29 @@ def check_fqdn(value: Any) -> str:
             "hyphens in dot-separated labels, such as gw.example.com"
         )
     return name
+
+
+def check_policy_domain(value: Any) -> str:
+    """A `tls_policy` key: a domain (example.org) or every domain below one (.example.org)."""
+    if isinstance(value, str) and value.startswith("."):
+        return "." + check_domain(value[1:])
+    try:
+        return check_domain(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a destination: write a domain like example.org, "
+                         "or .example.org for every domain below it") from None
+
+
+def check_match_name(value: Any) -> str:
+    """A name a certificate must carry: a host name, .domain (any name below it) or *.domain."""
+    text = value if isinstance(value, str) else ""
+    try:
+        if text.startswith("."):
+            return "." + check_domain(text[1:])
+        return check_optional_tls_name(text) or check_host(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a certificate name: write it like mx.example.org, "
+                         "or .example.org for any name below it") from None
 
 
 def check_domain(value: Any) -> str:
@@ -470,8 +521,13 @@ def _relay_host_fields(smart_host: bool) -> tuple[Field, ...]:
         Field("host", "text", check_host, "Host", "host name or IP address; empty: none"),
         Field("port", "number", check_port, "Port", "usually 25"),
         Field("mx", "bool", check_bool, "MX lookup", "look up the host's MX records (usually off)"),
-        Field("tls", "choice", None, "TLS", "none, may, encrypt (required), verify (checks name)", choices=TLS_LEVELS),
-        Field("tls_name", "text", check_optional_tls_name, "TLS name", "the name its certificate must carry, with verify"),
+        Field("tls", "choice", None, "TLS", "none, may, encrypt, dane, dane-only, verify, secure",
+              ("TLS level toward this next hop (see [TLS policy](#tls-policy) and [TLS](tls.md)). The internal relay's "
+               "default is `may`; the external relay's is `dane` (DANE where the host publishes TLSA records with "
+               "DNSSEC, else `may`), or `verify` with a `username`.") if smart_host else
+              "TLS level toward this next hop (see [TLS policy](#tls-policy)); default `may`.", choices=TLS_LEVELS),
+        Field("tls_name", "text", check_optional_tls_name, "TLS name",
+              "the name its certificate must carry, with verify or secure"),
     )
     if smart_host:
         fields += (
@@ -492,6 +548,40 @@ def _number(name: str, label: str, help: str, doc: str = "", minimum: int = 1) -
 
 def _domains(name: str, label: str, help: str, doc: str) -> Field:
     return Field(name, "list", check_domain, label, help, doc)
+
+
+_TLS_POLICY_SHAPE = "must be a level (such as secure) or a mapping with level, match and ca_file"
+_TLS_POLICY_FIELDS = (
+    Field("level", "choice", None, "Level", "none, may, encrypt, dane, dane-only, verify, secure", choices=TLS_LEVELS),
+    Field("match", "list", check_match_name, "Match", "names the certificate may carry (verify, secure), one per line",
+          "With `verify` or `secure`: the names, one of which the certificate must carry (`mx.partner.org`, "
+          "`.partner.org` for any name below it); empty: the MX host's name (`verify`), or the domain and the names "
+          "below it (`secure`)."),
+    Field("ca_file", "text", check_file_path, "CA file", "CAs trusted for this destination; empty: tls.ca_file",
+          "Authorities (PEM) trusted for this destination with `verify` or `secure`, instead of `tls.ca_file`."),
+)
+
+
+def _parse_tls_policy(where: str, value: Any, problems: list[str]) -> Any:
+    """One `tls_policy` entry: a level alone (`secure`), or a mapping with level, match and ca_file."""
+    if isinstance(value, str):
+        try:
+            return TlsPolicy(one_of(TLS_LEVELS)(value))
+        except ValueError as error:
+            problems.append(f"{where}: {error}")
+            return WRONG
+    before = len(problems)
+    values = parse_section(where, value, _TLS_POLICY_FIELDS, problems, _TLS_POLICY_SHAPE)
+    if values is None or len(problems) > before:
+        return WRONG
+    if "level" not in values:
+        problems.append(f"{where}.level: required: name the TLS level, such as secure")
+        return WRONG
+    policy = TlsPolicy(**values)
+    for key in ("match", "ca_file"):
+        if getattr(policy, key) and policy.level not in ("verify", "secure"):
+            problems.append(f"{where}.{key}: only used with level verify or secure: set one, or remove {key}")
+    return WRONG if len(problems) > before else policy
 
 
 MTA_FIELDS: tuple[Field, ...] = (
@@ -583,6 +673,18 @@ MTA_FIELDS: tuple[Field, ...] = (
               "Authorities (PEM) that next hops under `tls: verify` are checked against; empty uses the system's "
               "store."),
     )),
+    Field("tls_policy", "map", None, "TLS policy", "TLS level per destination domain",
+          "TLS level for mail delivered straight to a domain's MX hosts (Postfix's `smtp_tls_policy_maps`): "
+          "`partner.org: secure`, or `.partner.org` for every domain below it, or a mapping "
+          "`{level: verify, match: [mx.partner.org], ca_file: /etc/postern/partner-ca.pem}`. An entry "
+          "overrides DANE and MTA-STS for its domain; mail to a relay host follows that host's `tls`. "
+          "See [TLS](tls.md).",
+          key_check=check_policy_domain,
+          entry=Field("entry", "section", None, "Destination", "its level, and the names and CAs to check",
+                      fields=_TLS_POLICY_FIELDS, parse=_parse_tls_policy, shape=_TLS_POLICY_SHAPE)),
+    Field("tls_reports", "bool", check_bool, "TLS reports", "send the daily TLS reports (RFC 8460) domains ask for",
+          "Once a day, send each destination domain that publishes a `_smtp._tls` TXT record the report of "
+          "yesterday's TLS sessions with it (RFC 8460), by mail or HTTPS. See [TLS](tls.md#tls-reports)."),
     Field("queue", "section", None, "Queue", "when deferred mail is tried again, and for how long", make=QueueTimes, fields=(
         _duration("minimal_backoff_time", "Minimal backoff", "shortest wait before trying deferred mail again",
                   "Shortest wait before retrying a deferred message."),
@@ -751,25 +853,40 @@ def _check_tls(config: MtaConfig, problems: list[str]) -> None:
 
 def _check_relay_host(name: str, relay: RelayHost, problems: list[str]) -> None:
     where = f"mta.{name}"
-    # With a username the certificate is always verified: the password goes to a verified server only.
-    verified = relay.tls == "verify" or bool(relay.username)
+    verified = relay.tls in ("verify", "secure")
     if relay.tls_name and not verified:
         problems.append(
-            f"{where}.tls_name: only checked with tls: verify: set tls: verify, or remove tls_name"
+            f"{where}.tls_name: only checked with tls: verify or secure: set one, or remove tls_name"
         )
     if verified and not relay.tls_name and is_ip(relay.host):
         problems.append(
-            f"{where}.tls_name: required with {'tls: verify' if relay.tls == 'verify' else 'a username'} when host "
-            "is an IP address: name the host name its certificate carries"
+            f"{where}.tls_name: required with tls: {relay.tls} when host is an IP address: "
+            "name the host name its certificate carries"
         )
+    if relay.tls == "dane-only" and is_ip(relay.host):
+        problems.append(f"{where}.tls: dane-only finds TLSA records by the host's name: "
+                        "give host as a name, or choose another level")
     if relay.username and not relay.password_file:
         problems.append(f"{where}.password_file: required with username: name the file that holds the password")
     if relay.password_file and not relay.username:
         problems.append(f"{where}.username: required with password_file: name the login for the smart host")
     if relay.username and not relay.host:
         problems.append(f"{where}.host: required with username: name the smart host that wants the login")
-    if relay.username and relay.tls == "none":
-        problems.append(f"{where}.tls: the login is only sent over TLS: set tls: may, encrypt or verify")
+    if relay.username and relay.tls not in LOGIN_LEVELS:
+        # Over unverified TLS, anyone on the path who answers STARTTLS with any certificate reads the password.
+        problems.append(
+            f"{where}.tls: {relay.tls} would send the password to a server whose certificate is not checked: "
+            "set tls: verify (trust its CA with tls.ca_file if it is not a public one), secure or dane-only"
+        )
+
+
+def _default_external_tls(data: Any, values: dict) -> None:
+    """The external relay's `tls` when none is written: `verify` with a login (the password goes to a
+    checked server only), else `dane` (DANE where TLSA records are published with DNSSEC, else `may`)."""
+    external = values.get("external_relay")
+    written = data.get("external_relay") if isinstance(data, dict) else None
+    if isinstance(external, RelayHost) and not (isinstance(written, dict) and "tls" in written):
+        values["external_relay"] = dataclasses.replace(external, tls="verify" if external.username else "dane")
 
 
 def is_ip(host: str) -> bool:
@@ -786,6 +903,7 @@ def parse_mta(data: Any) -> tuple[MtaConfig | None, list[str]]:
     values = parse_section("mta", data, MTA_FIELDS, problems) or {}
     if isinstance(data, dict):  # else "must be a mapping" says it all
         problems = refuse_control_chars("mta", data, problems)
+    _default_external_tls(data, values)
     config = MtaConfig(**values, raw=dict(data) if isinstance(data, dict) else {})
     # The checks across fields run even when some fields are wrong, so that one run names
     # every problem; but not on a key whose own fields are wrong: they would only repeat them.

@@ -22,11 +22,13 @@ import signal
 import socket
 import ssl
 import sys
+import time
 import weakref
+from pathlib import Path
 
 import psutil
 
-from . import VERSION, replies
+from . import VERSION, headers, replies
 from .config import ConfigError, MtaConfig, load_file
 from .config_file import DEFAULT_CONFIG
 from .control.client import DEFAULT_SOCKET
@@ -34,12 +36,15 @@ from .control.server import ControlServer
 from .delivery import Delivery
 from .events import EventHub, LogBuffer, PrintableFormatter
 from .hold import PausedSince
-from .queue.entry import Counters
+from .mta_sts import MtaSts
+from .queue.entry import Counters, Envelope
 from .queue.store import QueueStore
 from .routing import Target, make_resolver
 from .scheduler import Scheduler
 from .smtpd import Receiver
 from .tls import OutboundTls, load_cert_chain, server_context
+from .tls_policy import Planner
+from .tls_report import Reporter, TlsStats
 from .verify import RecipientVerifier
 
 log = logging.getLogger("postern/master")
@@ -160,8 +165,21 @@ class Relay:
         def current() -> MtaConfig:
             return self.config
 
-        self.delivery = Delivery(config=current, resolver=lambda: self.resolver,
-                                 outbound_tls=lambda: self.outbound_tls, is_myself=self.is_myself)
+        def resolver():
+            return self.resolver
+
+        def verifying_context() -> ssl.SSLContext:  # MTA-STS and TLS reports: tls.ca_file, else the system's
+            return self.outbound_tls.context(True)
+
+        state = Path(state_dir)
+        self.mta_sts = MtaSts(state / "mta-sts", resolver=resolver, context=verifying_context)
+        self.tls_stats = TlsStats(state / "tls-stats")
+        self.reporter = Reporter(self.tls_stats, resolver=resolver, hostname=lambda: self.config.hostname,
+                                 send_mail=self.send_tls_report, context=verifying_context,
+                                 directory=state / "tls-reports", enabled=lambda: self.config.tls_reports)
+        self.delivery = Delivery(config=current, resolver=resolver, outbound_tls=lambda: self.outbound_tls,
+                                 is_myself=self.is_myself, planner=Planner(resolver=resolver, mta_sts=self.mta_sts),
+                                 stats=self.tls_stats)
         self.scheduler = Scheduler(config=current, store=self.store, events=self.events, counters=self.counters,
                                    delivery=self.delivery)
         self.verifier = RecipientVerifier(config=current, connect=self.delivery.connect)
@@ -176,6 +194,17 @@ class Relay:
         self.sessions = Sessions()
         self._smtp_protocol = self.sessions.protocol(self.receiver.protocol)
         self._smtps_protocol = self.sessions.protocol(self.receiver.smtps_protocol)
+
+    async def send_tls_report(self, sender: str, recipients: list[str], message: bytes) -> None:
+        """Queue a TLS report (RFC 8460) for delivery like any message, marked so that its own
+        deliveries are not counted in the next reports."""
+        envelope = Envelope(id=self.store.new_id(), sender=sender, recipients=recipients, arrival=time.time(),
+                            size=len(message), client="local", protocol="TLSRPT",
+                            subject=next(iter(headers.values(headers.section(message), "Subject")), ""),
+                            tls_report=True)
+        entry = await self.store.commit(envelope, message)
+        log.info("%s: TLS report queued for %s", envelope.id, ", ".join(recipients))
+        self.scheduler.add(entry)
 
     def is_myself(self, target: Target) -> bool:
         """Would connecting to this target reach one of our own listeners?"""
@@ -197,7 +226,9 @@ class Relay:
             self.scheduler.add(entry)
         log.info("queue loaded: %d messages", len(entries))
         self.log_buffer.attach(asyncio.get_running_loop())
-        self._tasks.append(asyncio.get_running_loop().create_task(self.scheduler.run()))
+        loop = asyncio.get_running_loop()
+        self._tasks += [loop.create_task(self.scheduler.run()), loop.create_task(self.mta_sts.run()),
+                        loop.create_task(self.reporter.run())]
         await self._update_listeners()
         await self.control.start()
         log.info("daemon started -- version %s, configuration %s", VERSION, self.config_path)
@@ -309,6 +340,7 @@ class Relay:
             log.warning("stopping: grace of %g s over: cut %d sessions still receiving, %d delivery attempts "
                         "(their messages stay queued)", grace, cut, attempts)
         self.receiver.anvil.log_statistics()
+        self.tls_stats.flush()
         log.info("daemon stopped; %d messages stay queued", len(self.scheduler.entries))
 
 

@@ -17,9 +17,12 @@ Delivery changes nothing in the queue: a job's `done` resolves to an `Outcome` p
 recipient (sent, deferred or bounced, with the reply and its DSN status), and the
 scheduler applies them to the queue entry.
 
-Each next hop has a TLS level (see `tls.py`): `encrypt` and `verify` never fall
-back to plain text, and a smart host with a username gets AUTH PLAIN or LOGIN,
-only once the connection is encrypted.
+Each connection has a TLS requirement (`tls_policy.py`: the level, DANE's TLSA records,
+a domain's MTA-STS policy): only `may` falls back to plain text, a certificate that
+does not meet the requirement defers the mail (4.7.5), and every connection's TLS is
+logged as Postfix logs it and counted for the console and the TLS reports. A smart host
+with a username gets AUTH PLAIN or LOGIN only over a connection whose certificate was
+checked; a message sent with REQUIRETLS (RFC 8689) only over a verified one.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiosmtplib
 import dns.asyncresolver
@@ -39,7 +42,11 @@ from .hop_replies import lost_text, one_line, reason_of
 from .queue.entry import BOUNCED, DEFERRED, FINAL, QueueEntry, Recipient
 from .routing import NextHop, RouteError, Target, resolve
 from .transaction import Attempt, Lost
-from .tls import ENCRYPTING_LEVELS, OutboundTls, certificate_matches, certificate_names, sni_name
+from . import dane
+from .mta_sts import Policy
+from .tls import OutboundTls, certificate_matches, certificate_names, sni_name
+from .tls_policy import Planner, Refused, Requirement
+from .tls_report import Session, TlsStats
 
 log = logging.getLogger("postern/smtp")
 
@@ -93,10 +100,22 @@ class Job:
 
 
 class _Connection:
-    def __init__(self, client: aiosmtplib.SMTP, target: Target, encrypted: bool):
+    """An open session with one address of a next hop, and the TLS it got.
+
+    `security`: plain, unverified, verified, mta-sts or dane; `failure`: the (result type,
+    detail) of a check an MTA-STS policy in testing mode reports without enforcing it."""
+
+    def __init__(self, client: aiosmtplib.SMTP, target: Target, need: Requirement, security: str,
+                 failure: tuple[str, str] = ("", "")):
         self.client = client
         self.target = target
-        self.encrypted = encrypted
+        self.need = need
+        self.security = security
+        self.failure = failure
+
+    @property
+    def encrypted(self) -> bool:
+        return self.security != "plain"
 
     async def close(self) -> None:
         try:
@@ -106,25 +125,33 @@ class _Connection:
 
 
 class ConnectionFailed(Exception):
-    """This address of the next hop cannot take mail now; `dsn` says what kind of failure."""
+    """This address of the next hop cannot take mail now; `dsn` says what kind of failure, and
+    `result_type` (RFC 8460) what TLS or its policy had to do with it."""
 
-    def __init__(self, text: str, dsn: str = "4.4.1"):
+    def __init__(self, text: str, dsn: str = "4.4.1", result_type: str = "", need: Requirement | None = None):
         super().__init__(text)
         self.dsn = dsn
+        self.result_type = result_type
+        self.need = need
 
 
 class Delivery:
     """All destinations, and the settings every connection uses.
 
     `config`, `resolver` and `outbound_tls` return the ones in force (a reload replaces them);
-    `is_myself` says whether a target is one of this gateway's own listeners."""
+    `is_myself` says whether a target is one of this gateway's own listeners; `planner` turns
+    a next hop's TLS level into each connection's requirement (DANE, MTA-STS); `stats`
+    counts each delivery's TLS for the console and the TLS reports."""
 
     def __init__(self, *, config: Callable[[], MtaConfig], resolver: Callable[[], dns.asyncresolver.Resolver],
-                 outbound_tls: Callable[[], OutboundTls], is_myself: Callable[[Target], bool]):
+                 outbound_tls: Callable[[], OutboundTls], is_myself: Callable[[Target], bool],
+                 planner: Planner, stats: TlsStats | None = None):
         self.config = config
         self.resolver = resolver
         self.outbound_tls = outbound_tls
         self.is_myself = is_myself
+        self.planner = planner
+        self.stats = stats
         self.destinations: dict[NextHop, Destination] = {}
 
     def submit(self, job: Job) -> None:
@@ -153,19 +180,55 @@ class Delivery:
     async def connect(self, hop: NextHop) -> _Connection:
         """A connection to the first address of the next hop that answers (for recipient verification)."""
         errors: list[ConnectionFailed] = []
+        sts = await self.planner.sts_policy(hop)
         for target in await self.targets(hop):
             try:
-                return await self.open(hop, target)
+                return await self.open(hop, target, sts)
             except ConnectionFailed as error:
                 errors.append(error)
         if not errors:
             raise RouteError("4.4.1", f"no address for {hop.host}")
         raise RouteError(errors[-1].dsn, str(errors[-1]))
 
-    async def open(self, hop: NextHop, target: Target) -> _Connection:
-        """Connect, greet (EHLO, else HELO), STARTTLS as the TLS level says, log in to a smart host."""
+    async def check(self, hop: NextHop) -> list[dict]:
+        """What delivery to this next hop would do now, host by host, without sending mail: connect
+        with the TLS policy in force, report what the connection got, and QUIT. For the console's and
+        posternctl's next-hop check: it runs the same code as delivery, so it cannot disagree with it."""
+        try:
+            targets = await self.targets(hop)
+            sts = await self.planner.sts_policy(hop)
+        except RouteError as error:
+            return [{"host": hop.host, "address": "", "verdict": "defer" if not error.permanent else "bounce",
+                     "security": "", "detail": error.text}]
+        found = []
+        for target in targets:
+            try:
+                connection = await self.open(hop, target, sts)
+            except ConnectionFailed as error:
+                verdict = "refuse" if error.need is not None else "unreachable"
+                found.append({"host": target.name, "address": str(target), "verdict": verdict, "security": "",
+                              "detail": str(error)})
+                continue
+            except RouteError as error:
+                found.append({"host": target.name, "address": str(target), "verdict": "refuse", "security": "",
+                              "detail": error.text})
+                continue
+            await connection.close()
+            need = connection.need
+            detail = ", ".join(part for part in (need.source, connection.failure[1]) if part)
+            found.append({"host": target.name, "address": str(target), "verdict": "deliver",
+                          "security": connection.security, "detail": detail})
+        return found
+
+    async def open(self, hop: NextHop, target: Target, sts: Policy | None = None) -> _Connection:
+        """Connect, greet (EHLO, else HELO), STARTTLS as the TLS policy says, log in to a smart host."""
         config = self.config()
-        connection = await self._open(hop, target, config)
+        try:
+            need = await self.planner.requirement(hop, target, sts)
+        except Refused as refused:
+            log.warning("%s: %s", target, refused.text)
+            raise ConnectionFailed(refused.text, refused.dsn, refused.result_type, refused.requirement) from None
+        connection = await self._open(hop, target, config, need)
         if hop.login:
             await self._login(connection, config)
         return connection
@@ -196,46 +259,80 @@ class Delivery:
             raise ConnectionFailed(lost_text(error, str(target), stage)) from None
         return client
 
-    async def _open(self, hop: NextHop, target: Target, config) -> _Connection:
+    async def _open(self, hop: NextHop, target: Target, config, need: Requirement) -> _Connection:
         client = await self._plain(target, config)
-        level = hop.tls_level
-        required = level in ENCRYPTING_LEVELS
-        if level == "none":
-            return _Connection(client, target, encrypted=False)
+        if need.level == "none":
+            return _Connection(client, target, need, "plain")
         if not client.supports_extension("starttls"):
-            if required:
+            if need.required:
                 client.close()
                 if hop.login:
                     raise ConnectionFailed(f"not sending the login for {config.external_relay.username} to {target} "
-                                           "without TLS: the smart host did not offer STARTTLS", "4.7.4")
-                raise ConnectionFailed(f"TLS is required, but was not offered by host {target}", "4.7.4")
-            return _Connection(client, target, encrypted=False)
-        wanted = hop.tls_name or target.name
+                                           "without TLS: the smart host did not offer STARTTLS", "4.7.4",
+                                           "starttls-not-supported", need)
+                raise ConnectionFailed(f"TLS is required, but was not offered by host {target}", "4.7.4",
+                                       "starttls-not-supported", need)
+            failure = need.testing_failure
+            if need.policy_type != "no-policy-found":  # a published policy wants TLS: report its absence
+                failure = ("starttls-not-supported", f"{target} did not offer STARTTLS")
+            return _Connection(client, target, need, "plain", failure)
+        checked = need.level == "verify"
+        wanted = need.names[0] if need.names else target.name
         try:
-            await client.starttls(tls_context=self.outbound_tls().context(level),
+            await client.starttls(tls_context=self.outbound_tls().context(checked, need.ca_file),
                                   server_hostname=sni_name(wanted) or sni_name(target.name))
-            if level == "verify":
-                names = certificate_names(client.get_transport_info("peercert"))
-                if not certificate_matches(wanted, names):
-                    client.close()
-                    raise ConnectionFailed(
-                        f"server certificate not verified: host {target} presented a certificate for "
-                        f"{', '.join(names) or 'no name'}, not {wanted}" + (LOGIN_NEEDS_VERIFIED if hop.login else ""),
-                        "4.7.5",
-                    )
-            await _greet(client)
-            return _Connection(client, target, encrypted=True)
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError, asyncio.TimeoutError) as error:
             client.close()
-            if level == "verify" and _is_verify_failure(error):
-                raise ConnectionFailed(f"server certificate not verified: host {target}: {reason_of(error)}"
-                                       + (LOGIN_NEEDS_VERIFIED if hop.login else ""), "4.7.5") from None
-            if required:
+            if checked and _is_verify_failure(error):
+                text = f"server certificate not verified: host {target}: {reason_of(error)}"
+                if need.enforce:
+                    raise ConnectionFailed(text + (LOGIN_NEEDS_VERIFIED if hop.login else ""), "4.7.5",
+                                           _verify_result(error), need) from None
+                # MTA-STS in testing mode: reported, and delivered as `may` would
+                log.warning("%s: %s (MTA-STS policy in testing mode: delivering anyway)", target, text)
+                failure = (_verify_result(error), text)
+                return await self._open(hop, target, config, replace(need, level="may", testing_failure=failure))
+            if need.required:
                 raise ConnectionFailed(f"TLS failed with host {target}: {reason_of(error)}; TLS is required, "
-                                       "so not trying plain text", "4.7.5") from None
+                                       "so not trying plain text", "4.7.5", "validation-failure", need) from None
             # Opportunistic TLS: a broken handshake falls back to plain text, as Postfix's 'may' level does.
             log.warning("%s: TLS failed (%s); trying again without TLS", target, error)
-        return _Connection(await self._plain(target, config), target, encrypted=False)
+            return _Connection(await self._plain(target, config), target, need, "plain", need.testing_failure)
+        security, failure, detail = self._check_peer(client, target, need, hop)
+        try:
+            await _greet(client)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
+            client.close()
+            raise ConnectionFailed(lost_text(error, str(target), "performing the EHLO handshake")) from None
+        _log_established(client, target, security, detail)
+        return _Connection(client, target, need, security, failure)
+
+    def _check_peer(self, client: aiosmtplib.SMTP, target: Target, need: Requirement,
+                    hop: NextHop) -> tuple[str, tuple[str, str], str]:
+        """(security, testing failure, detail) of an established TLS session; ConnectionFailed when it
+        does not meet the requirement."""
+        if need.level == "dane":
+            result = dane.verify(need.tlsa, dane.peer_chain(client.get_transport_info("ssl_object")), need.names)
+            if not result.ok:
+                client.close()
+                text = f"DANE: host {target}: {result.detail}; not delivering without a matching certificate"
+                log.warning("%s", text)
+                raise ConnectionFailed(text, "4.7.5", result.result_type, need)
+            return "dane", ("", ""), result.detail
+        if need.level != "verify":
+            return "unverified", need.testing_failure, ""
+        names = certificate_names(client.get_transport_info("peercert"))
+        if any(certificate_matches(wanted, names) for wanted in need.names):
+            sts = need.policy_type == "sts"
+            return ("mta-sts" if sts and need.enforce else "verified"), ("", ""), need.source
+        text = (f"server certificate not verified: host {target} presented a certificate for "
+                f"{', '.join(names) or 'no name'}, not {' or '.join(need.names)}")
+        if need.enforce:
+            client.close()
+            raise ConnectionFailed(text + (LOGIN_NEEDS_VERIFIED if hop.login else ""), "4.7.5",
+                                   "certificate-host-mismatch", need)
+        log.warning("%s: %s (MTA-STS policy in testing mode: delivering anyway)", target, text)
+        return "unverified", ("certificate-host-mismatch", text), ""
 
     async def _login(self, connection: _Connection, config) -> None:
         """AUTH PLAIN or LOGIN at the smart host, only over TLS; a refusal defers with the server's words."""
@@ -277,8 +374,35 @@ LOGIN_NEEDS_VERIFIED = ("; the login is sent only to a verified server: trust it
                         "or set external_relay.tls_name to the name in its certificate")
 
 
+def _verify_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    return next((e for e in (error, error.__cause__, error.__context__)
+                 if isinstance(e, ssl.SSLCertVerificationError)), None)
+
+
 def _is_verify_failure(error: BaseException) -> bool:
-    return any(isinstance(e, ssl.SSLCertVerificationError) for e in (error, error.__cause__, error.__context__))
+    return _verify_error(error) is not None
+
+
+_EXPIRED = (9, 10)  # X509_V_ERR_CERT_NOT_YET_VALID, X509_V_ERR_CERT_HAS_EXPIRED
+
+
+def _verify_result(error: BaseException) -> str:
+    """The RFC 8460 result type of a failed certificate check."""
+    found = _verify_error(error)
+    return "certificate-expired" if found is not None and found.verify_code in _EXPIRED else "certificate-not-trusted"
+
+
+_SECURITY_WORDS = {"dane": "Verified", "mta-sts": "Verified", "verified": "Verified", "unverified": "Untrusted"}
+
+
+def _log_established(client: aiosmtplib.SMTP, target: Target, security: str, detail: str) -> None:
+    """Postfix's line, so that admins' greps keep working:
+    `Verified TLS connection established to mx.example.org[192.0.2.1]:25: TLSv1.3 with cipher ... (256/256 bits)`."""
+    ssl_object = client.get_transport_info("ssl_object")
+    cipher = ssl_object.cipher() if ssl_object is not None else None
+    how = f"{cipher[1]} with cipher {cipher[0]} ({cipher[2]}/{cipher[2]} bits)" if cipher else "TLS"
+    log.info("%s TLS connection established to %s: %s%s", _SECURITY_WORDS[security], target, how,
+             f" ({'DANE: ' if security == 'dane' else ''}{detail})" if detail else "")
 
 
 class Destination:
@@ -348,6 +472,9 @@ class Destination:
         recipients = list(job.recipients)
         if connection is not None:
             attempt.final = True
+            self._record(job, connection)
+            if not self._requiretls_met(job, connection):
+                return connection
             try:
                 await attempt.transaction(connection, recipients)
                 return connection if connection.client.is_connected else None
@@ -366,21 +493,28 @@ class Destination:
         MX_SESSION_LIMIT sessions (smtp_mx_session_limit); the last session's failures are the final ones."""
         try:
             targets = await self.delivery.targets(self.hop)
+            sts = await self.delivery.planner.sts_policy(self.hop)
         except RouteError as error:
             self._route_failed(job, error)
             return None
         sessions = 0
         for index, target in enumerate(targets):
             try:
-                connection = await self.delivery.open(self.hop, target)
+                connection = await self.delivery.open(self.hop, target, sts)
             except ConnectionFailed as error:
                 attempt.error = (error.dsn, str(error), "")
+                if error.need is not None:
+                    self._record_failure(job, target, error)
                 continue
             except RouteError as error:  # the smart host refused our login
                 self._route_failed(job, error)
                 return None
             sessions += 1
             attempt.final = index == len(targets) - 1 or sessions >= MX_SESSION_LIMIT
+            self._record(job, connection)
+            if not self._requiretls_met(job, connection):
+                await connection.close()
+                return None
             try:
                 recipients = await attempt.transaction(connection, recipients)
             except Lost as lost:
@@ -397,6 +531,45 @@ class Destination:
             return None
         attempt.defer(recipients)
         return None
+
+    def _record(self, job: Job, connection: _Connection) -> None:
+        """Count this delivery's TLS (not for our own TLS reports, which must not cause reports)."""
+        if self.delivery.stats is None or job.entry.envelope.tls_report:
+            return
+        need, target = connection.need, connection.target
+        failure, detail = connection.failure
+        sockname = connection.client.get_transport_info("sockname")
+        self.delivery.stats.record(Session(
+            domain=self.hop.host, policy_type=need.policy_type, policy_strings=need.policy_strings,
+            mx_host=target.name, mx_ip=target.ip, sending_ip=sockname[0] if sockname else "",
+            security=connection.security, failure=failure, detail=detail))
+
+    def _record_failure(self, job: Job, target: Target, error: ConnectionFailed) -> None:
+        if self.delivery.stats is None or job.entry.envelope.tls_report:
+            return
+        self.delivery.stats.record(Session(
+            domain=self.hop.host, policy_type=error.need.policy_type, policy_strings=error.need.policy_strings,
+            mx_host=target.name, mx_ip=target.ip, failure=error.result_type or "validation-failure",
+            detail=str(error)))
+
+    def _requiretls_met(self, job: Job, connection: _Connection) -> bool:
+        """RFC 8689: a message sent with REQUIRETLS goes only over a verified connection (DANE, MTA-STS
+        enforce, or a checked certificate whose name came from DNSSEC or this configuration) to a next hop
+        that offers REQUIRETLS itself; otherwise it is returned to its sender, never sent with less."""
+        if not job.entry.envelope.requiretls:
+            return True
+        security, hop = connection.security, self.hop
+        trusted_name = not hop.direct or hop.listed or connection.target.secure
+        if security in ("dane", "mta-sts") or (security == "verified" and trusted_name):
+            if connection.client.supports_extension("requiretls"):
+                return True
+            why = f"{connection.target} does not offer REQUIRETLS"
+        else:
+            why = (f"the connection to {connection.target} is {'not encrypted' if security == 'plain' else 'not verified'}"
+                   " (REQUIRETLS needs DANE, MTA-STS or a verified certificate)")
+        for recipient in job.unsettled():
+            job.settle(recipient, BOUNCED, "5.7.10", f"REQUIRETLS support required: {why}", str(connection.target))
+        return False
 
     def _route_failed(self, job: Job, error: RouteError) -> None:
         """No session with the next hop: bounce (a domain that cannot take mail) or defer and mark it dead."""

@@ -4,8 +4,11 @@ Recipients in the relay domains go to the internal relay host; all others to the
 external relay host, or straight to the domain's MX hosts when none is set.
 `mx: true` on a relay host means "look up that name's MX records", like Postfix's
 relayhost without brackets. A next hop carries the TLS policy of the relay host it
-came from; direct MX delivery takes the external relay's policy, which is the policy
-for all mail to the outside.
+came from; direct MX delivery takes the domain's `tls_policy` entry, else the external
+relay's `tls`, which is the policy for all mail to the outside (`tls_policy.py`).
+
+Lookups ask for the AD bit (RFC 6840 5.7): a target found only through answers a
+validating resolver marked authentic is `secure`, which DANE needs (RFC 7672 2.2).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.resolver
 
 from . import addresses
@@ -29,13 +33,17 @@ class NextHop:
     tls: str = "may"
     tls_name: str = ""
     login: bool = False  # authenticate with the external relay's username and password
+    direct: bool = False  # straight to the recipient domain's MX hosts: MTA-STS and TLS reports apply
+    match: tuple[str, ...] = ()  # a tls_policy entry's names for verify and secure
+    ca_file: str = ""  # a tls_policy entry's authorities
+    listed: bool = False  # the level comes from a tls_policy entry, which overrides MTA-STS
 
     @property
     def tls_level(self) -> str:
-        """The TLS level in force. The password goes only to a server whose certificate verifies
-        (a trusted CA, the expected name): over unverified TLS anyone on the path who answers
-        STARTTLS with any certificate would read it. Stricter than Postfix's default here."""
-        return "verify" if self.login else self.tls
+        """The TLS level in force. The password goes only to a server whose certificate is checked:
+        the configuration refuses a login at any other level, and should one slip through, verify."""
+        from .config import LOGIN_LEVELS
+        return "verify" if self.login and self.tls not in LOGIN_LEVELS else self.tls
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}" + ("" if self.mx else " (no MX)")
@@ -49,6 +57,7 @@ class Target:
     ip: str
     port: int
     preference: int = 0  # the MX preference it was found under
+    secure: bool = False  # its MX record (if any) and its address came with the AD bit: DANE may apply
 
     def __str__(self) -> str:
         return f"{self.name}[{self.ip}]:{self.port}"
@@ -77,13 +86,21 @@ def next_hop(config: MtaConfig, domain: str) -> NextHop:
     relay = config.external_relay
     if relay.host:
         return NextHop(relay.host, relay.port, relay.mx, relay.tls, relay.tls_name, login=bool(relay.username))
-    return NextHop(domain, 25, mx=True, tls=relay.tls, tls_name=relay.tls_name)
+    listed = config.tls_policy_for(domain)
+    if listed is not None:
+        return NextHop(domain, 25, mx=True, tls=listed.level, direct=True, match=listed.match,
+                       ca_file=listed.ca_file, listed=True)
+    return NextHop(domain, 25, mx=True, tls=relay.tls, tls_name=relay.tls_name, direct=True)
 
 
 def make_resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:
+    """The resolver of delivery lookups: `dns_servers`, else the system's; asking for the AD bit."""
     if not config.dns_servers:
-        return dns.asyncresolver.Resolver()
+        resolver = dns.asyncresolver.Resolver()
+        resolver.flags = dns.flags.RD | dns.flags.AD
+        return resolver
     resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.flags = dns.flags.RD | dns.flags.AD
     servers, port = [], 53
     for server in config.dns_servers:
         host, sep, port_text = server.rpartition(":") if server.count(":") == 1 else ("", "", "")
@@ -96,13 +113,23 @@ def make_resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:
     return resolver
 
 
+def authentic(answer) -> bool:
+    """Did a validating resolver vouch for this answer (the AD bit)?"""
+    return bool(answer.response.flags & dns.flags.AD)
+
+
 async def _addresses(resolver, name: str) -> list[str]:
     """A and AAAA records of a name; RouteError when it has none."""
+    return [ip for ip, _ in await _secure_addresses(resolver, name)]
+
+
+async def _secure_addresses(resolver, name: str) -> list[tuple[str, bool]]:
+    """A and AAAA records of a name, each with whether its answer was authentic; RouteError when it has none."""
     found, temporary = [], None
     for rdtype in ("A", "AAAA"):
         try:
             answer = await resolver.resolve(name, rdtype, search=False)
-            found.extend(str(record) for record in answer)
+            found.extend((str(record), authentic(answer)) for record in answer)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             continue
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
@@ -112,6 +139,11 @@ async def _addresses(resolver, name: str) -> list[str]:
     if temporary:
         raise RouteError("4.4.3", f"Host or domain name not found. Name service error for name={name} type=A: {temporary}")
     raise RouteError("5.4.4", f"Host or domain name not found. Name service error for name={name} type=A: Host not found")
+
+
+def _denial_authentic(error: dns.resolver.NoAnswer) -> bool:
+    response = error.kwargs.get("response")
+    return bool(response is not None and response.flags & dns.flags.AD)
 
 
 MX_ADDRESS_LIMIT = 5  # Postfix's smtp_mx_address_limit
@@ -141,12 +173,15 @@ async def resolve(resolver, hop: NextHop, max_addresses: int = MX_ADDRESS_LIMIT,
     if is_ip(hop.host):
         return [Target(hop.host, hop.host, hop.port)]
     if not hop.mx:
-        return [Target(hop.host, ip, hop.port) for ip in await _addresses(resolver, hop.host)][:max_addresses]
+        return [Target(hop.host, ip, hop.port, secure=secure)
+                for ip, secure in await _secure_addresses(resolver, hop.host)][:max_addresses]
     try:
         answer = await resolver.resolve(hop.host, "MX", search=False)
-    except dns.resolver.NoAnswer:
-        # No MX records: the domain itself is the mail host (RFC 5321 5.1).
-        return [Target(hop.host, ip, hop.port) for ip in await _addresses(resolver, hop.host)][:max_addresses]
+    except dns.resolver.NoAnswer as error:
+        # No MX records: the domain itself is the mail host (RFC 5321 5.1); DANE needs the denial authentic.
+        denied = _denial_authentic(error)
+        return [Target(hop.host, ip, hop.port, secure=secure and denied)
+                for ip, secure in await _secure_addresses(resolver, hop.host)][:max_addresses]
     except dns.resolver.NXDOMAIN:
         raise RouteError(
             "5.4.4", f"Host or domain name not found. Name service error for name={hop.host} type=MX: Host not found"
@@ -155,6 +190,7 @@ async def resolve(resolver, hop: NextHop, max_addresses: int = MX_ADDRESS_LIMIT,
         raise RouteError(
             "4.4.3", f"Host or domain name not found. Name service error for name={hop.host} type=MX: {error}"
         ) from None
+    mx_secure = authentic(answer)
     records = [(r.preference, random.random(), str(r.exchange).rstrip(".")) for r in answer]
     if len(records) == 1 and records[0][2] == "":
         raise RouteError("5.1.10", f"mail for {hop.host} is not accepted: the domain publishes a null MX (RFC 7505)")
@@ -164,8 +200,8 @@ async def resolve(resolver, hop: NextHop, max_addresses: int = MX_ADDRESS_LIMIT,
         if not exchange:
             continue
         try:
-            targets.extend(Target(exchange, ip, hop.port, preference)
-                           for ip in await _addresses(resolver, exchange))
+            targets.extend(Target(exchange, ip, hop.port, preference, secure=mx_secure and secure)
+                           for ip, secure in await _secure_addresses(resolver, exchange))
         except RouteError as error:
             last_error = error
         if len(targets) >= max_addresses:

@@ -1,13 +1,12 @@
 """TLS for both directions: the server context for STARTTLS and SMTPS, and one client
 context per outbound policy level.
 
-Outbound levels follow Postfix's smtp_tls_security_level:
-
-- `none`: never STARTTLS;
-- `may`: STARTTLS when offered, any certificate, plain text when it fails;
-- `encrypt`: STARTTLS or no delivery, any certificate;
-- `verify`: STARTTLS or no delivery, a certificate from a trusted authority
-  (`tls.ca_file`, or the system's store) carrying the expected name.
+Outbound levels follow Postfix's smtp_tls_security_level; `tls_policy.py` says which
+one a connection gets (DANE and MTA-STS decide per destination). Here there are three
+kinds of client context: one that accepts any certificate (`may`, `encrypt`, and DANE,
+whose TLSA records are matched afterwards by `dane.py`), and one per set of trusted
+authorities (`verify`, `secure` and MTA-STS: `tls.ca_file` or the system's store, or a
+`tls_policy` entry's own `ca_file`), whose names are matched by `certificate_matches`.
 
 The contexts are built when the configuration is loaded, never per connection.
 Each presents the optional client certificate (`tls.client_cert_file`) to next
@@ -27,8 +26,6 @@ import ssl
 import stat
 
 from .config import ConfigError, MtaConfig
-
-ENCRYPTING_LEVELS = ("encrypt", "verify")
 
 
 _FILE_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a device"),
@@ -99,10 +96,21 @@ class OutboundTls:
             self.contexts["verify"] = _client_context(True, tls.ca_file)
         except (OSError, ssl.SSLError) as error:
             raise ConfigError([f"mta.tls.ca_file: cannot load {tls.ca_file}: {_reason(error)}"]) from None
+        self.by_ca: dict[str, ssl.SSLContext] = {}  # a tls_policy entry's ca_file -> its context
+        for domain, policy in config.tls_policy.items():
+            if policy.ca_file and policy.ca_file not in self.by_ca:
+                try:
+                    self.by_ca[policy.ca_file] = _client_context(True, policy.ca_file)
+                except ConfigError:
+                    raise ConfigError([f"mta.tls_policy.{domain}.ca_file: {policy.ca_file} is not a regular file: "
+                                       "name the PEM file itself"]) from None
+                except (OSError, ssl.SSLError) as error:
+                    raise ConfigError([f"mta.tls_policy.{domain}.ca_file: cannot load {policy.ca_file}: "
+                                       f"{_reason(error)}"]) from None
         if tls.client_cert_file:
             check_regular_file("client_cert_file", tls.client_cert_file)
             check_regular_file("client_key_file", tls.client_key_file)
-            for context in self.contexts.values():
+            for context in [*self.contexts.values(), *self.by_ca.values()]:
                 try:
                     context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
                 except (OSError, ssl.SSLError) as error:
@@ -111,8 +119,11 @@ class OutboundTls:
                         f"{tls.client_key_file}: {_reason(error)}"
                     ]) from None
 
-    def context(self, level: str) -> ssl.SSLContext:
-        return self.contexts[level]
+    def context(self, verified: bool, ca_file: str = "") -> ssl.SSLContext:
+        """The context that checks the chain against `ca_file` (else tls.ca_file or the system's), or none."""
+        if not verified:
+            return self.contexts["encrypt"]
+        return self.by_ca.get(ca_file) or self.contexts["verify"]
 
 
 def _reason(error: BaseException) -> str:
@@ -151,6 +162,10 @@ def _name_matches(wanted: str, name: str) -> bool:
 
 
 def certificate_matches(wanted: str, names: list[str]) -> bool:
+    """Does the certificate carry `wanted`? `*.domain` accepts any host directly in the domain,
+    `.domain` any name below it (Postfix's match=.domain)."""
+    if wanted.startswith(".") and len(wanted) > 1:
+        return any(name.lower().rstrip(".").endswith(wanted.lower().rstrip(".")) for name in names)
     return any(_name_matches(wanted, name) for name in names)
 
 

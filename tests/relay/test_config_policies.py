@@ -6,7 +6,7 @@ from relay.config import EXCHANGE_ONLINE_NETWORKS, ConfigError, load_file, parse
 
 INTERNAL = {"relay_domains": ["example.com"], "internal_relay": {"host": "mail.example.com"}}
 CERT = {"tls": {"cert_file": "/etc/postern/cert.pem", "key_file": "/etc/postern/key.pem"}}
-SMART = {"host": "smtp.example.net", "tls": "encrypt"}
+SMART = {"host": "smtp.example.net", "tls": "verify"}
 
 BAD_FIELDS = [
     ({"tls": {"inbound": "always"}}, "mta.tls.inbound: 'always' is not one of may, require"),
@@ -18,10 +18,10 @@ BAD_FIELDS = [
     ({"smtps_listen": ["0.0.0.0:25"], **CERT}, "mta.smtps_listen[0]: 0.0.0.0:25 is also in listen: use another port"),
     ({"smtps_listen": ["465"], **CERT}, "mta.smtps_listen[0]: '465' is not an address and port"),
     ({"internal_relay": {"host": "mail.example.com", "tls": "required"}},
-     "mta.internal_relay.tls: 'required' is not one of none, may, encrypt, verify"),
+     "mta.internal_relay.tls: 'required' is not one of none, may, encrypt, dane, dane-only, verify, secure"),
     ({"internal_relay": {"host": "mail.example.com", "tls": True}}, "mta.internal_relay.tls: True is not one of"),
     ({"internal_relay": {"host": "mail.example.com", "tls_name": "mail.example.com"}},
-     "mta.internal_relay.tls_name: only checked with tls: verify: set tls: verify, or remove tls_name"),
+     "mta.internal_relay.tls_name: only checked with tls: verify or secure: set one, or remove tls_name"),
     ({"internal_relay": {"host": "10.0.0.5", "tls": "verify"}},
      "mta.internal_relay.tls_name: required with tls: verify when host is an IP address"),
     ({"external_relay": {**SMART, "tls": "verify", "tls_name": "*.*.example.com"}},
@@ -81,25 +81,36 @@ def password_file(tmp_path):
 
 @pytest.mark.parametrize("relay, expected", [
     ({"username": "gw"}, "mta.external_relay.host: required with username: name the smart host"),
-    ({**SMART, "tls": "none", "username": "gw"},
-     "mta.external_relay.tls: the login is only sent over TLS: set tls: may, encrypt or verify"),
+    *[({**SMART, "tls": level, "username": "gw"},
+       f"mta.external_relay.tls: {level} would send the password to a server whose certificate is not checked: "
+       "set tls: verify") for level in ("none", "may", "encrypt", "dane")],
     ({**SMART}, "mta.external_relay.username: required with password_file"),
-    # The login goes to a verified server only: a smart host given by address needs the name in its certificate.
-    ({**SMART, "host": "192.0.2.25", "username": "gw"},
-     "mta.external_relay.tls_name: required with a username when host is an IP address"),
+    # The login goes to a verified server only (verify is the default with a username): a smart host given
+    # by address needs the name in its certificate.
+    ({"host": "192.0.2.25", "username": "gw"},
+     "mta.external_relay.tls_name: required with tls: verify when host is an IP address"),
 ])
 def test_smart_host_login_needs_its_parts(password_file, relay, expected):
     _, problems = parse_mta({"external_relay": {**relay, "password_file": str(password_file)}})
     assert [p for p in problems if p.startswith(expected)] == problems != [], problems
 
 
-def test_with_a_login_tls_name_is_checked_at_any_tls_level(password_file):
-    relay = {**SMART, "host": "192.0.2.25", "tls": "may", "tls_name": "smtp.example.net", "username": "gw",
-             "password_file": str(password_file)}
+@pytest.mark.parametrize("level", ["verify", "secure", "dane-only", None])
+def test_a_login_goes_with_a_checked_certificate_only(password_file, level):
+    # DANE finds its TLSA records by the host's name; the others need the name its certificate carries
+    where = {"host": "smtp.example.net"} if level == "dane-only" else {"host": "192.0.2.25", "tls_name": "smtp.example.net"}
+    relay = {**where, "username": "gw", "password_file": str(password_file), **({"tls": level} if level else {})}
     config, problems = parse_mta({"external_relay": relay})
-    assert problems == [] and config.external_relay.tls_name == "smtp.example.net"
-    _, [problem] = parse_mta({"external_relay": {**relay, "username": "", "password_file": ""}})
-    assert problem.startswith("mta.external_relay.tls_name: only checked with tls: verify")
+    assert problems == [] and config.external_relay.tls == (level or "verify")
+    _, [problem] = parse_mta({"external_relay": {**relay, "tls": "may", "username": "", "password_file": "",
+                                                 "tls_name": "smtp.example.net"}})
+    assert problem.startswith("mta.external_relay.tls_name: only checked with tls: verify or secure")
+
+
+def test_dane_only_needs_a_host_name():
+    _, [problem] = parse_mta({"internal_relay": {"host": "10.0.0.5", "tls": "dane-only"}})
+    assert problem == ("mta.internal_relay.tls: dane-only finds TLSA records by the host's name: "
+                       "give host as a name, or choose another level")
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o604, 0o666])
@@ -114,7 +125,7 @@ def test_a_password_file_others_can_read_is_refused(password_file, mode):
 
 def test_the_password_is_read_when_the_file_is_loaded_and_never_written_back(tmp_path, password_file):
     path = tmp_path / "postern.yaml"
-    path.write_text(f"mta:\n  external_relay: {{host: smtp.example.net, tls: encrypt, username: gw, "
+    path.write_text(f"mta:\n  external_relay: {{host: smtp.example.net, tls: verify, username: gw, "
                     f"password_file: {password_file}}}\n")
     config = load_file(path)
     assert config.external_relay.password == "s3cret"
@@ -154,7 +165,9 @@ def test_good_policy_values_are_read_as_written():
 def test_defaults_change_nothing_for_existing_files():
     config, _ = parse_mta({"hostname": "gw.example.com"})
     assert config.tls.inbound == "may" and config.smtps_listen == ()
-    assert (config.internal_relay.tls, config.external_relay.tls) == ("may", "may")
+    # DANE where a destination publishes TLSA records with DNSSEC, else may; the internal server: may
+    assert (config.internal_relay.tls, config.external_relay.tls) == ("may", "dane")
+    assert config.tls_policy == {} and config.tls_reports
     assert not config.m365.covers("40.92.0.1"), "without tenant IDs the check is off"
     assert not config.reject_unverified_recipient.enabled
     assert (config.marker.header, config.marker_value, config.marker.loop_limit) == ("X-Postern-Processed",
