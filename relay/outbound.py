@@ -48,7 +48,8 @@ class Offers:
         eight_bit, size, smtputf8, dsn, requiretls = (
             client.supports_extension(name) for name in ("8bitmime", "size", "smtputf8", "dsn", "requiretls"))
         limit = client.esmtp_extensions.get("size", "").strip()
-        encrypted = client.get_transport_info("sslcontext") is not None
+        # A cached connection the hop has closed is found out at MAIL, as before; not here.
+        encrypted = client.is_connected and client.get_transport_info("sslcontext") is not None
         # SMTPUTF8 implies 8BITMIME, as in Postfix
         return cls(eight_bit or smtputf8, size, smtputf8, dsn, size_limit=int(limit) if limit.isdigit() else 0,
                    requiretls=requiretls and encrypted)
