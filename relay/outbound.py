@@ -9,7 +9,7 @@
 - Dot-stuffing, and CRLF line ends.
 
 It also says which ESMTP parameters go on MAIL and RCPT, from what the envelope kept
-(BODY, SMTPUTF8, RET, ENVID, NOTIFY, ORCPT) and what the next hop offered.
+(BODY, SMTPUTF8, RET, ENVID, REQUIRETLS, NOTIFY, ORCPT) and what the next hop offered.
 """
 
 from __future__ import annotations
@@ -36,14 +36,23 @@ class Offers:
     smtputf8: bool = False
     dsn: bool = False
     size_limit: int = 0  # the number after SIZE; 0: none given
+    requiretls: bool = False  # REQUIRETLS (RFC 8689), offered in the EHLO reply inside TLS
 
     @classmethod
     def of(cls, client) -> Offers:
-        eight_bit, size, smtputf8, dsn = (client.supports_extension(name)
-                                          for name in ("8bitmime", "size", "smtputf8", "dsn"))
+        """What the aiosmtplib client's last EHLO reply offered.
+
+        REQUIRETLS counts only on a TLS connection: RFC 8689 looks for it in the EHLO
+        after the handshake, and one offered in plain text promises nothing.
+        """
+        eight_bit, size, smtputf8, dsn, requiretls = (
+            client.supports_extension(name) for name in ("8bitmime", "size", "smtputf8", "dsn", "requiretls"))
         limit = client.esmtp_extensions.get("size", "").strip()
+        # A cached connection the hop has closed is found out at MAIL, as before; not here.
+        encrypted = client.is_connected and client.get_transport_info("sslcontext") is not None
         # SMTPUTF8 implies 8BITMIME, as in Postfix
-        return cls(eight_bit or smtputf8, size, smtputf8, dsn, size_limit=int(limit) if limit.isdigit() else 0)
+        return cls(eight_bit or smtputf8, size, smtputf8, dsn, size_limit=int(limit) if limit.isdigit() else 0,
+                   requiretls=requiretls and encrypted)
 
 
 def xtext(text: str) -> str:
@@ -62,6 +71,8 @@ def prepare(message: bytes, envelope, offers: Offers) -> tuple[bytes, list[str]]
 
     Without 8BITMIME at the next hop, 8-bit body parts are converted (and, as in Postfix,
     no SIZE is announced, since the size may change); with it, BODY= says what the client said.
+    REQUIRETLS goes on when the message came with it and the hop offered it; a hop that did
+    not is never given the message at all (delivery.py), so it is not this function's to refuse.
     """
     options = []
     may_downgrade = not offers.eight_bit and envelope.body != "7BIT"
@@ -78,6 +89,8 @@ def prepare(message: bytes, envelope, offers: Offers) -> tuple[bytes, list[str]]
             options.append(f"RET={envelope.ret}")
     if envelope.smtputf8 and offers.smtputf8:
         options.append("SMTPUTF8")
+    if envelope.requiretls and offers.requiretls:
+        options.append("REQUIRETLS")
     return message, options
 
 

@@ -48,6 +48,11 @@ _END_OF_DATA = b"\r\n.\r\n"
 # DATA may be of any length; message_size_limit bounds the whole message.
 LINE_LENGTH_LIMIT = 2048
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
+# RFC 8689 (REQUIRETLS): the parameter takes no value, is given once, and only inside TLS: asked for
+# in plain text, the path the message came by already broke the promise. 5.7.10 is RFC 5248's
+# "Encryption Needed".
+REQUIRETLS_SYNTAX = "501 5.5.4 Bad REQUIRETLS parameter syntax"
+REQUIRETLS_NEEDS_TLS = "530 5.7.10 REQUIRETLS needs a TLS session"
 
 
 class ClientSession(Session):
@@ -69,6 +74,7 @@ class SmtpEnvelope(AiosmtpdEnvelope):
         self.envid = ""
         self.notify: dict[str, str] = {}
         self.orcpt: dict[str, str] = {}
+        self.requiretls = False  # MAIL's REQUIRETLS (RFC 8689): every onward hop must be verified TLS
 
 
 def client_ip(session: Session) -> str:
@@ -290,7 +296,8 @@ class SmtpSession(Chunking, SMTP):
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
-        """aiosmtpd's MAIL with Postfix's checks: SMTPUTF8, BODY, SIZE, RET and ENVID (relay/esmtp.py)."""
+        """aiosmtpd's MAIL with Postfix's checks: SMTPUTF8, BODY, SIZE, RET and ENVID (relay/esmtp.py),
+        and REQUIRETLS (RFC 8689), taken on a TLS session only."""
         if await self.check_auth_needed("MAIL"):
             return
         if self.in_bdat:
@@ -311,15 +318,20 @@ class SmtpSession(Chunking, SMTP):
             await self.push(replies.BAD_SENDER_SYNTAX)
             return
         try:
-            found = esmtp.mail_params(params, self.data_size_limit)
+            others, requiretls = requiretls_param(params)
+            found = esmtp.mail_params(others, self.data_size_limit)
         except esmtp.Refused as refused:
             await self.push(refused.reply)
+            return
+        if requiretls and not self.encrypted:
+            await self.push(REQUIRETLS_NEEDS_TLS)
             return
         status = await self._call_handler_hook("MAIL", address, params)
         if status.startswith("250"):
             envelope = self.envelope
             envelope.smtp_utf8, envelope.body, envelope.ret, envelope.envid = (
                 found.smtputf8, found.body, found.ret, found.envid)
+            envelope.requiretls = requiretls
         await self.push(status)
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
@@ -464,6 +476,24 @@ class SmtpSession(Chunking, SMTP):
         await super().push(status)
 
 
+def requiretls_param(params: list[str]) -> tuple[list[str], bool]:
+    """MAIL's parameters without REQUIRETLS, and whether it was given (RFC 8689, any case).
+
+    It takes no value and comes once: REQUIRETLS=YES or a second REQUIRETLS is a syntax
+    error (raised as esmtp.Refused), never read as a yes or a no.
+    """
+    others, given = [], False
+    for param in params:
+        keyword, eq, _ = param.partition("=")
+        if keyword.upper() != "REQUIRETLS":
+            others.append(param)
+        elif eq or given:
+            raise esmtp.Refused(REQUIRETLS_SYNTAX)
+        else:
+            given = True
+    return others, given
+
+
 def normalise_line_ends(data: bytes, stuffed: bool = True) -> bytes:
     """Bare CR and bare LF become CRLF, so nothing downstream can read them as line ends of its own.
 
@@ -580,7 +610,10 @@ class Receiver:
         lines = [server.config.hostname, "PIPELINING", f"SIZE {server.config.message_size_limit}"]
         if server.tls_context and not server.encrypted:
             lines.append("STARTTLS")
-        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]  # Postfix's order
+        lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]  # Postfix's order
+        if server.encrypted:  # RFC 8689: a promise of TLS onwards means something only over TLS
+            lines.append("REQUIRETLS")
+        lines.append("CHUNKING")
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def handle_MAIL(self, server, session, envelope: SmtpEnvelope, address: str, mail_options):
@@ -692,6 +725,7 @@ class Receiver:
             envid=envelope.envid,
             notify=envelope.notify,
             orcpt=envelope.orcpt,
+            requiretls=envelope.requiretls,
         )
         try:
             entry = await store.commit(queued, message)
