@@ -214,15 +214,20 @@ class MtaConfig:
 
     def tls_policy_for(self, domain: str) -> TlsPolicy | None:
         """The `tls_policy` entry for a destination domain: its own, else the nearest `.parent` entry."""
+        key = self.tls_policy_domain(domain)
+        return self.tls_policy[key] if key else None
+
+    def tls_policy_domain(self, domain: str) -> str:
+        """The `tls_policy` key that covers a domain, "" when none does."""
         domain = domain.lower().rstrip(".")
         if domain in self.tls_policy:
-            return self.tls_policy[domain]
+            return domain
         labels = domain.split(".")
         for start in range(1, len(labels)):
-            entry = self.tls_policy.get("." + ".".join(labels[start:]))
-            if entry is not None:
-                return entry
-        return None
+            key = "." + ".".join(labels[start:])
+            if key in self.tls_policy:
+                return key
+        return ""
 
     def is_paused(self, domain: str) -> bool:
         return bool(self.paused_entry(domain))

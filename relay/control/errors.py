@@ -23,6 +23,7 @@ INVALID_CONFIG = "io.postern.Config.InvalidConfig"
 APPLY_FAILED = "io.postern.Config.ApplyFailed"
 MESSAGE_NOT_FOUND = "io.postern.Queue.MessageNotFound"
 INVALID_FILTER = "io.postern.Queue.InvalidFilter"
+INVALID_DOMAIN = "io.postern.Tls.InvalidDomain"
 
 # org.varlink.service, the errors Varlink itself defines
 INTERFACE_NOT_FOUND = "org.varlink.service.InterfaceNotFound"
@@ -77,6 +78,8 @@ def explain(error: Exception) -> str:
         return f"no message {p.get('id')} in the queue"
     if error.name == INVALID_FILTER:
         return f"{p.get('field')}: {p.get('reason')}"
+    if error.name == INVALID_DOMAIN:
+        return f"{p.get('domain')}: {p.get('reason')}"
     if error.name == INVALID_ADDRESS:
         return f"{p.get('address')!r} is not an IP address"
     return f"the relay answered {error}"

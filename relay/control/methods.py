@@ -20,6 +20,8 @@ from ..config import check_domain, parse_mta, to_dict
 from ..config_file import ConfigFile
 from ..names import check_names
 from ..queue import query
+from ..routing import next_hop
+from ..tls_policy import STS_LEVELS
 from ..queue.entry import ACTIVE, DEFERRED, HOLD
 from . import errors
 
@@ -35,6 +37,7 @@ INTERFACES = (
     "io.postern.Queue",
     "io.postern.Log",
     "io.postern.Verify",
+    "io.postern.Tls",
 )
 log = logging.getLogger("postern/control")
 
@@ -430,3 +433,62 @@ async def verify_lookup(call: Call) -> dict:
 @method("io.postern.Verify.Flush")
 async def verify_flush(call: Call) -> dict:
     return {"count": call.relay.verifier.flush(call.get("address", str, None))}
+
+
+# --- io.postern.Tls ---------------------------------------------------------------------------
+
+
+@method("io.postern.Tls.Summary")
+async def tls_summary(call: Call) -> dict:
+    hours = call.get("hours", int, 24)
+    if not 1 <= hours <= 48:
+        raise VarlinkError(errors.INVALID_PARAMETER, parameter="hours")
+    since = time.time() - hours * 3600
+    return {"since": since, "domains": [_tls_domain(row) for row in call.relay.tls_stats.summary(since)]}
+
+
+def _tls_domain(row: dict) -> dict:
+    keys = ("domain", "dane", "mta_sts", "verified", "unverified", "plain", "failed")
+    return {**{key: row[key] for key in keys},
+            "failures": [{key: failure[key] for key in ("result_type", "detail", "mx_host", "count")}
+                         for failure in row["failures"]]}
+
+
+def _tls_policy(call: Call) -> tuple[dict, Any]:
+    text = call.get("domain", str)
+    try:
+        domain = check_domain(text)
+    except ValueError as error:
+        raise VarlinkError(errors.INVALID_DOMAIN, domain=text, reason=str(error)) from None
+    relay = call.relay
+    config = relay.config
+    hop = next_hop(config, domain)
+    if hop.direct:
+        source = f"tls_policy {config.tls_policy_domain(domain)}" if hop.listed else "external_relay.tls"
+    elif config.is_relay_domain(domain) and config.internal_relay.host:
+        source = "internal_relay.tls"
+    else:
+        source = "external_relay.tls"
+    cached = relay.mta_sts.cached(domain) if hop.direct else None
+    error = relay.mta_sts.last_error(domain) if hop.direct else None
+    policy = {
+        "domain": domain, "next_hop": str(hop), "level": hop.tls_level, "source": source, "match": list(hop.match),
+        "mta_sts": hop.direct and not hop.listed and hop.tls_level in STS_LEVELS,
+        "sts": None if cached is None else {
+            "mode": cached.mode, "mx": list(cached.mx), "max_age": cached.max_age, "id": cached.id,
+            "fetched": cached.fetched, "expires": cached.expires},
+        "sts_error": None if error is None else error.text,
+    }
+    return policy, hop
+
+
+@method("io.postern.Tls.Policy")
+async def tls_policy(call: Call) -> dict:
+    policy, _ = _tls_policy(call)
+    return {"policy": policy}
+
+
+@method("io.postern.Tls.Check")
+async def tls_check(call: Call) -> dict:
+    policy, hop = _tls_policy(call)
+    return {"policy": policy, "hosts": await call.relay.delivery.check(hop)}
