@@ -395,12 +395,22 @@ class MtaSts:
 
     async def refresh(self) -> None:
         """One pass over the cached policies: re-check each TXT id, refetch when it changed or the
-        policy expires within a day (RFC 8461 10.2); drop a policy that expired and could not be renewed."""
+        policy expires within a day (RFC 8461 10.2); drop a policy that expired and could not be renewed.
+
+        Also forgets the lookups of domains mailed long ago, so a relay that reaches many domains
+        does not keep one of each forever."""
         for name in sorted(self._cache()):
             try:
                 await self._refresh_one(name)
             except Exception:  # one domain's trouble must not stop the others
                 log.exception("MTA-STS: refreshing the policy of %s failed", name)
+        now = self.clock()
+        for name in [name for name, lookup in self._lookups.items() if lookup.until <= now]:
+            if not self._locks.get(name, asyncio.Lock()).locked():
+                del self._lookups[name]
+                self._locks.pop(name, None)
+                if name not in self._cache():
+                    self._errors.pop(name, None)
 
     async def _refresh_one(self, name: str) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):

@@ -504,6 +504,17 @@ async def test_run_refreshes_until_cancelled(world):
             await task
 
 
+async def test_refresh_forgets_old_lookups_of_domains_without_a_policy(world):
+    sts = world.sts()
+    for number in range(20):
+        assert await sts.policy(f"d{number}.example.net") is None
+    await sts.refresh()
+    assert len(sts._lookups) == 20  # still fresh
+    world.clock.advance(301)
+    await sts.refresh()
+    assert sts._lookups == {} and sts._locks == {}
+
+
 # --- parsing ------------------------------------------------------------------------------------
 
 
@@ -544,3 +555,4 @@ def test_policy_domains_are_safe_file_names():
     for hostile in ("..", "../x.org", "x.org/..", "x..org", "-x.org", ".x.org", "x_y.org", "x.org\x00",
                     "[127.0.0.1]", "localhost", "a" * 64 + ".org"):
         assert policy_domain(hostile) is None, hostile
+

@@ -124,7 +124,8 @@ class _Server(http.server.ThreadingHTTPServer):
 class HttpsServer:
     """HTTPS on `host`:`port` (0: a free port) with a certificate for `hostname` from `authority`.
 
-    Pass `context` instead for a server certificate made some other way (self-signed, another authority).
+    Pass `context` instead for a server certificate made some other way (self-signed, another authority);
+    the server sets its `sni_callback` to record the name each client asked for.
     """
 
     def __init__(self, authority=None, hostname: str = "localhost", routes: dict[str, Response] | None = None,
