@@ -406,7 +406,8 @@ class MtaSts:
                 log.exception("MTA-STS: refreshing the policy of %s failed", name)
         now = self.clock()
         for name in [name for name, lookup in self._lookups.items() if lookup.until <= now]:
-            if not self._locks.get(name, asyncio.Lock()).locked():
+            lock = self._locks.get(name)
+            if lock is None or not lock.locked():
                 del self._lookups[name]
                 self._locks.pop(name, None)
                 if name not in self._cache():
