@@ -158,6 +158,8 @@ class TlsStats:
             self._prune(hour)
         self._dirty = True
         key = _domain_key(session.domain)
+        if not key:
+            return
         domain = bucket.get(key)
         if domain is None:
             if len(bucket) >= self.limit_domains:
@@ -570,16 +572,17 @@ class Reporter:
                 continue
             sent, temporary = await self._send_domain(date, stats_day, domain, hostname, state)
             lines += sent
+            given_up = False
             if temporary:
                 state.tries[domain] = state.tries.get(domain, 0) + 1
                 given_up = state.tries[domain] >= MAX_TRIES
                 lines.append(f"TLS report for {domain} of {date}: {temporary}; "
                              f"{'given up' if given_up else 'will try again'}")
-                if not given_up:
-                    self._save()
-                    continue
-            state.done.add(domain)
-            self._save()
+            if not temporary or given_up:
+                state.done.add(domain)
+            if sent:  # at once, so that a crash now cannot send it twice; the rest at the end
+                self._save()
+        self._save()
         return lines
 
     async def _send_domain(self, date: datetime.date, stats_day: dict, domain: str, hostname: str,

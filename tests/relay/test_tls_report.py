@@ -18,6 +18,7 @@ import dns.asyncresolver
 import h11
 import pytest
 
+from relay import tls_report
 from relay.tls_report import (RESULT_TYPES, SECURITY, Reporter, Session, TlsStats, parse_rua, report,
                               report_message)
 from tests.support.certs import Authority
@@ -662,3 +663,29 @@ async def test_a_hostile_record_cannot_fan_one_report_out_to_many(tmp_path, make
     sender = reporter(tmp_path, traffic(tmp_path, "example.org"), dns_server, mailer, client_context)
     await sender.send_day(YESTERDAY)
     assert 1 <= len(mailer.sent) <= 4
+
+
+async def test_run_sends_the_day_before_and_flushes_the_counts(tmp_path, make_dns, client_context, monkeypatch):
+    # the first round at once, the next a day later (in real life: after midnight plus up to an hour)
+    monkeypatch.setattr(tls_report, "_next_send", lambda now, first=False: now if first else now + 86400)
+    dns_server = make_dns({("_smtp._tls.example.org", "TXT"): ['"v=TLSRPTv1; rua=mailto:r@example.org"']})
+    mailer = Mailer()
+    stats = traffic(tmp_path, "example.org")
+    sender = reporter(tmp_path, stats, dns_server, mailer, client_context)
+
+    task = asyncio.create_task(sender.run(flush_every=0.05))
+    try:
+        for _ in range(100):
+            if mailer.sent and (tmp_path / "stats" / "tls-stats.json").exists():
+                break
+            await asyncio.sleep(0.05)
+        stats.record(plain("later.example"))
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(mailer.sent) == 1 and sender.finished(YESTERDAY)
+    saved = TlsStats(tmp_path / "stats")
+    assert "later.example" in {row["domain"] for row in saved.summary(since=NOW - HOUR)}
+    assert saved.day(YESTERDAY) == stats.day(YESTERDAY)
