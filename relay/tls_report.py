@@ -211,7 +211,6 @@ class TlsStats:
         including those of MTA-STS testing policies whose mail still went."""
         now = time.time() if now is None else now
         first, last = int(since // 3600), int(now // 3600)
-        self._prune(last)
         totals: dict[str, dict] = {}
         failures: dict[str, dict[tuple[str, str, str], int]] = {}
         for hour in sorted(h for h in self._hours if first <= h <= last):
