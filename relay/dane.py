@@ -286,6 +286,10 @@ def _verify_ta(records: list[Tlsa], chain: Sequence[bytes], names: Sequence[str]
             anchors.append((depth, record, certificate))
     if not anchors:
         return None
+    if not hasattr(verification.PolicyBuilder, "extension_policies"):  # cryptography < 45
+        return _fail(f"TLSA {short(anchors[0][1])} matched the certificate at depth {anchors[0][0]}, but this "
+                     "system's cryptography package is too old to verify the chain to it (45 or later needed)",
+                     "validation-failure")
     leaf = _parse(chain[0])
     if leaf is None:
         return _fail("the server certificate cannot be parsed", "validation-failure")

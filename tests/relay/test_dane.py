@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.asyncresolver
@@ -146,7 +147,6 @@ async def test_a_silent_server_is_a_dnssec_failure_within_the_lifetime(dns_serve
 class Issued:
     cert: x509.Certificate
     key: object
-    children: list = field(default_factory=list)
 
     @property
     def der(self) -> bytes:
@@ -155,7 +155,7 @@ class Issued:
 
 def make_cert(cn: str, issuer: Issued | None = None, ca: bool = False, names: tuple[str, ...] | None = None,
               not_before: datetime.datetime | None = None, not_after: datetime.datetime | None = None,
-              key=None, signing_key=None) -> Issued:
+              key=None, signing_key=None, server_auth_only: bool = False) -> Issued:
     """A certificate for `cn`: self-signed without `issuer`; a CA with `ca`; DNS names `names`
     (default: the CN; () for none). `signing_key` forges one: the issuer's name, another key."""
     key = key or ec.generate_private_key(ec.SECP256R1())
@@ -179,6 +179,8 @@ def make_cert(cn: str, issuer: Issued | None = None, ca: bool = False, names: tu
     names = (cn,) if names is None else names
     if names and not ca:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    if server_auth_only:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     if issuer:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.cert.public_key()), critical=False)
@@ -266,7 +268,6 @@ async def test_peer_chain_from_a_blocking_socket(tmp_path, pki):
     chain_path, key_path = _write_chain(tmp_path, leaf.key, [leaf.cert, intermediate.cert])
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(chain_path, key_path)
-    import socket
     listener = socket.create_server(("127.0.0.1", 0))
 
     def serve():
@@ -365,6 +366,16 @@ async def test_dane_ta_at_the_root_or_at_an_intermediate(tmp_path, pki, anchor, 
     result = dane.verify([ta], chain, NAMES)
     assert result.ok, result.detail
     assert f"at depth {depth}" in result.detail
+
+
+async def test_dane_ta_server_certificate_for_servers_only(tmp_path, pki):
+    """As public CAs issue them: extended key usage serverAuth alone, an RSA key."""
+    root, intermediate, _ = pki
+    leaf = make_cert("mx.example.org", issuer=intermediate, server_auth_only=True,
+                     key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    chain = await served_chain(tmp_path, leaf.key, [leaf.cert, intermediate.cert, root.cert])
+    result = dane.verify([record(root.cert, 2, 1, 1)], chain, NAMES)
+    assert result.ok, result.detail
 
 
 async def test_dane_ta_names_the_next_hop_domain(tmp_path, pki):
