@@ -339,7 +339,7 @@ def verify(records: Sequence[Tlsa], chain: Sequence[bytes], names: Sequence[str]
     listed = ", ".join(short(record) for record in records) or "none"
     try:
         key_digest = hashlib.sha256(spki(chain[0])).hexdigest()
-        own = f" (its own record would be 3 1 1 {key_digest})"
+        own = f" (a DANE-EE record for its certificate would read 3 1 1 {key_digest})"
     except ValueError:
         own = ""
     sent = f"{len(chain)} certificate" + ("" if len(chain) == 1 else "s")
@@ -348,7 +348,7 @@ def verify(records: Sequence[Tlsa], chain: Sequence[bytes], names: Sequence[str]
         detail += "; for DANE-TA (2) the server must send the trust anchor certificate in its chain"
     if any(record.malformed for record in records):
         malformed = ", ".join(short(record) for record in records if record.malformed)
-        return _fail(f"{detail}; malformed: {malformed} (a digest of the wrong length)", "tlsa-invalid")
+        return _fail(f"{detail}; malformed: {malformed} (no data, or a digest of the wrong length)", "tlsa-invalid")
     return _fail(detail, "validation-failure")
 
 
