@@ -522,8 +522,9 @@ class Reporter:
     def __init__(self, stats: TlsStats, *, resolver: Callable[[], dns.asyncresolver.Resolver],
                  hostname: Callable[[], str], send_mail: Callable[[str, list[str], bytes], Awaitable[None]],
                  context: Callable[[], ssl.SSLContext], directory: Path,
-                 contact: Callable[[], str] | None = None):
+                 contact: Callable[[], str] | None = None, enabled: Callable[[], bool] = lambda: True):
         self.stats = stats
+        self.enabled = enabled  # mta.tls_reports: off, the statistics are kept (the console shows them), no report goes
         self.resolver, self.hostname, self.send_mail, self.context = resolver, hostname, send_mail, context
         self.contact = contact or (lambda: f"postmaster@{self.hostname()}")
         self.directory = Path(directory)
@@ -721,13 +722,14 @@ class Reporter:
                 if now < next_send:
                     continue
                 yesterday = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date() - datetime.timedelta(days=1)
-                if not self.finished(yesterday):
+                if self.enabled() and not self.finished(yesterday):
                     try:
                         for line in await self.send_day(yesterday):
                             log.info("%s", line)
                     except Exception:  # never let one bad day stop the reports or the flushes
                         log.exception("TLS reports of %s", yesterday)
-                next_send = now + 3600 if not self.finished(yesterday) else _next_send(now)
+                retry = self.enabled() and not self.finished(yesterday)
+                next_send = now + 3600 if retry else _next_send(now)
         finally:
             self._flush()
 

@@ -45,10 +45,11 @@ def smart_host(authority):
         hop.stop()
 
 
-def smart_host_section(port: int, password_file, tls: str = "encrypt") -> dict:
-    """The smart host on loopback, known by the name in its certificate (smtp.example.net)."""
-    return {"host": "127.0.0.1", "port": port, "mx": False, "tls": tls, "tls_name": "smtp.example.net",
-            "username": LOGIN, "password_file": str(password_file)}
+def smart_host_section(port: int, password_file, tls: str | None = None) -> dict:
+    """The smart host on loopback, known by the name in its certificate (smtp.example.net); with a
+    login the level is verify unless written."""
+    return {"host": "127.0.0.1", "port": port, "mx": False, "tls_name": "smtp.example.net",
+            "username": LOGIN, "password_file": str(password_file), **({"tls": tls} if tls else {})}
 
 
 def trusting(authority) -> dict:
@@ -97,7 +98,7 @@ def test_a_refused_login_defers_with_the_smart_hosts_words_in_log_and_queue(make
     assert message.login == LOGIN
 
 
-@pytest.mark.parametrize("tls", ["may", "encrypt"])
+@pytest.mark.parametrize("tls", [None, "secure"])
 @pytest.mark.parametrize("why, certificate, trusted", [
     ("an untrusted certificate", "smtp.example.net", False),  # anyone on the path can make one
     ("a certificate for another name", "mitm.example.org", True),
@@ -113,9 +114,20 @@ def test_no_login_is_sent_to_a_server_whose_certificate_does_not_verify(make_rel
     assert host.logins == [] and host.messages == []
 
 
+@pytest.mark.parametrize("tls", ["none", "may", "encrypt", "dane"])
+def test_a_login_over_an_unchecked_certificate_is_refused_with_the_fix(make_relay, sink, password_file, tls):
+    relay = make_relay(sink.port, start=False, external_relay={
+        **smart_host_section(25, password_file, tls=tls), "tls_name": ""})
+    relay.start(wait=False)
+    assert relay.process.wait(15) == 1
+    assert (f"mta.external_relay.tls: {tls} would send the password to a server whose certificate is not "
+            "checked: set tls: verify (trust its CA with tls.ca_file if it is not a public one), secure or "
+            "dane-only") in relay.log()
+
+
 def test_no_login_is_sent_without_tls(make_relay, sink, smart_host, password_file):
     host = smart_host()  # no certificate: no STARTTLS
-    relay = make_relay(sink.port, external_relay=smart_host_section(host.port, password_file, tls="may"))
+    relay = make_relay(sink.port, external_relay=smart_host_section(host.port, password_file))
     relay.send("alice@example.com", ["carol@partner.org"], make_message("no-tls-login@x"))
     relay.wait_log(r"status=deferred \(not sending the login for gateway@example\.com to 127\.0\.0\.1\[127\.0\.0\.1\]"
                    r":\d+ without TLS")

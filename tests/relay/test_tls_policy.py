@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from relay.config import parse_mta
+from relay.config import ConfigError, parse_mta
 from relay.control.client import ControlClient
 from relay.tls import OutboundTls, certificate_matches
 from tests.support.certs import Authority, self_signed
@@ -220,14 +220,28 @@ def test_a_client_certificate_that_cannot_be_loaded_stops_the_daemon_with_its_fi
 # --- the policy's parts -----------------------------------------------------------------------
 
 
-def test_one_context_per_level_built_once():
-    config, _ = parse_mta({"internal_relay": {"host": "mx.example.com", "tls": "verify"}})
+def test_one_context_per_kind_of_trust_built_once(authority):
+    config, _ = parse_mta({"internal_relay": {"host": "mx.example.com", "tls": "verify"},
+                           "tls_policy": {"partner.org": {"level": "secure", "ca_file": str(authority.cert_path)},
+                                          ".partner.org": {"level": "verify", "ca_file": str(authority.cert_path)}}})
     outbound = OutboundTls(config)
-    assert outbound.context("verify") is outbound.context("verify")
-    assert len({id(outbound.context(level)) for level in ("may", "encrypt", "verify")}) == 3
-    assert outbound.context("verify").verify_mode == ssl.CERT_REQUIRED
-    assert outbound.context("may").verify_mode == ssl.CERT_NONE
-    assert outbound.context("encrypt").minimum_version == ssl.TLSVersion.TLSv1_2
+    assert outbound.context(True) is outbound.context(True)
+    partner = outbound.context(True, str(authority.cert_path))
+    assert len({id(outbound.context(False)), id(outbound.context(True)), id(partner)}) == 3
+    assert len(outbound.by_ca) == 1, "one context per CA file, however many entries name it"
+    assert outbound.context(True).verify_mode == partner.verify_mode == ssl.CERT_REQUIRED
+    assert outbound.context(False).verify_mode == ssl.CERT_NONE
+    assert outbound.context(False).minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_a_policy_ca_file_that_cannot_be_loaded_is_named_by_its_entry(tmp_path):
+    bad = tmp_path / "partner-ca.pem"
+    bad.write_text("not a certificate\n")
+    config, _ = parse_mta({"tls_policy": {"partner.org": {"level": "secure", "ca_file": str(bad)}}})
+    with pytest.raises(ConfigError) as raised:
+        OutboundTls(config)
+    [problem] = raised.value.problems
+    assert problem.startswith(f"mta.tls_policy.partner.org.ca_file: cannot load {bad}")
 
 
 @pytest.mark.parametrize("wanted, names, matches", [
