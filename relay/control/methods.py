@@ -8,6 +8,7 @@ definition lives beside this file in `<interface>.varlink`, which is what
 from __future__ import annotations
 
 import asyncio
+import datetime
 import ipaddress
 import logging
 import time
@@ -492,3 +493,13 @@ async def tls_policy(call: Call) -> dict:
 async def tls_check(call: Call) -> dict:
     policy, hop = _tls_policy(call)
     return {"policy": policy, "hosts": await call.relay.delivery.check(hop)}
+
+
+@method("io.postern.Tls.SendReports")
+async def tls_send_reports(call: Call) -> dict:
+    text = call.get("date", str, None)
+    try:
+        day = datetime.date.fromisoformat(text) if text else datetime.datetime.now(datetime.timezone.utc).date()
+    except ValueError:
+        raise VarlinkError(errors.INVALID_PARAMETER, parameter="date") from None
+    return {"lines": await call.relay.reporter.send_day(day)}
