@@ -18,6 +18,7 @@ import yaml
 
 from appliance.store import MISSING, Change
 from relay.config import MTA_FIELDS, MtaConfig, duration_text, parse_mta, to_dict
+from relay.control import errors
 from relay.fields import Field
 
 UNKNOWN_HELP = "see the configuration reference"
@@ -261,3 +262,28 @@ def place(problem: str, keys: set[str]) -> tuple[str, str]:
             return ".".join(path), words
         path.pop()
     return "", problem
+
+
+def refused_problems(error: Exception) -> list[str]:
+    """The relay's own problem lines in a refused io.postern.Config.Apply, each naming its field
+    ('mta.listen: ...'): those of settings it found wrong, or of settings it could not put in force."""
+    if isinstance(error, errors.ControlError) and error.name == errors.INVALID_CONFIG:
+        return list(error.parameters.get("problems", []))
+    if isinstance(error, errors.ControlError) and error.name == errors.APPLY_FAILED:
+        return [line for line in error.parameters.get("reason", "").split("; ") if line]
+    return []
+
+
+def with_tls_policy(running: dict, key: str, entry: Any, replaces: str = "") -> dict:
+    """The running section with the tls_policy entry for `key` put in (entry None: taken out), and the
+    entry `replaces` (a destination renamed) taken out."""
+    section = copy.deepcopy(running)
+    table = dict(section.get("tls_policy") or {})
+    if replaces and replaces != key:
+        table.pop(replaces, None)
+    if entry is None:
+        table.pop(key, None)
+    else:
+        table[key] = entry
+    section["tls_policy"] = table
+    return section

@@ -3,6 +3,11 @@
 One row of fields per check; Enter in a row runs its check in a thread worker and the
 answer is added to the results below. The DNS servers asked are the ones typed, else the
 configuration's (`mta.dns_servers`, then `network.dns.servers`), else the system's.
+
+The next-hop check of a relay host (or of any HOST:PORT) talks SMTP to it from here; a
+destination domain typed alone is checked by the relay against its TLS policy
+(io.postern.Tls.Check), which says where delivery would defer. Ctrl+T opens the
+Transport security view (console.screens.transport).
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from textual.worker import get_current_worker
 from appliance.diagnostics.dns_lookup import LookupFailed
 from appliance.diagnostics.helo import PASS
 from appliance.diagnostics.next_hop import NEEDS_TLS, Hop
+from appliance.topology import ip_or_none
 
+from .. import tls_words
+from ..relay_link import RelayLink
 from ..system import FieldError
 from ..system.diagnostics import RECORD_TYPES, DnsResult
 from ..widgets.choice import Choice
@@ -40,6 +48,13 @@ FIELD_NAMES = {"name": "Name", "address": "Address", "helo": "HELO name", "hop":
 class DiagResult(Message):
     title: str
     lines: list[Text]
+
+
+@dataclass
+class DiagDestination(Message):
+    """A domain typed as the next hop: the relay checks it against its TLS policy."""
+
+    domain: str
 
 
 @dataclass
@@ -63,6 +78,14 @@ def dns_lines(result: DnsResult) -> list[Text]:
     return lines
 
 
+def is_destination(text: str, hops: list[Hop]) -> bool:
+    """A domain typed alone (no port, not an address) that is no configured relay host: the check asks the
+    relay what delivery to that domain would do under its TLS policy."""
+    text = text.strip()
+    return (bool(text) and ":" not in text and not text.startswith("[") and ip_or_none(text) is None
+            and len(hops) == 1 and not hops[0].role)
+
+
 def verdict_style(text: str) -> str:
     if text.startswith("PASS"):
         return "bold green"
@@ -74,6 +97,7 @@ def verdict_style(text: str) -> str:
 class DiagnosticsScreen(AreaScreen):
     BINDINGS = [
         Binding("ctrl+l", "clear", "Clear", id="diag.clear"),
+        Binding("ctrl+t", "transport", "Transport security", id="diag.transport"),
         Binding("escape", "back", "Back", id="diag.back"),
         Binding("down", "app.focus_next", "Next field", id="diag.next", show=False),
         Binding("up", "app.focus_previous", "Previous field", id="diag.previous", show=False),
@@ -96,7 +120,7 @@ class DiagnosticsScreen(AreaScreen):
                              Label("HELO", classes="diag-label-short"),
                              Input(id="diag-helo", compact=True), classes="diag-row")
             yield Horizontal(Label("Next hop", classes="diag-label"),
-                             Input(placeholder="host:port (empty: the configured relay hosts)", id="diag-hop",
+                             Input(placeholder="a domain, or host:port (empty: the relay hosts)", id="diag-hop",
                                    compact=True), classes="diag-row")
             yield Horizontal(Label("DNS servers", classes="diag-label"),
                              Input(placeholder="empty: the configuration's, else the system's", id="diag-servers",
@@ -149,7 +173,11 @@ class DiagnosticsScreen(AreaScreen):
                 title = f"HELO check: {'PASS' if verdict.verdict == PASS else 'FAIL'}"
             else:
                 lines, header = [], ""
-                for hop in self.appliance.diagnostics.next_hop_targets(values[0]):
+                hops = self.appliance.diagnostics.next_hop_targets(values[0])
+                if is_destination(values[0], hops):
+                    self.post_message(DiagDestination(values[0].strip().rstrip(".")))
+                    return
+                for hop in hops:
                     lines += self.hop_lines(hop, servers)
         except FieldError as error:
             self.post_message(DiagProblem(title, error.field, error.message))
@@ -174,6 +202,37 @@ class DiagnosticsScreen(AreaScreen):
                               + (f", as its policy tls: {hop.tls} asks" if hop.tls in NEEDS_TLS else ""),
                               "bold green"))
         return lines
+
+    def on_diag_destination(self, message: DiagDestination) -> None:
+        self.notice(f"Checking mail to {message.domain} against its TLS policy: the relay connects to its "
+                    "hosts...")
+        self.check_destination(message.domain)
+
+    @work(exclusive=True, group="diag", name="The check", exit_on_error=False)
+    async def check_destination(self, domain: str) -> None:
+        """What delivery to the domain would do now, as the relay says (Tls.Check)."""
+        from .transport import CHECK_TIMEOUT
+
+        link = RelayLink(self.app.link.socket_path, timeout=CHECK_TIMEOUT)
+        answer = await link.attempt("io.postern.Tls.Check", self.destination_failed, domain=domain)
+        if answer is None:
+            return
+        policy = answer["policy"]
+        header = line(f"mail to {policy['domain']} (TLS level {policy['level']}, from "
+                      f"{tls_words.source_words(policy['source'])})", "bold")
+        delivers = any(host["verdict"] == "deliver" for host in answer["hosts"])
+        title = "Next hop" if delivers else "Next hop: FAIL, mail would defer"
+        self.post_message(DiagResult(title, [header, *tls_words.check_lines(answer),
+                                             line("  (HOST:25 shows a host's banner and certificate; ctrl+t the "
+                                                  "destination's policy and counts)", "dim")]))
+
+    def destination_failed(self, words: str) -> None:
+        self.notice(f"Next hop: {words}", "bold red")
+
+    def action_transport(self) -> None:
+        from .transport import TransportScreen
+
+        self.app.push_screen(TransportScreen())
 
     def on_diag_result(self, message: DiagResult) -> None:
         output = self.query_one(RichLog)

@@ -372,7 +372,7 @@ class MtaScreen(Screen):
 
     def refused(self, error: Exception) -> None:
         if isinstance(error, errors.ControlError) and error.name == errors.INVALID_CONFIG:
-            self.problems = list(error.parameters.get("problems", []))
+            self.problems = mta_form.refused_problems(error)
             self.show_problems(self.problems)
             self._focus_first_problem()
             self.notice("Not applied: the relay found problems, shown in red at the fields"
@@ -382,7 +382,7 @@ class MtaScreen(Screen):
         if isinstance(error, errors.ControlError) and error.name == errors.APPLY_FAILED:
             # A reload refusal names its field: "mta.listen: cannot listen on ...".
             words = error.parameters.get("reason", "")
-            self.show_problems(words.split("; "))
+            self.show_problems(mta_form.refused_problems(error))
         self.notice(f"Not applied, nothing changed: {words}", "red")
 
     # --- other keys --------------------------------------------------------------------------------
