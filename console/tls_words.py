@@ -200,3 +200,30 @@ def check_lines(answer: dict, indent: str = "  ") -> list[Text]:
     else:
         lines.append(Text(f"{indent}Mail to {domain} would defer: it waits in the queue.", style="bold red"))
     return lines
+
+
+def hang_of(plain: str) -> int:
+    """Where a line's continuation lines start: under the value of a labelled line ('TLS level  verify'),
+    under an indented line's own text, two further in for the items of a list."""
+    if plain[:1] != " " and plain[9:11] == "  ":
+        return 11
+    leading = len(plain) - len(plain.lstrip(" "))
+    return leading if leading >= 11 else leading + 2
+
+
+def hanging(lines: list[Text], width: int, console) -> Text:
+    """The lines as one text `width` wide, each wrapped under itself rather than at the left edge."""
+    out = Text()
+    for number, line in enumerate(lines):
+        if number:
+            out.append("\n")
+        hang = hang_of(line.plain)
+        if width <= hang + 10 or line.cell_len <= width:
+            out.append_text(line)
+            continue
+        first, *rest = line.wrap(console, width - hang)
+        out.append_text(first)
+        for part in rest:
+            out.append("\n" + " " * hang)
+            out.append_text(part)
+    return out

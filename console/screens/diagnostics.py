@@ -221,10 +221,9 @@ class DiagnosticsScreen(AreaScreen):
         header = line(f"mail to {policy['domain']} (TLS level {policy['level']}, from "
                       f"{tls_words.source_words(policy['source'])})", "bold")
         delivers = any(host["verdict"] == "deliver" for host in answer["hosts"])
-        title = "Next hop" if delivers else "Next hop: FAIL, mail would defer"
+        title = "Next hop" if delivers else f"Next hop: mail to {policy['domain']} would defer"
         self.post_message(DiagResult(title, [header, *tls_words.check_lines(answer),
-                                             line("  (HOST:25 shows a host's banner and certificate; ctrl+t the "
-                                                  "destination's policy and counts)", "dim")]))
+                                             line("  (HOST:25 for a host's banner and certificate)", "dim")]))
 
     def destination_failed(self, words: str) -> None:
         self.notice(f"Next hop: {words}", "bold red")
@@ -241,7 +240,7 @@ class DiagnosticsScreen(AreaScreen):
             self.results.append(text.plain)
         output.write(Text(""))
         self.results.append("")
-        style = "bold red" if "FAIL" in message.title else ""
+        style = "bold red" if "FAIL" in message.title or "would defer" in message.title else ""
         self.notice(f"{message.title}: done." if not style else f"{message.title}: see what to change above.",
                     style)
 

@@ -108,20 +108,7 @@ class EntryScreen(ModalScreen[str | None]):
         Binding("down", "app.focus_next", "Next field", show=False),
         Binding("up", "app.focus_previous", "Previous field", show=False),
     ]
-    DEFAULT_CSS = """
-    EntryScreen { align: center middle; }
-    #entry-dialog { width: 78; max-width: 100%; height: auto; max-height: 100%; border: solid $primary;
-                    padding: 0 1; background: $surface; }
-    #entry-dialog .title { text-style: bold; }
-    .entry-line { height: 1; }
-    .entry-label { width: 14; color: $text-muted; }
-    .entry-line Input, .entry-line Input:focus { border: none; height: 1; padding: 0; width: 1fr; }
-    .entry-line Input:focus { background: $boost; background-tint: $foreground 10%; }
-    .entry-line Input.-invalid, .entry-line Choice.-invalid { color: $text-error; }
-    .entry-note { height: auto; padding-left: 14; }
-    #entry-notice { height: auto; margin-top: 1; }
-    #entry-keys { color: $text-muted; }
-    """
+    CSS_PATH = "../styles/transport.tcss"
 
     def __init__(self, key: str = "", value: Any = None):
         super().__init__()
@@ -162,6 +149,8 @@ class EntryScreen(ModalScreen[str | None]):
             return DOMAIN_HELP
         if name == "level":
             return LEVELS.get(self.query_one("#entry-level", Choice).value, "")
+        if name == "match":
+            return "names the certificate may carry (verify, secure), separated by commas; empty: see the level"
         return ENTRY_FIELDS[name].help
 
     def show_notes(self) -> None:

@@ -43,10 +43,7 @@ TITLE = "Transport security: the TLS of outbound mail per destination, last 24 h
 class TlsScreen(Screen):
     """What the two screens share: the relay's TLS policy table, and changing it."""
 
-    DEFAULT_CSS = """
-    .tls-title { height: 1; padding: 0 1; text-style: bold; }
-    .tls-notice { height: auto; max-height: 4; padding: 0 1; background: $panel; }
-    """
+    CSS_PATH = "../styles/transport.tcss"
 
     def __init__(self):
         super().__init__()
@@ -98,11 +95,6 @@ class TransportScreen(TlsScreen):
         Binding("r", "refresh", "Refresh", id="tls.refresh", show=False),
         Binding("escape", "back", "Back", id="tls.back"),
     ]
-    DEFAULT_CSS = """
-    #tls-header { height: 1; padding: 0 1; }
-    #tls-rows { height: 1fr; border: none; padding: 0 1; }
-    #tls-detail { height: auto; max-height: 5; padding: 0 1; }
-    """
 
     def __init__(self):
         super().__init__()
@@ -164,16 +156,14 @@ class TransportScreen(TlsScreen):
             ids = [row["domain"] for row in self.rows]
             listing.highlighted = ids.index(current) if current in ids else min(highlighted or 0, len(ids) - 1)
         failing = sum(1 for row in self.rows if row["failed"])
-        when = time.strftime("%H:%M:%S")
         if not self.rows:
-            self.notice(f"No mail went out in the last 24 hours, and the TLS policy table is empty (read {when}). "
-                        "a adds an entry.")
+            self.notice("No mail went out in the last 24 hours, and the TLS policy table is empty: a adds an entry.")
         else:
             self.notice(Text.assemble(
-                f"{len(self.rows)} destinations, ",
+                f"{len(self.rows)} destination{'s' if len(self.rows) != 1 else ''}, ",
                 (f"{failing} with connections refused by their policy" if failing else "none refused by its policy",
                  "bold red" if failing else "green"),
-                f" (read {when}). Enter: its policy and a live check."))
+                ". Enter: its policy and a live check."))
         self.describe()
 
     def current(self) -> str | None:
@@ -196,21 +186,21 @@ class TransportScreen(TlsScreen):
         if row is None:
             detail.update("")
             return
-        text = Text(printable(row["domain"]), style="bold")
+        lines = [Text(printable(row["domain"]), style="bold")]
+        text = lines[0]
         entry = self.entries.get(row["domain"])
         if entry is not None:
             level, match, _ = (entry, [], "") if isinstance(entry, str) else (
                 entry.get("level", ""), entry.get("match") or [], "")
             text.append(f"  tls_policy: {level}" + (f", match {', '.join(match)}" if match else ""))
         failures = tls_words.failure_lines(row)
-        for line in failures[:3]:
-            text.append("\n")
-            text.append_text(line)
-        if len(failures) > 3:
-            text.append(f"\n  and {len(failures) - 3} more (Enter shows them)", style="dim")
+        lines += failures[:2]
+        if len(failures) > 2:
+            lines.append(Text(f"  and {len(failures) - 2} more (Enter shows them)", style="dim"))
         if not failures and tls_words.traffic(row):
             text.append("  no failures", style="green")
-        detail.update(text)
+        width = detail.content_size.width or self.size.width - 2
+        detail.update(tls_words.hanging(lines, width, self.app.console))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.open(event.option.id)
@@ -260,9 +250,6 @@ class DomainScreen(TlsScreen):
         Binding("d,delete", "remove", "Remove entry", id="tls.domain.remove"),
         Binding("escape", "back", "Back", id="tls.domain.back"),
     ]
-    DEFAULT_CSS = """
-    #tls-domain { height: 1fr; padding: 0 1; }
-    """
 
     def __init__(self, domain: str, row: dict | None = None):
         super().__init__()
@@ -298,7 +285,6 @@ class DomainScreen(TlsScreen):
         self.query_one("#tls-domain-text", Static).update(Text(f"The policy cannot be read: {words}", style="bold red"))
 
     def draw(self) -> None:
-        text = Text()
         lines = tls_words.policy_lines(self.policy) if self.policy else []
         if self.row is not None:
             lines.append(Text(""))
@@ -311,11 +297,13 @@ class DomainScreen(TlsScreen):
             lines.append(Text(""))
             lines.append(Text("Live check", style="bold"))
             lines += self.checked
-        for number, line in enumerate(lines):
-            if number:
-                text.append("\n")
-            text.append_text(line)
-        self.query_one("#tls-domain-text", Static).update(text)
+        shown = self.query_one("#tls-domain-text", Static)
+        width = shown.content_size.width or self.size.width - 2
+        shown.update(tls_words.hanging(lines, width, self.app.console))
+
+    def on_resize(self) -> None:
+        if self.policy is not None:
+            self.draw()
 
     def text(self) -> str:
         """What the screen shows, as plain text (for tests)."""

@@ -73,6 +73,16 @@ VISITS = [
     (["f5"], "the logs", lambda app: type(app.screen).__name__ == "LogScreen"),
     (["f6"], "the SMTP session", lambda app: type(app.screen).__name__ == "SmtpTestScreen"),
     (["ctrl+t"], "the SMTP test message", lambda app: app.screen.query_one("#send-view").display),
+    (["f8", "ctrl+t"], "the transport security view", lambda app: type(app.screen).__name__ == "TransportScreen"
+     and app.screen.answer is not None),
+    (["a"], "a new TLS policy entry", lambda app: type(app.screen).__name__ == "EntryScreen"),
+    ([*"partner.org", "down", "right", "down", *"mx.partner.org", "ctrl+s"], "the entry added",
+     lambda app: type(app.screen).__name__ == "TransportScreen" and "partner.org" in app.screen.entries),
+    (["enter"], "a destination's policy", lambda app: type(app.screen).__name__ == "DomainScreen"
+     and "TLS level" in app.screen.text()),
+    (["c"], "its live check", lambda app: "Live check" in app.screen.text()),
+    (["e"], "its TLS policy entry", lambda app: type(app.screen).__name__ == "EntryScreen"),
+    (["escape", "escape", "escape"], "the diagnostics again", lambda app: type(app.screen).__name__ == "DiagnosticsScreen"),
     (["f11"], "the system screen", lambda app: type(app.screen).__name__ == "SystemScreen"),
     (["r"], "the question before a reboot", lambda app: type(app.screen).__name__ == "ConfirmScreen"),
 ]

@@ -15,6 +15,7 @@ from console.app import make_app
 from console.screens.transport import DomainScreen
 from relay.control.client import ControlClient
 from tests.console.conftest import text_of, until
+from tests.console.test_snapshots import fixed_clock  # noqa: F401  (a fixture)
 from tests.support.certs import Authority
 from tests.support.dns_server import DnsServer
 from tests.support.mail import make_message
@@ -328,3 +329,51 @@ async def test_a_relay_that_is_down_is_said_and_nothing_breaks(tmp_path, monkeyp
         await until(pilot, lambda: "destinations" in text_of(app, ".tls-notice"), timeout=20,
                     what="the counts again")
         assert "rogue.example" in rows(screen)
+
+
+# --- what it looks like ------------------------------------------------------------------------------
+
+ROGUE_DETAIL = ("server certificate not verified: host mx.rogue.example[198.51.100.25]:25: certificate verify "
+                "failed: self-signed certificate in certificate chain")
+
+
+def row(domain: str, failures=(), **counts) -> dict:
+    return {"domain": domain, **{key: counts.get(key, 0) for key in
+                                 ("dane", "mta_sts", "verified", "unverified", "plain", "failed")},
+            "failures": list(failures)}
+
+
+FIXED_SUMMARY = {"since": 1740729600.0, "domains": [
+    row("gmail.com", mta_sts=1284, unverified=2),
+    row("partner.org", verified=412),
+    row("bank.example", dane=120),
+    row("rogue.example", [{"result_type": "certificate-not-trusted", "detail": ROGUE_DETAIL,
+                          "mx_host": "mx.rogue.example", "count": 9}], failed=9),
+    row("testing.example", [{"result_type": "validation-failure", "mx_host": "mx.testing.example", "count": 3,
+                            "detail": "MX host mx.testing.example is not in the MTA-STS policy of testing.example"}],
+        unverified=3),
+    row("oldschool.example", plain=14),
+]}
+FIXED_POLICY = {"partner.org": {"level": "verify", "match": [], "ca_file": ""},
+                "rogue.example": {"level": "verify", "match": [], "ca_file": ""},
+                ".bank.example": {"level": "secure", "match": ["mx1.bank.example"], "ca_file": ""}}
+
+
+def test_the_view_at_80x25(snap_compare, fixed_queue_relay, fixed_clock, monkeypatch):
+    """Busiest first; the refused destination red with its reason under the table; the testing policy's
+    failure yellow; an entry without mail dimmed at the end."""
+    from tests.console.test_snapshots import fixed_relay_app
+
+    async def shown(pilot):
+        screen = await transport(pilot)
+        await until(pilot, lambda: ".bank.example" in rows(screen), what="the fixed rows")
+        await pilot.press("down", "down", "down")
+        await until(pilot, lambda: "certificate-not-trusted" in text_of(pilot.app, "#tls-detail"), what="the detail")
+        await pilot.pause(0.2)
+
+    app = fixed_relay_app(fixed_queue_relay, monkeypatch, **{
+        "io.postern.Tls.Summary": lambda answer: FIXED_SUMMARY,
+        "io.postern.Config.Get": lambda answer: {"mta": {**answer["mta"], "listen": ["0.0.0.0:25"],
+                                                         "tls_policy": FIXED_POLICY},
+                                                 "path": "/etc/postern/postern.yaml"}})
+    assert snap_compare(app, terminal_size=(80, 25), run_before=shown)
