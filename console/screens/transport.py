@@ -101,6 +101,7 @@ class TransportScreen(TlsScreen):
         self.answer: dict | None = None  # the last Summary
         self.rows: list[dict] = []
         self.problem = ""  # why the relay cannot be read, or ""
+        self.reading = False
         self._timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
@@ -115,7 +116,7 @@ class TransportScreen(TlsScreen):
     def on_mount(self) -> None:
         self.query_one(OptionList).focus()
         self.load()
-        self._timer = self.set_interval(REFRESH, self.load)
+        self._timer = self.set_interval(REFRESH, self.refresh_counts)
 
     def on_relay_status(self, message: RelayStatus) -> None:
         if message.status is None and message.problem:
@@ -123,12 +124,22 @@ class TransportScreen(TlsScreen):
         elif message.status is not None and self.problem:
             self.load()
 
+    def refresh_counts(self) -> None:
+        """The timer's reading: none while the last one still waits (a slow relay gets to say so)."""
+        if not self.reading:
+            self.load()
+
     @work(group="tls-load", exclusive=True)
     async def load(self) -> None:
-        answer = await self.app.link.attempt("io.postern.Tls.Summary", self.failed)
+        self.reading = True
+        try:
+            answer = await self.app.link.attempt("io.postern.Tls.Summary", self.failed)
+            if answer is not None:
+                await self.read_entries()
+        finally:
+            self.reading = False
         if answer is None:
             return
-        await self.read_entries()
         self.problem = ""
         self.answer = answer
         self.draw()
@@ -257,6 +268,7 @@ class DomainScreen(TlsScreen):
         self.row = row
         self.policy: dict | None = None
         self.checked: list[Text] = []
+        self.lines: list[Text] = []  # what the screen shows, unwrapped
         self.checking_since = 0.0
         self._ticker: Timer | None = None
 
@@ -297,6 +309,7 @@ class DomainScreen(TlsScreen):
             lines.append(Text(""))
             lines.append(Text("Live check", style="bold"))
             lines += self.checked
+        self.lines = lines
         shown = self.query_one("#tls-domain-text", Static)
         width = shown.content_size.width or self.size.width - 2
         shown.update(tls_words.hanging(lines, width, self.app.console))
@@ -306,8 +319,10 @@ class DomainScreen(TlsScreen):
             self.draw()
 
     def text(self) -> str:
-        """What the screen shows, as plain text (for tests)."""
-        return str(self.query_one("#tls-domain-text", Static).render())
+        """What the screen shows, as plain text, each line unwrapped (for tests)."""
+        if not self.lines:
+            return str(self.query_one("#tls-domain-text", Static).render())
+        return "\n".join(line.plain for line in self.lines)
 
     def action_check(self) -> None:
         if self.checking_since:

@@ -158,7 +158,7 @@ async def test_the_view_counts_real_deliveries_and_shows_a_refused_certificate_w
         assert any("red" in str(span.style) for span in rogue.spans)
         listing.highlighted = list(shown).index("rogue.example")
         await pilot.pause(0.1)
-        detail = text_of(app, "#tls-detail")
+        detail = " ".join(text_of(app, "#tls-detail").split())  # unwrapped
         assert "tls_policy: verify" in detail
         assert "certificate-not-trusted at mx.rogue.example: server certificate not verified" in detail
         assert "with connections refused by their policy" in text_of(app, ".tls-notice")
@@ -377,3 +377,25 @@ def test_the_view_at_80x25(snap_compare, fixed_queue_relay, fixed_clock, monkeyp
                                                          "tls_policy": FIXED_POLICY},
                                                  "path": "/etc/postern/postern.yaml"}})
     assert snap_compare(app, terminal_size=(80, 25), run_before=shown)
+
+
+async def test_a_relay_that_takes_the_call_and_never_answers_is_said_to_be_stuck(tmp_path, monkeypatch):
+    import socket
+
+    path = tmp_path / "stuck.sock"
+    stuck = socket.socket(socket.AF_UNIX)
+    stuck.bind(str(path))
+    stuck.listen(16)
+    try:
+        monkeypatch.setenv("TERM", "linux")
+        app = make_app(str(path))
+        app.link.client.timeout = 1.0
+        async with app.run_test(size=(80, 25)) as pilot:
+            await pilot.press("f8", "ctrl+t")
+            await until(pilot, lambda: "did not answer within 1 s" in text_of(app, ".tls-notice"),
+                        what="the relay said to be stuck")
+            assert "The counts cannot be read" in text_of(app, ".tls-notice")
+            await pilot.press("escape")
+            await until(pilot, lambda: type(app.screen).__name__ == "DiagnosticsScreen", what="the diagnostics")
+    finally:
+        stuck.close()
