@@ -4,10 +4,13 @@ and editing the TLS policy table, on a real relay delivering by MX to recording 
 Three destinations, each with an MX host of its own on port 25 of a spare loopback address (needs root):
 partner.org under a `verify` entry, with a certificate from the authority the relay trusts; plain.example,
 which offers no STARTTLS; rogue.example under `verify` too, whose certificate comes from an authority the
-relay does not trust. A DNS server on loopback answers their MX and A records.
+relay does not trust; sts.example, with no entry, publishes an MTA-STS policy (enforce) served over HTTPS.
+A DNS server on loopback answers their MX, A and TXT records.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -18,11 +21,13 @@ from tests.console.conftest import text_of, until
 from tests.console.test_snapshots import fixed_clock  # noqa: F401  (a fixture)
 from tests.support.certs import Authority
 from tests.support.dns_server import DnsServer
+from tests.support.https_server import HttpsServer, Response
 from tests.support.mail import make_message
 from tests.support.net import spare_loopback_ip
 from tests.support.next_hop import NextHop
 
-DESTINATIONS = {"partner.org": "mx.partner.org", "plain.example": "mx.plain.example", "rogue.example": "mx.rogue.example"}
+DESTINATIONS = {"partner.org": "mx.partner.org", "plain.example": "mx.plain.example", "rogue.example": "mx.rogue.example",
+                "sts.example": "mx.sts.example"}
 
 
 class Silent:
@@ -56,7 +61,8 @@ def world(tmp_path, make_relay, sink, started):
     trusted = Authority(tmp_path / "ca")
     rogue = Authority(tmp_path / "rogue", name="Rogue CA")
     contexts = {"partner.org": trusted.server_context("mx.partner.org"), "plain.example": None,
-                "rogue.example": rogue.server_context("mx.rogue.example")}
+                "rogue.example": rogue.server_context("mx.rogue.example"),
+                "sts.example": trusted.server_context("mx.sts.example")}
     hops, records = {}, {}
     for domain, mx in DESTINATIONS.items():
         try:
@@ -67,6 +73,12 @@ def world(tmp_path, make_relay, sink, started):
         started.append(hops[domain])
         records[(domain, "MX")] = [f"10 {mx}."]
         records[(mx, "A")] = [address]
+    policy_host = spare_loopback_ip(443)
+    policy = b"version: STSv1\r\nmode: enforce\r\nmx: mx.sts.example\r\nmax_age: 86400\r\n"
+    started.append(HttpsServer(trusted, "mta-sts.sts.example", host=policy_host, port=443,
+                               routes={"/.well-known/mta-sts.txt": Response(policy)}).start())
+    records[("_mta-sts.sts.example", "TXT")] = ['"v=STSv1; id=20261206T1"']
+    records[("mta-sts.sts.example", "A")] = [policy_host]
     silent = Silent(spare_loopback_ip(25))  # slow.example's MX host
     started.append(silent)
     records[("slow.example", "MX")] = ["10 mx.slow.example."]
@@ -86,6 +98,7 @@ def deliver(relay, hops) -> None:
         relay.send("alice@example.com", [f"dave@{domain}"], make_message(f"{domain}@example.com"))
     hops["partner.org"].wait_for(1)
     hops["plain.example"].wait_for(1)
+    hops["sts.example"].wait_for(1)
     relay.wait_log(r"to=<dave@rogue\.example>, .*status=deferred \(server certificate not verified")
 
 
@@ -149,6 +162,7 @@ async def test_the_view_counts_real_deliveries_and_shows_a_refused_certificate_w
         # DESTINATION, then DANE, MTA-STS, Verified, Unverified, Plain, Failed
         assert counts(shown["partner.org"]) == [0, 0, 1, 0, 0, 0]
         assert counts(shown["plain.example"]) == [0, 0, 0, 0, 1, 0]
+        assert counts(shown["sts.example"]) == [0, 1, 0, 0, 0, 0]
         assert counts(shown["rogue.example"])[-1] >= 1
         header = text_of(app, "#tls-header")
         assert header.split() == ["DESTINATION", "DANE", "MTA-STS", "Verified", "Unverif.", "Plain", "Failed"]
@@ -176,6 +190,16 @@ async def test_the_view_counts_real_deliveries_and_shows_a_refused_certificate_w
         assert f"mx.rogue.example[{hops['rogue.example'].host}]:25: would defer: server certificate not verified" in text
         assert "Mail to rogue.example would defer: it waits in the queue." in text
         assert "would wait in the queue" in text_of(app, ".tls-notice")
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "TransportScreen", what="the table again")
+
+        # A domain without an entry: its MTA-STS policy, as the relay cached it.
+        domain = await open_domain(pilot, "sts.example")
+        text = domain.text()
+        assert "TLS level  dane, from external_relay.tls (the default for other mail)" in text
+        assert "MTA-STS    applies" in text
+        assert "cached policy: mode enforce, MX mx.sts.example" in text
+        assert re.search(r"expires \d{4}-\d\d-\d\d \d\d:\d\d \(in (23h|1d)\)", text), text  # max_age: a day
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "TransportScreen", what="the table again")
 
