@@ -128,14 +128,24 @@ def when(timestamp: float, now: float) -> str:
     return f"{moment} (in {age_text(left)})" if left > 0 else f"{moment} ({age_text(-left)} ago)"
 
 
-def policy_lines(policy: dict, now: float | None = None) -> list[Text]:
+def covering_entry(domain: str, entries: dict) -> str:
+    """The key of the tls_policy entry for a domain: its own, else the nearest .parent ("" if none),
+    found as the relay finds it."""
+    from relay.config import MtaConfig
+
+    return MtaConfig(tls_policy=entries).tls_policy_domain(domain) if entries else ""
+
+
+def policy_lines(policy: dict, now: float | None = None, entries: dict | None = None) -> list[Text]:
     """The policy in force for a domain (Tls.Policy): where its mail goes, the level and where it comes
-    from, the certificate names, and MTA-STS: whether it applies, the cached policy, the last error."""
+    from, the certificate names, and MTA-STS: whether it applies, the cached policy, the last error.
+    `entries` (the tls_policy table) lets it say when the domain's entry does not apply."""
+    entries = entries or {}
     now = time.time() if now is None else now
     domain = printable(policy["domain"])
     hop = printable(policy["next_hop"])
     direct = hop.split(":")[0] == domain
-    lines = [Text(f"Next hop   {'the MX hosts of ' + domain if direct else hop}")]
+    lines = [Text(f"Next hop   {'the MX hosts of ' + domain if direct else 'the relay host ' + hop}")]
     level = Text("TLS level  ")
     level.append(policy["level"], style="bold")
     level.append(f", from {source_words(policy['source'])}")
@@ -144,6 +154,10 @@ def policy_lines(policy: dict, now: float | None = None) -> list[Text]:
         lines.append(Text(f"           {LEVELS[policy['level']]}", style="dim"))
     if policy["match"]:
         lines.append(Text("Names      the certificate must carry one of: " + ", ".join(map(printable, policy["match"]))))
+    entry = covering_entry(domain, entries)
+    if entry and not policy["source"].startswith("tls_policy "):
+        lines.append(Text(f"           the tls_policy entry {entry} does not apply: mail to {domain} goes to a relay "
+                          "host, which follows its own tls (MTA settings, F4)", style="yellow"))
     sts = policy.get("sts")
     if policy["mta_sts"]:
         lines.append(Text("MTA-STS    applies" + ("" if sts else ": no policy cached (none published, or not yet "

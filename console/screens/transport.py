@@ -297,7 +297,7 @@ class DomainScreen(TlsScreen):
         self.query_one("#tls-domain-text", Static).update(Text(f"The policy cannot be read: {words}", style="bold red"))
 
     def draw(self) -> None:
-        lines = tls_words.policy_lines(self.policy) if self.policy else []
+        lines = tls_words.policy_lines(self.policy, entries=self.entries) if self.policy else []
         if self.row is not None:
             lines.append(Text(""))
             lines.append(Text("Last 24 h  ") + tls_words.counts_line(self.row))

@@ -423,3 +423,20 @@ async def test_a_relay_that_takes_the_call_and_never_answers_is_said_to_be_stuck
             await until(pilot, lambda: type(app.screen).__name__ == "DiagnosticsScreen", what="the diagnostics")
     finally:
         stuck.close()
+
+
+async def test_an_entry_for_mail_that_goes_to_a_relay_host_is_said_not_to_apply(make_relay, sink, monkeypatch):
+    """Mail for every domain goes to the smart host here: the entry is kept, but the host's own tls decides."""
+    relay = make_relay(sink.port, tls_policy={".partner.org": "secure"})
+    relay.socket = relay.workdir / "control.sock"
+    app = console(relay, monkeypatch)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await transport(pilot)
+        app.push_screen(DomainScreen("eu.partner.org"))
+        await until(pilot, lambda: "TLS level" in app.screen.text() and "entry" in app.screen.text(),
+                    what="the policy")
+        text = app.screen.text()
+        assert f"Next hop   the relay host 127.0.0.1:{sink.port} (no MX)" in text
+        assert "TLS level  dane, from external_relay.tls" in text
+        assert ("the tls_policy entry .partner.org does not apply: mail to eu.partner.org goes to a relay host, "
+                "which follows its own tls") in text
