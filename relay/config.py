@@ -95,6 +95,29 @@ class TlsPolicy:
 
 
 @dataclass(frozen=True)
+class DkimKey:
+    """A key that signs mail from one domain: its selector and its private key file."""
+
+    selector: str = ""
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class MailAuthentication:
+    """DKIM signing of outbound mail, SPF/DKIM/DMARC results on inbound mail, ARC sealing (docs/authentication.md)."""
+
+    dkim_keys: dict[str, DkimKey] = field(default_factory=dict)
+    check_inbound: bool = True
+    dmarc_policy: str = "annotate"
+    arc_seal: bool = True
+    arc_domain: str = ""
+    authserv_id: str = ""
+
+
+DMARC_POLICIES = ("annotate", "enforce")
+
+
+@dataclass(frozen=True)
 class ListenAddress:
     host: str
     port: int
@@ -188,6 +211,7 @@ class MtaConfig:
     tls: TlsFiles = TlsFiles()
     tls_policy: dict[str, TlsPolicy] = field(default_factory=dict)
     tls_reports: bool = True
+    authentication: MailAuthentication = MailAuthentication()
     queue: QueueTimes = QueueTimes()
     delivery: DeliverySettings = DeliverySettings()
     smtps_listen: tuple[ListenAddress, ...] = ()
@@ -211,6 +235,17 @@ class MtaConfig:
 
     def is_relay_domain(self, domain: str) -> bool:
         return _domain_in(domain, self.relay_domains, self.match_subdomains)
+
+    @property
+    def authserv_id(self) -> str:
+        """The name in our Authentication-Results headers (RFC 8601 2.5): the hostname unless set."""
+        return self.authentication.authserv_id or self.hostname
+
+    @property
+    def arc_domain(self) -> str:
+        """The dkim_keys entry that seals ARC: arc_domain, else the first one; "" when there is none."""
+        auth = self.authentication
+        return auth.arc_domain or next(iter(auth.dkim_keys), "")
 
     def tls_policy_for(self, domain: str) -> TlsPolicy | None:
         """The `tls_policy` entry for a destination domain: its own, else the nearest `.parent` entry."""
@@ -301,6 +336,18 @@ def check_match_name(value: Any) -> str:
     except ValueError:
         raise ValueError(f"{value!r} is not a certificate name: write it like mx.example.org, "
                          "or .example.org for any name below it") from None
+
+
+def check_selector(value: Any) -> str:
+    """A DKIM selector: one or more DNS labels (RFC 6376 3.1)."""
+    try:
+        return check_domain(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a selector: write a DNS label such as s2026") from None
+
+
+def check_optional_domain(value: Any) -> str:
+    return "" if value in ("", None) else check_domain(value)
 
 
 def check_domain(value: Any) -> str:
@@ -690,6 +737,33 @@ MTA_FIELDS: tuple[Field, ...] = (
     Field("tls_reports", "bool", check_bool, "TLS reports", "send the daily TLS reports (RFC 8460) domains ask for",
           "Once a day, send each destination domain that publishes a `_smtp._tls` TXT record the report of "
           "yesterday's TLS sessions with it (RFC 8460), by mail or HTTPS. See [TLS](tls.md#tls-reports)."),
+    Field("authentication", "section", None, "Mail authentication",
+          "DKIM signing, SPF/DKIM/DMARC checks, ARC sealing", make=MailAuthentication, fields=(
+              Field("dkim_keys", "map", None, "DKIM keys", "domain: its selector and key file",
+                    "Mail from these domains (its `From:` address) is signed with DKIM: `example.com: {selector: "
+                    "s2026, key_file: /etc/postern/dkim/example.com.s2026.key}`. `postern-appliance dkim new "
+                    "example.com` makes a key and prints the DNS record to publish. See "
+                    "[authentication](authentication.md).",
+                    key_check=check_domain,
+                    entry=Field("entry", "section", None, "Key", "its selector and key file", make=DkimKey, fields=(
+                        Field("selector", "text", check_selector, "Selector", "the DNS label before ._domainkey"),
+                        Field("key_file", "text", check_file_path, "Key file", "the private key (PEM)"),
+                    ))),
+              Field("check_inbound", "bool", check_bool, "Check inbound", "SPF, DKIM and DMARC on mail from outside",
+                    "Check SPF, DKIM and DMARC on mail from outside (not from `my_networks` or the Microsoft 365 "
+                    "tenant) and add one `Authentication-Results:` header; forged ones with our name are removed."),
+              Field("dmarc_policy", "choice", None, "DMARC policy", "annotate: add results only; enforce: act on p=",
+                    "`annotate` (default) only adds the results; `enforce` refuses mail failing DMARC with "
+                    "`p=reject` (`550 5.7.1`) and holds mail failing with `p=quarantine`.", choices=DMARC_POLICIES),
+              Field("arc_seal", "bool", check_bool, "ARC seal", "seal mail from outside passed on (RFC 8617)",
+                    "Seal mail from outside that goes on to the internal relay with ARC, carrying the results, "
+                    "with the key of `arc_domain` (so that Microsoft 365, trusting Postern as an ARC sealer, keeps "
+                    "them). Needs a DKIM key."),
+              Field("arc_domain", "text", check_optional_domain, "ARC domain", "the dkim_keys domain that seals; "
+                    "empty: the first"),
+              Field("authserv_id", "text", check_optional_fqdn, "Authserv-id",
+                    "the name in Authentication-Results; empty: My hostname"),
+          )),
     Field("queue", "section", None, "Queue", "when deferred mail is tried again, and for how long", make=QueueTimes, fields=(
         _duration("minimal_backoff_time", "Minimal backoff", "shortest wait before trying deferred mail again",
                   "Shortest wait before retrying a deferred message."),
@@ -833,12 +907,26 @@ def _check_whole(config: MtaConfig, problems: list[str]) -> None:
     _check_tls(config, problems)
     for name in ("internal_relay", "external_relay"):
         _check_relay_host(name, getattr(config, name), problems)
+    _check_authentication(config, problems)
     verification = config.reject_unverified_recipient
     if verification.enabled and not (config.relay_domains and config.internal_relay.host):
         problems.append(
             "mta.reject_unverified_recipient.enabled: recipients are verified at internal_relay for the "
             "relay_domains: set both, or turn verification off"
         )
+
+
+def _check_authentication(config: MtaConfig, problems: list[str]) -> None:
+    auth = config.authentication
+    where = "mta.authentication"
+    for domain, key in auth.dkim_keys.items():
+        for name in ("selector", "key_file"):
+            if not getattr(key, name):
+                problems.append(f"{where}.dkim_keys.{domain}.{name}: required: "
+                                + ("name the DNS label, such as s2026" if name == "selector" else
+                                   "name the private key file (postern-appliance dkim new makes one)"))
+    if auth.arc_domain and auth.arc_domain not in auth.dkim_keys:
+        problems.append(f"{where}.arc_domain: {auth.arc_domain} has no key in dkim_keys: add one, or leave it empty")
 
 
 def _check_tls(config: MtaConfig, problems: list[str]) -> None:

@@ -9,6 +9,7 @@
     posternctl domains [pause|resume DOMAIN...]
     posternctl verify status | lookup ADDRESS | flush [ADDRESS]
     posternctl names ADDRESS
+    posternctl tls summary | policy DOMAIN | check DOMAIN | report [DATE]
     posternctl log [-f] [-n LINES]
 
 Human output by default, --json for scripts; --socket, --timeout and --json go
@@ -126,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("names", help="banner and HELO names against the PTR record of an address").add_argument(
         "address", help="the appliance's public address")
 
+    tls = commands.add_parser("tls", help="outbound TLS: per destination, its policy, a live check, reports")
+    tls = tls.add_subparsers(dest="verb", required=True)
+    tls.add_parser("summary", help="the last 24 hours per destination: DANE, MTA-STS, verified, ... failures")
+    tls.add_parser("policy", help="the TLS policy in force for a domain").add_argument("domain")
+    tls.add_parser("check", help="connect to a domain's next hop with its policy, send no mail").add_argument("domain")
+    tls.add_parser("report", help="send the TLS reports (RFC 8460) of a day now").add_argument(
+        "date", nargs="?", help="YYYY-MM-DD (UTC); default today so far")
     logs = commands.add_parser("log", help="recent log lines")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=50)
@@ -250,6 +258,8 @@ def run(args, client: ControlClient) -> int:
             (emit or (lambda a: print(f"applied; saved to {a['path']} (version {a['version']})")))(answer)
     elif args.command in ("domains", "verify", "names"):
         return run_policy(args, client, emit)
+    elif args.command == "tls":
+        return run_tls(args, client, emit)
     else:
         return run_queue(args, client, emit)
     return EXIT_OK
@@ -293,6 +303,51 @@ def run_policy(args, client: ControlClient, emit) -> int:
         answer = client.call("io.postern.Verify.Flush", **({"address": args.address} if args.address else {}))
         (emit or (lambda a: print(f"forgot {a['count']} answer{'s' if a['count'] != 1 else ''}")))(answer)
     return EXIT_OK
+
+
+def run_tls(args, client: ControlClient, emit) -> int:
+    if args.verb == "summary":
+        answer = client.call("io.postern.Tls.Summary")
+        (emit or print_tls_summary)(answer)
+    elif args.verb == "report":
+        answer = client.call("io.postern.Tls.SendReports", **({"date": args.date} if args.date else {}))
+        (emit or (lambda a: print("\n".join(a["lines"]) or "no domain asked for a report")))(answer)
+    else:
+        answer = client.call(f"io.postern.Tls.{args.verb.capitalize()}", domain=args.domain)
+        if emit:
+            emit(answer)
+            return EXIT_OK
+        print_tls_policy(answer["policy"])
+        for host in answer.get("hosts", []):
+            says = {"deliver": f"would deliver ({host['security']})", "refuse": "would defer"}.get(
+                host["verdict"], host["verdict"])
+            print(f"  {host['address'] or host['host']}: {says}" + (f": {host['detail']}" if host["detail"] else ""))
+        if any(host["verdict"] == "refuse" for host in answer.get("hosts", [])):
+            return EXIT_DAEMON_ERROR
+    return EXIT_OK
+
+
+def print_tls_summary(answer: dict) -> None:
+    print(f"{'DESTINATION':32} {'DANE':>5} {'STS':>5} {'VERIF':>5} {'UNVER':>5} {'PLAIN':>5} {'FAIL':>5}")
+    for row in answer["domains"]:
+        print(f"{row['domain'][:32]:32} {row['dane']:5} {row['mta_sts']:5} {row['verified']:5} "
+              f"{row['unverified']:5} {row['plain']:5} {row['failed']:5}")
+        for failure in row["failures"]:
+            print(f"  {failure['count']} x {failure['result_type']} at {failure['mx_host'] or '-'}: {failure['detail']}")
+    if not answer["domains"]:
+        print("no deliveries in the last 24 hours")
+
+
+def print_tls_policy(policy: dict) -> None:
+    print(f"{policy['domain']}: level {policy['level']} ({policy['source']}), next hop {policy['next_hop']}"
+          + (f", match {', '.join(policy['match'])}" if policy["match"] else ""))
+    sts = policy["sts"]
+    if sts:
+        print(f"  MTA-STS {sts['mode']}, mx {', '.join(sts['mx'])}, until {time.ctime(sts['expires'])}")
+    elif policy["mta_sts"]:
+        print("  MTA-STS: no policy cached")
+    if policy["sts_error"]:
+        print(f"  MTA-STS: last fetch failed: {policy['sts_error']}")
 
 
 def run_queue(args, client: ControlClient, emit) -> int:

@@ -112,6 +112,8 @@ class _Connection:
         self.need = need
         self.security = security
         self.failure = failure
+        sockname = client.transport.get_extra_info("sockname") if client.transport else None
+        self.sending_ip = sockname[0] if sockname else ""  # ours, for TLS reports; read now, while connected
 
     @property
     def encrypted(self) -> bool:
@@ -472,14 +474,15 @@ class Destination:
         recipients = list(job.recipients)
         if connection is not None:
             attempt.final = True
-            self._record(job, connection)
             if not self._requiretls_met(job, connection):
                 return connection
             try:
                 await attempt.transaction(connection, recipients)
+                self._record(job, connection)
                 return connection if connection.client.is_connected else None
             except Lost as lost:
                 if not lost.before_mail:
+                    self._record(job, connection)
                     attempt.defer(lost.retry)
                     return None
                 # The next hop closed the cached connection while it waited: nothing was sent, so
@@ -538,10 +541,9 @@ class Destination:
             return
         need, target = connection.need, connection.target
         failure, detail = connection.failure
-        sockname = connection.client.get_transport_info("sockname")
         self.delivery.stats.record(Session(
             domain=self.hop.host, policy_type=need.policy_type, policy_strings=need.policy_strings,
-            mx_host=target.name, mx_ip=target.ip, sending_ip=sockname[0] if sockname else "",
+            mx_host=target.name, mx_ip=target.ip, sending_ip=connection.sending_ip,
             security=connection.security, failure=failure, detail=detail))
 
     def _record_failure(self, job: Job, target: Target, error: ConnectionFailed) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import subprocess
+import sys
 from email import message_from_bytes, policy
 
 import pytest
@@ -301,6 +303,11 @@ def test_the_check_says_what_delivery_would_do_without_sending_mail(partner, mx_
     [host] = answer["hosts"]
     assert host["verdict"] == "refuse" and host["detail"].startswith("DANE: host mx.partner.org")
     assert answer["policy"]["level"] == "dane" and answer["policy"]["source"] == "external_relay.tls"
+    ctl = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.workdir / "control.sock"),
+                          "tls", "check", "partner.org"], capture_output=True, text=True, timeout=60)
+    assert ctl.returncode == 1, ctl.stderr
+    assert ctl.stdout.startswith("partner.org: level dane (external_relay.tls)")
+    assert f"{MX}[{hop.host}]:25: would defer: DANE: host" in ctl.stdout
     assert hop.messages == []
 
 

@@ -24,7 +24,8 @@ def base_mta(port: int, next_hop_port: int) -> dict:
         "relay_domains": ["example.com"],
         "my_networks": ["127.0.0.1/32"],
         "internal_relay": {"host": "127.0.0.1", "port": next_hop_port, "mx": False},
-        "external_relay": {"host": "127.0.0.1", "port": next_hop_port, "mx": False},
+        # the same next hop and level as the internal relay: one delivery carries both recipients
+        "external_relay": {"host": "127.0.0.1", "port": next_hop_port, "mx": False, "tls": "may"},
         "queue": {"minimal_backoff_time": 1, "maximal_backoff_time": 2},
         # Client names come from this machine's DNS otherwise; tests that need them run a DNS server.
         "peername_lookup": False,
