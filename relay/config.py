@@ -1057,7 +1057,7 @@ def to_dict(config: MtaConfig) -> dict:
     def plain(field: Field | None, value: Any) -> Any:
         if field is not None and field.kind == "section":
             return {sub.name: plain(sub, getattr(value, sub.name)) for sub in field.fields}
-        if field is not None and field.kind == "map":  # tls_policy: each entry as its mapping
+        if field is not None and field.kind == "map":  # tls_policy, dkim_keys: each entry as its mapping
             return {key: plain(field.entry, entry) for key, entry in value.items()}
         if isinstance(value, tuple):
             return [plain(None, v) for v in value]

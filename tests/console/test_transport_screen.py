@@ -437,6 +437,6 @@ async def test_an_entry_for_mail_that_goes_to_a_relay_host_is_said_not_to_apply(
                     what="the policy")
         text = app.screen.text()
         assert f"Next hop   the relay host 127.0.0.1:{sink.port} (no MX)" in text
-        assert "TLS level  dane, from external_relay.tls" in text
+        assert "TLS level  may, from external_relay.tls" in text
         assert ("the tls_policy entry .partner.org does not apply: mail to eu.partner.org goes to a relay host, "
                 "which follows its own tls") in text
