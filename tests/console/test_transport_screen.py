@@ -440,3 +440,21 @@ async def test_an_entry_for_mail_that_goes_to_a_relay_host_is_said_not_to_apply(
         assert "TLS level  may, from external_relay.tls" in text
         assert ("the tls_policy entry .partner.org does not apply: mail to eu.partner.org goes to a relay host, "
                 "which follows its own tls") in text
+
+
+async def test_the_palette_opens_the_view(tmp_path, monkeypatch):
+    monkeypatch.setenv("TERM", "linux")
+    app = make_app(str(tmp_path / "no-relay.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await pilot.press("ctrl+p", *"transport security")
+
+        def offered():
+            lists = app.screen.query("CommandList")
+            return lists and lists.first().option_count and "Transport security" in str(
+                lists.first().get_option_at_index(0).prompt)
+
+        await until(pilot, offered, what="the palette's answer")
+        await pilot.press("enter")
+        await until(pilot, lambda: type(app.screen).__name__ == "TransportScreen", what="the view")
+        await pilot.press("escape")
+        await until(pilot, lambda: type(app.screen).__name__ == "DiagnosticsScreen", what="the diagnostics")
