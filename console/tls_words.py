@@ -153,7 +153,8 @@ def policy_lines(policy: dict, now: float | None = None, entries: dict | None = 
     if policy["level"] in LEVELS:
         lines.append(Text(f"           {LEVELS[policy['level']]}", style="dim"))
     if policy["match"]:
-        lines.append(Text("Names      the certificate must carry one of: " + ", ".join(map(printable, policy["match"]))))
+        names = ", ".join(map(printable, policy["match"]))
+        lines.append(Text(f"Names      the certificate must carry one of: {names}"))
     entry = covering_entry(domain, entries)
     if entry and not policy["source"].startswith("tls_policy "):
         lines.append(Text(f"           the tls_policy entry {entry} does not apply: mail to {domain} goes to a relay "

@@ -26,8 +26,8 @@ from tests.support.mail import make_message
 from tests.support.net import spare_loopback_ip
 from tests.support.next_hop import NextHop
 
-DESTINATIONS = {"partner.org": "mx.partner.org", "plain.example": "mx.plain.example", "rogue.example": "mx.rogue.example",
-                "sts.example": "mx.sts.example"}
+DESTINATIONS = {"partner.org": "mx.partner.org", "plain.example": "mx.plain.example",
+                "rogue.example": "mx.rogue.example", "sts.example": "mx.sts.example"}
 
 
 class Silent:
@@ -187,7 +187,8 @@ async def test_the_view_counts_real_deliveries_and_shows_a_refused_certificate_w
 
         # The live check: the untrusted certificate means the mail would wait.
         text = await live_check(pilot, "would defer")
-        assert f"mx.rogue.example[{hops['rogue.example'].host}]:25: would defer: server certificate not verified" in text
+        rogue_host = f"mx.rogue.example[{hops['rogue.example'].host}]:25"
+        assert f"{rogue_host}: would defer: server certificate not verified" in text
         assert "Mail to rogue.example would defer: it waits in the queue." in text
         assert "would wait in the queue" in text_of(app, ".tls-notice")
         await pilot.press("escape")
