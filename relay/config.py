@@ -725,7 +725,7 @@ MTA_FIELDS: tuple[Field, ...] = (
               "Authorities (PEM) that next hops under `tls: verify` are checked against; empty uses the system's "
               "store."),
     )),
-    Field("tls_policy", "map", None, "TLS policy", "TLS level per destination domain",
+    Field("tls_policy", "map", None, "TLS policy", "TLS level per destination; easier in Transport security (F8, ^t)",
           "TLS level for mail delivered straight to a domain's MX hosts (Postfix's `smtp_tls_policy_maps`): "
           "`partner.org: secure`, or `.partner.org` for every domain below it, or a mapping "
           "`{level: verify, match: [mx.partner.org], ca_file: /etc/postern/partner-ca.pem}`. An entry "
