@@ -206,7 +206,10 @@ def verdict_text(host: dict) -> Text:
 def check_lines(answer: dict, indent: str = "  ") -> list[Text]:
     """A Tls.Check answer: each host's verdict, then what it comes to for the domain."""
     hosts = answer["hosts"]
-    lines = [Text(indent) + verdict_text(host) for host in hosts]
+    lines = []
+    for host in hosts:
+        lines.append(Text(indent) + verdict_text(host))
+        lines += [Text(f"{indent}  TLSA {printable(record)}", style="dim") for record in host.get("tlsa", [])]
     domain = printable(answer["policy"]["domain"])
     if any(host["verdict"] == "deliver" for host in hosts):
         lines.append(Text(f"{indent}Mail to {domain} would be delivered now.", style="bold green"))

@@ -322,6 +322,8 @@ def run_tls(args, client: ControlClient, emit) -> int:
             says = {"deliver": f"would deliver ({host['security']})", "refuse": "would defer"}.get(
                 host["verdict"], host["verdict"])
             print(f"  {host['address'] or host['host']}: {says}" + (f": {host['detail']}" if host["detail"] else ""))
+            for record in host.get("tlsa", []):
+                print(f"    TLSA {record}")
         if any(host["verdict"] == "refuse" for host in answer.get("hosts", [])):
             return EXIT_DAEMON_ERROR
     return EXIT_OK

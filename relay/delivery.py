@@ -195,31 +195,28 @@ class Delivery:
     async def check(self, hop: NextHop) -> list[dict]:
         """What delivery to this next hop would do now, host by host, without sending mail: connect
         with the TLS policy in force, report what the connection got, and QUIT. For the console's and
-        posternctl's next-hop check: it runs the same code as delivery, so it cannot disagree with it."""
+        posternctl's next-hop check: it runs the same code as delivery, so it cannot disagree with it.
+        `tlsa` lists the host's DNSSEC-signed TLSA records when DANE applies to it."""
         try:
             targets = await self.targets(hop)
             sts = await self.planner.sts_policy(hop)
         except RouteError as error:
-            return [{"host": hop.host, "address": "", "verdict": "defer" if not error.permanent else "bounce",
-                     "security": "", "detail": error.text}]
+            return [_checked(hop.host, "", "bounce" if error.permanent else "defer", detail=error.text)]
         found = []
         for target in targets:
             try:
                 connection = await self.open(hop, target, sts)
             except ConnectionFailed as error:
-                verdict = "refuse" if error.need is not None else "unreachable"
-                found.append({"host": target.name, "address": str(target), "verdict": verdict, "security": "",
-                              "detail": str(error)})
+                found.append(_checked(target.name, str(target), "refuse" if error.need is not None else "unreachable",
+                                      detail=str(error), need=error.need))
                 continue
             except RouteError as error:
-                found.append({"host": target.name, "address": str(target), "verdict": "refuse", "security": "",
-                              "detail": error.text})
+                found.append(_checked(target.name, str(target), "refuse", detail=error.text))
                 continue
             await connection.close()
             need = connection.need
             detail = ", ".join(part for part in (need.source, connection.failure[1]) if part)
-            found.append({"host": target.name, "address": str(target), "verdict": "deliver",
-                          "security": connection.security, "detail": detail})
+            found.append(_checked(target.name, str(target), "deliver", connection.security, detail, need))
         return found
 
     async def open(self, hop: NextHop, target: Target, sts: Policy | None = None) -> _Connection:
@@ -369,6 +366,14 @@ class Delivery:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
             client.close()
             raise RouteError("4.4.2", f"lost connection with {target} while logging in: {reason_of(error)}") from None
+
+
+def _checked(host: str, address: str, verdict: str, security: str = "", detail: str = "",
+             need: Requirement | None = None) -> dict:
+    """One host of `Delivery.check`."""
+    tlsa = list(need.policy_strings) if need is not None and need.policy_type == "tlsa" else []
+    return {"host": host, "address": address, "verdict": verdict, "security": security, "detail": detail,
+            "tlsa": tlsa}
 
 
 # Said after a verification failure at a smart host we log in to (NextHop.tls_level).

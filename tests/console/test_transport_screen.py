@@ -459,3 +459,14 @@ async def test_the_palette_opens_the_view(tmp_path, monkeypatch):
         await until(pilot, lambda: type(app.screen).__name__ == "TransportScreen", what="the view")
         await pilot.press("escape")
         await until(pilot, lambda: type(app.screen).__name__ == "DiagnosticsScreen", what="the diagnostics")
+
+
+def test_the_check_shows_each_hosts_tlsa_records_under_it():
+    from console.tls_words import check_lines
+    answer = {"policy": {"domain": "partner.org"},
+              "hosts": [{"host": "mx.partner.org", "address": "mx.partner.org[192.0.2.25]:25", "verdict": "refuse",
+                         "security": "", "detail": "DANE: no TLSA record matched", "tlsa": ["3 1 1 0a1b"]}]}
+    plain = [line.plain for line in check_lines(answer)]
+    assert plain[0] == "  mx.partner.org[192.0.2.25]:25: would defer: DANE: no TLSA record matched"
+    assert plain[1] == "    TLSA 3 1 1 0a1b"
+    assert plain[2] == "  Mail to partner.org would defer: it waits in the queue."

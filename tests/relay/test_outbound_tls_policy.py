@@ -157,6 +157,16 @@ def test_starttls_stripped_under_dane_defers(partner, mx_hop, authority):
     assert tls_summary(relay)["partner.org"]["failures"][0]["result_type"] == "starttls-not-supported"
 
 
+@pytest.mark.parametrize("level", ["encrypt", "verify", "secure", "dane-only"])
+def test_starttls_stripped_under_a_required_level_defers(partner, mx_hop, level):
+    stripped = mx_hop(None)
+    tlsa = {(f"_25._tcp.{MX}", "TLSA"): ["3 1 1 " + "ab" * 32]} if level == "dane-only" else {}
+    relay = partner(stripped, tlsa, tls_policy={"partner.org": level})
+    send(relay, f"stripped-{level}")
+    relay.wait_log(r"dsn=4\.7\.4, status=deferred \(TLS is required, but was not offered by host mx\.partner\.org")
+    assert stripped.messages == []
+
+
 def test_without_tlsa_records_dane_is_opportunistic(partner, mx_hop):
     hop = mx_hop()
     relay = partner(hop)  # signed zone, no TLSA: the level below, may
@@ -302,12 +312,14 @@ def test_the_check_says_what_delivery_would_do_without_sending_mail(partner, mx_
         answer = client.call("io.postern.Tls.Check", domain="partner.org")
     [host] = answer["hosts"]
     assert host["verdict"] == "refuse" and host["detail"].startswith("DANE: host mx.partner.org")
+    assert host["tlsa"] == ["3 1 1 " + "ab" * 32]
     assert answer["policy"]["level"] == "dane" and answer["policy"]["source"] == "external_relay.tls"
     ctl = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.workdir / "control.sock"),
                           "tls", "check", "partner.org"], capture_output=True, text=True, timeout=60)
     assert ctl.returncode == 1, ctl.stderr
     assert ctl.stdout.startswith("partner.org: level dane (external_relay.tls)")
     assert f"{MX}[{hop.host}]:25: would defer: DANE: host" in ctl.stdout
+    assert "    TLSA 3 1 1 abab" in ctl.stdout
     assert hop.messages == []
 
 
