@@ -747,7 +747,8 @@ MTA_FIELDS: tuple[Field, ...] = (
                     key_check=check_domain,
                     entry=Field("entry", "section", None, "Key", "its selector and key file", make=DkimKey, fields=(
                         Field("selector", "text", check_selector, "Selector", "the DNS label before ._domainkey"),
-                        Field("key_file", "text", check_file_path, "Key file", "the private key (PEM)"),
+                        Field("key_file", "text", check_file_path, "Key file",
+                              "the private key (PEM, root:postern 0640)"),
                     ))),
               Field("check_inbound", "bool", check_bool, "Check inbound", "SPF, DKIM and DMARC on mail from outside",
                     "Check SPF, DKIM and DMARC on mail from outside (not from `my_networks` or the Microsoft 365 "

@@ -34,6 +34,7 @@ from .config_file import DEFAULT_CONFIG
 from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
 from .delivery import Delivery
+from .dkim_sign import load_keys
 from .events import EventHub, LogBuffer, PrintableFormatter
 from .hold import PausedSince
 from .mta_sts import MtaSts
@@ -158,6 +159,7 @@ class Relay:
         self.log_buffer = log_buffer or LogBuffer()
         self.config_lock = asyncio.Lock()
         self.outbound_tls = OutboundTls(config)
+        self.dkim_keys = load_keys(config)
         self.tls_context = server_tls_context(config)
         self.resolver = make_resolver(config)
         self.local_ips = local_addresses()
@@ -185,7 +187,8 @@ class Relay:
         self.verifier = RecipientVerifier(config=current, connect=self.delivery.connect)
         self.receiver = Receiver(config=current, store=self.store, counters=self.counters,
                                  verify=self.verifier.verify, enqueue=self.scheduler.add,
-                                 resolver=lambda: self.resolver, tls_context=lambda: self.tls_context)
+                                 resolver=lambda: self.resolver, tls_context=lambda: self.tls_context,
+                                 dkim_keys=lambda: self.dkim_keys)
         self.control = ControlServer(self, socket_path, socket_group)
         self.servers: dict = {}
         self.smtps_servers: dict = {}
@@ -290,6 +293,7 @@ class Relay:
             config = await asyncio.to_thread(load_file, self.config_path)
             tls_context = server_tls_context(config)
             outbound_tls = OutboundTls(config)
+            dkim_keys = load_keys(config)
         except ConfigError as error:
             for problem in error.problems:
                 log.error("reload refused%s: %s", who, problem)
@@ -299,10 +303,11 @@ class Relay:
             log.error("reload refused%s: %s", who, problem)
             return [problem]
         previous = self.config
-        previous_tls = (self.tls_context, self.outbound_tls)
+        previous_tls = (self.tls_context, self.outbound_tls, self.dkim_keys)
         self.config = config
         self.tls_context = tls_context
         self.outbound_tls = outbound_tls
+        self.dkim_keys = dkim_keys
         self.resolver = make_resolver(config)
         self.local_ips = local_addresses()
         try:
@@ -311,7 +316,7 @@ class Relay:
             for problem in error.problems:
                 log.error("reload refused%s: %s", who, problem)
             self.config = previous
-            self.tls_context, self.outbound_tls = previous_tls
+            self.tls_context, self.outbound_tls, self.dkim_keys = previous_tls
             self.resolver = make_resolver(previous)
             await self._update_listeners()
             return error.problems

@@ -15,6 +15,7 @@ SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
 INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"
 QUEUE_WRITE_ERROR = "451 4.3.0 Error: queue file write error"
+SIGNING_ERROR = "451 4.7.0 Error: cannot sign the message now, try again later"  # OpenDKIM's tempfail
 
 BAD_SENDER_SYNTAX = "501 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT_SYNTAX = "501 5.1.3 Bad recipient address syntax"

@@ -21,15 +21,16 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import dns.asyncresolver
 from aiosmtpd.smtp import MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, syntax
 
-from . import addresses, esmtp, headers, replies
+from . import addresses, dkim_sign, esmtp, headers, replies
 from .anvil import Anvil
 from .chunking import Chunking
 from .config import MtaConfig
+from .dkim_sign import SigningKey
 from .m365 import check_tenant
 from .names import UNKNOWN, PeerNames, client_name
 from .printable import printable
@@ -569,8 +570,10 @@ class Receiver:
     def __init__(self, *, config: Callable[[], MtaConfig], store: QueueStore, counters: Counters,
                  verify: Callable[[str], Awaitable[Verdict]], enqueue: Callable[[QueueEntry], None],
                  resolver: Callable[[], dns.asyncresolver.Resolver],
-                 tls_context: Callable[[], ssl.SSLContext | None]):
+                 tls_context: Callable[[], ssl.SSLContext | None],
+                 dkim_keys: Callable[[], Mapping[str, SigningKey]] = dict):
         self.config = config
+        self.dkim_keys = dkim_keys
         self.store = store
         self.counters = counters
         self.verify = verify
@@ -707,6 +710,14 @@ class Receiver:
         message = received + stamp + body
         if len(message) > config.message_size_limit:
             return replies.MESSAGE_TOO_BIG
+        keys = self.dkim_keys()
+        if trusted and keys:  # our own mail, on its way out: signed on top of every header we added
+            # in a thread: hashing the body and the key operation would hold the loop for a large message
+            try:
+                message = await asyncio.to_thread(dkim_sign.signed, message, keys, headers_in, queue_id)
+            except Exception:  # a message that should be signed does not leave unsigned: the client retries
+                log.exception("%s: DKIM signing failed", queue_id)
+                return replies.SIGNING_ERROR
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from
         queued = Envelope(
             id=queue_id,

@@ -15,19 +15,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cert_commands, config_commands, diag_commands, exit_codes, network_commands, provision_commands
+from . import cert_commands, config_commands, diag_commands, dkim_commands, exit_codes, network_commands, provision_commands
 from .output import PROGRAM
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
-        description="The Postern appliance's system layer: network, configuration, certificates, diagnostics.",
+        description="The Postern appliance's system layer: network, configuration, certificates, DKIM keys, diagnostics.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     network_commands.add_commands(commands)
     config_commands.add_commands(commands)
     cert_commands.add_commands(commands)
+    dkim_commands.add_commands(commands)
     diag_commands.add_commands(commands)
     provision_commands.add_commands(commands)
     return parser
