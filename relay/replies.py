@@ -29,6 +29,7 @@ TLS_ALREADY_ACTIVE = "554 5.5.1 Error: TLS already active"
 # Gateway policies: inbound TLS, migration hold, Microsoft 365 tenants, loops, recipient verification.
 TLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
 DOMAIN_PAUSED = "451 4.3.2 Service temporarily unavailable, try again later"
+DMARC_REJECT = "550 5.7.1 Email rejected per DMARC policy for {domain}"  # OpenDMARC's words
 TENANT_REFUSED = "550 5.7.1 Relay access denied: Microsoft 365 tenant check failed: {reason}"
 MAIL_LOOP = "554 5.4.6 Error: mail loop: the message passed {value} {count} times already ({header})"
 RECIPIENT_UNDELIVERABLE = "{code} {dsn} <{rcpt}>: Recipient address rejected: undeliverable address: {reason}"

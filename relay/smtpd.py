@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import dns.asyncresolver
 from aiosmtpd.smtp import MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, syntax
 
-from . import addresses, dkim_sign, esmtp, headers, replies
+from . import addresses, dkim_sign, esmtp, headers, mail_auth, replies
 from .anvil import Anvil
 from .chunking import Chunking
 from .config import MtaConfig
@@ -701,13 +701,19 @@ class Receiver:
             body, removed = headers.strip(body, len(headers_in), marker.header)
             if removed:
                 log.info("removed %d %s header(s) from %s", removed, marker.header, client_name(session))
+        results = None
+        if not trusted and config.authentication.check_inbound:
+            body, results = await self._authenticate(config, session, envelope, body)
+            refusal = self._dmarc_refusal(config, session, envelope, results)
+            if refusal:
+                return refusal
 
         store = self.store
         queue_id = store.new_id()
         protocol = server.protocol_name(envelope.smtp_utf8)
         received = self._received_header(config, session, server, protocol, queue_id, envelope.rcpt_tos)
         stamp = headers.field(marker.header, config.marker_value) if marker.enabled else b""
-        message = received + stamp + body
+        message = received + (results.header if results else b"") + stamp + body
         if len(message) > config.message_size_limit:
             return replies.MESSAGE_TOO_BIG
         keys = self.dkim_keys()
@@ -750,9 +756,48 @@ class Receiver:
         log.info(
             "%s: from=<%s>, size=%d, nrcpt=%d (queue active)", queue_id, sender, queued.size, len(queued.recipients)
         )
+        if results is not None:
+            log.info("%s: %s", queue_id, results.log_words())
+            if results.dmarc == "fail" and results.policy == "quarantine" and \
+                    config.authentication.dmarc_policy == "enforce":
+                entry.hold = True  # quarantine: on hold until an admin releases or deletes it
+                await store.save_state(entry)
+                log.info("%s: held: dmarc=fail p=quarantine", queue_id)
         self.counters.received += 1
         self.enqueue(entry)
         return replies.QUEUED.format(id=queue_id)
+
+    async def _authenticate(self, config: MtaConfig, session, envelope: SmtpEnvelope, body: bytes):
+        """(body without forged results, our Results or None): SPF, DKIM, DMARC, within CHECK_SECONDS."""
+        header_end = len(headers.section(body))
+        body, forged = mail_auth.strip_forged(body, header_end, config.authserv_id)
+        if forged:
+            log.info("removed %d forged Authentication-Results header(s) from %s", forged, client_name(session))
+        sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+        try:
+            results = await asyncio.wait_for(asyncio.to_thread(
+                mail_auth.check, body, authserv_id=config.authserv_id, ip=client_ip(session), mail_from=sender,
+                helo=session.host_name or "", resolver=mail_auth.make_resolver(config)), mail_auth.CHECK_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("authentication checks for mail from %s took longer than %g s: no results added",
+                        client_name(session), mail_auth.CHECK_SECONDS)
+            return body, None
+        except Exception:  # the checks are advice: a bug in them must not refuse mail
+            log.exception("authentication checks for mail from %s failed", client_name(session))
+            return body, None
+        return body, results
+
+    def _dmarc_refusal(self, config: MtaConfig, session, envelope: SmtpEnvelope, results) -> str | None:
+        """With dmarc_policy: enforce, 550 5.7.1 for mail failing DMARC whose domain says p=reject."""
+        if results is None or config.authentication.dmarc_policy != "enforce":
+            return None
+        if results.dmarc != "fail" or results.policy != "reject":
+            return None
+        domain = re.search(r"header\.from=([^\s;]+)", results.value)
+        reply = replies.DMARC_REJECT.format(domain=domain.group(1) if domain else "the From: domain")
+        log.info("dmarc=fail p=reject: %s", results.log_words())
+        self._reject(session, "END-OF-MESSAGE", reply, envelope.mail_from, envelope.rcpt_tos[0])
+        return reply
 
     @staticmethod
     def _loop_refusal(config: MtaConfig, headers_in: bytes) -> str | None:

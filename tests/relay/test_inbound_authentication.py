@@ -1,0 +1,104 @@
+"""SPF, DKIM and DMARC on mail from outside: one Authentication-Results header, forged ones removed,
+DMARC's p=reject and p=quarantine acted on under dmarc_policy: enforce. DNS is a server on loopback."""
+
+from __future__ import annotations
+
+import base64
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from relay.control.client import ControlClient
+from tests.support.dns_server import DnsServer
+
+OUTSIDE = "127.0.0.2"  # not in my_networks
+
+
+@pytest.fixture(scope="module")
+def sender_key():
+    key = rsa.generate_private_key(65537, 2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+@pytest.fixture
+def checking_relay(make_relay, sink, sender_key):
+    started = []
+
+    def make(spf: str = f"v=spf1 ip4:{OUTSIDE} -all", dmarc: str = "v=DMARC1; p=reject", **authentication):
+        _, record = sender_key
+        dns = DnsServer({("sender.example", "TXT"): [f'"{spf}"'],
+                         ("s1._domainkey.sender.example", "TXT"): [f'"{record[:200]}" "{record[200:]}"'],
+                         ("_dmarc.sender.example", "TXT"): [f'"{dmarc}"']}).start()
+        started.append(dns)
+        return make_relay(sink.port, dns_servers=[dns.address],
+                          authentication={"check_inbound": True, **authentication})
+
+    yield make
+    for dns in started:
+        dns.stop()
+
+
+def message(sender_key, signed: bool = True, extra: bytes = b"") -> bytes:
+    body = (b"From: Carol <carol@sender.example>\r\nTo: bob@example.com\r\nSubject: hello\r\n"
+            b"Message-ID: <auth@sender.example>\r\n" + extra + b"\r\nhello\r\n")
+    if not signed:
+        return body
+    pem, _ = sender_key
+    return dkim.sign(body, b"s1", b"sender.example", pem, include_headers=[b"from", b"to", b"subject"]) + body
+
+
+def authentication_results(content: bytes) -> list[str]:
+    return [line.decode() for line in content.replace(b"\r\n\t", b" ").split(b"\r\n")
+            if line.lower().startswith(b"authentication-results:")]
+
+
+def test_mail_from_outside_gets_one_header_with_spf_dkim_and_dmarc(checking_relay, sink, sender_key):
+    relay = checking_relay()
+    forged = b"Authentication-Results: gw.example.com; dkim=pass; dmarc=pass\r\n"
+    relay.send("carol@sender.example", ["bob@example.com"], message(sender_key, extra=forged), source=OUTSIDE)
+    [got] = sink.wait_for(1)
+    [header] = authentication_results(got.content)  # the forged one with our name is gone
+    assert header.startswith("Authentication-Results: gw.example.com;")
+    assert "spf=pass" in header and "dkim=pass" in header and "dmarc=pass" in header
+    relay.wait_log(r"removed 1 forged Authentication-Results header")
+    relay.wait_log(r": spf=pass, dkim=pass, dmarc=pass")
+
+
+def test_an_altered_message_fails_dkim_and_dmarc_but_is_only_annotated_by_default(checking_relay, sink, sender_key):
+    relay = checking_relay(spf="v=spf1 -all")
+    tampered = message(sender_key).replace(b"hello\r\n", b"HELLO\r\n")
+    relay.send("carol@sender.example", ["bob@example.com"], tampered, source=OUTSIDE)
+    [got] = sink.wait_for(1)
+    [header] = authentication_results(got.content)
+    assert "spf=fail" in header and "dkim=fail" in header and "dmarc=fail" in header
+
+
+def test_enforce_refuses_a_dmarc_failure_whose_domain_says_reject(checking_relay, sink, sender_key):
+    import smtplib
+    relay = checking_relay(spf="v=spf1 -all", dmarc_policy="enforce")
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        relay.send("carol@sender.example", ["bob@example.com"], message(sender_key, signed=False), source=OUTSIDE)
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error.decode() == "5.7.1 Email rejected per DMARC policy for sender.example"
+    assert sink.messages == []
+
+
+def test_enforce_holds_a_dmarc_failure_whose_domain_says_quarantine(checking_relay, sink, sender_key):
+    relay = checking_relay(spf="v=spf1 -all", dmarc="v=DMARC1; p=quarantine", dmarc_policy="enforce")
+    relay.send("carol@sender.example", ["bob@example.com"], message(sender_key, signed=False), source=OUTSIDE)
+    relay.wait_log(r"held: dmarc=fail p=quarantine")
+    with ControlClient(str(relay.workdir / "control.sock")) as client:
+        [held] = client.call("io.postern.Queue.List")["messages"]
+    assert held["state"] == "hold" and sink.messages == []
+
+
+def test_our_own_mail_is_not_checked(checking_relay, sink, sender_key):
+    relay = checking_relay()
+    relay.send("carol@sender.example", ["dave@example.org"], message(sender_key))  # from my_networks
+    [got] = sink.wait_for(1)
+    assert authentication_results(got.content) == []
