@@ -16,6 +16,7 @@ so a key that cannot be used refuses the configuration with the field and the fi
 from __future__ import annotations
 
 import base64
+import email.utils
 import logging
 import os
 import stat
@@ -98,9 +99,10 @@ def from_domain(header_section: bytes) -> str | None:
     values = headers.values(header_section, "From")
     if len(values) != 1:
         return None
-    value = values[0]
-    address = value[value.rfind("<") + 1:value.rfind(">")] if "<" in value and ">" in value else value
-    local, at, domain = address.strip().rpartition("@")
+    addresses = [address for _, address in email.utils.getaddresses([values[0]]) if address]
+    if len(addresses) != 1:  # "a@example.com, b@example.net": several authors, none of them ours alone
+        return None
+    local, at, domain = addresses[0].strip().rpartition("@")
     domain = domain.strip().rstrip(".").lower()
     return domain if at and local and domain and " " not in domain and "," not in domain else None
 
