@@ -27,8 +27,8 @@ log = logging.getLogger("postern/auth")
 
 CHECK_SECONDS = 20.0
 LOOKUP_SECONDS = 5.0
-_DMARC = re.compile(r"\bdmarc=(\w+)(?:\s*\(([^)]*)\))?", re.I)
-_POLICY = re.compile(r"\bp=(\w+)", re.I)
+_DMARC = re.compile(r"\bdmarc=(\w+)([^;]*)", re.I)  # "dmarc=fail (...) header.from=x policy.dmarc=reject"
+_POLICY = re.compile(r"\bpolicy\.dmarc=(\w+)", re.I)
 
 
 @dataclass(frozen=True)
