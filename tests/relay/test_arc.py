@@ -7,12 +7,14 @@ import logging
 import re
 
 import authheaders
+import dns.resolver
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay import arc
+from tests.support.dns_server import DnsServer
 
 MESSAGE = (b"From: Alice <alice@example.org>\r\n"
            b"To: bob@example.net\r\n"
@@ -202,3 +204,42 @@ def test_fifty_instances_is_the_limit(keys: Keys, caplog: pytest.LogCaptureFixtu
                         authserv_id="mx.second.example", auth_results="mx.second.example; spf=pass",
                         txt=keys.txt) == b""
     assert "50 ARC sets" in caplog.text
+
+
+def dns_txt(server: DnsServer) -> arc.TxtLookup:
+    """A TxtLookup over dnspython, asking the loopback DNS server as the relay asks its resolver."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port, resolver.lifetime = [server.host], server.port, 2
+
+    def txt(name: str) -> list[bytes] | None:
+        try:
+            answer = resolver.resolve(name, "TXT")
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        return [b"".join(record.strings) for record in answer]
+
+    return txt
+
+
+def zone_text(record: bytes) -> str:
+    """A TXT record longer than 255 octets, as several quoted strings (RFC 6376 3.6.2.2)."""
+    text = record.decode()
+    return " ".join(f'"{text[at:at + 200]}"' for at in range(0, len(text), 200))
+
+
+def test_keys_over_real_dns(keys: Keys) -> None:
+    published = {(name, "TXT"): [zone_text(values[0])] for name, values in keys.records.items()}
+    server = DnsServer(published, servfail=("second.example",)).start()
+    try:
+        txt = dns_txt(server)
+        once = arc.seal(MESSAGE, domain="first.example", selector="s1", private_key=keys.pem_first,
+                        authserv_id="mx.first.example", auth_results="mx.first.example; spf=pass",
+                        txt=txt)
+        assert arc.verify_chain(once + MESSAGE, txt).result == "pass"
+        assert ("s1._domainkey.first.example", "TXT") in server.queries
+        # The second sealer's zone answers SERVFAIL: its key cannot be had, the chain cannot pass.
+        twice = seal_second(keys, once + MESSAGE)
+        chain = arc.verify_chain(twice, txt)
+        assert (chain.result, chain.instances) == ("fail", 2) and chain.detail
+    finally:
+        server.stop()
