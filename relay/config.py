@@ -241,12 +241,6 @@ class MtaConfig:
         """The name in our Authentication-Results headers (RFC 8601 2.5): the hostname unless set."""
         return self.authentication.authserv_id or self.hostname
 
-    @property
-    def arc_domain(self) -> str:
-        """The dkim_keys entry that seals ARC: arc_domain, else the first one; "" when there is none."""
-        auth = self.authentication
-        return auth.arc_domain or next(iter(auth.dkim_keys), "")
-
     def tls_policy_for(self, domain: str) -> TlsPolicy | None:
         """The `tls_policy` entry for a destination domain: its own, else the nearest `.parent` entry."""
         key = self.tls_policy_domain(domain)
@@ -761,7 +755,7 @@ MTA_FIELDS: tuple[Field, ...] = (
                     "with the key of `arc_domain` (so that Microsoft 365, trusting Postern as an ARC sealer, keeps "
                     "them). Needs a DKIM key."),
               Field("arc_domain", "text", check_optional_domain, "ARC domain", "the dkim_keys domain that seals; "
-                    "empty: the first"),
+                    "empty: the first with an RSA key"),
               Field("authserv_id", "text", check_optional_fqdn, "Authserv-id",
                     "the name in Authentication-Results; empty: My hostname"),
           )),

@@ -89,9 +89,25 @@ def load_keys(config: MtaConfig) -> dict[str, SigningKey]:
             keys[domain] = load_key(domain, entry.selector, entry.key_file)
         except ValueError as error:
             problems.append(f"mta.authentication.dkim_keys.{domain}.key_file: {error}")
+    auth = config.authentication
+    sealer = keys.get(auth.arc_domain)
+    if auth.arc_seal and sealer is not None and sealer.algorithm != "rsa-sha256":
+        problems.append(f"mta.authentication.arc_domain: the key of {sealer.domain} is Ed25519, and ARC seals are "
+                        "RSA only (RFC 8617): name a domain with an RSA key, or set arc_seal: false")
     if problems:
         raise ConfigError(problems)
     return keys
+
+
+def sealing_key(config: MtaConfig, keys: Mapping[str, SigningKey]) -> SigningKey | None:
+    """The key that seals ARC: `arc_domain`'s, else the first RSA key (seals are RSA only, RFC 8617);
+    None when sealing is off or there is no such key."""
+    auth = config.authentication
+    if not auth.arc_seal:
+        return None
+    if auth.arc_domain:
+        return keys.get(auth.arc_domain)
+    return next((key for key in keys.values() if key.algorithm == "rsa-sha256"), None)
 
 
 def from_domain(header_section: bytes) -> str | None:

@@ -66,6 +66,19 @@ def make_resolver(config: MtaConfig) -> dns.resolver.Resolver:
     return resolver
 
 
+def txt_lookup(resolver: dns.resolver.Resolver):
+    """A name's TXT records, each one's strings joined (None: no such name or no answer), for ARC."""
+
+    def txt(name: str) -> list[bytes] | None:
+        try:
+            answer = resolver.resolve(name, "TXT", search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.exception.Timeout, dns.resolver.NoNameservers):
+            return None
+        return [b"".join(record.strings) for record in answer]
+
+    return txt
+
+
 def check(message: bytes, *, authserv_id: str, ip: str, mail_from: str, helo: str,
           resolver: dns.resolver.Resolver) -> Results:
     """SPF on the client and MAIL FROM (HELO for the null sender), DKIM, DMARC: our header's value."""
@@ -100,7 +113,7 @@ def check(message: bytes, *, authserv_id: str, ip: str, mail_from: str, helo: st
         return found
 
     spf.DNSLookup = lookup  # pyspf's hook: its lookups go to the relay's DNS servers
-    value = authheaders.authenticate_message(message, authserv_id, spf=True, dkim=True, dmarc=True, ip=ip,
+    value = authheaders.authenticate_message(message, authserv_id, spf=True, dkim=True, arc=True, dmarc=True, ip=ip,
                                              mail_from=mail_from or f"postmaster@{helo}", helo=helo, dnsfunc=txt)
     value = value.split(":", 1)[1].strip() if value.lower().startswith("authentication-results:") else value
     value = " ".join(value.split())

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import dns.asyncresolver
 from aiosmtpd.smtp import MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, syntax
 
-from . import addresses, dkim_sign, esmtp, headers, mail_auth, replies
+from . import addresses, arc, dkim_sign, esmtp, headers, mail_auth, replies
 from .anvil import Anvil
 from .chunking import Chunking
 from .config import MtaConfig
@@ -713,7 +713,7 @@ class Receiver:
         protocol = server.protocol_name(envelope.smtp_utf8)
         received = self._received_header(config, session, server, protocol, queue_id, envelope.rcpt_tos)
         stamp = headers.field(marker.header, config.marker_value) if marker.enabled else b""
-        message = received + (results.header if results else b"") + stamp + body
+        message = received + stamp + body
         if len(message) > config.message_size_limit:
             return replies.MESSAGE_TOO_BIG
         keys = self.dkim_keys()
@@ -724,6 +724,10 @@ class Receiver:
             except Exception:  # a message that should be signed does not leave unsigned: the client retries
                 log.exception("%s: DKIM signing failed", queue_id)
                 return replies.SIGNING_ERROR
+        if results is not None:  # mail from outside: our results on top, sealed when we seal (RFC 8617)
+            seal_key = dkim_sign.sealing_key(config, keys)
+            seal = await self._seal(config, seal_key, message, results, queue_id) if seal_key else b""
+            message = seal + results.header + message
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from
         queued = Envelope(
             id=queue_id,
@@ -766,6 +770,21 @@ class Receiver:
         self.counters.received += 1
         self.enqueue(entry)
         return replies.QUEUED.format(id=queue_id)
+
+    @staticmethod
+    async def _seal(config: MtaConfig, key: SigningKey, message: bytes, results, queue_id: str) -> bytes:
+        """Our ARC set for the message; none when sealing fails (the seal is advice too)."""
+        try:
+            sealed = await asyncio.to_thread(
+                arc.seal, message, domain=key.domain, selector=key.selector, private_key=key.private_key,
+                authserv_id=config.authserv_id, auth_results=results.value,
+                txt=mail_auth.txt_lookup(mail_auth.make_resolver(config)))
+        except Exception:
+            log.exception("%s: ARC sealing failed; passed on unsealed", queue_id)
+            return b""
+        if sealed:
+            log.info("%s: ARC-Seal field added (s=%s, d=%s)", queue_id, key.selector, key.domain)
+        return sealed
 
     async def _authenticate(self, config: MtaConfig, session, envelope: SmtpEnvelope, body: bytes):
         """(body without forged results, our Results or None): SPF, DKIM, DMARC, within CHECK_SECONDS."""

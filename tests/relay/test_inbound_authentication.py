@@ -66,7 +66,7 @@ def test_mail_from_outside_gets_one_header_with_spf_dkim_and_dmarc(checking_rela
     assert header.startswith("Authentication-Results: gw.example.com;")
     assert "spf=pass" in header and "dkim=pass" in header and "dmarc=pass" in header
     relay.wait_log(r"removed 1 forged Authentication-Results header")
-    relay.wait_log(r": spf=pass, dkim=pass, dmarc=pass")
+    relay.wait_log(r": spf=pass, dkim=pass, arc=none, dmarc=pass")
 
 
 def test_an_altered_message_fails_dkim_and_dmarc_but_is_only_annotated_by_default(checking_relay, sink, sender_key):
@@ -102,3 +102,37 @@ def test_our_own_mail_is_not_checked(checking_relay, sink, sender_key):
     relay.send("carol@sender.example", ["dave@example.org"], message(sender_key))  # from my_networks
     [got] = sink.wait_for(1)
     assert authentication_results(got.content) == []
+
+
+def test_mail_from_outside_is_sealed_with_our_results_and_the_seal_verifies(make_relay, sink, sender_key, tmp_path):
+    from appliance import dkim as keys
+    from authheaders import authenticate_message
+
+    _, sender_record = sender_key
+    path, _ = keys.create_key(tmp_path / "dkim", "example.com", "arc1")
+    _, our_record, _ = keys.dns_record(path, "example.com", "arc1")
+    dns = DnsServer({("sender.example", "TXT"): [f'"v=spf1 ip4:{OUTSIDE} -all"'],
+                     ("s1._domainkey.sender.example", "TXT"): [f'"{sender_record[:200]}" "{sender_record[200:]}"'],
+                     ("_dmarc.sender.example", "TXT"): ['"v=DMARC1; p=reject"']}).start()
+    try:
+        relay = make_relay(sink.port, dns_servers=[dns.address], authentication={
+            "check_inbound": True, "dkim_keys": {"example.com": {"selector": "arc1", "key_file": str(path)}}})
+        relay.send("carol@sender.example", ["bob@example.com"], message(sender_key), source=OUTSIDE)
+        [got] = sink.wait_for(1)
+    finally:
+        dns.stop()
+    assert got.content.startswith(b"ARC-Seal: i=1; cv=none; a=rsa-sha256; d=example.com; s=arc1;")
+    assert b"ARC-Authentication-Results: i=1; gw.example.com;" in got.content
+    relay.wait_log(r"ARC-Seal field added \(s=arc1, d=example\.com\)")
+
+    def txt(name, timeout=5):
+        text = name.decode() if isinstance(name, bytes) else name
+        records = {"arc1._domainkey.example.com": our_record, "s1._domainkey.sender.example": sender_record}
+        value = records.get(text.rstrip("."))
+        return None if value is None else (value.encode() if isinstance(name, bytes) else value)
+
+    # dkimpy's own verifier, and authheaders' as Microsoft 365 would check the chain at the next hop
+    result, _, reason = dkim.arc_verify(got.content, dnsfunc=txt)
+    assert result == dkim.CV_Pass, reason
+    assert "arc=pass" in authenticate_message(got.content, "mx.next.example", spf=False, dkim=False, dmarc=False,
+                                              arc=True, dnsfunc=txt)
