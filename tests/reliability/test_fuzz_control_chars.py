@@ -25,8 +25,9 @@ CONTROLS = [chr(code) for code in range(0x20)] + ["\x7f"] + [chr(code) for code 
 PLAUSIBLE = st.sampled_from(["gw.example.com", "example.com", "192.0.2.53", "192.0.2.10/24", "127.0.0.1:25", "5d",
                              "/etc/postern/tls/postern.pem", "ESMTP Postern", "X-Postern-Processed", "eth0", "25",
                              "direct", "self-signed", "a long passphrase", "72f988bf-86f1-41af-91ab-2d7cd011db47"])
-# A key the admin chooses, standing for "*" in a path: an interface name, a hosts address, a destination.
-KEYS_FOR_ANY = {"interfaces": "eth0", "hosts": "192.0.2.25", "tls_policy": "partner.org"}
+# A key the admin chooses, standing for "*" in a path: an interface name, a hosts address, a destination,
+# a signing domain.
+KEYS_FOR_ANY = {"interfaces": "eth0", "hosts": "192.0.2.25", "tls_policy": "partner.org", "dkim_keys": "example.com"}
 
 
 @st.composite
