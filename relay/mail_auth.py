@@ -22,6 +22,7 @@ import dns.resolver
 import spf
 
 from .config import MtaConfig
+from .routing import configure
 
 log = logging.getLogger("postern/auth")
 
@@ -51,17 +52,7 @@ class Results:
 
 def make_resolver(config: MtaConfig) -> dns.resolver.Resolver:
     """A blocking resolver on the relay's DNS servers, for the checks' thread."""
-    if not config.dns_servers:
-        resolver = dns.resolver.Resolver()
-    else:
-        resolver = dns.resolver.Resolver(configure=False)
-        servers, port = [], 53
-        for server in config.dns_servers:
-            host, sep, port_text = server.rpartition(":") if server.count(":") == 1 else ("", "", "")
-            servers.append(host if sep else server.strip("[]"))
-            if sep:
-                port = int(port_text)
-        resolver.nameservers, resolver.port = servers, port
+    resolver = configure(dns.resolver.Resolver(configure=not config.dns_servers), config)
     resolver.lifetime = LOOKUP_SECONDS
     return resolver
 

@@ -35,6 +35,7 @@ import dns.resolver
 import h11
 
 from .files import atomic_write
+from .routing import RouteError, host_addresses
 from .tls import certificate_matches, certificate_names
 
 log = logging.getLogger("postern/mta-sts")
@@ -377,19 +378,10 @@ class MtaSts:
 
     async def _addresses(self, host: str) -> list[str]:
         """A then AAAA records of mta-sts.<domain>, through the relay's resolver."""
-        found, trouble = [], ""
-        for rdtype in ("A", "AAAA"):
-            try:
-                answer = await self.resolver().resolve(host, rdtype, search=False)
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-                continue
-            except dns.exception.DNSException as error:
-                trouble = f": {error}"
-                continue
-            found.extend(str(record) for record in answer)
-        if not found:
-            raise PolicyError(FETCH_ERROR, f"{host} has no address{trouble}")
-        return found
+        try:
+            return await host_addresses(self.resolver(), host)
+        except RouteError as error:
+            raise PolicyError(FETCH_ERROR, f"{host} has no address: {error.text}") from None
 
     # --- refresh ----------------------------------------------------------------------------
 

@@ -95,12 +95,15 @@ def next_hop(config: MtaConfig, domain: str) -> NextHop:
 
 def make_resolver(config: MtaConfig) -> dns.asyncresolver.Resolver:
     """The resolver of delivery lookups: `dns_servers`, else the system's; asking for the AD bit."""
-    if not config.dns_servers:
-        resolver = dns.asyncresolver.Resolver()
-        resolver.flags = dns.flags.RD | dns.flags.AD
-        return resolver
-    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver = configure(dns.asyncresolver.Resolver(configure=not config.dns_servers), config)
     resolver.flags = dns.flags.RD | dns.flags.AD
+    return resolver
+
+
+def configure(resolver, config: MtaConfig):
+    """A resolver (blocking or async) set to `dns_servers` (`192.0.2.53`, `127.0.0.1:5353`), when there are any."""
+    if not config.dns_servers:
+        return resolver
     servers, port = [], 53
     for server in config.dns_servers:
         host, sep, port_text = server.rpartition(":") if server.count(":") == 1 else ("", "", "")
@@ -118,8 +121,8 @@ def authentic(answer) -> bool:
     return bool(answer.response.flags & dns.flags.AD)
 
 
-async def _addresses(resolver, name: str) -> list[str]:
-    """A and AAAA records of a name; RouteError when it has none."""
+async def host_addresses(resolver, name: str) -> list[str]:
+    """A and AAAA records of a name; RouteError when it has none (4.4.3 when DNS did not answer)."""
     return [ip for ip, _ in await _secure_addresses(resolver, name)]
 
 

@@ -51,6 +51,7 @@ import dns.resolver
 import h11
 
 from .files import atomic_write
+from .routing import RouteError, host_addresses
 from .tls import certificate_matches, certificate_names, sni_name
 
 log = logging.getLogger("postern/tlsrpt")
@@ -693,19 +694,12 @@ class Reporter:
             return [str(ipaddress.ip_address(host))]
         except ValueError:
             pass
-        found, temporary = [], None
-        for rdtype in ("A", "AAAA"):
-            try:
-                found += [str(record) for record in await self.resolver().resolve(host, rdtype, search=False)]
-            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-                continue
-            except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
-                temporary = error
-        if found:
-            return found
-        if temporary:
-            raise _TemporaryError(f"cannot look up {host}: {temporary}")
-        raise ValueError(f"{host} has no address")
+        try:
+            return await host_addresses(self.resolver(), host)
+        except RouteError as error:
+            if error.permanent:
+                raise ValueError(f"{host} has no address") from None
+            raise _TemporaryError(f"cannot look up {host}: {error.text}") from None
 
     # -- the daily round
 
