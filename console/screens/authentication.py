@@ -96,8 +96,12 @@ def inbound_lines(auth: dict) -> list[str]:
     if checks:
         lines.append("DMARC policy    " + ("enforce: p=reject is refused, p=quarantine is held" if policy == "enforce"
                                          else "annotate: results in a header only; your mail server decides"))
-    lines.append("ARC sealing     " + (f"on, with the key of {sealing_domain(auth) or '(no RSA key yet: none)'}"
-                                      if auth.get("arc_seal", True) else "off"))
+    domain = sealing_domain(auth)
+    if not auth.get("arc_seal", True):
+        lines.append("ARC sealing     off")
+    else:
+        lines.append("ARC sealing     " + (f"on, sealed as {domain}" if domain else
+                                          "on, but there is no RSA key to seal with: n makes one"))
     return lines
 
 
@@ -117,26 +121,37 @@ def chunks(text: str, width: int) -> list[str]:
     return [text[i:i + width] for i in range(0, len(text), width)] or [""]
 
 
+def zone_lines(name: str, value: str, width: int) -> list[str]:
+    """The zone-file form, one quoted string a line (a record's strings are joined again by DNS), so that
+    what is copied from an 80-column screen is still a valid zone file."""
+    strings = chunks(value, width - 4)
+    lines = [f"{name}. IN TXT ("]
+    lines += [f'  "{part}"' for part in strings]
+    lines[-1] += " )"
+    return lines
+
+
 def record_lines(name: str, value: str, zone: str, width: int) -> list[Text]:
+    """The record as appliance.dkim.dns_record gives it, cut to `width`: the value in lines to join when
+    pasted into a DNS provider's form, the zone-file form in strings (its one-line `zone` is too wide)."""
     lines = [Text("Publish this TXT record in DNS", style="bold"), Text("Name", style="dim"), Text(name),
-             Text("Value", style="dim")]
+             Text("Value (one line: join these lines)", style="dim")]
     lines += [Text(part) for part in chunks(value, width)]
     lines += [Text("Zone-file form", style="dim")]
-    lines += [Text(part) for part in chunks(zone, width)]
+    lines += [Text(line) for line in (zone_lines(name, value, width) if len(zone) > width else [zone])]
     return lines
 
 
 def microsoft_lines(auth: dict, algorithms: dict[str, str] | None = None) -> list[str]:
     """The Exchange Online side, as docs/authentication.md says it, with this appliance's values."""
     domain = sealing_domain(auth, algorithms)
-    lines = ["Microsoft 365: trust Postern's results", ""]
+    lines = []
     if not auth.get("arc_seal", True):
-        lines.append("ARC sealing is off (arc_seal): turn it on first, or Exchange Online sees only a "
-                     "failing SPF and DKIM behind the gateway.")
+        lines += ["ARC sealing is off (arc_seal): turn it on first, or Exchange Online sees only a "
+                  "failing SPF and DKIM behind the gateway.", ""]
     elif not domain:
-        lines.append("No RSA signing key yet: n makes one (ARC seals are RSA only); then come back here.")
+        lines += ["No RSA signing key yet: n makes one (ARC seals are RSA only); then come back here.", ""]
     lines += [
-        "",
         "1. Trusted ARC sealer. In the Defender portal: Email & collaboration, Policies & rules, "
         "Threat policies, Email authentication settings, ARC. Add:",
         f"   {domain or '(the signing domain)'}",
@@ -187,11 +202,20 @@ class AuthScreen(Screen):
             return key
         ok, words = await dkim.check_published(resolver, key.path, key.domain, key.selector)
         key.published = "published" if ok else ("not published" if "not published" in words else "wrong")
+        # The command line's hint, in the console's words: the record is one key away.
+        words = words.replace(f"`postern-appliance dkim show {key.domain}` prints", "shown by Enter on the domain")
         key.words = f"{words} (asked {shown})"
         return key
 
 
 class AuthenticationScreen(AuthScreen):
+    DEFAULT_CSS = """
+    #auth-inbound {
+        height: auto;
+        padding: 0 1;
+        border-top: solid $primary;
+    }
+    """
     BINDINGS = [
         Binding("enter", "open", "Record", id="auth.open"),
         Binding("c", "check", "Check DNS", id="auth.check"),
@@ -274,7 +298,7 @@ class AuthenticationScreen(AuthScreen):
             bad = next(key for key in self.keys if key.problem)
             self.notice(f"{bad.domain}: {bad.problem}", "bold red")
         else:
-            self.notice(f"{len(self.keys)} signing domain{'s' if len(self.keys) != 1 else ''}. Enter: the record "
+            self.notice(f"{len(self.keys)} signing domain{'s' if len(self.keys) != 1 else ''}. Enter: its record "
                         "to publish; c checks DNS; m: Microsoft 365.")
 
     def current(self) -> SigningKey | None:
@@ -316,7 +340,8 @@ class AuthenticationScreen(AuthScreen):
 
     def action_microsoft(self) -> None:
         algorithms = {key.domain: key.algorithm for key in self.keys if key.algorithm}
-        self.app.push_screen(TextScreen("Microsoft 365", microsoft_lines(self.auth, algorithms)))
+        steps = microsoft_lines(self.auth, algorithms)
+        self.app.push_screen(TextScreen("Microsoft 365: trust Postern's results", steps))
 
     def action_refresh(self) -> None:
         self.load()
@@ -345,6 +370,24 @@ class TextScreen(AuthScreen):
 
     def on_mount(self) -> None:
         self.query_one(VerticalScroll).focus()
+        self.draw()
+
+    def draw(self) -> None:
+        """Each line wrapped under its own text: under the words after `1. `, under an indented line's start."""
+        scroll = self.query_one(VerticalScroll)
+        width = (scroll.size.width or self.size.width) - 2 - scroll.styles.scrollbar_size_vertical
+        out = Text()
+        for number, line in enumerate(self.lines):
+            indent = len(line) - len(line.lstrip(" "))
+            hang = 3 if line[:1].isdigit() and line[1:3] == ". " else indent
+            parts = Text(line.strip()).wrap(self.app.console, max(width - hang, 20)) if line.strip() else [Text()]
+            for index, part in enumerate(parts):
+                out.append(("\n" if number or index else "") + " " * (hang if index else indent))
+                out.append_text(part)
+        self.query_one("#auth-text", Static).update(out)
+
+    def on_resize(self) -> None:
+        self.draw()
 
     def text(self) -> str:
         return "\n".join(self.lines)
@@ -397,7 +440,10 @@ class RecordScreen(AuthScreen):
         if self.record is None:
             return
         shown = self.query_one("#auth-record", Static)
-        width = shown.content_size.width or self.size.width - 3
+        # The record is taller than the screen: leave room for the scroll bar it brings, so that no line of
+        # it is wrapped again (at a space: `v=DKIM1; k=rsa;` would be cut from its p=).
+        scroll = self.query_one(VerticalScroll)
+        width = (scroll.size.width or self.size.width) - 2 - scroll.styles.scrollbar_size_vertical
         lines = [Text("Key file", style="dim"), *(Text(part) for part in chunks(self.key.key_file, width)), Text("")]
         lines += record_lines(*self.record, width)
         if self.key.published != NOT_CHECKED:
@@ -432,6 +478,12 @@ class RecordScreen(AuthScreen):
 
 class NewKeyScreen(ModalScreen[SigningKey | None]):
     """Domain, selector, algorithm: the key is made, then added to dkim_keys through the relay."""
+
+    DEFAULT_CSS = """
+    NewKeyScreen {
+        align: center middle;
+    }
+    """
 
     BINDINGS = [
         Binding("ctrl+s", "apply", "Make", id="auth.new.apply"),

@@ -64,7 +64,7 @@ class SystemScreen(AreaScreen):
     BINDINGS = [
         *(Binding(key, f"power('{verb}')", title, id=f"system.{verb}") for verb, (key, title, _, _) in POWER.items()),
         Binding("s", "shell", "Shell", id="system.shell"),
-        Binding("a", "authentication", "Mail authentication", id="system.authentication"),
+        Binding("a", "authentication", "Mail authentication", id="system.authentication", show=False),
         Binding("escape", "back", "Back", id="system.back"),
     ]
 
