@@ -11,7 +11,7 @@ from console.app import make_app
 from console.screens.authentication import chunks, default_selector, microsoft_lines
 from relay.control.client import ControlClient
 from tests.console.conftest import text_of, until
-from tests.console.test_screens_fit import misfits
+from tests.console.test_screens_fit import SIZES, misfits
 from tests.console.test_snapshots import fixed_clock  # noqa: F401  (a fixture)
 from tests.support.dns_server import DnsServer
 
@@ -189,6 +189,60 @@ async def test_a_new_key_is_made_and_the_relay_signs_with_it(world, monkeypatch)
         await until(pilot, lambda: "example.net" in rows(screen) and "ed25519" in rows(screen)["example.net"],
                     what="the new key in the list")
         assert list(running_keys(relay)) == ["example.com", "example.net"]
+
+
+async def test_a_key_the_relay_refuses_changes_nothing(world, monkeypatch):
+    """A key file every user can read (a root whose file system ignores modes): the relay refuses it with
+    its problem line; the running settings stay, and the file made for it is gone."""
+    relay, root, _, _ = world
+    made = dkim.create_key
+
+    def loose(*args, **kwargs):
+        path, notes = made(*args, **kwargs)
+        path.chmod(0o644)
+        return path, notes
+
+    monkeypatch.setattr(dkim, "create_key", loose)
+    app = console(relay, root, monkeypatch)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await authentication(pilot)
+        await pilot.press("n")
+        await until(pilot, lambda: type(app.screen).__name__ == "NewKeyScreen", what="the form")
+        app.screen.query_one("#entry-domain").value = "example.net"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "Not applied" in text_of(app, "#entry-notice"), timeout=15, what="the refusal")
+        notice = text_of(app, "#entry-notice")
+        assert "Not applied, nothing changed: mta.authentication.dkim_keys.example.net.key_file" in notice
+        assert "readable by every user" in notice
+        assert type(app.screen).__name__ == "NewKeyScreen"
+    assert list(running_keys(relay)) == ["example.com"]
+    assert not list((root / "etc/postern/dkim").glob("example.net.*"))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+async def test_every_screen_fits(world, monkeypatch, size):
+    """The list, a record after its check, the Microsoft 365 steps and the new key's form, refused."""
+    relay, root, _, _ = world
+    app = console(relay, root, monkeypatch)
+    seen = {}
+    async with app.run_test(size=size) as pilot:
+        visits = [
+            ([], "the list", lambda: "rsa" in rows(app.screen).get("example.com", "")),
+            (["enter", "c"], "a record, checked", lambda: "not published" in getattr(app.screen, "text", str)()),
+            (["escape", "m"], "Microsoft 365", lambda: type(app.screen).__name__ == "TextScreen"),
+            (["escape", "n", *"bad domain", "ctrl+s"], "the new key's form",
+             lambda: "Not made" in text_of(app, "#entry-notice")),
+        ]
+        await authentication(pilot)
+        for keys, what, ready in visits:
+            for key in keys:
+                await pilot.press(key)
+                await pilot.pause(0.05)
+            await until(pilot, ready, what=what)
+            await pilot.pause(0.2)
+            if problems := misfits(app):
+                seen[what] = problems
+    assert not seen, seen
 
 
 async def test_a_relay_that_is_down_is_said_and_nothing_breaks(tmp_path, monkeypatch):
