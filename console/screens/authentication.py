@@ -200,7 +200,11 @@ class AuthScreen(Screen):
         if key.problem:
             key.published, key.words = "unchecked", key.problem
             return key
-        ok, words = await dkim.check_published(resolver, key.path, key.domain, key.selector)
+        try:
+            ok, words = await dkim.check_published(resolver, key.path, key.domain, key.selector)
+        except Exception as error:  # a key file gone since, a DNS answer dnspython cannot read: said, never a crash
+            key.published, key.words = "unchecked", f"the check failed: {error or type(error).__name__}"
+            return key
         key.published = "published" if ok else ("not published" if "not published" in words else "wrong")
         # The command line's hint, in the console's words: the record is one key away.
         words = words.replace(f"`postern-appliance dkim show {key.domain}` prints", "shown by Enter on the domain")
@@ -298,8 +302,8 @@ class AuthenticationScreen(AuthScreen):
             bad = next(key for key in self.keys if key.problem)
             self.notice(f"{bad.domain}: {bad.problem}", "bold red")
         else:
-            self.notice(f"{len(self.keys)} signing domain{'s' if len(self.keys) != 1 else ''}. Enter: its record "
-                        "to publish; c checks DNS; m: Microsoft 365.")
+            self.notice(f"{len(self.keys)} signing domain{'s' if len(self.keys) != 1 else ''}. Enter: its DNS "
+                        "record; c checks it; m: Microsoft 365.")
 
     def current(self) -> SigningKey | None:
         listing = self.query_one(OptionList)
@@ -341,6 +345,8 @@ class AuthenticationScreen(AuthScreen):
     def action_microsoft(self) -> None:
         algorithms = {key.domain: key.algorithm for key in self.keys if key.algorithm}
         steps = microsoft_lines(self.auth, algorithms)
+        if self.running is None:
+            steps = ["The relay's settings cannot be read now: the values are not filled in.", "", *steps[2:]]
         self.app.push_screen(TextScreen("Microsoft 365: trust Postern's results", steps))
 
     def action_refresh(self) -> None:

@@ -261,6 +261,7 @@ async def test_a_relay_that_is_down_is_said_and_nothing_breaks(tmp_path, monkeyp
         assert "no key can be added now" in text_of(app, ".tls-notice")
         await pilot.press("m")
         await until(pilot, lambda: type(app.screen).__name__ == "TextScreen", what="the Microsoft 365 steps")
+        assert app.screen.text().startswith("The relay's settings cannot be read now")
         await pilot.press("escape", "escape")
         await until(pilot, lambda: type(app.screen).__name__ == "SystemScreen", what="the system screen again")
     assert not (root / "etc/postern/dkim").exists()
