@@ -39,6 +39,8 @@ from .tls_entry import apply_change
 
 CHECK_TIMEOUT = 10.0  # seconds for one DNS question
 NOT_CHECKED = "not checked"
+# check_published's words -> the list's column (its other failure: a record for another key)
+VERDICTS = (("not published", "not published"), ("no answer from DNS", "no answer"), ("malformed", "malformed"))
 
 
 @dataclass
@@ -205,7 +207,8 @@ class AuthScreen(Screen):
         except Exception as error:  # a key file gone since, a DNS answer dnspython cannot read: said, never a crash
             key.published, key.words = "unchecked", f"the check failed: {error or type(error).__name__}"
             return key
-        key.published = "published" if ok else ("not published" if "not published" in words else "wrong")
+        key.published = "published" if ok else next(
+            (short for found, short in VERDICTS if found in words), "other key")
         # The command line's hint, in the console's words: the record is one key away.
         words = words.replace(f"`postern-appliance dkim show {key.domain}` prints", "shown by Enter on the domain")
         key.words = f"{words} (asked {shown})"

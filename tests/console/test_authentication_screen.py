@@ -133,7 +133,14 @@ async def test_the_list_the_record_and_the_live_check(world, monkeypatch):
         dns.records[(NAME.lower(), "TXT")] = ['"' + other_value[:200] + '" "' + other_value[200:] + '"']
         await pilot.press("c")
         await until(pilot, lambda: "for another key" in text_of(app, ".tls-notice"), what="another key")
-        assert rows(screen)["example.com"].split()[-1] == "wrong"
+        assert rows(screen)["example.com"].split()[-2:] == ["other", "key"]
+
+        # A DNS server that does not answer: said so, within the check's time.
+        dns.silent = (NAME.lower(),)
+        monkeypatch.setattr("console.screens.authentication.CHECK_TIMEOUT", 1.0)
+        await pilot.press("c")
+        await until(pilot, lambda: "no answer from DNS" in text_of(app, ".tls-notice"), what="no answer")
+        assert rows(screen)["example.com"].split()[-2:] == ["no", "answer"]
 
         # Microsoft 365: the sealing domain filled in.
         await pilot.press("m")
