@@ -64,6 +64,7 @@ class SystemScreen(AreaScreen):
     BINDINGS = [
         *(Binding(key, f"power('{verb}')", title, id=f"system.{verb}") for verb, (key, title, _, _) in POWER.items()),
         Binding("s", "shell", "Shell", id="system.shell"),
+        Binding("a", "authentication", "Mail authentication", id="system.authentication", show=False),
         Binding("escape", "back", "Back", id="system.back"),
     ]
 
@@ -99,7 +100,9 @@ class SystemScreen(AreaScreen):
             text.append(f"{title}: {' '.join(command) if live else 'not in the sandbox (--root)'}\n",
                         style="" if live else "dim")
         text.append("s ", style="bold" if allowed else "dim")
-        text.append(f"Shell: {why}", style="" if allowed else "dim")
+        text.append(f"Shell: {why}\n", style="" if allowed else "dim")
+        text.append("a ", style="bold")
+        text.append("Mail authentication: DKIM keys, DNS records, inbound checks, Microsoft 365")
         self.query_one("#system-actions", Static).update(text)
 
     @work(thread=True, exclusive=True, group="system-facts", name="Reading the system", exit_on_error=False)
@@ -141,6 +144,11 @@ class SystemScreen(AreaScreen):
         else:
             self.notice(f"{message.what} failed (exit code {result.returncode}): {result.output or 'no message'}",
                         "bold red")
+
+    def action_authentication(self) -> None:
+        from .authentication import AuthenticationScreen
+
+        self.app.push_screen(AuthenticationScreen())
 
     # --- a shell --------------------------------------------------------------------------------------
 

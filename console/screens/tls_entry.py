@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import work
@@ -67,9 +67,15 @@ def entry_fields(value: Any) -> tuple[str, list[str], str]:
 
 async def put_entry(link: RelayLink, key: str, entry: Any, replaces: str = "") -> Outcome:
     """Put the entry for `key` in force (entry None: take it out; `replaces`: the key it had before)."""
+    return await apply_change(link, lambda running: mta_form.with_tls_policy(running, key, entry, replaces))
+
+
+async def apply_change(link: RelayLink, change: Callable[[dict], dict]) -> Outcome:
+    """Put `change(running mta section)` in force: checked by the relay (Config.Validate), then applied
+    (Config.Apply) as the MTA screen applies it; refused, nothing changes. Other screens' entries go this way too."""
     try:
         running = (await link.call("io.postern.Config.Get"))["mta"]
-        section = mta_form.with_tls_policy(running, key, entry, replaces)
+        section = change(running)
         problems = (await link.call("io.postern.Config.Validate", mta=section))["problems"]
         if problems:
             return Outcome(problems=problems, words="the relay found problems")
