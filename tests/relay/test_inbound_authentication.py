@@ -136,3 +136,23 @@ def test_mail_from_outside_is_sealed_with_our_results_and_the_seal_verifies(make
     assert result == dkim.CV_Pass, reason
     assert "arc=pass" in authenticate_message(got.content, "mx.next.example", spf=False, dkim=False, dmarc=False,
                                               arc=True, dnsfunc=txt)
+
+
+def checked(make_relay, sink, records: dict, content: bytes, mail_from: str = "carol@sender.example",
+            silent: tuple[str, ...] = ()) -> str:
+    """The Authentication-Results header a relay checking inbound mail adds, with this DNS."""
+    dns = DnsServer(records, silent=silent).start()
+    try:
+        relay = make_relay(sink.port, dns_servers=[dns.address], authentication={"check_inbound": True})
+        relay.send(mail_from, ["bob@example.com"], content, source=OUTSIDE)
+        [got] = sink.wait_for(1, timeout=40)
+    finally:
+        dns.stop()
+    [header] = authentication_results(got.content)
+    return header
+
+
+def test_spf_whose_dns_does_not_answer_is_a_temperror_and_the_mail_still_goes(make_relay, sink, sender_key):
+    header = checked(make_relay, sink, {("sender.example", "TXT"): ['"v=spf1 -all"']},
+                     message(sender_key, signed=False), mail_from="carol@slow.example", silent=("slow.example",))
+    assert "spf=temperror" in header
