@@ -156,3 +156,25 @@ def test_spf_whose_dns_does_not_answer_is_a_temperror_and_the_mail_still_goes(ma
     header = checked(make_relay, sink, {("sender.example", "TXT"): ['"v=spf1 -all"']},
                      message(sender_key, signed=False), mail_from="carol@slow.example", silent=("slow.example",))
     assert "spf=temperror" in header
+
+
+def test_spf_with_more_than_ten_lookups_is_a_permerror(make_relay, sink, sender_key):
+    value = "v=spf1 " + " ".join(f"include:i{n}.sender.example" for n in range(11)) + " -all"
+    records = {("sender.example", "TXT"): [f'"{value[:200]}" "{value[200:]}"'],  # a TXT string holds 255 octets
+               **{(f"i{n}.sender.example", "TXT"): ['"v=spf1 -all"'] for n in range(11)}}
+    assert "spf=permerror" in checked(make_relay, sink, records, message(sender_key, signed=False))
+
+
+@pytest.mark.parametrize("alignment, expected", [("", "dmarc=pass"), ("adkim=s; ", "dmarc=fail")])
+def test_dmarc_alignment_relaxed_and_strict_for_a_subdomain(make_relay, sink, sender_key, alignment, expected):
+    # a real public suffix (.org): the organisational domain comes from the public suffix list
+    pem, record = sender_key
+    body = (b"From: Carol <carol@mail.sender.org>\r\nTo: bob@example.com\r\nSubject: hello\r\n"
+            b"Message-ID: <sub@sender.org>\r\n\r\nhello\r\n")
+    signed = dkim.sign(body, b"s1", b"sender.org", pem, include_headers=[b"from", b"to", b"subject"]) + body
+    records = {("s1._domainkey.sender.org", "TXT"): [f'"{record[:200]}" "{record[200:]}"'],
+               ("_dmarc.sender.org", "TXT"): [f'"v=DMARC1; p=reject; {alignment}sp=quarantine"'],
+               ("sender.org", "A"): ["192.0.2.1"]}
+    header = checked(make_relay, sink, records, signed, mail_from="carol@mail.sender.org")
+    assert "dkim=pass header.d=sender.org" in header and expected in header
+    assert "policy.dmarc=quarantine" in header  # the organisational domain's sp= for its subdomains
