@@ -9,6 +9,7 @@ verifier knows them yet, so publish one beside an RSA key rather than instead of
 from __future__ import annotations
 
 import base64
+import time
 from pathlib import Path
 
 import dns.asyncresolver
@@ -23,6 +24,11 @@ from .certificates import CertificateError, InputError, write_key
 
 DEFAULT_DIRECTORY = Path("/etc/postern/dkim")
 ALGORITHMS = ("rsa", "ed25519")
+
+
+def default_selector(now: float | None = None) -> str:
+    """sYYYYMM: a new selector each month, so that a new key never needs an old one's name."""
+    return time.strftime("s%Y%m", time.gmtime(now))
 
 
 def key_path(directory: Path, domain: str, selector: str) -> Path:

@@ -9,6 +9,10 @@ configuration file has) plus what only setup needs:
   import, cert: FILE, key: FILE, chain: FILE}` (paths relative to the seed), `{mode: keep}`
   (use the files `mta.tls` names) or `{mode: none}`;
 - `admin:` the administrator's SSH keys and password (`appliance.admin_login`);
+- `dkim:` DKIM signing keys to make: `{domains: [example.com], algorithm: rsa, selector: s202612}`
+  (algorithm rsa or ed25519, default rsa; selector default `s` and the year and month). Each
+  domain that `mta.authentication.dkim_keys` does not list yet gets a key under
+  /etc/postern/dkim and an entry there; one it lists keeps its key;
 - `mta.external_relay.password`: the smart host's password, which is written to its own
   file (root:postern 0640) and named by `password_file`, so the configuration never holds it.
 
@@ -34,10 +38,10 @@ from typing import Any
 import yaml
 
 from relay.addresses import control_char_problem
-from relay.config import ConfigError, check_fqdn, refuse_control_chars
+from relay.config import ConfigError, check_domain, check_fqdn, check_selector, refuse_control_chars
 from relay.control.errors import ControlError, NoAnswer, PermissionDenied, Unreachable
 
-from . import admin_login, certificates, topology
+from . import admin_login, certificates, dkim, topology
 from .admin_login import AdminLogin, apply_admin, check_admin, hash_password
 from .certificates import Bundle, CertificateError
 from .files import atomic_write, remove_file
@@ -49,12 +53,23 @@ from .network.render import write_plan
 from .schema import ApplianceConfig, field_paths as config_field_paths, parse_text, validate_document
 from .store import ConfigStore
 
-SEED_ONLY = ("topology", "tls", "admin")
+SEED_ONLY = ("topology", "tls", "admin", "dkim")
 TLS_MODES = ("self-signed", "import", "keep", "none")
 TLS_KEYS = ("mode", "key_type", "days", "cert", "chain", "key")
+DKIM_KEYS = ("domains", "algorithm", "selector")
 # Where a made or imported certificate goes, under the appliance's root: where `postern-appliance cert` puts it.
 CERT = str(certificates.DEFAULT_CERT.relative_to("/"))
 KEY = str(certificates.DEFAULT_KEY.relative_to("/"))
+
+
+@dataclass(frozen=True)
+class NewDkimKey:
+    """A DKIM key the seed asks for: made by `carry_out` at `path`, unless a key is already there."""
+
+    domain: str
+    selector: str
+    algorithm: str
+    path: Path
 
 
 @dataclass
@@ -67,6 +82,7 @@ class Plan:
     bundle: Bundle | None = None  # a certificate to install (made or imported)
     admin: AdminLogin | None = None  # the administrator's SSH keys and password
     password: str | None = None  # the smart host's password, for its file
+    dkim_keys: list[NewDkimKey] = field(default_factory=list)  # signing keys to make
     notes: list[str] = field(default_factory=list)  # warnings: not wrong, but worth a look
 
     @property
@@ -142,6 +158,8 @@ def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
     problems += admin_problems
     if isinstance(mta, dict) and tls.get("mode") in ("self-signed", "import"):
         problems += _set_certificate_paths(mta, root)
+    new_keys, dkim_problems = _dkim_request(seed.get("dkim"), mta, root)
+    problems += dkim_problems
 
     with tempfile.TemporaryDirectory(prefix="postern-seed-") as scratch:
         if password is not None and isinstance(mta, dict):
@@ -162,7 +180,7 @@ def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
     if name is None:
         name = topology.infer(config.mta)
     problems += topology.check(name, config.mta)
-    plan = Plan(name, config, document, password=password, admin=admin)
+    plan = Plan(name, config, document, password=password, admin=admin, dkim_keys=new_keys)
     problems += _certificate(plan, tls, base_dir, root)
     if topology.TOPOLOGIES[name].m365 and not config.mta.tls.cert_file and plan.bundle is None:
         problems.append(
@@ -178,11 +196,11 @@ def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
 
 def field_paths() -> list[tuple[tuple[str, ...], bool]]:
     """Every field of a seed, as (path of keys, is it a list): the configuration's and setup's own."""
-    keys = {"topology": (), "tls": TLS_KEYS, "admin": admin_login.KEYS}
+    keys = {"topology": (), "tls": TLS_KEYS, "admin": admin_login.KEYS, "dkim": DKIM_KEYS}
     assert set(keys) == set(SEED_ONLY), "a section only seeds have is missing here"
     paths = config_field_paths() + [(("mta", "external_relay", "password"), False)]
     for section, section_keys in keys.items():
-        paths += [((section, key), key == "ssh_keys") for key in section_keys] or [((section,), False)]
+        paths += [((section, key), key in ("ssh_keys", "domains")) for key in section_keys] or [((section,), False)]
     return paths
 
 
@@ -224,6 +242,63 @@ def _tls_request(data: Any) -> tuple[dict, list[str]]:
             except certificates.InputError as error:
                 problems.append(f"tls.{key}: {error}")
     return data, problems
+
+
+def _dkim_request(data: Any, mta: Any, root: Path) -> tuple[list[NewDkimKey], list[str]]:
+    """The keys `dkim:` asks for, each named in `mta.authentication.dkim_keys` (where the relay finds it)."""
+    if data is None:
+        return [], []
+    if not isinstance(data, dict):
+        return [], ["dkim: must be a mapping such as {domains: [example.com], algorithm: rsa}"]
+    problems = [f"dkim.{key}: unknown key; known keys are {', '.join(DKIM_KEYS)}" for key in data if key not in DKIM_KEYS]
+    algorithm = data.get("algorithm", "rsa")
+    if algorithm not in dkim.ALGORITHMS:
+        problems.append(f"dkim.algorithm: {algorithm!r} is not one of {', '.join(dkim.ALGORITHMS)}")
+    try:
+        selector = check_selector(data.get("selector") or dkim.default_selector())
+    except ValueError as error:
+        problems.append(f"dkim.selector: {error}")
+    domains = data.get("domains") or []
+    if not isinstance(domains, list):
+        problems.append("dkim.domains: must be a list of domains such as [example.com]")
+        domains = []
+    wanted = []
+    for index, domain in enumerate(domains):
+        try:
+            wanted.append(check_domain(domain))
+        except ValueError as error:
+            problems.append(f"dkim.domains[{index}]: {error}")
+    if problems or not isinstance(mta, dict):
+        return [], problems
+    auth = mta.setdefault("authentication", {})
+    listed = auth.get("dkim_keys") if isinstance(auth, dict) else None
+    if not isinstance(auth, dict) or (listed is not None and not isinstance(listed, dict)):
+        return [], []  # the configuration's own validation names the field
+    listed = auth.setdefault("dkim_keys", {})
+    new_keys = []
+    for domain in dict.fromkeys(wanted):
+        if domain in listed:  # signed already: its published key stays
+            continue
+        path = dkim.key_path(real_path(root, str(dkim.DEFAULT_DIRECTORY.relative_to("/"))), domain, selector)
+        listed[domain] = {"selector": selector, "key_file": str(path)}
+        new_keys.append(NewDkimKey(domain, selector, algorithm, path))
+    return new_keys, []
+
+
+def make_dkim_keys(keys: list[NewDkimKey], root: Path) -> list[str]:
+    """Make the keys a plan asks for; a key already at its path (an earlier, interrupted run) is kept."""
+    lines = []
+    for key in keys:
+        if key.path.exists():
+            dkim.record_value(key.path)  # CertificateError when it is not a key this relay can use
+            lines.append(f"dkim: kept the key in {key.path} for {key.domain} (selector {key.selector})")
+            continue
+        _, notes = dkim.create_key(key.path.parent, key.domain, key.selector, key.algorithm, root)
+        lines.append(f"dkim: made an {key.algorithm.upper() if key.algorithm == 'rsa' else 'Ed25519'} key for "
+                     f"{key.domain} (selector {key.selector}): publish its TXT record in DNS "
+                     f"(postern-appliance dkim show {key.domain})")
+        lines += [f"dkim: {note}" for note in notes]
+    return lines
 
 
 def _set_certificate_paths(mta: dict, root: Path) -> list[str]:
@@ -396,6 +471,7 @@ def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[
         lines.append(f"smart host password: wrote {path}")
     if plan.admin is not None:
         lines += apply_admin(plan.admin, root)
+    lines += make_dkim_keys(plan.dkim_keys, root)
     store = ConfigStore(real_path(root, CONFIG))
     store.save(plan.document)
     lines.append(f"configuration: wrote {store.path}")

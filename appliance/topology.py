@@ -21,7 +21,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from relay.config import EXCHANGE_ONLINE_NETWORKS, MtaConfig
+from relay.config import EXCHANGE_ONLINE_NETWORKS, MtaConfig, to_dict
 
 EXO_SUFFIX = "mail.protection.outlook.com"
 EXO_TLS_NAME = f"*.{EXO_SUFFIX}"
@@ -201,9 +201,16 @@ def _first_address(networks) -> str:
     return ""
 
 
-def other_side(topology: str, mta: MtaConfig, address: str = "") -> list[OtherSide]:
+def other_side(topology: str, mta: MtaConfig, address: str = "",
+               algorithms: dict[str, str] | None = None) -> list[OtherSide]:
     """The admin's steps outside this appliance for the topology (connectors, DNS and the other side of each hop;
-    Microsoft 365 too), with this gateway's hostname and address."""
+    Microsoft 365 too), with this gateway's hostname and address; last, mail authentication's (`algorithms`:
+    the signing keys' that are known, for the ARC sealing domain)."""
+    auth = to_dict(mta)["authentication"]
+    return _hop_sides(topology, mta, address) + authentication_sides(topology, auth, algorithms)
+
+
+def _hop_sides(topology: str, mta: MtaConfig, address: str) -> list[OtherSide]:
     shape = TOPOLOGIES[topology]
     host = mta.hostname
     here = f"{host} ({address})" if address else host
@@ -281,13 +288,54 @@ def _m365_sides(mta: MtaConfig, here: str, address: str, domains: str) -> list[O
             "exception mail loops between Exchange Online and the gateway.",
         )),
         OtherSide("Exchange Online protection", (
-            f"Add {address or 'the gateway address'} to the IP Allow list of the connection filter policy "
-            ", so that mail the gateway returns is not filtered twice.",
+            f"Add {address or 'the gateway address'} to the IP Allow list of the connection filter policy, "
+            "so that mail the gateway returns is not filtered twice.",
         )),
         OtherSide("This gateway", (
             f"Relays outside mail only for tenant {tenants} and takes mail for {domains}.",
         )),
     ]
+
+
+def arc_sealer_steps(sealing_domain: str) -> tuple[str, ...]:
+    """Exchange Online's side of mail authentication behind this gateway (docs/authentication.md): trust
+    its ARC seal, and see the original client through Enhanced Filtering."""
+    return (
+        "Trusted ARC sealer. In the Defender portal: Email & collaboration, Policies & rules, Threat policies, "
+        f"Email authentication settings, ARC. Add: {sealing_domain or '(the signing domain)'}",
+        "Exchange Online then uses this gateway's results for mail whose own checks fail only because of the hop "
+        "through it: its headers show arc=pass and compauth passing.",
+        "Enhanced Filtering. Where your MX points at this gateway and it passes mail to Exchange Online through "
+        "an inbound connector: in the Exchange admin center, Mail flow, Connectors, that connector, turn on "
+        "Enhanced Filtering for Connectors and skip this gateway's addresses, so that Exchange Online sees the "
+        "original client's address.",
+    )
+
+
+def sealing_domain(auth: dict, algorithms: dict[str, str] | None = None) -> str:
+    """The domain this gateway seals ARC as, from an `mta.authentication` section: `arc_domain`, else the
+    first signing domain with an RSA key (where `algorithms` tells), as relay.dkim_sign.sealing_key picks
+    it; '' when it has none."""
+    if auth.get("arc_domain"):
+        return auth["arc_domain"]
+    domains = [domain for domain in auth.get("dkim_keys") or {} if (algorithms or {}).get(domain, "rsa") == "rsa"]
+    return domains[0] if domains else ""
+
+
+def authentication_sides(topology: str, auth: dict, algorithms: dict[str, str] | None = None) -> list[OtherSide]:
+    """From an `mta.authentication` section: the DKIM records to publish, and for Microsoft 365 the settings
+    that make Exchange Online keep this gateway's results."""
+    sides = []
+    keys = auth.get("dkim_keys") or {}
+    if keys:
+        sides.append(OtherSide("In DNS: DKIM", tuple(
+            f"Publish the TXT record {key.get('selector')}._domainkey.{domain}: its value is shown once the setup "
+            f"is applied, and by postern-appliance dkim show {domain}. Mail from {domain} is signed from then on."
+            for domain, key in keys.items())))
+    if TOPOLOGIES[topology].m365 and auth.get("arc_seal", True):
+        sealer, outcome, _ = arc_sealer_steps(sealing_domain(auth, algorithms))  # Enhanced Filtering: a connector step
+        sides.append(OtherSide("Microsoft 365: keep this gateway's authentication results", (sealer, outcome)))
+    return sides
 
 
 def ip_or_none(text: str) -> str | None:

@@ -72,7 +72,8 @@ def run_provision(args) -> int:
             say(line)
     say("")
     say("On the other side:")
-    for side in topology.other_side(plan.topology, plan.config.mta, plan.public_address):
+    for side in topology.other_side(plan.topology, plan.config.mta, plan.public_address,
+                                      {key.domain: key.algorithm for key in plan.dkim_keys}):
         say(f"  {side.title}")
         for step in side.steps:
             say(f"    - {step}")

@@ -30,6 +30,8 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
+from appliance.dkim import default_selector
+from appliance.topology import arc_sealer_steps, sealing_domain
 from relay.printable import printable
 
 from ..messages import RelayStatus
@@ -55,11 +57,6 @@ class SigningKey:
     problem: str = ""  # why the key cannot be read
     published: str = NOT_CHECKED  # "published", "not published", or the check's problem
     words: str = ""  # the check's verdict in full
-
-
-def default_selector(now: float | None = None) -> str:
-    """sYYYYMM: a new selector each month, so a new key never needs the old one's name."""
-    return time.strftime("s%Y%m", time.gmtime(now))
 
 
 def with_dkim_key(running: dict, domain: str, selector: str, key_file: str) -> dict:
@@ -107,16 +104,6 @@ def inbound_lines(auth: dict) -> list[str]:
     return lines
 
 
-def sealing_domain(auth: dict, algorithms: dict[str, str] | None = None) -> str:
-    """`arc_domain`, else the first domain with an RSA key (where the algorithm is known), else the first."""
-    if auth.get("arc_domain"):
-        return auth["arc_domain"]
-    keys = list((auth.get("dkim_keys") or {}))
-    if algorithms:
-        keys = [domain for domain in keys if algorithms.get(domain, "rsa") == "rsa"]
-    return keys[0] if keys else ""
-
-
 def chunks(text: str, width: int) -> list[str]:
     """`text` cut into lines of `width` characters: a record is copied exactly, never wrapped at a space."""
     width = max(width, 20)
@@ -153,19 +140,8 @@ def microsoft_lines(auth: dict, algorithms: dict[str, str] | None = None) -> lis
                   "failing SPF and DKIM behind the gateway.", ""]
     elif not domain:
         lines += ["No RSA signing key yet: n makes one (ARC seals are RSA only); then come back here.", ""]
-    lines += [
-        "1. Trusted ARC sealer. In the Defender portal: Email & collaboration, Policies & rules, "
-        "Threat policies, Email authentication settings, ARC. Add:",
-        f"   {domain or '(the signing domain)'}",
-        "   Exchange Online then uses Postern's results for mail whose own checks fail only because "
-        "of the hop through Postern: its headers show arc=pass and compauth passing.",
-        "",
-        "2. Enhanced Filtering. Where your MX points at Postern and Postern passes mail to Exchange "
-        "Online through an inbound connector: in the Exchange admin center, Mail flow, Connectors, "
-        "that connector, turn on Enhanced Filtering for Connectors and skip Postern's addresses, so "
-        "that Exchange Online sees the original client's address.",
-    ]
-    return lines
+    sealer, outcome, filtering = arc_sealer_steps(domain)
+    return lines + [f"1. {sealer}", f"   {outcome}", "", f"2. {filtering}"]
 
 
 def make_resolver(servers: list[str], root: Path):
@@ -182,6 +158,33 @@ def make_resolver(servers: list[str], root: Path):
     return resolver, ", ".join(servers) or "no DNS server"
 
 
+async def check_key(key: SigningKey, dns_servers: list[str], root: Path,
+                    hint: str = "shown by Enter on the domain") -> SigningKey:
+    """check_published against the relay's DNS servers (else the system's under `root`); the verdict is put in
+    `key`, never raised; `hint` says where the record to publish is shown."""
+    from appliance import dkim
+
+    try:
+        resolver, shown = await asyncio.to_thread(make_resolver, dns_servers, root)
+    except ValueError as error:
+        key.published, key.words = "unchecked", f"the DNS servers cannot be used: {error}"
+        return key
+    if key.problem:
+        key.published, key.words = "unchecked", key.problem
+        return key
+    try:
+        ok, words = await dkim.check_published(resolver, key.path, key.domain, key.selector)
+    except Exception as error:  # a key file gone since, a DNS answer dnspython cannot read: said, never a crash
+        key.published, key.words = "unchecked", f"the check failed: {error or type(error).__name__}"
+        return key
+    key.published = "published" if ok else next(
+        (short for found, short in VERDICTS if found in words), "other key")
+    # The command line's hint, in the console's words: the record is one key away.
+    words = words.replace(f"`postern-appliance dkim show {key.domain}` prints", hint)
+    key.words = f"{words} (asked {shown})"
+    return key
+
+
 class AuthScreen(Screen):
     """What the screens share: the notice line and the running section."""
 
@@ -191,28 +194,7 @@ class AuthScreen(Screen):
         self.query_one(".tls-notice", Static).update(Text(text, style=style) if isinstance(text, str) else text)
 
     async def check(self, key: SigningKey, dns_servers: list[str]) -> SigningKey:
-        """check_published against the relay's DNS servers; the verdict is put in `key`."""
-        from appliance import dkim
-
-        try:
-            resolver, shown = await asyncio.to_thread(make_resolver, dns_servers, self.app.appliance.root)
-        except ValueError as error:
-            key.published, key.words = "unchecked", f"the DNS servers cannot be used: {error}"
-            return key
-        if key.problem:
-            key.published, key.words = "unchecked", key.problem
-            return key
-        try:
-            ok, words = await dkim.check_published(resolver, key.path, key.domain, key.selector)
-        except Exception as error:  # a key file gone since, a DNS answer dnspython cannot read: said, never a crash
-            key.published, key.words = "unchecked", f"the check failed: {error or type(error).__name__}"
-            return key
-        key.published = "published" if ok else next(
-            (short for found, short in VERDICTS if found in words), "other key")
-        # The command line's hint, in the console's words: the record is one key away.
-        words = words.replace(f"`postern-appliance dkim show {key.domain}` prints", "shown by Enter on the domain")
-        key.words = f"{words} (asked {shown})"
-        return key
+        return await check_key(key, dns_servers, self.app.appliance.root)
 
 
 class AuthenticationScreen(AuthScreen):

@@ -3,8 +3,10 @@ with the queue's actions on it."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 import time
+from email.parser import HeaderParser
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -48,6 +50,36 @@ def attempts_line(run: dict, width: int | None = None) -> Text:
     return text
 
 
+def authentication(headers: str) -> tuple[str, str]:
+    """(the checks' results, the DKIM signature) from the top Authentication-Results and DKIM-Signature fields:
+    'spf=pass dkim=fail dmarc=fail (p=reject) arc=none', 'd=example.com s=s202612'; '' where there is none.
+
+    The top field is this gateway's: the relay adds it above every other and removes forged ones
+    with its name (docs/authentication.md)."""
+    import authres
+    import dkim.util
+
+    fields = HeaderParser().parsestr(headers.replace("\r\n", "\n"), headersonly=True)
+    checks = signature = ""
+    if (value := fields.get("Authentication-Results")) is not None:
+        try:
+            parsed = authres.AuthenticationResultsHeader.parse_value(" ".join(str(value).split()))
+        except Exception:  # a field the parser cannot read is shown as it is below, under Headers
+            parsed = None
+        if parsed is not None:
+            policy = re.search(r"\bpolicy\.dmarc=(\w+)", str(value))
+            checks = " ".join(f"{r.method}={r.result}" + (f" (p={policy.group(1)})" if r.method == "dmarc" and policy
+                                                          else "") for r in parsed.results)
+    if (value := fields.get("DKIM-Signature")) is not None:
+        try:
+            tags = dkim.util.parse_tag_value(" ".join(str(value).split()).encode("utf-8", "replace"))
+        except Exception:
+            tags = {}
+        if b"d" in tags:
+            signature = f"d={tags[b'd'].decode('ascii', 'replace')} s={tags.get(b's', b'?').decode('ascii', 'replace')}"
+    return checks, signature
+
+
 def describe(message: dict, headers: str, body: str = "", width: int | None = None) -> Text:
     """The message as the view shows it; with `width`, the replies wrap under themselves, not at the edge."""
     text = Text()
@@ -58,6 +90,11 @@ def describe(message: dict, headers: str, body: str = "", width: int | None = No
     text.append(f"From       <{printable(message['sender'])}>\n")  # clients chose these: no escapes
     text.append(f"Client     {printable(message['client'])}\n")
     text.append(f"Size       {message['size']} bytes\n")
+    checks, signature = authentication(headers)
+    if checks:
+        text.append(f"Checks     {printable(checks)}\n")
+    if signature:
+        text.append(f"Signed     DKIM {printable(signature)}\n")
     text.append(f"Attempts   {message['attempts']}")
     if message.get("next_attempt"):
         text.append(f", next at {time.strftime('%H:%M:%S', time.localtime(message['next_attempt']))}")

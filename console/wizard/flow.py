@@ -19,6 +19,7 @@ from . import system
 from .draft import Draft, initial_draft
 from .step import BACK, NEXT, StepScreen
 from .steps_apply import ApplyStep
+from .steps_auth import AuthStep
 from .steps_finish import AdminStep, SummaryStep, TlsStep
 from .steps_mail import DomainsStep, ExternalStep, InternalStep, NetworksStep, TopologyStep
 from .steps_system import DnsStep, HostnameStep, NetworkStep
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 STEPS: tuple[type[StepScreen], ...] = (
     NetworkStep, HostnameStep, DnsStep, TopologyStep, DomainsStep, InternalStep, ExternalStep,
-    NetworksStep, TlsStep, AdminStep, SummaryStep, ApplyStep,
+    NetworksStep, TlsStep, AuthStep, AdminStep, SummaryStep, ApplyStep,
 )
 STEP_NAMES = tuple(step.NAME for step in STEPS)
 

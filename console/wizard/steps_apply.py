@@ -1,9 +1,10 @@
-"""Step 12: apply the answers, put them in force, send a test message and follow its delivery."""
+"""Step 13: apply the answers, put them in force, send a test message and follow its delivery."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,6 +19,7 @@ from appliance.provision import Plan, carry_out, relay_outcome
 from relay.config import ConfigError
 from relay.control.client import ControlError, PermissionDenied, Unreachable
 
+from ..screens.authentication import NOT_CHECKED, SigningKey, check_key, read_key, record_lines
 from ..screens.smtp_test import styled
 from .draft import Draft
 from .step import StepScreen, field_input, value_of
@@ -53,6 +55,7 @@ class ApplyStep(StepScreen):
 
     def compose_fields(self) -> ComposeResult:
         yield Static(id="apply-report", classes="report")
+        yield Static(id="dkim-records", classes="report")
         yield field_input("from", "Test message from")
         yield field_input("to", "Test message to")
         yield Static(id="transcript", classes="report")
@@ -68,6 +71,9 @@ class ApplyStep(StepScreen):
         transcript = self.query_one("#transcript", Static)
         transcript.border_title = "Test message"
         transcript.display = False
+        records = self.query_one("#dkim-records", Static)
+        records.border_title = "DKIM records to publish"
+        records.display = False
 
     def store(self, draft: Draft) -> None:
         draft.set("wizard.test_from", value_of(self, "from"))
@@ -87,6 +93,7 @@ class ApplyStep(StepScreen):
         self.wizard.draft = draft
         if await self.apply(draft):
             self.applied = True
+            self.run_worker(self.show_records(), group="dkim-records")  # DNS may take its time: the test goes on
             await self.send_test(draft)
             self.show_busy("Next finishes the setup.")
         return False
@@ -122,6 +129,48 @@ class ApplyStep(StepScreen):
         report.update(text)
         self.show_problems([])
         return True
+
+    async def show_records(self) -> None:
+        """Each signing key's TXT record at once, then whether DNS has it yet (asked as the relay would ask)."""
+        assert self.plan is not None
+        keys = [SigningKey(domain, key.selector, key.key_file, Path(key.key_file))
+                for domain, key in self.plan.config.mta.authentication.dkim_keys.items()]
+        if not keys:
+            return
+        keys = [await asyncio.to_thread(read_key, key) for key in keys]
+        records = [await asyncio.to_thread(self.record_of, key) for key in keys]
+        self.draw_records(keys, records)
+        servers = list(self.plan.config.mta.dns_servers)
+        await asyncio.gather(*(check_key(key, servers, self.wizard.root, hint="shown here") for key in keys))
+        self.draw_records(keys, records)
+
+    def draw_records(self, keys: list[SigningKey], records: list[tuple[str, str, str] | None]) -> None:
+        shown = self.query_one("#dkim-records", Static)
+        shown.display = True
+        width = max(shown.content_size.width or self.size.width - 6, 40)
+        text = Text()
+        for key, record in zip(keys, records):
+            if record is None:
+                text.append(f"{key.domain}: the key cannot be read: {key.problem}\n\n", style="bold red")
+                continue
+            text.append_text(Text("\n").join(record_lines(*record, width)))
+            if key.published == NOT_CHECKED:
+                text.append("\nChecking DNS...\n\n", style="dim")
+            elif key.published == "published":
+                text.append("\npublished: mail from this domain verifies\n\n", style="green")
+            else:
+                text.append(f"\n{key.words}\n\n", style="yellow")
+        text.rstrip()
+        shown.update(text)
+
+    @staticmethod
+    def record_of(key: SigningKey) -> tuple[str, str, str] | None:
+        from appliance import dkim
+
+        try:
+            return dkim.dns_record(key.path, key.domain, key.selector)
+        except (CertificateError, OSError):
+            return None
 
     async def reload_relay(self, mta: dict) -> str:
         try:

@@ -1,4 +1,4 @@
-"""Steps 9 to 11: the TLS certificate, the administrator's login, the summary with the other side's steps."""
+"""Steps 9, 11 and 12: the TLS certificate, the administrator's login, the summary with the other side's steps."""
 
 from __future__ import annotations
 
@@ -234,7 +234,8 @@ class SummaryStep(StepScreen):
             text.append(f"Administrator login: {keys} SSH key{'s' if keys != 1 else ''} added"
                         f"{', and a new password' if plan.admin.password or plan.admin.password_hash else ''}\n")
         text.append("\nOn the other side\n", style="bold underline")
-        for side in other_side(plan.topology, plan.config.mta, address):
+        algorithms = {key.domain: key.algorithm for key in plan.dkim_keys}
+        for side in other_side(plan.topology, plan.config.mta, address, algorithms):
             text.append(f"{side.title}\n", style="bold")
             for step in side.steps:
                 text.append(f" - {step}\n")

@@ -384,3 +384,60 @@ def test_the_seed_checks_the_certificate_options_as_the_cert_command_does():
     assert problems == ["tls.key_type: 'dsa': use ecdsa (P-256) or rsa (2048 bits)",
                         "tls.days: the validity is a number of days from 1 to 3650 (two years: 730)"]
     assert _tls_request({"mode": "self-signed", "days": 365, "key_type": "rsa"})[1] == []
+
+
+def test_a_seed_asks_for_dkim_keys_and_gets_them_with_the_records_to_publish(tmp_path, root, capsys):
+    from appliance import dkim
+
+    seed = seed_for("m365")
+    seed["mta"]["relay_domains"] = ["example.com", "example.org"]
+    seed["dkim"] = {"domains": ["Example.COM", "example.org"], "selector": "s2026"}
+    assert provision(write_seed(tmp_path, seed), root) == 0
+    out = capsys.readouterr().out
+    keys = load_file(root / "etc/postern/postern.yaml").authentication.dkim_keys
+    assert sorted(keys) == ["example.com", "example.org"]
+    for domain, key in keys.items():
+        path = Path(key.key_file)
+        assert (key.selector, path) == ("s2026", root / f"etc/postern/dkim/{domain}.s2026.key")
+        assert path.stat().st_mode & 0o077 == 0  # the relay's, nobody else's
+        assert dkim.record_value(path).startswith("v=DKIM1; k=rsa; p=")
+        assert f"dkim: made an RSA key for {domain} (selector s2026)" in out
+    # The other side: the records to publish, and Exchange Online's trusted ARC sealer filled in.
+    assert "Publish the TXT record s2026._domainkey.example.com" in out
+    assert "Email authentication settings, ARC. Add: example.com" in out
+
+
+def test_a_domain_with_a_key_keeps_it_and_an_interrupted_run_keeps_the_key_it_made(tmp_path, root, capsys):
+    from appliance import dkim
+
+    directory = root / "etc/postern/dkim"
+    old, _ = dkim.create_key(directory, "example.com", "s2025", "rsa", root)
+    half, _ = dkim.create_key(directory, "example.org", "e2026", "ed25519", root)  # made, then the run stopped
+    before = {path: path.read_bytes() for path in (old, half)}
+    seed = seed_for("direct")
+    seed["mta"]["authentication"] = {"dkim_keys": {"example.com": {"selector": "s2025", "key_file": str(old)}}}
+    seed["dkim"] = {"domains": ["example.com", "example.org"], "selector": "e2026", "algorithm": "ed25519"}
+    assert provision(write_seed(tmp_path, seed), root) == 0
+    out = capsys.readouterr().out
+    keys = load_file(root / "etc/postern/postern.yaml").authentication.dkim_keys
+    assert (keys["example.com"].selector, keys["example.org"].selector) == ("s2025", "e2026")
+    assert {path: path.read_bytes() for path in (old, half)} == before  # a published key is never replaced
+    assert "dkim: kept the key in" in out and "made an" not in out
+    assert "Microsoft 365" not in out  # no Exchange Online here
+
+
+@pytest.mark.parametrize("dkim_section, problem", [
+    ({"domains": ["exa mple.com"]}, "dkim.domains[0]: 'exa mple.com' is not a domain name"),
+    ({"domains": "example.com"}, "dkim.domains: must be a list of domains"),
+    ({"domains": ["example.com"], "algorithm": "dsa"}, "dkim.algorithm: 'dsa' is not one of rsa, ed25519"),
+    ({"domains": ["example.com"], "selector": "s 1"}, "dkim.selector: 's 1' is not a selector"),
+    ({"domain": ["example.com"]}, "dkim.domain: unknown key; known keys are domains, algorithm, selector"),
+    ({"domains": ["example.com\x1b[2J"]}, "dkim.domains[0]:"),
+    ("example.com", "dkim: must be a mapping"),
+])
+def test_a_wrong_dkim_section_is_refused_by_its_field_and_makes_no_key(tmp_path, root, capsys, dkim_section, problem):
+    seed = seed_for("direct")
+    seed["dkim"] = dkim_section
+    assert provision(write_seed(tmp_path, seed), root) == 1
+    assert problem in capsys.readouterr().err
+    assert not (root / "etc/postern/dkim").exists()

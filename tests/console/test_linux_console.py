@@ -126,12 +126,12 @@ def test_every_screen_draws_only_what_the_console_font_has(queued_relay, tmp_pat
 # The first-boot wizard, resumed from saved answers at its first step: Next through every step,
 # every topology's diagram on the way, the summary scrolled, then apply, the test message, finish.
 WIZARD_VISITS = [
-    ([], "Setup 1/12"),
+    ([], "Setup 1/13"),
     (["Escape"], "This is the first step"),  # the first boot's wizard cannot be left: a notice says so
     (["C-n"], "Keep these settings?"),  # the network files change under the root: kept with Enter
-    (["Enter"], "Setup 2/12"),
-    (["C-n"], "Setup 3/12"),
-    (["C-n"], "Setup 4/12"),
+    (["Enter"], "Setup 2/13"),
+    (["C-n"], "Setup 3/13"),
+    (["C-n"], "Setup 4/13"),
     (["Down"], "Via relay (smart host)"),
     (["Down"], "scanner"),
     (["Down"], "relay server"),
@@ -139,15 +139,16 @@ WIZARD_VISITS = [
     (["Up", "Up", "Up", "Up"], "MX hosts of each domain"),
     (["F1"], None),
     (["F1"], None),
-    (["C-n"], "Setup 5/12"),
-    (["C-n"], "Setup 6/12"),
-    (["C-n"], "Setup 7/12"),
-    (["C-n"], "Setup 8/12"),
-    (["C-n"], "Setup 9/12"),
-    (["C-n"], "Setup 10/12"),
-    (["C-n"], "Setup 11/12"),
+    (["C-n"], "Setup 5/13"),
+    (["C-n"], "Setup 6/13"),
+    (["C-n"], "Setup 7/13"),
+    (["C-n"], "Setup 8/13"),
+    (["C-n"], "Setup 9/13"),
+    (["C-n"], "Setup 10/13"),
+    (["C-n"], "Setup 11/13"),
+    (["C-n"], "Setup 12/13"),
     (["PageDown"], None),
-    (["C-n"], "Setup 12/12"),
+    (["C-n"], "Setup 13/13"),
     (["C-n"], "status=sent"),
     (["C-n"], "Password for admin"),  # setup is complete: the console locks (it runs as root)
 ]

@@ -269,3 +269,29 @@ async def test_the_stuck_partner_walk(make_relay):
         finally:
             sink.stop()
     assert keys == ["f3", "g", "enter", "enter", "escape", "a", "r", "y", "f5"]
+
+
+async def test_the_message_view_says_what_the_checks_found_on_a_message_dmarc_held(make_relay, sink):
+    from tests.support.dns_server import DnsServer
+
+    dns = DnsServer({("sender.example", "TXT"): ['"v=spf1 -all"'],
+                     ("_dmarc.sender.example", "TXT"): ['"v=DMARC1; p=quarantine"']}).start()
+    try:
+        relay = make_relay(sink.port, dns_servers=[dns.address],
+                           authentication={"check_inbound": True, "dmarc_policy": "enforce"})
+        relay.send("carol@sender.example", ["bob@example.com"],
+                   "From: carol@sender.example\r\nSubject: forged\r\n\r\nhello\r\n", source="127.0.0.2")
+        relay.wait_log(r"held: dmarc=fail p=quarantine")
+        app = make_app(str(relay.workdir / "control.sock"))
+        async with app.run_test(size=(80, 25)) as pilot:
+            await pilot.press("f3")
+            queue_list = app.screen.query_one("#queue-list")
+            await until(pilot, lambda: queue_list.total == 1, what="the held message")
+            await pilot.press("enter")
+            await until(pilot, lambda: "Checks" in text_of(app, "#message-text"), what="the checks' results")
+            shown = text_of(app, "#message-text")
+            assert "State      hold" in shown
+            assert "Checks     dkim=none spf=fail arc=none dmarc=fail (p=quarantine)" in shown
+            assert "Signed" not in shown  # mail from outside is not ours to sign
+    finally:
+        dns.stop()

@@ -4,6 +4,7 @@ and a wizard started again after a restart picks up at the step it was on."""
 
 import asyncio
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -102,9 +103,14 @@ async def walk(pilot, topology: str, sink, smarthost) -> None:
         await until(pilot, lambda: networks.value == "127.0.0.1/32", what="my networks prefilled")
     await next_step(pilot, 9)
     await next_step(pilot, 10)
-    fill(app, key=SSH_KEY)
+    # Mail authentication: both domains offered and ticked, RSA, checks on, annotate only.
+    assert [tick.label.plain for tick in app.screen.query("#sign Checkbox")] == [
+        "Sign mail from example.com", "Sign mail from example.org"]
+    assert all(tick.value for tick in app.screen.query("#sign Checkbox"))
     await next_step(pilot, 11)
+    fill(app, key=SSH_KEY)
     await next_step(pilot, 12)
+    await next_step(pilot, 13)
 
 
 def running_mta(relay) -> dict:
@@ -122,6 +128,13 @@ async def test_each_topology_from_first_boot_to_a_delivered_test_message(gateway
         await until(pilot, lambda: "configuration: wrote /etc/postern/postern.yaml" in text_of(app, "#apply-report"),
                     what="the configuration written")
         assert "relay: the new configuration is in force" in text_of(app, "#apply-report")
+        assert "dkim: made an RSA key for example.com (selector s" in text_of(app, "#apply-report")
+        # The records to publish, and the live check's verdict: 192.0.2.53 (TEST-NET) never answers.
+        await until(pilot, lambda: "no answer from DNS" in text_of(app, "#dkim-records"), timeout=30,
+                    what="the DKIM records checked")
+        records = text_of(app, "#dkim-records")
+        assert "._domainkey.example.com" in records and "._domainkey.example.org" in records
+        assert "v=DKIM1; k=rsa; p=" in records
         await until(pilot, lambda: "status=sent" in text_of(app, "#transcript"), timeout=30, what="the delivery")
         transcript = text_of(app, "#transcript")
         assert "-> MAIL FROM:<postmaster@gw.example.com>" in transcript and "TLS started" in transcript
@@ -162,6 +175,11 @@ async def test_each_topology_from_first_boot_to_a_delivered_test_message(gateway
     assert "nameserver 192.0.2.53" in (gateway.root / "etc/resolv.conf").read_text()
     assert running_mta(gateway)["relay_domains"] == ["example.com", "example.org"]
     assert (gateway.root / "home/admin/.ssh/authorized_keys").read_text() == SSH_KEY + "\n"
+    assert set(mta.authentication.dkim_keys) == {"example.com", "example.org"}
+    for key in mta.authentication.dkim_keys.values():  # the relay reads the key, nobody else
+        assert Path(key.key_file).parent == gateway.root / "etc/postern/dkim"
+        assert Path(key.key_file).stat().st_mode & 0o077 == 0
+    assert running_mta(gateway)["authentication"]["dkim_keys"].keys() == {"example.com", "example.org"}
     if topology in SMART_HOST:  # outgoing mail from my networks (or the tenant) goes to the smart host
         if topology == "virus-scanner-via-relay":  # (via-relay's smart host here offers no login to take)
             gateway.send("alice@example.com", ["bob@partner.example"])
@@ -281,7 +299,7 @@ async def test_back_keeps_the_answers_and_a_restart_resumes_at_the_same_step(gat
     again = wizard_app(gateway)
     async with again.run_test(size=(80, 25)) as pilot:
         await at_step(pilot, 6)
-        assert "Setup 6/12: Internal relay host" in text_of(again, "#status-line")
+        assert "Setup 6/13: Internal relay host" in text_of(again, "#status-line")
         await pilot.press("escape")
         await at_step(pilot, 5)
         assert again.screen.query_one("#domains", Input).value == "example.com"
@@ -438,8 +456,9 @@ async def test_running_the_wizard_again_starts_from_the_configuration_as_it_is(g
                 assert app.screen.smart and app.screen.query_one("#port", Input).value == str(smarthost.port)
         assert app.screen.mode == "keep"  # the certificate made before is offered, and chosen
         await next_step(pilot, 10)
-        fill(app, key=SSH_KEY)
         await next_step(pilot, 11)
+        fill(app, key=SSH_KEY)
+        await next_step(pilot, 12)
         assert "cert_file: /etc/postern/tls/postern.pem" in text_of(app, "#summary-text")
 
 
@@ -451,7 +470,7 @@ async def test_the_administrator_gets_a_key_or_a_password(gateway, machine, tmp_
     save_progress(gateway.root, "admin", draft)
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
-        await at_step(pilot, 10)
+        await at_step(pilot, 11)
         assert "admin has no SSH key and no password" in text_of(app, "#login")
         assert "Type an SSH key or a password" in text_of(app, "#login")
         await pilot.press("ctrl+n")
@@ -473,7 +492,7 @@ async def test_the_administrator_gets_a_key_or_a_password(gateway, machine, tmp_
         # What is typed shows as what the login will be: not "no SSH key and no password" alone.
         assert ("After setup: admin logs in with the SSH key above and the password typed here."
                 in text_of(app, "#login"))
-        await next_step(pilot, 11)
+        await next_step(pilot, 12)
         summary = text_of(app, "#summary-text")
         assert "Administrator login: 1 SSH key added, and a new password" in summary
         assert summary.startswith("In three parts:") and "the configuration file" in summary.splitlines()[0]
@@ -488,20 +507,20 @@ async def test_a_typed_admin_password_outlives_a_restart_only_as_its_hash(gatewa
     save_progress(gateway.root, "admin", draft)
     app = wizard_app(gateway)
     async with app.run_test(size=(80, 25)) as pilot:
-        await at_step(pilot, 10)
+        await at_step(pilot, 11)
         fill(app, key=SSH_KEY, password="correct horse battery", password2="correct horse battery")
-        await next_step(pilot, 11)
+        await next_step(pilot, 12)
     progress = gateway.root / "var/lib/postern/firstboot.yaml"
     assert "correct horse" not in progress.read_text()
 
     again = wizard_app(gateway)
     async with again.run_test(size=(80, 25)) as pilot:
-        await at_step(pilot, 11)
+        await at_step(pilot, 12)
         assert "1 SSH key added, and a new password" in text_of(again, "#summary-text")
         await pilot.press("escape")
-        await at_step(pilot, 10)
+        await at_step(pilot, 11)
         assert again.screen.query_one("#password", Input).placeholder == "(kept: leave empty)"
-        await next_step(pilot, 11)  # left empty: the password typed before stays
+        await next_step(pilot, 12)  # left empty: the password typed before stays
         assert "1 SSH key added, and a new password" in text_of(again, "#summary-text")
     saved = yaml.safe_load(progress.read_text())["answers"]
     assert "correct horse" not in progress.read_text() and "password2" not in saved["wizard"]

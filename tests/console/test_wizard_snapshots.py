@@ -12,8 +12,8 @@ from tests.console.wizard_support import (complete_draft, dns, machine, make_roo
 from appliance.topology import NAMES
 
 SIZE = (80, 25)
-STEPS = ["network", "hostname", "dns", "topology", "domains", "internal", "external", "networks", "tls", "admin",
-         "summary", "apply"]
+STEPS = ["network", "hostname", "dns", "topology", "domains", "internal", "external", "networks", "tls",
+         "authentication", "admin", "summary", "apply"]
 
 
 @pytest.fixture(autouse=True)
@@ -69,7 +69,7 @@ def test_topology_diagram(snap_compare, tmp_path, machine, topology):
     assert snap_compare(wizard_at(tmp_path, "topology", complete_draft()), terminal_size=SIZE, run_before=highlight)
 
 
-@pytest.mark.parametrize("step", ["internal", "networks", "summary"])
+@pytest.mark.parametrize("step", ["internal", "networks", "authentication", "summary"])
 def test_microsoft_365(snap_compare, tmp_path, machine, step):
     number = STEPS.index(step) + 1
     app = wizard_at(tmp_path, step, complete_draft("m365"))

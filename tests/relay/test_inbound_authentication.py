@@ -69,6 +69,17 @@ def test_mail_from_outside_gets_one_header_with_spf_dkim_and_dmarc(checking_rela
     relay.wait_log(r": spf=pass, dkim=pass, arc=none, dmarc=pass")
 
 
+def test_an_unsigned_message_is_dkim_none_not_fail(checking_relay, sink, sender_key):
+    """RFC 8601 2.7.1: none means not signed; fail would tell a filter that a signature was broken."""
+    relay = checking_relay()
+    relay.send("carol@sender.example", ["bob@example.com"], message(sender_key, signed=False), source=OUTSIDE)
+    [got] = sink.wait_for(1)
+    [header] = authentication_results(got.content)
+    assert "dkim=none" in header and "dkim=fail" not in header
+    assert "spf=pass" in header and "dmarc=pass" in header  # aligned through SPF alone
+    relay.wait_log(r": dkim=none, spf=pass, arc=none, dmarc=pass")
+
+
 def test_an_altered_message_fails_dkim_and_dmarc_but_is_only_annotated_by_default(checking_relay, sink, sender_key):
     relay = checking_relay(spf="v=spf1 -all")
     tampered = message(sender_key).replace(b"hello\r\n", b"HELLO\r\n")
