@@ -102,7 +102,9 @@ async def check_published(resolver: dns.asyncresolver.Resolver, key_file: Path, 
         answer = await resolver.resolve(name, "TXT", search=False)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return False, f"{name}: not published: add the TXT record `postern-appliance dkim show {domain}` prints"
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+    except dns.exception.Timeout:
+        return False, f"{name}: no answer from DNS within {resolver.lifetime:g} s: try again"
+    except dns.resolver.NoNameservers as error:
         return False, f"{name}: no answer from DNS ({error}): try again"
     found = ["".join(part.decode("ascii", "replace") for part in record.strings) for record in answer]
     wanted = _tags(value)

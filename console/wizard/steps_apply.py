@@ -48,6 +48,7 @@ class ApplyStep(StepScreen):
         super().__init__(*args, **kwargs)
         self.applied = False
         self.plan: Plan | None = None
+        self.records: tuple[list[SigningKey], list] | None = None  # the DKIM keys and their records, once applied
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -145,9 +146,15 @@ class ApplyStep(StepScreen):
         self.draw_records(keys, records)
 
     def draw_records(self, keys: list[SigningKey], records: list[tuple[str, str, str] | None]) -> None:
+        """The records cut to the box's width, which is known once the box is shown: a record is never
+        wrapped again (a zone-file line broken at the edge would not paste)."""
+        self.records = (keys, records)
         shown = self.query_one("#dkim-records", Static)
-        shown.display = True
-        width = max(shown.content_size.width or self.size.width - 6, 40)
+        if not shown.display or not shown.content_size.width:
+            shown.display = True
+            self.call_after_refresh(self.draw_records, keys, records)
+            return
+        width = shown.content_size.width
         text = Text()
         for key, record in zip(keys, records):
             if record is None:
@@ -162,6 +169,10 @@ class ApplyStep(StepScreen):
                 text.append(f"\n{key.words}\n\n", style="yellow")
         text.rstrip()
         shown.update(text)
+
+    def on_resize(self) -> None:
+        if self.records is not None:
+            self.call_after_refresh(self.draw_records, *self.records)
 
     @staticmethod
     def record_of(key: SigningKey) -> tuple[str, str, str] | None:
