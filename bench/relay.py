@@ -405,7 +405,8 @@ def connections_line(results: dict[str, dict], count: int) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=3000, help="messages per throughput run (default 3000)")
-    parser.add_argument("--sizes", default="2k,50k", help="message payload sizes, comma-separated (default 2k,50k)")
+    parser.add_argument("--sizes", default="2k,50k",
+                        help="message payload sizes, comma-separated (default 2k,50k; '' for none of these workloads)")
     parser.add_argument("--sessions", default="1,20", help="parallel smtp-source sessions (default 1,20)")
     parser.add_argument("--reuse-connections", action="store_true",
                         help="smtp-source -d for the --sizes x --sessions workloads too: send every message of "
@@ -519,11 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print()
-    print("CPU and memory: every process of each server summed (Postern: the daemon and all its descendants; "
-          "Postfix: the master and all its descendants); memory = peak of the summed PSS")
-    print(table(report["summary"]))
-    if args.repeat > 1:
-        print(f"(median of {args.repeat} rounds, lowest-highest in brackets)")
+    if report["summary"]:
+        print("CPU and memory: every process of each server summed (Postern: the daemon and all its descendants; "
+              "Postfix: the master and all its descendants); memory = peak of the summed PSS")
+        print(table(report["summary"]))
+        if args.repeat > 1:
+            print(f"(median of {args.repeat} rounds, lowest-highest in brackets)")
     if "latency" in report:
         print(latency_line(report["latency"], args))
     if "restart" in report:
