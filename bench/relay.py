@@ -145,11 +145,11 @@ def filesystem_of(path: Path) -> str:
     return best.fstype if best else "unknown"
 
 
-def start_server(kind: str, sink: Sink, workdir: Path, settings: dict | None = None) -> PostfixInstance | PosternInstance:
-    """A fresh server relaying to `sink` (Postfix `settings` go into its main.cf)."""
-    server = PostfixInstance(sink.port, workdir, settings) if kind == "postfix" else PosternInstance(sink.port, workdir)
-    server.start(free_port())
-    return server
+def new_server(kind: str, sink: Sink, workdir: Path, settings: dict | None = None) -> PostfixInstance | PosternInstance:
+    """A server (not started yet) that will relay to `sink`; Postfix `settings` go into its main.cf.
+
+    Callers keep it before `start()`, so that a start failing half-way is still stopped."""
+    return PostfixInstance(sink.port, workdir, settings) if kind == "postfix" else PosternInstance(sink.port, workdir)
 
 
 def probe(server, sink: Sink, size: int, recipients: int, log: Path) -> int:
@@ -197,7 +197,8 @@ def run_one(kind: str, workload: Workload, args, workdir: Path, round_: int = 1)
     source = None
     try:
         sink.start()
-        server = start_server(kind, sink, workdir)
+        server = new_server(kind, sink, workdir)
+        server.start(free_port())
         per_message = probe(server, sink, size, workload.recipients, source_log)
         result["sink_deliveries_per_message"] = per_message
 
@@ -275,7 +276,8 @@ def run_latency(kind: str, args, workdir: Path) -> dict:
     server = None
     try:
         sink.start()
-        server = start_server(kind, sink, workdir)
+        server = new_server(kind, sink, workdir)
+        server.start(free_port())
         per_message = probe(server, sink, args.latency_size, 1, workdir / f"latency-probe-{kind}.log")
         result["cpu_busy_before"] = quiet_before(args)
         timings = asyncio.run(measure("127.0.0.1", server.port, args.latency_messages, args.latency_sessions,
@@ -305,7 +307,8 @@ def run_connections(kind: str, args, workdir: Path) -> dict:
         sink.start()
         # Postfix runs one smtpd per session, at most default_process_limit (100) of them
         settings = {"default_process_limit": args.connections + 50} if kind == "postfix" else None
-        server = start_server(kind, sink, workdir, settings)
+        server = new_server(kind, sink, workdir, settings)
+        server.start(free_port())
         result["idle"] = server.memory()
         result.update(measure_connections(server.port, args.connections, server.memory), ok=True)
         ok = result["alive"] == args.connections
