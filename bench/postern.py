@@ -1,4 +1,7 @@
-"""The Postern relay daemon as a real process with a temporary configuration and queue."""
+"""The Postern relay daemon as a real process with a temporary configuration and queue.
+
+CPU and memory are those of the daemon and every process under it, recursively:
+the relay may hand work to child processes, and they must be counted as its own."""
 
 from __future__ import annotations
 
@@ -7,12 +10,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
 import yaml
 
-from .tools import HOST, BenchError, accepts_connections, stop_process, tail, wait_until
+from .tools import (
+    HOST, BenchError, accepts_connections, process_tree, stop_process, tail, tree_cpu_seconds, tree_memory,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +52,9 @@ class PosternInstance:
         }
         self.config_path.write_text(yaml.safe_dump({"mta": mta}))
 
-    def start(self, port: int) -> PosternInstance:
+    def launch(self, port: int) -> float:
+        """Start the daemon listening on `port` without waiting for it; returns the monotonic
+        time just before the process was created."""
         self.port = port
         self._write_config()
         command = [
@@ -53,11 +62,17 @@ class PosternInstance:
             "--state-dir", str(self.state_dir), "--socket", str(self.root / "control.sock"),
         ]
         with open(self.log_path, "ab") as log:
+            began = time.monotonic()
             self.process = subprocess.Popen(
                 command, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self._ps = psutil.Process(self.process.pid)
+        return began
+
+    def start(self, port: int) -> PosternInstance:
+        """Start the daemon and return once it has logged that it started and accepts connections."""
+        self.launch(port)
         wait_until(lambda: self.process.poll() is not None or "daemon started" in tail(self.log_path, 100_000),
                    30, "the relay daemon to start")
         if self.process.poll() is not None:
@@ -69,22 +84,27 @@ class PosternInstance:
     def pid(self) -> int:
         return self.process.pid if self.process else 0
 
-    def rss(self) -> int | None:
+    def processes(self) -> list[psutil.Process]:
+        """The daemon and all its descendants."""
         if self._ps is None or self.process.poll() is not None:
-            return None
-        return self._ps.memory_info().rss
+            return []
+        return process_tree(self._ps)
+
+    def memory(self) -> dict[str, int] | None:
+        """RSS and PSS summed over the daemon and its descendants (see tools.tree_memory)."""
+        return tree_memory(self.processes())
+
+    def rss(self) -> int | None:
+        found = self.memory()
+        return found["rss"] if found else None
 
     def pss(self) -> int | None:
-        if self._ps is None or self.process.poll() is not None:
-            return None
-        return self._ps.memory_full_info().pss
+        found = self.memory()
+        return found["pss"] if found else None
 
     def cpu_seconds(self) -> tuple[float, float]:
-        """User and system CPU seconds used so far."""
-        if self._ps is None or self.process.poll() is not None:
-            return 0.0, 0.0
-        times = self._ps.cpu_times()
-        return times.user, times.system
+        """User and system CPU seconds used so far by the daemon and every process under it."""
+        return tree_cpu_seconds(self.processes())
 
     def queue_size(self) -> int:
         directory = self.state_dir / "queue" / "msg"

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from .tools import HOST, BenchError, accepts_connections, tail, wait_until
+from .tools import HOST, BenchError, accepts_connections, tail, tree_cpu_seconds, tree_memory, wait_until
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 POSTCONF = shutil.which("postconf") or "/usr/sbin/postconf"
@@ -225,45 +225,26 @@ class PostfixInstance:
             self._seen.setdefault(process.pid, process)
         return found
 
+    def memory(self) -> dict[str, int] | None:
+        """RSS and PSS summed over all the instance's processes (see tools.tree_memory)."""
+        return tree_memory(self.processes())
+
     def rss(self) -> int | None:
         """The resident memory of all the instance's processes, added up (shared pages counted in each)."""
-        total = 0
-        found = self.processes()
-        for process in found:
-            try:
-                total += process.memory_info().rss
-            except psutil.Error:
-                pass
-        return total if found else None
+        found = self.memory()
+        return found["rss"] if found else None
 
     def cpu_seconds(self) -> tuple[float, float]:
         """User and system CPU seconds used so far by the whole instance.
 
         Processes that have exited were reaped by the master, so their times are in
-        its children's times; the live ones are added one by one."""
-        master = self.master()
-        if master is None:
-            return 0.0, 0.0
-        times = master.cpu_times()
-        user, system = times.user + times.children_user, times.system + times.children_system
-        for process in master.children():
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            user += times.user
-            system += times.system
-        return user, system
+        its children's times; the live ones are added one by one (tools.tree_cpu_seconds)."""
+        return tree_cpu_seconds(self.processes())
 
     def pss(self) -> int | None:
         """Proportional set size, added up over the instance: shared pages divided among their users."""
-        total = 0
-        for process in self.processes():
-            try:
-                total += process.memory_full_info().pss
-            except (psutil.Error, AttributeError):
-                pass
-        return total or None
+        found = self.memory()
+        return found["pss"] if found else None
 
     def queue_size(self) -> int:
         count = 0

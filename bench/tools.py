@@ -1,5 +1,6 @@
 """Pieces every benchmark run uses: ports, waiting, Postfix's smtp-sink and
-smtp-source, and a sampler for the resident memory of the server under test."""
+smtp-source, the CPU and memory of a server's whole process tree, and a sampler
+for that memory."""
 
 from __future__ import annotations
 
@@ -146,15 +147,22 @@ class Sink:
 
 
 def start_source(
-    port: int, messages: int, size: int, sessions: int, log_path: Path, reuse_connections: bool = False
+    port: int, messages: int, size: int, sessions: int, log_path: Path, reuse_connections: bool = False,
+    recipients: int = 1,
 ) -> subprocess.Popen:
-    """smtp-source: `sessions` parallel SMTP sessions sending `messages` of `size` payload bytes in all."""
+    """smtp-source: `sessions` parallel SMTP sessions sending `messages` of `size` payload bytes in all.
+
+    With `reuse_connections` (-d) a session sends all its messages over one connection;
+    `recipients` (-r) is the number of RCPT TO per message (1recipient@, 2recipient@, ...).
+    smtp-source cannot pipeline: every command waits for its reply."""
     command = [
         SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size),
         "-M", "bench.example.net", "-f", "sender@bench.example.net", "-t", "recipient@example.com",
     ]
     if reuse_connections:
         command.append("-d")
+    if recipients > 1:
+        command += ["-r", str(recipients)]
     command.append(f"{HOST}:{port}")
     with open(log_path, "ab") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -168,6 +176,119 @@ def wait_source(process: subprocess.Popen, timeout: float, log_path: Path) -> No
         raise BenchError(f"smtp-source did not finish within {timeout:.0f}s: {tail(log_path, 500)}") from None
     if process.returncode != 0:
         raise BenchError(f"smtp-source exited with {process.returncode}: {tail(log_path, 500)}")
+
+
+def process_tree(root: psutil.Process | None) -> list[psutil.Process]:
+    """`root` and all its descendants alive now (zombies included: their times still count)."""
+    if root is None:
+        return []
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu_seconds(processes: list[psutil.Process]) -> tuple[float, float]:
+    """User and system CPU seconds of a process tree, counting every process that ever ran in it.
+
+    Each live process adds its own time and that of the children it has reaped (the
+    kernel adds a reaped child's own and reaped-children times into its parent's), so
+    a helper process that came and went is counted once its parent has waited for it;
+    a live child is counted by itself, never twice."""
+    user = system = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # gone between listing and reading
+            continue
+        user += times.user + times.children_user
+        system += times.system + times.children_system
+    return user, system
+
+
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size of one process (shared pages divided among the processes using them).
+
+    Read from /proc/PID/smaps_rollup, which is much cheaper than psutil's full smaps walk,
+    so it can be sampled several times a second over a few hundred processes."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as rollup:
+            for line in rollup:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def tree_memory(processes: list[psutil.Process]) -> dict[str, int] | None:
+    """Summed RSS and summed PSS of the processes (bytes), and how many there were; None if none."""
+    rss = pss = count = 0
+    for process in processes:
+        try:
+            resident = process.memory_info().rss
+        except psutil.Error:
+            continue
+        proportional = pss_bytes(process.pid)
+        rss += resident
+        pss += resident if proportional is None else proportional  # no smaps_rollup: RSS is the upper bound
+        count += 1
+    return {"rss": rss, "pss": pss, "processes": count} if count else None
+
+
+class MemorySampler:
+    """Samples `measure()` (a `tree_memory` dict, or None when nothing runs) every `interval`
+    seconds; keeps the peak of each figure (peaks of RSS and PSS may come at different moments)."""
+
+    def __init__(self, measure: Callable[[], dict[str, int] | None], interval: float = 0.2):
+        self.measure = measure
+        self.interval = interval
+        self.peak: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory sampler", daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.interval):
+                break
+
+    def _sample(self) -> None:
+        try:
+            value = self.measure()
+        except Exception:  # a process that exits between listing and reading it
+            return
+        if value:
+            for key, figure in value.items():
+                self.peak[key] = max(self.peak.get(key, 0), figure)
+            self.samples += 1
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+
+
+def raise_file_limit(wanted: int) -> int:
+    """Raise this process's RLIMIT_NOFILE soft limit to `wanted` if it is lower; the servers
+    started afterwards inherit it. Raising the hard limit too needs root; without it the
+    soft limit goes as high as the hard one allows. Returns the soft limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= wanted:
+        return soft
+    try:
+        new_hard = hard if hard == resource.RLIM_INFINITY or hard >= wanted else wanted
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, new_hard))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class RssSampler:
