@@ -69,24 +69,33 @@ def _paths(args) -> None:
 
 def _guarded(action):
     def run(args) -> int:
-        try:
+        def call() -> int:
             if hasattr(args, "root"):
                 _paths(args)
             return action(args)
-        except RelayCannotLoad as error:
-            complain(str(error))
-            return exit_codes.FAILED
-        except InputError as error:
-            complain(f"--{error.field.replace('_', '-')}: {error}")
-            return exit_codes.INVALID
-        except CertificateError as error:
-            complain(str(error))
-            return exit_codes.INVALID
-        except OSError as error:
-            complain(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
-            return exit_codes.FAILED
+
+        return guarded_call(call)
 
     return run
+
+
+def guarded_call(call, input_words=lambda error: f"--{error.field.replace('_', '-')}: {error}") -> int:
+    """`call()`'s exit code, or a key or certificate command's failure said in one line with its exit
+    code; `input_words` words an InputError (by default as the option it names)."""
+    try:
+        return call()
+    except RelayCannotLoad as error:
+        complain(str(error))
+        return exit_codes.FAILED
+    except InputError as error:
+        complain(input_words(error))
+        return exit_codes.INVALID
+    except CertificateError as error:
+        complain(str(error))
+        return exit_codes.INVALID
+    except OSError as error:
+        complain(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
+        return exit_codes.FAILED
 
 
 def _say(lines: list[str]) -> None:

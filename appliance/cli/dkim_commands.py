@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 from pathlib import Path
 
 import dns.asyncresolver
 
 from .. import dkim
-from ..certificates import CertificateError, InputError
+from .cert_commands import guarded_call
 from . import exit_codes
 from .output import complain, say
 
@@ -47,18 +46,9 @@ def _guarded(action):
                 complain(f"--selector: name the key's selector (the files in {args.directory} are "
                          f"{args.domain}.SELECTOR.key)")
                 return exit_codes.INVALID
-            args.selector = datetime.date.today().strftime("s%Y%m")
-        try:
-            return action(args)
-        except InputError as error:
-            complain(f"--{error.field}: {error}" if error.field != "domain" else f"{args.domain}: {error}")
-            return exit_codes.INVALID
-        except CertificateError as error:
-            complain(str(error))
-            return exit_codes.INVALID
-        except OSError as error:
-            complain(f"{error.filename or ''}: {error.strerror or error}".lstrip(": "))
-            return exit_codes.FAILED
+            args.selector = dkim.default_selector()
+        return guarded_call(lambda: action(args), lambda error: (
+            f"--{error.field}: {error}" if error.field != "domain" else f"{args.domain}: {error}"))
 
     return run
 
