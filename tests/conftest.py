@@ -1,5 +1,6 @@
 import pytest
 
+from tests.support.certs import Authority
 from tests.support.net import free_port
 from tests.support.relay import RelayProcess, base_mta
 from tests.support.sink import Sink
@@ -46,3 +47,11 @@ def queued_relay(make_relay):
     relay.wait_log(r"status=deferred", count=4)
     relay.socket = relay.workdir / "control.sock"
     return relay
+
+
+@pytest.fixture
+def authority(tmp_path):
+    """A certificate authority of the test's own, for servers whose certificates verify."""
+    directory = tmp_path / "ca"
+    directory.mkdir()
+    return Authority(directory)

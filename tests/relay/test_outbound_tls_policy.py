@@ -31,13 +31,6 @@ MX = "mx.partner.org"
 
 
 @pytest.fixture
-def authority(tmp_path):
-    directory = tmp_path / "ca"
-    directory.mkdir()
-    return Authority(directory)
-
-
-@pytest.fixture
 def started():
     things = []
     yield things

@@ -8,19 +8,11 @@ import pytest
 import yaml
 
 from relay.control.client import ControlClient
-from tests.support.certs import Authority
 from tests.support.mail import make_message, message_id
 from tests.support.next_hop import NextHop
 from tests.support.relay import ROOT
 
 LOGIN, PASSWORD = "gateway@example.com", "correct horse battery staple"
-
-
-@pytest.fixture
-def authority(tmp_path):
-    directory = tmp_path / "ca"
-    directory.mkdir()
-    return Authority(directory)
 
 
 @pytest.fixture

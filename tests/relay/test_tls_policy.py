@@ -9,18 +9,11 @@ import pytest
 from relay.config import ConfigError, parse_mta
 from relay.control.client import ControlClient
 from relay.tls import OutboundTls, certificate_matches
-from tests.support.certs import Authority, self_signed
+from tests.support.certs import self_signed
 from tests.support.mail import make_message, message_id
 from tests.support.net import free_port
 from tests.support.next_hop import NextHop
 from tests.support.raw_smtp import RawSmtp
-
-
-@pytest.fixture
-def authority(tmp_path):
-    directory = tmp_path / "ca"
-    directory.mkdir()
-    return Authority(directory)
 
 
 @pytest.fixture

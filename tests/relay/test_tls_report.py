@@ -388,13 +388,6 @@ class ReportServer:
 
 
 @pytest.fixture
-def authority(tmp_path):
-    directory = tmp_path / "ca"
-    directory.mkdir()
-    return Authority(directory)
-
-
-@pytest.fixture
 def client_context(authority):
     context = ssl.create_default_context(cafile=str(authority.cert_path))
     context.check_hostname = False  # as the relay's own contexts: names are matched by certificate_matches
