@@ -189,3 +189,60 @@ def test_dmarc_alignment_relaxed_and_strict_for_a_subdomain(make_relay, sink, se
     header = checked(make_relay, sink, records, signed, mail_from="carol@mail.sender.org")
     assert "dkim=pass header.d=sender.org" in header and expected in header
     assert "policy.dmarc=quarantine" in header  # the organisational domain's sp= for its subdomains
+
+
+class ExpiredDkim(dkim.DKIM):
+    """dkimpy signs without x=: this signer dates its signature in 2001, expired an hour later."""
+
+    def gen_header(self, fields, *args, **kwargs):
+        fields = [field for field in fields if field[0] != b"t"]
+        fields[-2:-2] = [(b"t", b"1000000000"), (b"x", b"1000003600")]  # before bh= and b=, which come last
+        return super().gen_header(fields, *args, **kwargs)
+
+
+def signed_variant(kind: str, sender_key) -> tuple[bytes, str]:
+    """(the message, the s1 selector's TXT record) for each way a signature arrives."""
+    pem, record = sender_key
+    body = (b"From: Carol <carol@sender.example>\r\nTo: bob@example.com\r\nSubject: hello\r\n"
+            b"Message-ID: <variant@sender.example>\r\n\r\nhello\r\n")
+    headers = [b"from", b"to", b"subject"]
+    if kind == "ed25519":
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        key = ed25519.Ed25519PrivateKey.generate()
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        signature = dkim.sign(body, b"s1", b"sender.example", base64.b64encode(seed), include_headers=headers,
+                              signature_algorithm=b"ed25519-sha256")
+        return signature + body, f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode()}"
+    if kind == "expired":
+        return ExpiredDkim(body).sign(b"s1", b"sender.example", pem, include_headers=headers) + body, record
+    signature = dkim.sign(body, b"s1", b"sender.example", pem, include_headers=headers)
+    if kind == "header altered":
+        return signature + body.replace(b"Subject: hello", b"Subject: HELLO"), record
+    if kind == "wrong key":  # DNS publishes another key under the selector
+        other = rsa.generate_private_key(65537, 2048).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return signature + body, f"v=DKIM1; k=rsa; p={base64.b64encode(other).decode()}"
+    return signature + body, record
+
+
+@pytest.mark.parametrize("kind, dkim_result", [
+    ("good", "dkim=pass"), ("ed25519", "dkim=pass"), ("header altered", "dkim=fail"),
+    ("expired", "dkim=fail"), ("wrong key", "dkim=fail"),
+])
+def test_each_way_a_signature_arrives(make_relay, sink, sender_key, kind, dkim_result):
+    content, record = signed_variant(kind, sender_key)
+    records = {("sender.example", "TXT"): ['"v=spf1 -all"'],  # SPF fails: DMARC rests on the signature alone
+               ("s1._domainkey.sender.example", "TXT"): [" ".join(f'"{record[i:i + 200]}"'
+                                                                 for i in range(0, len(record), 200))],
+               ("_dmarc.sender.example", "TXT"): ['"v=DMARC1; p=reject"']}
+    header = checked(make_relay, sink, records, content)
+    assert dkim_result in header
+    assert ("dmarc=pass" if dkim_result == "dkim=pass" else "dmarc=fail") in header
+
+
+def test_spf_softfail_is_said_and_the_mail_goes(make_relay, sink, sender_key):
+    records = {("sender.example", "TXT"): ['"v=spf1 ip4:192.0.2.1 ~all"']}
+    assert "spf=softfail" in checked(make_relay, sink, records, message(sender_key, signed=False))
