@@ -11,11 +11,13 @@ match its configuration; `restore_links` puts links back exactly as a snapshot h
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 from pyroute2 import IPRoute
+from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .model import InterfaceConfig
@@ -125,12 +127,39 @@ class KernelState:
 
 
 @contextmanager
-def netlink(netns: str | None = None):
+def _thread_in_namespace(name: str):
+    """This thread in the named network namespace, then back in its own.
+
+    setns(2) moves only the calling thread, and a socket stays in the namespace it was made in.
+    pyroute2's own `IPRoute(netns=...)` forks a child to make the socket instead; a fork of a
+    process with other threads (the console's workers, a test's servers) can deadlock in the
+    child on a lock another thread held, and pyroute2 then waits for that child forever."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        pyroute2_netns.setns(netns_path(name), flags=0, fork=False)
+        try:
+            yield
+        finally:
+            pyroute2_netns.setns(own, flags=0, fork=False)
+    finally:
+        os.close(own)
+
+
+def netns_path(name: str) -> str:
+    return name if name.startswith("/") else f"/var/run/netns/{name}"
+
+
+@contextmanager
+def netlink(namespace: str | None = None):
     """An IPRoute socket in the given network namespace (None: this process's own)."""
     try:
-        ipr = IPRoute(netns=netns) if netns else IPRoute()
+        if namespace:
+            with _thread_in_namespace(namespace):
+                ipr = IPRoute()
+        else:
+            ipr = IPRoute()
     except (OSError, NetlinkError) as error:
-        raise KernelError(f"cannot open netlink in namespace {netns or 'of this process'}: {error}") from None
+        raise KernelError(f"cannot open netlink in namespace {namespace or 'of this process'}: {error}") from None
     try:
         yield ipr
     finally:
