@@ -291,42 +291,6 @@ def raise_file_limit(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-class RssSampler:
-    """Samples `measure()` (bytes, or None when nothing runs) every `interval` seconds; keeps the peak."""
-
-    def __init__(self, measure: Callable[[], int | None], interval: float = 0.2):
-        self.measure = measure
-        self.interval = interval
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss sampler", daemon=True)
-
-    def _run(self) -> None:
-        while True:
-            self._sample()
-            if self._stop.wait(self.interval):
-                break
-
-    def _sample(self) -> None:
-        try:
-            value = self.measure()
-        except Exception:  # a process that exits between listing and reading it
-            return
-        if value is not None:
-            self.peak = max(self.peak, value)
-            self.samples += 1
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sample()
-
-
 def wait_for_quiet(max_wait: float, threshold: float = 15.0) -> float:
     """Wait (at most `max_wait` seconds) until the machine's CPUs are less than `threshold` % busy.
 
