@@ -196,8 +196,10 @@ class Scheduler:
             timeout = max(0.0, self._due[0][0] - time.time()) if self._due else None
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: wait_for makes a task each time, and this wakes per message
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     async def _reserve(self, size: int) -> None:
@@ -232,7 +234,10 @@ class Scheduler:
             jobs = [Job(entry, recipients, hop, message) for hop, recipients in by_hop.items()]
             for job in jobs:
                 self.delivery.submit(job)
-            await asyncio.gather(*(self._settled(job, jobs) for job in jobs))
+            if len(jobs) == 1:  # nearly always: no task of its own (gather would make one)
+                await self._settled(jobs[0], jobs)
+            else:
+                await asyncio.gather(*(self._settled(job, jobs) for job in jobs))
             await self._after_attempt(entry, tried, message)
         except Exception:
             log.exception("%s: could not finish a delivery attempt; it stays queued", entry.id)
