@@ -1,7 +1,6 @@
 """One SMTP transaction with a next hop, and what each of its failures means.
 
-MAIL, RCPT and DATA for a job's recipients over an open connection (in one write, when the
-next hop offers PIPELINING, as Postfix's smtp client sends them), with Postfix's
+MAIL, RCPT and DATA for a job's recipients over an open connection, with Postfix's
 smtp_trouble.c rules: a 5xx reply is final; a 4xx reply or a broken connection is
 final only in the last session of an attempt, before that the recipients it concerns
 go on to the next MX host. The message is never sent twice in one attempt: once the
@@ -90,66 +89,38 @@ class Attempt:
         encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
         open_, accepted, retry = list(recipients), [], []
         stage, before_mail, dot_sent = "sending MAIL FROM", True, False
-        lines = _pipeline(envelope, recipients, mail_options, encoding, offers)
         try:
-            if lines and client.protocol is not None:  # MAIL, every RCPT and DATA in one write, then each reply
-                client.protocol.write(b"".join(lines))
-                reply = await _reply(client, self.timeouts.command_timeout)
-                if reply.code not in (250, 251):
-                    retry = self.refused(open_, aiosmtplib.SMTPResponseException(reply.code, reply.message), relay)
-                    await _abandon(client, self.timeouts, len(recipients))
-                    return retry
-                before_mail, stage = False, "sending RCPT TO"
-                for recipient in recipients:
-                    reply = await _reply(client, self.timeouts.command_timeout)
-                    if reply.code in (250, 251):
-                        accepted.append(recipient)
-                    else:
-                        retry += self.refused([recipient], aiosmtplib.SMTPResponseException(reply.code, reply.message),
-                                              relay)
-                        open_.remove(recipient)
-                stage = "sending DATA command"
-                reply = await _reply(client, self.timeouts.data_init_timeout)
-                if not accepted:
-                    await _abandon(client, self.timeouts, 0, reply)
-                    return retry
-                if reply.code != 354:
-                    retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
-                    await _rset(client)
-                    return retry
-            else:
+            try:
+                await _command(client, b"MAIL FROM:", envelope.sender, mail_options, encoding,
+                               self.timeouts.command_timeout)
+            except aiosmtplib.SMTPResponseException as error:
+                retry = self.refused(open_, error, relay)
+                await _rset(client)
+                return retry
+            except (ValueError, UnicodeError):
+                return self.settle_failure(open_, "5.1.7", f"bad sender address syntax: <{envelope.sender}>", relay)
+            before_mail, stage = False, "sending RCPT TO"
+            for recipient in recipients:
                 try:
-                    await _command(client, b"MAIL FROM:", envelope.sender, mail_options, encoding,
+                    await _command(client, b"RCPT TO:", recipient.address,
+                                   outbound.rcpt_options(envelope, recipient, offers), encoding,
                                    self.timeouts.command_timeout)
+                    accepted.append(recipient)
                 except aiosmtplib.SMTPResponseException as error:
-                    retry = self.refused(open_, error, relay)
-                    await _rset(client)
-                    return retry
+                    retry += self.refused([recipient], error, relay)
+                    open_.remove(recipient)
                 except (ValueError, UnicodeError):
-                    return self.settle_failure(open_, "5.1.7", f"bad sender address syntax: <{envelope.sender}>",
-                                               relay)
-                before_mail, stage = False, "sending RCPT TO"
-                for recipient in recipients:
-                    try:
-                        await _command(client, b"RCPT TO:", recipient.address,
-                                       outbound.rcpt_options(envelope, recipient, offers), encoding,
-                                       self.timeouts.command_timeout)
-                        accepted.append(recipient)
-                    except aiosmtplib.SMTPResponseException as error:
-                        retry += self.refused([recipient], error, relay)
-                        open_.remove(recipient)
-                    except (ValueError, UnicodeError):
-                        self.settle_failure([recipient], "5.1.3", f"bad address syntax: <{recipient.address}>", relay)
-                        open_.remove(recipient)
-                if not accepted:
-                    await _rset(client)
-                    return retry
-                stage = "sending DATA command"
-                reply = await client.execute_command(b"DATA", timeout=self.timeouts.data_init_timeout)
-                if reply.code != 354:
-                    retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
-                    await _rset(client)
-                    return retry
+                    self.settle_failure([recipient], "5.1.3", f"bad address syntax: <{recipient.address}>", relay)
+                    open_.remove(recipient)
+            if not accepted:
+                await _rset(client)
+                return retry
+            stage = "sending DATA command"
+            reply = await client.execute_command(b"DATA", timeout=self.timeouts.data_init_timeout)
+            if reply.code != 354:
+                retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
+                await _rset(client)
+                return retry
             stage = "sending message content"
             for chunk in outbound.wire_chunks(message):
                 client.protocol.write(chunk)
@@ -175,64 +146,21 @@ _QUOTED_LOCAL_PART = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"')
 _NOT_IN_A_PATH = re.compile(r'[\s<>"]')
 
 
-def _command_args(verb: bytes, address: str, options: list[str], encoding: str) -> list[bytes]:
-    """MAIL FROM or RCPT TO with the address exactly as the client gave it to us, and its parameters.
+async def _command(client: aiosmtplib.SMTP, verb: bytes, address: str, options: list[str], encoding: str,
+                   timeout: float) -> None:
+    """MAIL FROM or RCPT TO with the address exactly as the client gave it to us.
 
     (aiosmtplib's mail() and rcpt() pass the address through email.utils.parseaddr, which
     rewrites some: "a;b@example.org" would go out as <a>.) ValueError or UnicodeError when
-    the address cannot go on an SMTP command line.
+    the address cannot go on an SMTP command line; SMTPResponseException for a refusal.
     """
     if _NOT_IN_A_PATH.search(_QUOTED_LOCAL_PART.sub("", address, count=1)):
         raise ValueError(f"address {address!r} cannot be sent")
-    return [verb + b"<" + address.encode(encoding) + b">", *(option.encode("ascii") for option in options)]
-
-
-async def _command(client: aiosmtplib.SMTP, verb: bytes, address: str, options: list[str], encoding: str,
-                   timeout: float) -> None:
-    """MAIL FROM or RCPT TO, one at a time; SMTPResponseException for a refusal."""
-    reply = await client.execute_command(*_command_args(verb, address, options, encoding), timeout=timeout)
+    path = b"<" + address.encode(encoding) + b">"
+    reply = await client.execute_command(verb + path, *(option.encode("ascii") for option in options),
+                                         timeout=timeout)
     if reply.code not in (250, 251):
         raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
-
-
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # what aiosmtplib's execute_command refuses in a command
-
-
-def _pipeline(envelope, recipients: list[Recipient], mail_options: list[str], encoding: str,
-              offers: outbound.Offers) -> list[bytes]:
-    """MAIL, every RCPT and DATA, to send in one write to a next hop that offers PIPELINING (RFC 2920,
-    as Postfix's smtp client sends them): two round trips fewer per message, about a sixth of the
-    delivery side's CPU for a small message. [] to send them one at a time instead: no PIPELINING, or
-    an address that cannot be sent, whose failure the one-at-a-time way reports as it always has."""
-    if not offers.pipelining:
-        return []
-    try:
-        commands = [_command_args(b"MAIL FROM:", envelope.sender, mail_options, encoding)]
-        commands += [_command_args(b"RCPT TO:", r.address, outbound.rcpt_options(envelope, r, offers), encoding)
-                     for r in recipients]
-    except (ValueError, UnicodeError):
-        return []
-    if any(_CONTROL.search(arg) for command in commands for arg in command):
-        return []
-    return [b" ".join(command) + b"\r\n" for command in commands] + [b"DATA\r\n"]
-
-
-async def _reply(client: aiosmtplib.SMTP, timeout: float):
-    """The next reply to pipelined commands.
-
-    aiosmtplib's protocol answers one command at a time: of replies that arrive together it
-    parses the first and keeps the rest in its buffer, which is read here first. (Nothing is
-    lost in between: a reply that arrives later finds read_response waiting, as no await
-    separates two calls.) A 421 closes the connection, as aiosmtplib's execute_command does."""
-    protocol = client.protocol
-    if protocol is None:
-        raise aiosmtplib.SMTPServerDisconnected("Server not connected")
-    reply = protocol._read_response_from_buffer()
-    if reply is None:
-        reply = await protocol.read_response(timeout=timeout)
-    if reply.code == 421:
-        client.close()
-    return reply
 
 
 async def _drain(protocol, timeout: float) -> None:
@@ -244,24 +172,6 @@ async def _drain(protocol, timeout: float) -> None:
     the event loop even when there is nothing to wait for, which is nearly always."""
     if protocol._paused:
         await asyncio.wait_for(protocol._drain_helper(), timeout)
-
-
-async def _abandon(client: aiosmtplib.SMTP, timeouts, rcpt_replies: int, data_reply=None) -> None:
-    """End a pipelined transaction that has nothing to send: read the RCPT replies still due and the
-    reply to DATA (unless given), end the data at once should DATA have been taken anyway (RFC 2920
-    says a server must refuse it without a recipient), then RSET; a connection that cannot is closed."""
-    try:
-        for _ in range(rcpt_replies):
-            await _reply(client, timeouts.command_timeout)
-        if data_reply is None:
-            data_reply = await _reply(client, timeouts.data_init_timeout)
-        if data_reply.code == 354:
-            client.protocol.write(b".\r\n")
-            await _reply(client, timeouts.data_done_timeout)
-    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-        client.close()
-        return
-    await _rset(client)
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:
