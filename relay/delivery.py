@@ -44,6 +44,7 @@ from .routing import NextHop, RouteError, Target, resolve
 from .transaction import Attempt, Lost
 from . import dane
 from .mta_sts import Policy
+from .outbound import Offers
 from .tls import OutboundTls, certificate_matches, certificate_names, sni_name
 from .tls_policy import Planner, Refused, Requirement
 from .tls_report import Session, TlsStats
@@ -114,6 +115,14 @@ class _Connection:
         self.failure = failure
         sockname = client.transport.get_extra_info("sockname") if client.transport else None
         self.sending_ip = sockname[0] if sockname else ""  # ours, for TLS reports; read now, while connected
+        self._offers: Offers | None = None
+
+    @property
+    def offers(self) -> Offers:
+        """What the next hop's EHLO offered: read once, for every transaction on this connection."""
+        if self._offers is None:
+            self._offers = Offers.of(self.client)
+        return self._offers
 
     @property
     def encrypted(self) -> bool:
@@ -440,8 +449,10 @@ class Destination:
             return None
         self.idle_workers += 1
         try:
-            return await asyncio.wait_for(self.jobs.get(), CONNECTION_CACHE_TIME)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: wait_for makes a task per job, a cost on every message
+            async with asyncio.timeout(CONNECTION_CACHE_TIME):
+                return await self.jobs.get()
+        except TimeoutError:
             return None
         finally:
             self.idle_workers -= 1

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 
 from .printable import printable
 
@@ -54,7 +55,34 @@ class EventHub:
 class PrintableFormatter(logging.Formatter):
     """Control bytes and escapes in a message become "?", as in Postfix's log: a HELO name, address or
     reply cannot split a log line in two or reach the terminal of whoever reads the log.
-    A traceback keeps its line ends, each of its lines made printable."""
+    A traceback keeps its line ends, each of its lines made printable.
+
+    Every line goes to stderr and to the control API's buffer: a record is formatted once per format
+    and the result kept on the record for the other handler, and the date and time part of the time
+    stamp is made once per second, not once per line (together about a quarter of the cost of a log
+    line, with six lines per message relayed)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._key = (type(self), self._fmt, self.datefmt)
+        self._second: tuple[int, str] = (-1, "")  # replaced whole, so a worker thread's line reads it safely
+
+    def format(self, record: logging.LogRecord) -> str:
+        lines = record.__dict__.setdefault("_postern_lines", {})
+        line = lines.get(self._key)
+        if line is None:
+            line = lines[self._key] = super().format(record)
+        return line
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt or self.converter is not time.localtime or not self.default_msec_format:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached_second, text = self._second
+        if cached_second != second:
+            text = time.strftime(self.default_time_format, time.localtime(second))
+            self._second = (second, text)
+        return self.default_msec_format % (text, record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(record.message)

@@ -1,8 +1,9 @@
 """The queue manager: decides when each message is tried and what happens after.
 
 The on-disk queue is the truth; the scheduler keeps every entry's envelope and
-state in memory (never bodies), a heap of due times, and a bounded window of
-messages being delivered. A message's state is saved as each of its next hops
+state in memory, a heap of due times, and a bounded window of messages being
+delivered. Bodies stay on disk, except those of new messages waiting for their
+first attempt, within a byte budget (`queue/fresh.py`). A message's state is saved as each of its next hops
 settles, so a stop or crash while another hop is busy never repeats a finished one.
 After an attempt a message is removed (every recipient sent or bounced), or deferred
 with Postfix's backoff: the message's age, kept between the minimal and maximal
@@ -29,6 +30,7 @@ from .bounce import DELAYED, FAILED, RELAYED
 from .config import MtaConfig
 from .events import EventHub
 from .queue.entry import BOUNCED, BOUNCING, DEFERRED, PENDING, SENT, Counters, Envelope, QueueEntry
+from .queue.fresh import FreshBodies
 from .queue.store import DamagedFile, QueueFull, QueueStore, QueueWriteError
 from .routing import next_hop
 
@@ -65,10 +67,14 @@ class Scheduler:
         self._in_flight_bytes = 0
         self._room = asyncio.Condition()
         self._tasks: set[asyncio.Task] = set()
+        self.fresh = FreshBodies()  # new messages' bodies for their first attempt, within a byte budget
 
     # --- what the receiver and the control API call -----------------------------
 
-    def add(self, entry: QueueEntry) -> None:
+    def add(self, entry: QueueEntry, body: bytes | None = None) -> None:
+        """A message now on disk; `body`, the message as written, spares reading it back for its first attempt."""
+        if body is not None and not entry.hold and not entry.attempts:
+            self.fresh.keep(entry.id, body)
         self.entries[entry.id] = entry
         bisect.insort(self.order, entry.id)
         if not entry.hold:
@@ -117,6 +123,7 @@ class Scheduler:
         done = [e for e in self._found(ids) if not e.hold]
         for entry in done:
             entry.hold = True
+            self.fresh.take(entry.id)  # held maybe for days: its file has it
             await self.store.save_state(entry)
             log.info("%s: placed on hold", entry.id)
         return self._changed([e.id for e in done])
@@ -149,6 +156,7 @@ class Scheduler:
 
     def _drop(self, queue_id: str) -> bool:
         """Forget a message (its files are the caller's business); False if it was not queued."""
+        self.fresh.take(queue_id)
         if self.entries.pop(queue_id, None) is None:
             return False
         index = bisect.bisect_left(self.order, queue_id)
@@ -188,8 +196,10 @@ class Scheduler:
             timeout = max(0.0, self._due[0][0] - time.time()) if self._due else None
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: wait_for makes a task each time, and this wakes per message
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
 
     async def _reserve(self, size: int) -> None:
@@ -205,8 +215,10 @@ class Scheduler:
 
     async def _attempt(self, entry: QueueEntry) -> None:
         try:
+            message = self.fresh.take(entry.id)
             try:
-                message = await self.store.read_message(entry.id)
+                if message is None:
+                    message = await self.store.read_message(entry.id)
             except DamagedFile as error:
                 self.store.move_aside(entry.id, str(error))
                 self._drop(entry.id)
@@ -222,7 +234,10 @@ class Scheduler:
             jobs = [Job(entry, recipients, hop, message) for hop, recipients in by_hop.items()]
             for job in jobs:
                 self.delivery.submit(job)
-            await asyncio.gather(*(self._settled(job, jobs) for job in jobs))
+            if len(jobs) == 1:  # nearly always: no task of its own (gather would make one)
+                await self._settled(jobs[0], jobs)
+            else:
+                await asyncio.gather(*(self._settled(job, jobs) for job in jobs))
             await self._after_attempt(entry, tried, message)
         except Exception:
             log.exception("%s: could not finish a delivery attempt; it stays queued", entry.id)
@@ -352,5 +367,5 @@ class Scheduler:
                       "tried again later", entry.id, kind, error, exc_info=unexpected)
             return False
         log.info("%s: sender %s: %s", entry.id, kind, envelope.id)
-        self.add(notice)
+        self.add(notice, body)
         return True

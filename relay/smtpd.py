@@ -768,7 +768,7 @@ class Receiver:
                 await store.save_state(entry)
                 log.info("%s: held: dmarc=fail p=quarantine", queue_id)
         self.counters.received += 1
-        self.enqueue(entry)
+        self.enqueue(entry, message)
         return replies.QUEUED.format(id=queue_id)
 
     @staticmethod

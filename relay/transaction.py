@@ -63,7 +63,7 @@ class Attempt:
             self.job.settle(recipient, DEFERRED, dsn, text, relay)
 
     async def transaction(self, connection, recipients: list[Recipient]) -> list[Recipient]:
-        """MAIL, RCPT, DATA for the recipients over an open connection (its `client` and `target`);
+        """MAIL, RCPT, DATA for the recipients over an open connection (its `client`, `target` and `offers`);
         returns those to try at the next MX host.
 
         Raises Lost when the connection breaks before the final dot. Once the dot is sent,
@@ -71,7 +71,7 @@ class Attempt:
         client, job = connection.client, self.job
         relay = str(connection.target)
         envelope = job.entry.envelope
-        offers = outbound.Offers.of(client)
+        offers = connection.offers
         needs_utf8 = envelope.smtputf8 and not all(
             a.isascii() for a in (envelope.sender, *(r.address for r in recipients)))
         if needs_utf8 and not offers.smtputf8:
@@ -124,9 +124,7 @@ class Attempt:
             stage = "sending message content"
             for chunk in outbound.wire_chunks(message):
                 client.protocol.write(chunk)
-                # One timeout per write, not one for the whole message: a slow link that moves finishes.
-                # aiosmtplib's protocol has StreamWriter's flow control; _drain_helper is its drain().
-                await asyncio.wait_for(client.protocol._drain_helper(), self.timeouts.data_xfer_timeout)
+                await _drain(client.protocol, self.timeouts.data_xfer_timeout)
             stage, dot_sent = "sending end of data -- message may be sent more than once", True
             reply = await client.execute_command(b".", timeout=self.timeouts.data_done_timeout)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
@@ -163,6 +161,17 @@ async def _command(client: aiosmtplib.SMTP, verb: bytes, address: str, options: 
                                          timeout=timeout)
     if reply.code not in (250, 251):
         raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
+
+
+async def _drain(protocol, timeout: float) -> None:
+    """Wait until the socket takes more of the message, for at most `timeout`: one timeout per write,
+    not one for the whole message, so a slow link that moves finishes.
+
+    aiosmtplib's protocol has StreamWriter's flow control (_drain_helper is its drain()). It is
+    waited for only while the protocol is paused: asyncio.wait_for makes a task and takes a turn of
+    the event loop even when there is nothing to wait for, which is nearly always."""
+    if protocol._paused:
+        await asyncio.wait_for(protocol._drain_helper(), timeout)
 
 
 async def _rset(client: aiosmtplib.SMTP) -> None:

@@ -1,0 +1,80 @@
+"""Log lines: formatted once for stderr and the control API's buffer, with the time stamp made once a
+second, and still exactly the text the standard formatter gives, whatever the time and the message."""
+
+import io
+import logging
+import sys
+import time
+
+from relay.daemon import setup_logging
+from relay.events import LogBuffer, PrintableFormatter
+
+FORMAT = "%(asctime)s %(name)s: %(message)s"
+
+
+def record(message: str, *args, created: float | None = None, exc_info=None) -> logging.LogRecord:
+    made = logging.LogRecord("postern/smtp", logging.INFO, __file__, 1, message, args, exc_info)
+    if created is not None:
+        made.created = created
+        made.msecs = int((created - int(created)) * 1000)
+    return made
+
+
+def standard(made: logging.LogRecord, fmt: str = FORMAT) -> str:
+    return logging.Formatter(fmt).format(logging.makeLogRecord(dict(made.__dict__, _postern_lines={})))
+
+
+def test_lines_across_seconds_are_the_standard_formatters_lines():
+    formatter = PrintableFormatter(FORMAT)
+    start = time.time()
+    # within one second, then the next, then back (a clock set back), then hours later
+    for created in (start, start + 0.001, start + 0.999, start + 1.0, start + 1.5, start - 3600.25, start + 86400.75):
+        made = record("%s: to=<%s>, status=%s", "0123456789ABCDEF", "bob@example.org", "sent", created=created)
+        assert formatter.format(made) == standard(made)
+
+
+def test_control_characters_still_become_question_marks_once_cached():
+    formatter = PrintableFormatter(FORMAT)
+    made = record("client said %s", "evil\r\nfake line\x1b[2J")
+    first = formatter.format(made)
+    assert first.endswith("client said evil??fake line?[2J")
+    assert formatter.format(made) == first  # the second handler's copy
+    assert PrintableFormatter(FORMAT).format(made) == first  # another formatter of the same format
+
+
+def test_a_formatter_of_another_format_gets_its_own_line():
+    made = record("%s: removed", "0123456789ABCDEF")
+    with_time = PrintableFormatter(FORMAT).format(made)
+    without = PrintableFormatter("%(name)s: %(message)s").format(made)
+    assert without == "postern/smtp: 0123456789ABCDEF: removed"
+    assert with_time.endswith(" " + without) and with_time != without
+
+
+def test_a_traceback_keeps_its_lines_and_is_the_same_for_both_handlers():
+    try:
+        raise ValueError("bad\x07value")
+    except ValueError:
+        made = record("delivery failed", exc_info=sys.exc_info())
+    line = PrintableFormatter(FORMAT).format(made)
+    assert "\nValueError: bad?value" in line and line.startswith(standard(made).split(" ", 2)[0])
+    assert PrintableFormatter(FORMAT).format(made) == line
+
+
+def test_the_daemons_handlers_write_the_same_line_to_stderr_and_the_buffer(monkeypatch):
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks"):
+        monkeypatch.setattr(logging, name, getattr(logging, name, True), raising=False)  # set back afterwards
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        buffer = setup_logging(False)
+        logging.getLogger("postern/qmgr").info("%s: removed", "00000000000000AB")
+        logging.getLogger("postern/qmgr").info("%s: to=<%s>", "00000000000000AC", "a\nb@example.org")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    assert isinstance(buffer, LogBuffer)
+    assert stderr.getvalue().splitlines() == [line for _, line in buffer.tail(2)]
+    assert stderr.getvalue().splitlines()[1].endswith("postern/qmgr: 00000000000000AC: to=<a?b@example.org>")
