@@ -488,17 +488,17 @@ def _members(path: Path, passphrase: bytes | None, keys: dict) -> Iterator[Itera
             raise BackupError("not a Postern backup (neither a gzip archive nor an encrypted one)")
 
         def walk() -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFile]]:
-            try:
-                with gzip.GzipFile(fileobj=stream, mode="rb") as plain, tarfile.open(fileobj=plain, mode="r|") as tar:
-                    for member in tar:
-                        yield member, tar
-                    while plain.read(_BLOCK):  # to the end: the gzip check sum, the last sealed chunk
-                        pass
-            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as error:
-                reason = str(error) or type(error).__name__
-                raise BackupError(f"damaged or truncated archive ({reason})") from None
+            with gzip.GzipFile(fileobj=stream, mode="rb") as plain, tarfile.open(fileobj=plain, mode="r|") as tar:
+                for member in tar:
+                    yield member, tar
+                while plain.read(_BLOCK):  # to the end: the gzip check sum, the last sealed chunk
+                    pass
 
-        yield walk()
+        try:
+            yield walk()  # the caller reads members' data too: its faults are the archive's
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+            reason = str(error) or type(error).__name__
+            raise BackupError(f"damaged or truncated archive ({reason})") from None
 
 
 def _read_manifest(data: bytes) -> Manifest:
@@ -565,22 +565,26 @@ def verify(path: Path | str, passphrase: bytes | None = None, keys: dict | None 
 def incompatible_configuration(text: str) -> list[str]:
     """Why this version cannot use an archived configuration (empty when it can).
 
-    The smart host's password file comes with the archive, so its check (does the file exist,
-    with what mode) is left for after the restore: the rest is what this version reads."""
-    from .schema import parse_text, validate_document
+    The smart host's password file comes with the archive and is not on this system yet:
+    the check of that file (it exists, only root and the relay may read it) is made on a
+    stand-in, so what is checked is what this version reads, not what is installed."""
     from relay.config import ConfigError
+
+    from .schema import parse_text, validate_document
 
     try:
         document = parse_text(text, "the configuration")
     except ConfigError as error:
         return error.problems
+    with tempfile.NamedTemporaryFile(prefix="postern-restore-") as stand_in:  # created 0600
 
-    def without_password_files(value):
-        if isinstance(value, dict):
-            return {key: "" if key == "password_file" else without_password_files(item) for key, item in value.items()}
-        return [without_password_files(item) for item in value] if isinstance(value, list) else value
+        def swap(value):
+            if isinstance(value, dict):
+                return {key: stand_in.name if key == "password_file" and value[key] else swap(item)
+                        for key, item in value.items()}
+            return [swap(item) for item in value] if isinstance(value, list) else value
 
-    return validate_document(without_password_files(document))[1]
+        return validate_document(swap(document))[1]
 
 
 # --- restoring -------------------------------------------------------------------------

@@ -175,7 +175,7 @@ def run_restore(args) -> int:
     try:
         passphrase = _read_passphrase(args.passphrase_file, encrypted, twice=False)
     except ValueError as error:
-        complain(str(error))
+        complain(f"{args.archive}: encrypted: {error}; nothing was changed")
         return exit_codes.INVALID
     try:
         manifest = backup.verify(args.archive, passphrase)
