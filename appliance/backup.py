@@ -145,7 +145,7 @@ class Manifest:
     hostname: str
     queue: bool
     items: list[Item] = field(default_factory=list)
-    encrypted: bool = False  # how the archive was read, not stored
+    configuration: str | None = field(default=None, repr=False)  # the archived postern.yaml, as read back
 
     def to_json(self) -> bytes:
         body = {"format": self.format, "postern": self.postern, "created": self.created,
@@ -529,16 +529,21 @@ def _hash_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
 
 
 def verify(path: Path | str, passphrase: bytes | None = None, keys: dict | None = None) -> Manifest:
-    """Read the whole archive and check it against its manifest; BackupError names the first fault."""
+    """Read the whole archive and check it against its manifest, and that this version can use the
+    configuration in it; BackupError names the first fault."""
     path, keys = Path(path), {} if keys is None else keys
     seen: dict[str, tuple[str, int, str]] = {}
-    manifest = None
+    manifest, config = None, None
     with _members(path, passphrase, keys) as members:
         for member, tar in members:
             if manifest is not None:
                 raise BackupError(f"damaged archive: {member.name} after the manifest")
             if member.name == MANIFEST and member.isfile():
                 manifest = _read_manifest(tar.extractfile(member).read())
+            elif member.name == CONFIG_FILE and member.isfile():
+                data = tar.extractfile(member).read()
+                seen[member.name] = ("file", member.size, hashlib.sha256(data).hexdigest())
+                config = data
             elif member.isfile():
                 seen[member.name] = ("file", member.size, _hash_member(tar, member))
             elif member.isdir():
@@ -558,7 +563,15 @@ def verify(path: Path | str, passphrase: bytes | None = None, keys: dict | None 
     for name in seen:
         if name not in listed:
             raise BackupError(f"damaged archive: {name} is not in the manifest")
-    manifest.encrypted = passphrase is not None and is_encrypted(path)
+    if config is not None:
+        try:
+            problems = incompatible_configuration(config.decode("utf-8"))
+        except UnicodeDecodeError:
+            problems = ["the configuration file is not UTF-8 text"]
+        if problems:
+            raise BackupError(f"made by Postern {manifest.postern}, whose configuration this Postern "
+                              f"{postern_version()} cannot use ({problems[0]}): update this appliance's image first")
+        manifest.configuration = config.decode("utf-8")
     return manifest
 
 
@@ -621,23 +634,24 @@ def _with_network_of(text: str, current: Path) -> str:
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
 
 
+class PartlyRestored(BackupError):
+    """Renaming the checked files into place failed part way (a file system error): some are back."""
+
+
 def restore(path: Path | str, root: Path | str = "/", *, state_dir: Path | str | None = None,
             passphrase: bytes | None = None, network: bool = True, queue: bool = True,
-            check_only: bool = False) -> Restored:
+            check_only: bool = False, keys: dict | None = None, verified: Manifest | None = None) -> Restored:
     """Check the archive, then put its files back under `root` (the queue under `state_dir`).
 
-    Nothing is written before the whole archive has been checked; BackupError otherwise."""
+    Nothing is written before the whole archive has been checked (BackupError otherwise);
+    `verified` is the manifest `verify` returned for it just before, when the caller has it.
+    `keys` keeps the key derived from the passphrase between readings of the same archive.
+    Every file is checked against its hash again as it is written."""
     path, root = Path(path), Path(root)
     state_dir = Path(state_dir) if state_dir else root / STATE_DIR
-    keys: dict = {}
-    manifest = verify(path, passphrase, keys)
+    keys = {} if keys is None else keys
+    manifest = verified or verify(path, passphrase, keys)
     result = Restored(manifest)
-    for item in manifest.items:
-        if item.path == CONFIG_FILE:
-            problems = _archived_config_problems(path, passphrase, keys)
-            if problems:
-                raise BackupError(f"made by Postern {manifest.postern}, whose configuration this Postern "
-                                  f"{postern_version()} cannot use ({problems[0]}): update this appliance's image first")
     wanted = [item for item in manifest.items
               if (network or item.part != "network") and (queue or item.part != "queue")]
     if check_only:
@@ -666,8 +680,14 @@ def restore(path: Path | str, root: Path | str = "/", *, state_dir: Path | str |
                 staged.append((_stage(tar, member, item, target, owner, transform), target))
         if by_path:
             raise BackupError(f"the archive changed while it was read: {next(iter(by_path))} is gone")
-        for temporary, target in staged:
-            os.rename(temporary, target)
+        for done, (temporary, target) in enumerate(staged):
+            try:
+                os.rename(temporary, target)
+            except OSError as error:
+                if not done:
+                    raise
+                raise PartlyRestored(f"{target}: {error.strerror}: {done} of {len(staged)} files were "
+                                     "restored already; fix this and restore again") from None
         staged_dirs = {target.parent for _, target in staged}
         for directory in staged_dirs:
             fsync_directory(directory)
@@ -690,17 +710,6 @@ def restore(path: Path | str, root: Path | str = "/", *, state_dir: Path | str |
     if network and manifest.count("network"):
         result.removed = _remove_stale_network_files(root, {item.path for item in wanted})
     return result
-
-
-def _archived_config_problems(path: Path, passphrase: bytes | None, keys: dict) -> list[str]:
-    with _members(path, passphrase, keys) as members:
-        for member, tar in members:
-            if member.name == CONFIG_FILE:
-                try:
-                    return incompatible_configuration(tar.extractfile(member).read().decode("utf-8"))
-                except UnicodeDecodeError:
-                    return ["the configuration file is not UTF-8 text"]
-    return []
 
 
 def _make_directories(directory: Path, created: list[Path]) -> None:

@@ -123,11 +123,13 @@ def run_backup(args) -> int:
     tell = complain if str(args.output) == "-" else say  # the archive itself is on standard output
     for note in notes:
         tell(f"note: {note}")
-    where = "standard output" if str(args.output) == "-" else str(args.output)
-    tell(f"{where}: {len(manifest.items)} files and directories, {_size(manifest.size())}: {_contents(manifest)}")
+    to_file = str(args.output) != "-"
+    where = f"{args.output} ({_size(args.output.stat().st_size)})" if to_file else "standard output"
+    files = sum(1 for item in manifest.items if item.kind == "file")
+    tell(f"{where}: {_count(files, 'file')}: {_contents(manifest)}")
     if passphrase is None:
-        tell("note: the archive holds the private keys, unencrypted: it is written 0600; keep it where only you "
-            "can read it, or encrypt it (--passphrase-file)")
+        tell(f"note: the archive holds the private keys, unencrypted{': it is written 0600' if to_file else ''}; "
+             "keep it where only you can read it, or encrypt it (--passphrase-file)")
     else:
         tell("encrypted: without the passphrase nobody can restore it, you neither")
     return exit_codes.OK
@@ -177,8 +179,9 @@ def run_restore(args) -> int:
     except ValueError as error:
         complain(f"{args.archive}: encrypted: {error}; nothing was changed")
         return exit_codes.INVALID
+    keys: dict = {}  # the passphrase's key, derived once (scrypt is slow on purpose)
     try:
-        manifest = backup.verify(args.archive, passphrase)
+        manifest = backup.verify(args.archive, passphrase, keys)
     except backup.BackupError as error:
         complain(f"{args.archive}: {error}; nothing was changed")
         return exit_codes.INVALID
@@ -191,7 +194,11 @@ def run_restore(args) -> int:
             return exit_codes.FAILED
     try:
         result = backup.restore(args.archive, root, state_dir=args.state_dir, passphrase=passphrase,
-                                network=network, queue=queue, check_only=args.check)
+                                network=network, queue=queue, check_only=args.check, keys=keys,
+                                verified=manifest)
+    except backup.PartlyRestored as error:
+        complain(f"{args.archive}: {error}")
+        return exit_codes.FAILED
     except backup.BackupError as error:
         complain(f"{args.archive}: {error}; nothing was changed")
         return exit_codes.INVALID

@@ -366,3 +366,14 @@ def test_the_queue_comes_back_in_a_new_relay_and_is_delivered_once(tmp_path, app
         assert delivered == recipients
     finally:
         hop.stop()
+
+
+def test_a_backup_on_standard_output_restores_and_its_report_goes_to_standard_error(tmp_path, appliance, fresh,
+                                                                                    capsysbinary):
+    """`ssh appliance postern-appliance backup -o - > file`: only the archive on standard output."""
+    assert run("backup", "-o", "-", root=appliance) == exit_codes.OK
+    captured = capsysbinary.readouterr()
+    assert b"holds the private keys" in captured.err
+    (tmp_path / "piped.tar.gz").write_bytes(captured.out)
+    assert run("restore", str(tmp_path / "piped.tar.gz"), root=fresh) == exit_codes.OK
+    assert (fresh / "etc/postern/dkim/example.com.s202612.key").read_bytes() == SECRET_KEY
