@@ -219,7 +219,7 @@ def run_restore(args) -> int:
         say(f"removed {path}: an interface the restored appliance does not have")
     _say_network(manifest, root, network)
     if queue and manifest.messages():
-        say(f"queue: {manifest.messages()} messages put back; the relay delivers them at its next start. A message "
+        say(f"queue: {_count(manifest.messages(), 'message')} put back; the relay delivers them at its next start. A message "
             "delivered while the backup was made may be delivered once more")
     say("reboot (or restart systemd-networkd and postern-relay) to put it all in force" if root == Path("/")
         else f"the files are under {root}; nothing running was changed")
