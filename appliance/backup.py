@@ -86,6 +86,7 @@ _NETWORK_FILES = (render.HOSTNAME, render.HOSTS, render.RESOLV_CONF, render.RESO
 _NETWORK_FILE = re.compile(rf"{re.escape(render.NETWORKD_DIR)}/{render.NETWORK_FILE_PREFIX}[^/]+\.network")
 _QUEUE_FILE = re.compile(rf"{STATE_DIR}/queue/(msg|state)/[0-9A-F]+")
 _BLOCK = 1 << 16
+_READ_WHOLE = 1 << 28  # the manifest and the configuration are read whole: never more than this
 
 
 class BackupError(Exception):
@@ -209,8 +210,11 @@ def _sources(root: Path, state_dir: Path, queue: bool, notes: list[str]) -> Iter
     def tree(relative: str) -> Iterator[list[tuple[str, Path]]]:
         top = root / relative
         for directory, subdirectories, files in os.walk(top):
-            subdirectories.sort()
             here = Path(directory)
+            for name in [name for name in subdirectories if (here / name).is_symlink()]:
+                notes.append(f"{here / name}: a symbolic link, not saved")
+                subdirectories.remove(name)
+            subdirectories.sort()
             yield [(str(here.relative_to(root)), here)]
             for name in sorted(files):
                 if name.startswith(".") and name.endswith(".tmp"):
@@ -538,6 +542,8 @@ def verify(path: Path | str, passphrase: bytes | None = None, keys: dict | None 
         for member, tar in members:
             if manifest is not None:
                 raise BackupError(f"damaged archive: {member.name} after the manifest")
+            if member.name in (MANIFEST, CONFIG_FILE) and member.size > _READ_WHOLE:
+                raise BackupError(f"damaged archive: {member.name} is {member.size} bytes, not one Postern writes")
             if member.name == MANIFEST and member.isfile():
                 manifest = _read_manifest(tar.extractfile(member).read())
             elif member.name == CONFIG_FILE and member.isfile():

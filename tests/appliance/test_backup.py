@@ -119,10 +119,12 @@ def archive(tmp_path, appliance) -> Path:
 
 
 def test_restore_onto_a_fresh_root_brings_back_every_file_with_its_mode_and_owner(tmp_path, appliance, fresh, capsys):
-    os.umask(old := os.umask(0))  # whatever the umask, the archive is the admin's alone
     archive = tmp_path / "backup.tar.gz"
-    assert run("backup", "-o", str(archive), root=appliance) == exit_codes.OK
-    os.umask(old)
+    old = os.umask(0)  # whatever the umask, the archive is the admin's alone
+    try:
+        assert run("backup", "-o", str(archive), root=appliance) == exit_codes.OK
+    finally:
+        os.umask(old)
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
     made = capsys.readouterr().out
     assert "holds the private keys" in made and "0600" in made
