@@ -159,9 +159,6 @@ class Manifest:
     def messages(self) -> int:
         return sum(1 for item in self.items if "/queue/msg/" in item.path)
 
-    def size(self) -> int:
-        return sum(item.size for item in self.items)
-
 
 def _digest(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
