@@ -379,3 +379,36 @@ def test_a_backup_on_standard_output_restores_and_its_report_goes_to_standard_er
     (tmp_path / "piped.tar.gz").write_bytes(captured.out)
     assert run("restore", str(tmp_path / "piped.tar.gz"), root=fresh) == exit_codes.OK
     assert (fresh / "etc/postern/dkim/example.com.s202612.key").read_bytes() == SECRET_KEY
+
+
+def test_a_message_delivered_while_the_queue_is_copied_is_left_out_with_its_state(tmp_path, appliance, monkeypatch):
+    """The relay removes a message (delivered) between the copy reading its state and its file."""
+    state_dir = tmp_path / "state"
+    for name in backup.QUEUE_DIRS:
+        (state_dir / name).mkdir(parents=True)
+    for queue_id in ("000000000000A001", "000000000000A002"):
+        put(state_dir / "queue/msg" / queue_id, b"POSTERN-QUEUE 1\n{}\nbody\r\n", 0o600)
+        put(state_dir / "queue/state" / queue_id, b'{"hold": false}', 0o600)
+    real_open = backup._open
+
+    def delivering_meanwhile(path, notes):
+        opened = real_open(path, notes)
+        if path.name == "000000000000A001" and path.parent.name == "state":
+            (state_dir / "queue/msg/000000000000A001").unlink()
+            (state_dir / "queue/state/000000000000A001").unlink()
+        return opened
+
+    monkeypatch.setattr(backup, "_open", delivering_meanwhile)
+    with open(tmp_path / "q.tar.gz", "wb") as out:
+        manifest, notes = backup.write_archive(out, appliance, state_dir=state_dir, queue=True)
+    queued = [item.path for item in manifest.items if "/queue/msg/" in item.path or "/queue/state/" in item.path]
+    assert queued == ["var/lib/postern/queue/state/000000000000A002", "var/lib/postern/queue/msg/000000000000A002"]
+    assert "000000000000A001: delivered during the copy, not in the archive" in notes
+    assert backup.verify(tmp_path / "q.tar.gz").messages() == 1
+
+
+def test_encrypt_without_a_terminal_asks_for_a_passphrase_file(tmp_path, appliance, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert run("backup", "--encrypt", "-o", str(tmp_path / "x.enc"), root=appliance) == exit_codes.INVALID
+    assert "give --passphrase-file FILE" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*x.enc*"))
