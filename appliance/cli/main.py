@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import cert_commands, config_commands, diag_commands, dkim_commands, exit_codes, network_commands, provision_commands
+from . import backup_commands, cert_commands, config_commands, diag_commands, dkim_commands, exit_codes, network_commands, provision_commands
 from .output import PROGRAM
 
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     dkim_commands.add_commands(commands)
     diag_commands.add_commands(commands)
     provision_commands.add_commands(commands)
+    backup_commands.add_commands(commands)
     return parser
 
 
