@@ -23,6 +23,7 @@ import socket
 import ssl
 import sys
 import time
+import types
 import weakref
 from pathlib import Path
 
@@ -93,23 +94,36 @@ class Sessions:
         self.busy: set = set()
         self.stopping = ""  # the 421 reply, once the daemon is stopping
         self._settled = asyncio.Event()
+        self._wrapped: dict[tuple, dict] = {}  # the command functions, by the functions they wrap
 
     def protocol(self, factory):
         def make():
             session = factory()
             self.open.add(session)
-            for command, method in session._smtp_methods.items():
-                session._smtp_methods[command] = self._tracked(session, method)
+            methods = session._smtp_methods
+            session._smtp_methods = {command: types.MethodType(function, session)
+                                     for command, function in self._tracked_commands(methods).items()}
             return session
 
         return make
 
-    def _tracked(self, session, method):
-        @functools.wraps(method)  # aiosmtpd's HELP reads the command's syntax from it
-        async def tracked(arg):
+    def _tracked_commands(self, methods: dict) -> dict:
+        """The session's command methods, each wrapped to mark the session busy while it runs.
+
+        Wrapped once for each set of functions (one per session class) and bound to each
+        new session: wrapping every command of every connection cost 45 µs a connection."""
+        key = tuple((command, method.__func__) for command, method in methods.items())
+        tracked = self._wrapped.get(key)
+        if tracked is None:
+            tracked = self._wrapped[key] = {command: self._tracked(function) for command, function in key}
+        return tracked
+
+    def _tracked(self, function):
+        @functools.wraps(function)  # aiosmtpd's HELP reads the command's syntax from it
+        async def tracked(session, arg):
             self.busy.add(session)
             try:
-                await method(arg)
+                await function(session, arg)
             finally:
                 self.busy.discard(session)
                 self._settled.set()
