@@ -215,31 +215,46 @@ class QueueStore:
 
     def load(self) -> list[QueueEntry]:
         """Read every queued message's envelope and state (not bodies), oldest first."""
+        return self.load_entries(self.prepare_load())
+
+    def prepare_load(self) -> list[str]:
+        """The queued messages' IDs, oldest first, after removing what no message needs any more.
+
+        Called before the daemon takes mail: a file in tmp/ then was never acknowledged,
+        and a state file whose message is gone is an orphan. A message queued after this
+        is not in the list, so loading the list while mail comes in never adds one twice."""
         for leftover in self.tmp.iterdir():
             # Never acknowledged: the client was not told 250 and will retry.
             log.info("removing unfinished queue file %s", leftover.name)
             leftover.unlink(missing_ok=True)
+        names = sorted(os.listdir(self.msg))
+        for orphan in set(os.listdir(self.state)).difference(names):
+            (self.state / orphan).unlink(missing_ok=True)
+        return names
+
+    def load_entries(self, names: list[str]) -> list[QueueEntry]:
+        """The envelope and delivery state of these messages, in order; damaged ones are moved aside."""
         entries = []
-        for path in sorted(self.msg.iterdir()):
+        for name in names:
+            path = self.msg / name
             try:
                 envelope, _ = self._read_envelope(path)
                 with open(path, "rb") as f:
                     if os.fstat(f.fileno()).st_size - _ != envelope.size:
                         raise DamagedFile("message is truncated")
                 entry = QueueEntry.new(envelope)
-                state_path = self.state / path.name
+                state_path = self.state / name
                 if state_path.exists():
                     try:
                         entry.apply_state(json.loads(state_path.read_bytes()))
                     except (ValueError, TypeError, KeyError) as error:
                         raise DamagedFile(f"unreadable delivery state: {error}") from None
+            except FileNotFoundError:  # gone since it was listed
+                continue
             except DamagedFile as error:
-                self.move_aside(path.name, str(error))
+                self.move_aside(name, str(error))
                 continue
             entries.append(entry)
-        for orphan in self.state.iterdir():
-            if not (self.msg / orphan.name).exists():
-                orphan.unlink(missing_ok=True)
         return entries
 
     def corrupt_files(self) -> list[str]:
