@@ -73,7 +73,8 @@ def simple_path(arg: str) -> tuple[str, str] | None:
     """The address of a MAIL FROM or RCPT TO path of the usual form, and the text after it; else None.
 
     aiosmtpd reads a path with `email`'s RFC 5322 header parser (comments, quoted strings,
-    source routes, obsolete syntax), 30 µs for <user@example.com>. Nearly every path is
+    source routes, obsolete syntax) and defines a typing.Protocol class on every call:
+    130 µs for <user@example.com>, against 1.5 µs here. Nearly every path is
     `<>` or `<dot-atom@dot-atom>` in ASCII: for those this gives exactly what that parser
     gives (the blanks after the ">" skipped, as it skips them), with one regular
     expression; for anything else it gives None and the parser reads it

@@ -55,7 +55,7 @@ DEFAULT_STATE_DIR = "/var/lib/postern"
 DEFAULT_GROUP = "postern"
 LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 421) instead of being dropped
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
-QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start: about 20 ms of the event loop to add
+QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start; the event loop adds one slice at a time
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
