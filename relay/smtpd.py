@@ -617,7 +617,7 @@ class Receiver:
     and `enqueue` hands a message the store has on disk to the scheduler."""
 
     def __init__(self, *, config: Callable[[], MtaConfig], store: QueueStore, counters: Counters,
-                 verify: Callable[[str], Awaitable[Verdict]], enqueue: Callable[[QueueEntry], None],
+                 verify: Callable[[str], Awaitable[Verdict]], enqueue: Callable[[QueueEntry, bytes], None],
                  resolver: Callable[[], dns.asyncresolver.Resolver],
                  tls_context: Callable[[], ssl.SSLContext | None],
                  dkim_keys: Callable[[], Mapping[str, SigningKey]] = dict):
