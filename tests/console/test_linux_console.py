@@ -42,7 +42,7 @@ VISITS = [
     (["F5"], "postern/"),
     (["literal:/", "literal:deferred", "Enter"], "search: deferred"),
     (["w"], "cut at the edge"),
-    (["F4"], "The running settings ("),  # loaded, and the first field has the focus
+    (["F4"], "ctrl+s shows the changes"),  # the form is loaded and its first field has the focus
     (["literal:x", "C-s"], "Apply 1 change to the running relay?"),
     (["n"], "your edits are kept"),
     (["C-q"], "Your edits in MTA settings are not applied"),
