@@ -191,7 +191,7 @@ class MetricsSettings:
     """The Prometheus endpoint (relay/metrics.py): off without `listen`. Beyond loopback it needs a login;
     with `cert_file` and `key_file` it speaks HTTPS."""
 
-    listen: ListenAddress | None = None
+    listen: ListenAddress | str = ""  # "": off
     username: str = ""
     password_file: str = ""
     cert_file: str = ""
@@ -199,7 +199,7 @@ class MetricsSettings:
 
     @property
     def loopback(self) -> bool:
-        return self.listen is not None and ipaddress.ip_address(self.listen.host).is_loopback
+        return bool(self.listen) and ipaddress.ip_address(self.listen.host).is_loopback
 
 
 @dataclass(frozen=True)
@@ -472,9 +472,9 @@ def check_listen(value: Any) -> ListenAddress:
     return ListenAddress(host, check_port(int(match.group(2))))
 
 
-def check_optional_listen(value: Any) -> ListenAddress | None:
-    """An address and port, or nothing (empty: off)."""
-    return None if value in ("", None) else check_listen(value)
+def check_optional_listen(value: Any) -> ListenAddress | str:
+    """An address and port, or "" for none (off)."""
+    return "" if value in ("", None) else check_listen(value)
 
 
 def check_optional_tls_name(value: Any) -> str:
@@ -853,10 +853,10 @@ MTA_FIELDS: tuple[Field, ...] = (
           "without an answer, `unknown`. Uses `dns_servers`; answers are kept an hour. `false` writes `unknown` "
           "and asks no DNS server."),
     Field("metrics", "section", None, "Metrics (Prometheus)", "an HTTP endpoint for Prometheus; off without an address",
-          "The Prometheus endpoint, `/metrics` (see [Monitoring](monitoring.md)): off unless `listen` is set.",
           make=MetricsSettings, fields=(
               Field("listen", "text", check_optional_listen, "Listen on", "address:port for Prometheus; empty: off",
-                    "Address and port of the endpoint, such as `127.0.0.1:9325`; empty (the default) turns it off. "
+                    "Address and port of the Prometheus endpoint `/metrics` (see [Monitoring](monitoring.md)), such "
+                    "as `127.0.0.1:9325`; empty (the default) turns it off. "
                     "Any address but a loopback one needs `username` and `password_file`: the queue's destinations "
                     "and next hops' replies are never shown to anyone who can reach the address."),
               Field("username", "text", check_username, "User name", "the login Prometheus sends (basic auth)",
@@ -977,7 +977,7 @@ def _check_metrics(metrics: MetricsSettings, problems: list[str]) -> None:
     for given, needed, what in pairs:
         if getattr(metrics, given) and not getattr(metrics, needed):
             problems.append(f"{where}.{needed}: required with {given}: {what}")
-    if metrics.listen is not None and not metrics.loopback and not metrics.username:
+    if metrics.listen and not metrics.loopback and not metrics.username:
         problems.append(
             f"{where}.listen: {metrics.listen} is not a loopback address: the endpoint shows the queue's destinations "
             "and next hops' replies: set username and password_file (and cert_file, key_file for HTTPS), "

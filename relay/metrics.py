@@ -333,7 +333,7 @@ class Metrics:
         settings = self.relay.config.metrics
         password = self._read_password(settings)
         context = self._load_context(settings)
-        if settings.listen is None:
+        if not settings.listen:
             await self.stop()
             context = None
         elif self._server is None or settings.listen != self.settings.listen or (context is None) != (
@@ -375,7 +375,7 @@ class Metrics:
 
     @staticmethod
     def _load_context(settings: MetricsSettings) -> ssl.SSLContext | None:
-        if settings.listen is None or not settings.cert_file:
+        if not settings.listen or not settings.cert_file:
             return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
