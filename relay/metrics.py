@@ -26,6 +26,7 @@ import shutil
 import ssl
 import string
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -37,7 +38,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from . import VERSION, replies
 from .config import ConfigError, MetricsSettings
 from .queue import query
-from .queue.entry import ACTIVE, DEFERRED, HOLD
+from .queue.entry import ACTIVE, DEFERRED, HOLD, QueueEntry
+from .queue.store import QueueStore
 
 if TYPE_CHECKING:
     from .daemon import Relay
@@ -106,12 +108,55 @@ def _stage(stage: str) -> str:
 # --- what is read at scrape time ---------------------------------------------------------------
 
 
+@dataclass
+class QueueView:
+    """The queue's numbers for one scrape: what Status.Get and Queue.Summary show, and its file system."""
+
+    now: float
+    messages: dict[str, int]  # by state
+    recipients: dict[str, list[int]]  # open recipients by state, one count per qshape column
+    oldest: float | None  # the oldest arrival
+    destinations: list[dict]  # Queue.Summary's rows, busiest first
+    corrupt: int
+    disk: tuple[int, int, int] | None  # bytes free, bytes in all, inodes free
+
+
+def queue_view(entries: list[QueueEntry], store: QueueStore) -> QueueView:
+    """One pass over the entries (a list taken on the loop: this may run in a thread, since the
+    entries' fields it reads are each replaced whole), plus qshape's table and the file system."""
+    now = time.time()
+    messages = {ACTIVE: 0, DEFERRED: 0, HOLD: 0}
+    recipients = {state: [0] * len(AGE_LABELS) for state in messages}
+    oldest = None
+    for entry in entries:
+        state = entry.state_at(now)
+        messages[state] += 1
+        arrival = entry.envelope.arrival
+        if oldest is None or arrival < oldest:
+            oldest = arrival
+        minutes = (now - arrival) / 60
+        column = next((i for i, bound in enumerate(query.BUCKET_MINUTES) if minutes <= bound),
+                      len(query.BUCKET_MINUTES))
+        recipients[state][column] += len(entry.open_recipients())
+    try:
+        usage = shutil.disk_usage(store.root)
+        disk = (usage.free, usage.total, os.statvfs(store.root).f_favail)
+    except OSError:
+        disk = None
+    try:
+        corrupt = len(store.corrupt_files())
+    except OSError:
+        corrupt = 0
+    return QueueView(now, messages, recipients, oldest, query.summary(entries), corrupt, disk)
+
+
 class _RelayCollector:
     """Reads the relay's state when Prometheus asks (prometheus_client's custom collector)."""
 
     def __init__(self, relay: Relay):
         self.relay = relay
         self._certificates: dict[str, tuple[tuple, float | None]] = {}  # path: (stat key, expiry)
+        self.view: QueueView | None = None  # the queue, as Metrics.render had it read in a thread
 
     def collect(self) -> Iterator:
         yield from self._general()
@@ -119,7 +164,6 @@ class _RelayCollector:
         yield from self._next_hops()
         yield from self._tls()
         yield from self._certificate_expiry()
-        yield from self._disk()
 
     def _general(self) -> Iterator:
         relay = self.relay
@@ -149,34 +193,20 @@ class _RelayCollector:
 
     def _queue(self) -> Iterator:
         """Status.Get's queue sizes, and qshape's table: by state and age, and per destination."""
-        relay = self.relay
-        now = time.time()
-        messages = {ACTIVE: 0, DEFERRED: 0, HOLD: 0}
-        recipients = {state: [0] * len(AGE_LABELS) for state in messages}
-        oldest = None
-        for entry in relay.scheduler.entries.values():
-            state = entry.state_at(now)
-            messages[state] += 1
-            arrival = entry.envelope.arrival
-            if oldest is None or arrival < oldest:
-                oldest = arrival
-            minutes = (now - arrival) / 60
-            column = next((i for i, bound in enumerate(query.BUCKET_MINUTES) if minutes <= bound),
-                          len(query.BUCKET_MINUTES))
-            recipients[state][column] += len(entry.open_recipients())
+        view = self.view or queue_view(list(self.relay.scheduler.entries.values()), self.relay.store)
         family = GaugeMetricFamily("postern_queue_messages", "Messages in the queue, by state.", labels=["state"])
-        for state, count in messages.items():
+        for state, count in view.messages.items():
             family.add_metric([state], count)
         yield family
         yield GaugeMetricFamily("postern_queue_corrupt_messages", "Queue files set aside as damaged.",
-                                value=len(relay.store.corrupt_files()))
+                                value=view.corrupt)
         yield GaugeMetricFamily("postern_queue_oldest_message_age_seconds",
                                 "Age of the oldest queued message; 0 when the queue is empty.",
-                                value=round(now - oldest, 3) if oldest is not None else 0)
+                                value=round(view.now - view.oldest, 3) if view.oldest is not None else 0)
         family = GaugeMetricFamily("postern_queue_recipients", "Recipients still to deliver, by message state and "
                                    "age (qshape's columns: up to that many minutes old).",
                                    labels=["state", "age_minutes"])
-        for state, row in recipients.items():
+        for state, row in view.recipients.items():
             for label, count in zip(AGE_LABELS, row):
                 family.add_metric([state, label], count)
         yield family
@@ -184,20 +214,27 @@ class _RelayCollector:
                                    f"Recipients still to deliver per destination domain and age (qshape): the "
                                    f"{TOP_DESTINATIONS} busiest destinations, the others summed as {OTHERS}.",
                                    labels=["destination", "age_minutes"])
-        rows = query.summary(relay.scheduler.entries.values())
         others = [0] * len(AGE_LABELS)
-        for index, row in enumerate(rows):
+        for index, row in enumerate(view.destinations):
             if index < TOP_DESTINATIONS:
                 for label, count in zip(AGE_LABELS, row["buckets"]):
                     family.add_metric([row["destination"], label], count)
             else:
                 others = [a + b for a, b in zip(others, row["buckets"])]
-        if len(rows) > TOP_DESTINATIONS:
+        if len(view.destinations) > TOP_DESTINATIONS:
             for label, count in zip(AGE_LABELS, others):
                 family.add_metric([OTHERS, label], count)
         yield family
         yield GaugeMetricFamily("postern_queue_destinations", "Destination domains with mail in the queue.",
-                                value=len(rows))
+                                value=len(view.destinations))
+        if view.disk is not None:
+            free, size, files_free = view.disk
+            yield GaugeMetricFamily("postern_queue_filesystem_avail_bytes",
+                                    "Bytes free for the daemon on the queue's file system.", value=free)
+            yield GaugeMetricFamily("postern_queue_filesystem_size_bytes", "Size of the queue's file system in bytes.",
+                                    value=size)
+            yield GaugeMetricFamily("postern_queue_filesystem_files_free",
+                                    "Inodes (files) free for the daemon on the queue's file system.", value=files_free)
 
     def _next_hops(self) -> Iterator:
         family = GaugeMetricFamily("postern_next_hop_last_error_timestamp_seconds",
@@ -215,7 +252,8 @@ class _RelayCollector:
         kinds = ("dane", "mta_sts", "verified", "unverified", "plain", "failed")
         shown = rows[:TOP_DESTINATIONS]
         shown += [row for row in rows[TOP_DESTINATIONS:] if row["failed"]][:TOP_DESTINATIONS]
-        others = {kind: sum(row[kind] for row in rows if row not in shown) for kind in kinds}
+        names = {row["domain"] for row in shown}
+        others = {kind: sum(row[kind] for row in rows if row["domain"] not in names) for kind in kinds}
         family = GaugeMetricFamily(
             "postern_tls_sessions_24h",
             f"Delivery sessions over the last {TLS_HOURS} hours (whole hours, as Tls.Summary) by the TLS they got: "
@@ -258,20 +296,6 @@ class _RelayCollector:
         self._certificates[path] = (key, expiry)
         return expiry
 
-    def _disk(self) -> Iterator:
-        """The file system under the queue: a full one refuses mail with 452 4.3.1."""
-        try:
-            usage = shutil.disk_usage(self.relay.store.root)
-            inodes = os.statvfs(self.relay.store.root)
-        except OSError:
-            return
-        yield GaugeMetricFamily("postern_queue_filesystem_avail_bytes",
-                                "Bytes free for the daemon on the queue's file system.", value=usage.free)
-        yield GaugeMetricFamily("postern_queue_filesystem_size_bytes", "Size of the queue's file system in bytes.",
-                                value=usage.total)
-        yield GaugeMetricFamily("postern_queue_filesystem_files_free",
-                                "Inodes (files) free for the daemon on the queue's file system.", value=inodes.f_favail)
-
 
 # --- the endpoint ------------------------------------------------------------------------------
 
@@ -286,7 +310,8 @@ class Metrics:
         disable_created_metrics()  # no `_created` series beside each counter: half the lines, nothing lost
         self.relay = relay
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_RelayCollector(relay))
+        self._collector = _RelayCollector(relay)
+        self.registry.register(self._collector)
         self.delay = Histogram(
             "postern_delivery_delay_seconds",
             "Seconds from a message's arrival to a recipient's outcome at a next hop (the log's delay=), by "
@@ -322,8 +347,17 @@ class Metrics:
         code = reply[:3] if reply[:3].isdigit() else ""
         self.refusals.labels(_stage(stage), refusal_reason(reply), code).inc()
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    async def render(self) -> bytes:
+        """The text Prometheus reads. The pass over the queue runs in a thread, on a list of the entries
+        taken here: scraping a queue of 100,000 messages (half a second of work) does not stop the SMTP
+        sessions and deliveries meanwhile, which only wait their turns for the interpreter."""
+        entries = list(self.relay.scheduler.entries.values())
+        view = await asyncio.to_thread(queue_view, entries, self.relay.store)
+        self._collector.view = view  # no await from here to the end: no other scrape sees it
+        try:
+            return generate_latest(self.registry)
+        finally:
+            self._collector.view = None
 
     # -- the server
 
@@ -407,7 +441,7 @@ class Metrics:
                 request = await self._next_request(connection, reader)
                 if request is None:
                     break
-                writer.write(self._respond(connection, request))
+                writer.write(await self._respond(connection, request))
                 await writer.drain()
                 if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                     break
@@ -437,7 +471,7 @@ class Metrics:
                 elif event is h11.PAUSED or isinstance(event, h11.ConnectionClosed):
                     return None
 
-    def _respond(self, connection: h11.Connection, request: h11.Request) -> bytes:
+    async def _respond(self, connection: h11.Connection, request: h11.Request) -> bytes:
         target = request.target.decode("ascii", "replace").partition("?")[0]
         if request.method not in (b"GET", b"HEAD"):
             return self._send(connection, 405, b"only GET\n", [(b"Allow", b"GET, HEAD")], head=False)
@@ -447,7 +481,7 @@ class Metrics:
                               [(b"WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'.encode())], head=head)
         if target != PATH:
             return self._send(connection, 404, f"not found: try {PATH}\n".encode(), head=head)
-        body = self.render()
+        body = await self.render()
         extra = [(b"Content-Type", CONTENT_TYPE)]
         accepted = b",".join(value for name, value in request.headers if name == b"accept-encoding")
         if b"gzip" in accepted.lower():

@@ -187,6 +187,18 @@ def test_basic_auth_is_required_when_configured(make_relay, sink, tmp_path):
     assert "postern_build_info" in str(scrape(port, auth=("prometheus", "s3cret pass")))
 
 
+def test_a_reload_reads_the_password_again(make_relay, sink, tmp_path):
+    path = password_file(tmp_path, "first\n")
+    relay = metrics_relay(make_relay, sink.port, username="prometheus", password_file=path)
+    assert get(relay.metrics_port, auth=("prometheus", "first")).status == 200
+    with open(path, "w") as file:
+        file.write("second\n")
+    relay.reload()
+    relay.wait_log(r"reload -- configuration")
+    assert get(relay.metrics_port, auth=("prometheus", "first")).status == 401
+    assert get(relay.metrics_port, auth=("prometheus", "second")).status == 200
+
+
 def test_https_with_its_own_certificate(make_relay, sink, tmp_path):
     cert, key = self_signed(tmp_path, "metrics.example.com")
     relay = metrics_relay(make_relay, sink.port, cert_file=str(cert), key_file=str(key))
