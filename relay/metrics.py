@@ -394,7 +394,7 @@ class Metrics:
 
     @staticmethod
     def _read_password(settings: MetricsSettings) -> bytes:
-        if not settings.password_file:
+        if not settings.listen or not settings.password_file:
             return b""
         try:
             text = Path(settings.password_file).read_text(encoding="utf-8")
