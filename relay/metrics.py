@@ -19,6 +19,7 @@ import binascii
 import functools
 import gzip
 import hmac
+import http
 import logging
 import os
 import re
@@ -377,7 +378,7 @@ class Metrics:
             server = await self._listen(settings, context)
             await self.stop()
             self._server = server
-            log.info("metrics: serving %s on %s%s", PATH, settings.listen, " (HTTPS)" if context else "")
+            log.info("serving %s on %s%s", PATH, settings.listen, " (HTTPS)" if context else "")
         elif context is not None:
             self._context.load_cert_chain(settings.cert_file, settings.key_file)  # the server's own context
             context = self._context
@@ -427,7 +428,7 @@ class Metrics:
         server.close()
         for writer in list(self._writers):
             writer.close()
-        log.info("metrics: stopped listening on %s", self.settings.listen)
+        log.info("stopped listening on %s", self.settings.listen)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One connection: requests one after the other (keep-alive), each answered in full."""
@@ -446,9 +447,12 @@ class Metrics:
                 if connection.our_state is not h11.DONE or connection.their_state is not h11.DONE:
                     break
                 connection.start_next_cycle()
-        except h11.RemoteProtocolError as error:
+        except h11.RemoteProtocolError as error:  # 400, or 431 for a request head over MAX_REQUEST
             if connection.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                writer.write(self._send(connection, error.error_status_hint, b"bad request\n", close=True))
+                try:
+                    writer.write(self._send(connection, error.error_status_hint, b"bad request\n", close=True))
+                except h11.LocalProtocolError:
+                    pass
         except (OSError, TimeoutError, ssl.SSLError, h11.LocalProtocolError):
             pass
         finally:
@@ -513,7 +517,8 @@ class Metrics:
             headers.append((b"Content-Type", b"text/plain; charset=utf-8"))
         if close:
             headers.append((b"Connection", b"close"))
-        data = connection.send(h11.Response(status_code=status, headers=headers))
+        data = connection.send(h11.Response(status_code=status, headers=headers,
+                                            reason=http.HTTPStatus(status).phrase.encode()))
         if not head:
             data += connection.send(h11.Data(data=body))
         return data + connection.send(h11.EndOfMessage())

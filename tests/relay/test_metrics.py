@@ -232,12 +232,10 @@ def test_http_oddities(make_relay, sink):
     # a request head beyond the limit, and garbage: answered 4xx or closed, and the endpoint still serves
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         raw.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 20000 + b"\r\n\r\n")
-        answer = raw.recv(100)
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+        assert raw.recv(100).startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        raw.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
-        answer = raw.recv(100)
-        assert answer == b"" or answer.startswith(b"HTTP/1.1 4")
+        raw.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")  # a TLS hello to a plain endpoint, say
+        assert raw.recv(100).startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert get(port).status == 200
 
 
@@ -249,7 +247,7 @@ def listening_ports(relay) -> set[int]:
 def test_off_by_default(relay):
     assert relay.mta.get("metrics") is None
     assert listening_ports(relay) == {relay.port}
-    assert "metrics:" not in relay.log()
+    assert "postern/metrics" not in relay.log()
 
 
 def test_reload_turns_it_on_moves_it_and_turns_it_off(relay):
