@@ -310,3 +310,43 @@ def test_an_empty_password_file_stops_the_start(make_relay, sink, tmp_path):
                                 "password_file": password_file(tmp_path, text="\n")})
     with pytest.raises(AssertionError, match="must hold the password on one line"):
         relay.start()
+
+
+async def test_a_scrape_of_a_large_queue_does_not_stall_the_loop(tmp_path):
+    """The pass over 60,000 queued messages takes a good part of a second; SMTP sessions and deliveries
+    on the same loop must go on meanwhile, not wait for the whole of it."""
+    import asyncio
+
+    from relay.config import parse_mta
+    from relay.daemon import Relay
+    from relay.queue.entry import Envelope, QueueEntry
+
+    config, problems = parse_mta({"hostname": "gw.example.com", "authentication": {"check_inbound": False}})
+    assert not problems
+    relay = Relay(config, str(tmp_path / "postern.yaml"), str(tmp_path / "state"), str(tmp_path / "control.sock"))
+    relay.store.open()
+    now = time.time()
+    for number in range(60000):
+        envelope = Envelope(id=f"{number:016X}", sender="a@example.net", arrival=now - number * 5, size=1000,
+                            recipients=[f"r{number % 7}@d{number % 3000}.example", f"s@d{number % 5}.org"])
+        relay.scheduler.entries[envelope.id] = QueueEntry.new(envelope)
+
+    gaps = []
+
+    async def ticking():
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            gaps.append(time.perf_counter() - before)
+
+    ticker = asyncio.get_running_loop().create_task(ticking())
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    text = (await relay.metrics.render()).decode()
+    took = time.perf_counter() - started
+    await asyncio.sleep(0.05)  # the ticker notes the gap it is in
+    ticker.cancel()
+    assert 'postern_queue_messages{state="active"} 60000.0' in text
+    assert 'postern_queue_destination_recipients{age_minutes="1280+",destination="(other)"}' in text
+    assert took > 0.1, "too small a queue to show anything"
+    assert max(gaps) < took / 2, f"the loop stood still for {max(gaps):.3f} s of a {took:.3f} s scrape"
