@@ -187,6 +187,22 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """The Prometheus endpoint (relay/metrics.py): off without `listen`. Beyond loopback it needs a login;
+    with `cert_file` and `key_file` it speaks HTTPS."""
+
+    listen: ListenAddress | str = ""  # "": off
+    username: str = ""
+    password_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    @property
+    def loopback(self) -> bool:
+        return bool(self.listen) and ipaddress.ip_address(self.listen.host).is_loopback
+
+
+@dataclass(frozen=True)
 class MtaConfig:
     hostname: str = "postern.localdomain"
     helo_name: str = ""
@@ -220,6 +236,7 @@ class MtaConfig:
     marker: LoopMarker = LoopMarker()
     paused_domains: tuple[str, ...] = ()
     peername_lookup: bool = True
+    metrics: MetricsSettings = MetricsSettings()
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -453,6 +470,11 @@ def check_listen(value: Any) -> ListenAddress:
     except ValueError:
         raise ValueError(f"{value!r}: {match.group(1)!r} is not an IP address") from None
     return ListenAddress(host, check_port(int(match.group(2))))
+
+
+def check_optional_listen(value: Any) -> ListenAddress | str:
+    """An address and port, or "" for none (off)."""
+    return "" if value in ("", None) else check_listen(value)
 
 
 def check_optional_tls_name(value: Any) -> str:
@@ -830,6 +852,26 @@ MTA_FIELDS: tuple[Field, ...] = (
           "name's A/AAAA record leads back to the address (Postfix's verified name); otherwise, or after 5 seconds "
           "without an answer, `unknown`. Uses `dns_servers`; answers are kept an hour. `false` writes `unknown` "
           "and asks no DNS server."),
+    Field("metrics", "section", None, "Metrics (Prometheus)", "an HTTP endpoint for Prometheus; off without an address",
+          make=MetricsSettings, fields=(
+              Field("listen", "text", check_optional_listen, "Listen on", "address:port for Prometheus; empty: off",
+                    "Address and port of the Prometheus endpoint `/metrics` (see [Monitoring](monitoring.md)), such "
+                    "as `127.0.0.1:9325`; empty (the default) turns it off. "
+                    "Any address but a loopback one needs `username` and `password_file`: the queue's destinations "
+                    "and next hops' replies are never shown to anyone who can reach the address."),
+              Field("username", "text", check_username, "User name", "the login Prometheus sends (basic auth)",
+                    "With `password_file`: every request must carry this login (HTTP basic auth), or gets `401`."),
+              Field("password_file", "text", check_secret_file, "Password file",
+                    "file holding the password (mode 640, root:postern)",
+                    "The file holding the login's password on one line, not readable by every user (640, "
+                    "root:postern); read again on each reload."),
+              Field("cert_file", "text", check_file_path, "Certificate file", "PEM certificate chain; empty: plain HTTP",
+                    "With `key_file`: the endpoint speaks HTTPS with this certificate (PEM, with its chain), read "
+                    "again on each reload. Its own, not `tls.cert_file`: Prometheus reaches it by the management "
+                    "address, which the SMTP certificate does not name."),
+              Field("key_file", "text", check_file_path, "Key file", "the certificate's private key (PEM)",
+                    "The private key (PEM) of `metrics.cert_file`."),
+          )),
 )
 
 
@@ -903,6 +945,7 @@ def _check_whole(config: MtaConfig, problems: list[str]) -> None:
     for name in ("internal_relay", "external_relay"):
         _check_relay_host(name, getattr(config, name), problems)
     _check_authentication(config, problems)
+    _check_metrics(config.metrics, problems)
     verification = config.reject_unverified_recipient
     if verification.enabled and not (config.relay_domains and config.internal_relay.host):
         problems.append(
@@ -922,6 +965,23 @@ def _check_authentication(config: MtaConfig, problems: list[str]) -> None:
                                    "name the private key file (postern-appliance dkim new makes one)"))
     if auth.arc_domain and auth.arc_domain not in auth.dkim_keys:
         problems.append(f"{where}.arc_domain: {auth.arc_domain} has no key in dkim_keys: add one, or leave it empty")
+
+
+def _check_metrics(metrics: MetricsSettings, problems: list[str]) -> None:
+    """The endpoint's pairs of fields, and its rule: beyond loopback, never without a login."""
+    where = "mta.metrics"
+    pairs = (("username", "password_file", "name the file that holds the password"),
+             ("password_file", "username", "name the login Prometheus sends"),
+             ("cert_file", "key_file", "name the certificate's private key file"),
+             ("key_file", "cert_file", "name the certificate file"))
+    for given, needed, what in pairs:
+        if getattr(metrics, given) and not getattr(metrics, needed):
+            problems.append(f"{where}.{needed}: required with {given}: {what}")
+    if metrics.listen and not metrics.loopback and not metrics.username:
+        problems.append(
+            f"{where}.listen: {metrics.listen} is not a loopback address: the endpoint shows the queue's destinations "
+            "and next hops' replies: set username and password_file (and cert_file, key_file for HTTPS), "
+            "or listen on 127.0.0.1")
 
 
 def _check_tls(config: MtaConfig, problems: list[str]) -> None:

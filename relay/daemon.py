@@ -38,6 +38,7 @@ from .delivery import Delivery
 from .dkim_sign import load_keys
 from .events import EventHub, LogBuffer, PrintableFormatter
 from .hold import PausedSince
+from .metrics import Metrics
 from .mta_sts import MtaSts
 from .queue.entry import Counters, Envelope
 from .queue.store import QueueStore
@@ -204,6 +205,8 @@ class Relay:
                                  verify=self.verifier.verify, enqueue=self.scheduler.add,
                                  resolver=lambda: self.resolver, tls_context=lambda: self.tls_context,
                                  dkim_keys=lambda: self.dkim_keys)
+        self.metrics = Metrics(self)  # the Prometheus endpoint, and the two counts nothing else keeps
+        self.delivery.observe, self.receiver.observe_refusal = self.metrics.settled, self.metrics.refused
         self.control = ControlServer(self, socket_path, socket_group)
         self.servers: dict = {}
         self.smtps_servers: dict = {}
@@ -283,6 +286,7 @@ class Relay:
                     raise ConfigError([f"mta.listen: cannot listen on {address}: {error.strerror or error}"]) from None
                 log.info("listening on %s", address)
         await self._update_smtps_listeners()
+        await self.metrics.update()
 
     async def _update_smtps_listeners(self) -> None:
         """SMTPS listeners share one server context, which a reload loads the certificate into again."""
@@ -365,6 +369,7 @@ class Relay:
             task.cancel()  # the scheduler starts nothing more; attempts under way go on
         self.sessions.stop(replies.SHUTTING_DOWN.format(hostname=self.config.hostname))
         await self.control.stop()
+        await self.metrics.stop()
         try:
             await asyncio.wait_for(asyncio.gather(self.sessions.wait_idle(), self.scheduler.drain()), grace)
         except asyncio.TimeoutError:

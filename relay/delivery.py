@@ -77,6 +77,7 @@ class Job:
     message: bytes
     outcomes: dict[str, Outcome] = field(default_factory=dict)  # by address, as each recipient is settled
     done: asyncio.Future[list[Outcome]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    observe: Callable[[NextHop, str, float], None] | None = None  # the metrics: (next hop, status, delay)
 
     def settle(self, recipient: Recipient, status: str, dsn: str, reply: str, relay: str = "",
                dsn_passed: bool = False) -> None:
@@ -86,6 +87,8 @@ class Job:
             "%s: to=<%s>, relay=%s, delay=%.2f, dsn=%s, status=%s (%s)",
             self.entry.id, recipient.address, relay or "none", delay, dsn, status, reply,
         )
+        if self.observe is not None:
+            self.observe(self.hop, status, delay)
 
     def unsettled(self) -> list[Recipient]:
         """The recipients neither sent nor bounced yet in this attempt (a deferred one may still be)."""
@@ -164,8 +167,10 @@ class Delivery:
         self.planner = planner
         self.stats = stats
         self.destinations: dict[NextHop, Destination] = {}
+        self.observe: Callable[[NextHop, str, float], None] | None = None  # each recipient's outcome, for the metrics
 
     def submit(self, job: Job) -> None:
+        job.observe = self.observe
         destination = self.destinations.get(job.hop)
         if destination is None:
             destination = self.destinations[job.hop] = Destination(self, job.hop)

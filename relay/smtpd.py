@@ -632,6 +632,7 @@ class Receiver:
         self.connections = 0
         self.anvil = Anvil()
         self.peer_names = PeerNames()
+        self.observe_refusal: Callable[[str, str], None] | None = None  # (stage, reply) of each refusal: the metrics
 
     async def peer_name(self, ip: str) -> str:
         """The client's verified name; "unknown" without a lookup when mta.peername_lookup is off."""
@@ -920,6 +921,8 @@ class Receiver:
     def _reject(self, session, stage: str, reply: str, sender: str | None, rcpt: str) -> None:
         """Log a refusal as Postfix does; from=, to= and helo= only when there is one."""
         self.counters.rejected += 1
+        if self.observe_refusal is not None:
+            self.observe_refusal(stage, reply)
         session.logged_reply = reply  # SmtpSession.push logs each reply once
         details = [f"from=<{'' if sender == '<>' else sender}>"] if sender else []
         if rcpt:
