@@ -48,7 +48,7 @@ from relay.config import ConfigError, check_fqdn, refuse_control_chars
 from . import backup, certificates
 from .files import FileSnapshot, atomic_write
 from .schema import parse_text, validate_document
-from .store import ConfigStore
+from .store import ConfigStore, diff_documents
 
 FORMAT = 1  # the bundle's layout; import refuses any other
 ETC = PurePosixPath("/etc/postern")
@@ -302,9 +302,9 @@ def check_bundle(document: Any) -> tuple[Twin | None, list[str]]:
         return None, ["twin: must be a mapping with format, postern and from"]
     version = meta.get("format")
     if version != FORMAT or isinstance(version, bool):
-        said = version if isinstance(version, int) and not isinstance(version, bool) else repr(version)
-        return None, [f"twin.format: {said} is not a bundle format this Postern ({backup.postern_version()}) reads "
-                      f"(format {FORMAT}, made by Postern {meta.get('postern', 'unknown')!s:.40}): "
+        said = "missing" if "format" not in meta else repr(version)[:20]
+        return None, [f"twin.format: {said}: this Postern ({backup.postern_version()}) reads bundles of format "
+                      f"{FORMAT}; the bundle comes from Postern {str(meta.get('postern', 'unknown'))[:40]}: "
                       "run the same Postern image on both gateways"]
     problems = [f"{key}: unknown section of a twin bundle; known sections are {', '.join(SECTIONS)}"
                 for key in document if key not in SECTIONS]
@@ -440,6 +440,15 @@ class ImportPlan:
     carried: list[str]
     kept: list[str]
     notes: list[str] = field(default_factory=list)
+    changed: int = 0  # settings of mta: that differ from this appliance's before
+
+    def certificate(self) -> tuple[str, str] | None:
+        """The certificate and key files the bundle brings (with_certificate), to be loaded as the relay would."""
+        tls = self.document["mta"].get("tls") or {}
+        written = {str(target) for target, _, _ in self.writes}
+        if tls.get("cert_file") in written and tls.get("key_file") in written:
+            return tls["cert_file"], tls["key_file"]
+        return None
 
 
 def plan_import(twin: Twin, store: ConfigStore, root: Path | str = "/") -> tuple[ImportPlan | None, list[str]]:
@@ -490,7 +499,7 @@ def plan_import(twin: Twin, store: ConfigStore, root: Path | str = "/") -> tuple
     problems = _validate(new_document, writes)
     if problems:
         return None, problems
-    plan = ImportPlan(new_document, writes, carried, kept)
+    plan = ImportPlan(new_document, writes, carried, kept, changed=len(diff_documents(own, mta)))
     plan.notes += [f"{path}: replaced: this appliance's own file there differed" for path in replaced]
     if twin.postern != backup.postern_version():
         plan.notes.append(f"the bundle was made by Postern {twin.postern}, this is {backup.postern_version()}: "
@@ -538,12 +547,19 @@ def carry_out_import(plan: ImportPlan, store: ConfigStore, root: Path | str = "/
                 atomic_write(target, content, 0o644)
             else:
                 atomic_write(target, content, mode, owner)
+        pair = plan.certificate()
+        problem = certificates.relay_check(*pair, root) if pair else ""
+        if problem:
+            raise ConfigError([f"mta.tls.cert_file: the relay cannot load the bundle's certificate and key: {problem}: "
+                               "this appliance's files are kept"])
         version = store.save(plan.document)
     except BaseException:
         snapshot.restore()
         raise
     lines = [f"carried: {line}" for line in plan.carried]
     lines += [f"kept: {line}" for line in plan.kept]
+    lines.append(f"changed: {plan.changed} setting{'' if plan.changed == 1 else 's'} of mta: "
+                 "(postern-appliance config diff lists each)")
     lines += [f"note: {line}" for line in plan.notes + ([note] if note and plan.writes else [])]
     lines.append(f"configuration: version {version.id} of {store.path} is now the current one")
     return lines

@@ -252,8 +252,8 @@ def move_key(document: dict, path) -> None:
     (lambda d: d["twin"].update({"from": "gw1.example.com\x1b[2J"}), "twin.from: contains a control character"),
     (lambda d: d.update(network={"hostname": "gw1.example.com"}), "network: unknown section of a twin bundle"),
     (lambda d: d["mta"].update(relay_domains=["exa mple.com"]), "mta.relay_domains[0]: 'exa mple.com' is not a domain"),
-    (lambda d: d["twin"].update(format=2), "twin.format: 2 is not a bundle format this Postern"),
-    (lambda d: d["twin"].pop("format"), "twin.format: None is not a bundle format this Postern"),
+    (lambda d: d["twin"].update(format=2), "twin.format: 2: this Postern"),
+    (lambda d: d["twin"].pop("format"), "twin.format: missing: this Postern"),
 ])
 def test_a_hostile_or_foreign_bundle_is_refused_by_field_and_changes_nothing(tmp_path, pair, capsys, change, problem):
     root_a, root_b, *_ = pair
