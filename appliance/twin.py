@@ -190,6 +190,10 @@ def make_bundle(store: ConfigStore, root: Path | str = "/", with_certificate: bo
                 raise ConfigError([f"{found.name}: cannot read {found.value}: {error.strerror}"]) from None
             files[path] = _text_or_bytes(data)
             result.carried.append(f"{path} ({_describe(found)})")
+    if config.mta.marker.enabled and not config.mta.marker.value:
+        result.notes.append(f"mta.marker.value is empty: each gateway stamps {config.mta.marker.header} with its own "
+                            "hostname; set one value for both (such as your domain) before exporting, so that one "
+                            "transport rule exception and the loop count cover both gateways")
     if isinstance(mta.get("tls"), dict) and not mta["tls"]:
         mta.pop("tls")
     for name in document:
