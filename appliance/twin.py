@@ -172,6 +172,7 @@ def make_bundle(store: ConfigStore, root: Path | str = "/", with_certificate: bo
         if _bound(mta.get(key)):
             result.left.append(f"mta.{key} ({', '.join(map(str, mta.pop(key)))}: this appliance's addresses)")
     files: dict[str, str | bytes] = {}
+    outside: list[str] = []
     for found in list(file_fields(mta)):
         if found.certificate and not with_certificate:
             _get(mta, found.keys[:-1]).pop(found.keys[-1])
@@ -179,6 +180,10 @@ def make_bundle(store: ConfigStore, root: Path | str = "/", with_certificate: bo
             continue
         path = on_appliance(found.value, root)
         _set(mta, found.keys, path)
+        if not _under_etc(path) and found.secret:
+            outside.append(f"{found.name}: {path} is outside {ETC}: a bundle carries keys and passwords only from "
+                           f"there: move the file under {ETC} and name it there")
+            continue
         if not _under_etc(path):
             result.notes.append(f"{found.name}: {path} is outside {ETC}: not carried; the other appliance "
                                 "needs its own copy there (the image's system files are the same on both)")
@@ -190,6 +195,8 @@ def make_bundle(store: ConfigStore, root: Path | str = "/", with_certificate: bo
                 raise ConfigError([f"{found.name}: cannot read {found.value}: {error.strerror}"]) from None
             files[path] = _text_or_bytes(data)
             result.carried.append(f"{path} ({_describe(found)})")
+    if outside:
+        raise ConfigError(outside)
     if config.mta.marker.enabled and not config.mta.marker.value:
         result.notes.append(f"mta.marker.value is empty: each gateway stamps {config.mta.marker.header} with its own "
                             "hostname; set one value for both (such as your domain) before exporting, so that one "

@@ -131,13 +131,13 @@ def test_two_gateways_from_one_export_sign_route_and_greet_as_twins(tmp_path, pa
     assert (a.hostname, b.hostname) == ("gw1.example.com", "gw2.example.com")
     assert b.relay_domains == a.relay_domains == ("example.com",) and b.paused_domains == ("migrating.example",)
 
-    def same(config, root):  # the file paths as on the appliance, for comparing the two
+    def same(config):  # the CA file by its content: each gateway has it under its own root
         hop = lambda domain: dataclasses.replace(routing.next_hop(config, domain), ca_file="")  # noqa: E731
         policy = {domain: dataclasses.replace(config.tls_policy_for(domain), ca_file="")
                   for domain in ("partner.org", "www.bank.example")}
         ca = Path(config.tls_policy_for("partner.org").ca_file).read_bytes()
         return [hop(d) for d in ("example.com", "partner.org", "x.bank.example")], policy, ca
-    assert same(a, root_a) == same(b, root_b)
+    assert same(a) == same(b)
     direct_a = routing.next_hop(dataclasses.replace(a, external_relay=dataclasses.replace(a.external_relay, host="")),
                                 "partner.org")
     assert (direct_a.tls, direct_a.match) == ("verify", ("mx.partner.org",))
@@ -301,3 +301,34 @@ def test_check_says_what_would_happen_and_a_plain_configuration_still_imports(tm
     assert import_(root_b, plain) == 0
     assert "imported" in capsys.readouterr().out
     assert twin.check_bundle(yaml.safe_load(plain.read_text()))[1][0].startswith("not a twin bundle")
+
+
+def test_wildcard_listeners_travel_and_each_keeps_its_resolvers_and_helo_name(tmp_path, capsys):
+    seed_a = seed_for("gw1.example.com", "192.0.2.11/24", 2525, 2526)
+    seed_a["mta"].update(listen=["0.0.0.0:25", "[::]:25"], dns_servers=["192.0.2.53"], helo_name="out1.example.com")
+    root_a = provision(tmp_path, "a", seed_a)
+    seed_b = seed_for("gw2.example.com", "198.51.100.12/24", 2527, 2526)
+    seed_b["mta"].update(dns_servers=["198.51.100.53"])
+    root_b = provision(tmp_path, "b", seed_b)
+    bundle = tmp_path / "twin.yaml"
+    assert export(root_a, bundle) == 0
+    carried = yaml.safe_load(bundle.read_text())["mta"]
+    assert carried["listen"] == ["0.0.0.0:25", "[::]:25"] and "dns_servers" not in carried and "helo_name" not in carried
+    assert import_(root_b, bundle) == 0
+    b = load_file(root_b / CONFIG)
+    assert [str(address) for address in b.listen] == ["0.0.0.0:25", "[::]:25"]
+    assert (b.dns_servers, b.outgoing_helo) == (("198.51.100.53",), "gw2.example.com")
+
+
+def test_a_key_outside_etc_postern_stops_the_export_by_its_field(tmp_path, capsys):
+    root_a = provision(tmp_path, "a", seed_for("gw1.example.com", "192.0.2.11/24", 2525, 2526))
+    key, _ = dkim_keys.create_key(tmp_path / "elsewhere", "example.net", "s2026")
+    edit(root_a, lambda m: m["authentication"].update(
+        dkim_keys={"example.net": {"selector": "s2026", "key_file": str(key)}}))
+    bundle = tmp_path / "twin.yaml"
+    capsys.readouterr()
+    assert export(root_a, bundle) == 1
+    err = capsys.readouterr().err
+    assert (f"postern-appliance: mta.authentication.dkim_keys.example.net.key_file: {key} is outside /etc/postern: "
+            "a bundle carries keys and passwords only from there") in err
+    assert not bundle.exists()
