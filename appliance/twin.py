@@ -189,10 +189,7 @@ def make_bundle(store: ConfigStore, root: Path | str = "/", with_certificate: bo
                                 "needs its own copy there (the image's system files are the same on both)")
             continue
         if path not in files:
-            try:
-                data = Path(found.value).read_bytes()
-            except OSError as error:
-                raise ConfigError([f"{found.name}: cannot read {found.value}: {error.strerror}"]) from None
+            data = _read_file(found)
             files[path] = _text_or_bytes(data)
             result.carried.append(f"{path} ({_describe(found)})")
     if outside:
@@ -216,6 +213,17 @@ def make_bundle(store: ConfigStore, root: Path | str = "/", with_certificate: bo
     result.carried.insert(0, "mta: the relay settings and policies (" + ", ".join(mta) + ")")
     result.left.append("the administrator's login (never in the configuration)")
     return result
+
+
+def _read_file(found: FileField) -> bytes:
+    """A file the configuration names, if it is a regular file no larger than any key or CA file is."""
+    path = Path(found.value)
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_FILE:
+            raise ConfigError([f"{found.name}: {found.value} is not a regular file of at most {MAX_FILE >> 10} KiB"])
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigError([f"{found.name}: cannot read {found.value}: {error.strerror}"]) from None
 
 
 def _plain(value: Any) -> str:
@@ -279,6 +287,8 @@ def read_bundle_text(path: Path | str, passphrase: bytes | None = None) -> str:
         except backup.BackupError as error:
             words = str(error).replace("archive", "bundle")
             raise ConfigError([f"{path}: {words}"]) from None
+        if data.startswith(b"\x1f\x8b"):
+            raise ConfigError([f"{path}: an encrypted backup archive, not a twin bundle: postern-appliance restore reads it"])
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -196,6 +196,12 @@ def test_an_encrypted_bundle_needs_its_passphrase(tmp_path, pair, capsys):
     assert import_(root_b, bundle, "--passphrase-file", str(wrong)) == 1
     assert "wrong passphrase" in capsys.readouterr().err
     assert tree(root_b) == before
+    archive = tmp_path / "a.tar.gz.enc"  # a backup is sealed the same way, and is not a bundle
+    assert main(["backup", "--root", str(root_a), "-o", str(archive), "--passphrase-file", str(secret)]) == 0
+    capsys.readouterr()
+    assert import_(root_b, archive, "--passphrase-file", str(secret)) == 1
+    assert "an encrypted backup archive, not a twin bundle: postern-appliance restore reads it" in capsys.readouterr().err
+    assert tree(root_b) == before
     assert import_(root_b, bundle, "--passphrase-file", str(secret)) == 0
     assert load_file(root_b / CONFIG).authentication.dkim_keys["example.net"].selector == "s2026"
 
