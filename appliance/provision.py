@@ -128,6 +128,10 @@ def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
         seed = {}
     if not isinstance(seed, dict):
         return None, ["the seed must be a mapping with sections such as topology, network, mta, tls"]
+    if "twin" in seed:  # what `config export --for-another` writes: another gateway's shared settings
+        return None, ["twin: this file carries another gateway's shared settings, not a whole setup: provision "
+                      "this gateway with its own network and hostname first, then run "
+                      "postern-appliance config import on the file"]
     problems: list[str] = []
 
     name = seed.get("topology")

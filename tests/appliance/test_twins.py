@@ -338,3 +338,12 @@ def test_a_key_outside_etc_postern_stops_the_export_by_its_field(tmp_path, capsy
     assert (f"postern-appliance: mta.authentication.dkim_keys.example.net.key_file: {key} is outside /etc/postern: "
             "a bundle carries keys and passwords only from there") in err
     assert not bundle.exists()
+
+
+def test_a_bundle_given_to_provision_says_what_to_do_instead(tmp_path):
+    from appliance.provision import check_seed
+
+    plan, problems = check_seed({"twin": {"format": 1}, "mta": {}, "files": {}}, tmp_path)
+    assert plan is None and len(problems) == 1
+    assert "provision this gateway with its own network and hostname first" in problems[0]
+    assert "config import" in problems[0]
