@@ -604,3 +604,36 @@ async def test_a_dhcp_network_without_a_search_domain_passes_the_network_and_dns
         await pilot.press("ctrl+n")
         await at_step(pilot, 4)
     assert SetupState(root).load_progress().document["network"]["dns"] == {"servers": ["192.0.2.53"]}
+
+
+async def test_the_authentication_step_keeps_a_key_in_place_and_signs_only_what_is_ticked(gateway, machine):
+    from appliance import dkim
+    from tests.console.wizard_support import complete_draft, save_progress
+
+    key, _ = dkim.create_key(gateway.root / "etc/postern/dkim", "example.com", "s2025", "rsa", gateway.root)
+    draft = complete_draft(listen=gateway.mta["listen"][0])
+    draft["mta"]["relay_domains"] = ["example.com", "example.org", "example.net"]
+    draft["mta"]["authentication"] = {"dkim_keys": {"example.com": {"selector": "s2025", "key_file": str(key)}}}
+    save_progress(gateway.root, "authentication", draft)
+    app = wizard_app(gateway)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await at_step(pilot, 10)
+        ticks = {tick.name: tick for tick in app.screen.query("#sign Checkbox")}
+        assert str(ticks["example.com"].label) == "Sign mail from example.com (key s2025 in place)"
+        ticks["example.org"].value = False  # this one stays unsigned
+        app.screen.query_one("#inbound").value = False
+        await pilot.pause()
+        assert not app.screen.query_one("#dmarc").display  # no policy to choose without the checks
+        await next_step(pilot, 11)
+        saved = app.screen.wizard.draft
+        assert saved.get("dkim.domains") == ["example.net"]
+        assert saved.get("mta.authentication.dkim_keys") == {"example.com": {"selector": "s2025", "key_file": str(key)}}
+        assert saved.get("mta.authentication.check_inbound") is False
+        await pilot.press("escape")  # back: the answers come back as given
+        await at_step(pilot, 10)
+        ticks = {tick.name: tick.value for tick in app.screen.query("#sign Checkbox")}
+        assert ticks == {"example.com": True, "example.org": False, "example.net": True}
+    plan, problems = saved.check(gateway.root)
+    assert not problems
+    assert [new.domain for new in plan.dkim_keys] == ["example.net"]  # the key in place is not made again
+    assert sorted(plan.document["mta"]["authentication"]["dkim_keys"]) == ["example.com", "example.net"]
