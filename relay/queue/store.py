@@ -18,10 +18,10 @@ message waiting, then fsyncs `msg/` once for them all, and only then is each of
 their clients answered. Under load that is one thread hand-off and one directory
 fsync for several messages instead of one each; a lone message goes at once.
 
-Removals after delivery are grouped too (`remove_soon`): the unlinks of the messages
-delivered within REMOVAL_DELAY share one hand-off. A message whose files are not yet
-gone when the daemon dies is delivered again after the restart, as one delivered just
-before a crash always could be; one whose files are gone never is.
+Removals after delivery are grouped the same way (`remove_soon`): one worker thread at
+a time unlinks every delivered message waiting. A message whose files are not yet gone
+when the daemon dies is delivered again after the restart, as one delivered just before
+a crash always could be; one whose files are gone never is.
 """
 
 from __future__ import annotations
@@ -43,11 +43,6 @@ log = logging.getLogger("postern/queue")
 
 MAGIC = b"POSTERN-QUEUE 1\n"
 _ENVELOPE_LIMIT = 1 << 20
-# Removals after delivery wait this long for others to share their worker-thread hand-off,
-# or until this many are waiting. A hand-off per message cost 4-8 % of the daemon's Python
-# time (thread wake-up and the loop's wake-up after it); the unlinks themselves are cheap.
-REMOVAL_DELAY = 0.05
-REMOVAL_BATCH = 100
 
 
 class QueueFull(Exception):
@@ -74,8 +69,7 @@ class QueueStore:
         self._waiting: list[tuple[str, list[bytes], asyncio.Future]] = []  # commits for the next group
         self._writing = False  # a group is being written
         self._removals: list[tuple[str, Callable[[str, OSError | None], None]]] = []  # for the next batch
-        self._removal_timer: asyncio.TimerHandle | None = None
-        self._removing: set[asyncio.Future] = set()  # batches being unlinked
+        self._removing: asyncio.Future | None = None  # the batch being unlinked
 
     def open(self) -> None:
         for directory in (self.root, self.tmp, self.msg, self.state, self.corrupt):
@@ -172,29 +166,24 @@ class QueueStore:
         self._state_locks.pop(queue_id, None)
 
     def remove_soon(self, queue_id: str, done: Callable[[str, OSError | None], None]) -> None:
-        """Remove a delivered message's files with the next batch; `done(queue_id, error)` follows the unlink.
+        """Remove a delivered message's files; `done(queue_id, error)` follows the unlink.
 
-        The caller has forgotten the message already, so nothing in this process tries it again;
-        until `done`, its file is still there for a restart to find. A state write of the message
-        still under way (a hold while it was delivered) may land after the unlink: the next start
-        removes that orphan."""
+        Batched like commits: at once if no batch is being unlinked, else with the next, so
+        under load several messages share a worker-thread hand-off (one each cost 3-8 % of the
+        daemon's Python time). The caller has forgotten the message already, so nothing in
+        this process tries it again; until `done`, its file is still there for a restart to
+        find. A state write of the message still under way (a hold while it was delivered)
+        may land after the unlink: the next start removes that orphan."""
         self._state_locks.pop(queue_id, None)
         self._removals.append((queue_id, done))
-        if len(self._removals) >= REMOVAL_BATCH:
+        if self._removing is None:
             self._remove_batch()
-        elif self._removal_timer is None:
-            self._removal_timer = asyncio.get_running_loop().call_later(REMOVAL_DELAY, self._remove_batch)
 
     def _remove_batch(self) -> None:
         """Hand every waiting removal to a worker thread at once."""
-        if self._removal_timer is not None:
-            self._removal_timer.cancel()
-            self._removal_timer = None
         batch, self._removals = self._removals, []
-        if not batch:
-            return
         removed = asyncio.get_running_loop().run_in_executor(None, self._remove_batch_sync, [i for i, _ in batch])
-        self._removing.add(removed)
+        self._removing = removed
         removed.add_done_callback(lambda removed: self._batch_removed(batch, removed))
 
     def _remove_batch_sync(self, ids: list[str]) -> list[OSError | None]:
@@ -209,22 +198,24 @@ class QueueStore:
         return errors
 
     def _batch_removed(self, batch: list, removed: asyncio.Future) -> None:
-        self._removing.discard(removed)
+        """Report each removal of the batch; start the next batch if removals are waiting."""
+        self._removing = None
         if removed.cancelled():  # the loop is closing down: the files stay, to be delivered again
             return
         failure = removed.exception()
         errors = removed.result() if failure is None else [failure] * len(batch)
         for (queue_id, done), error in zip(batch, errors):
             done(queue_id, error)
+        if self._removals:
+            self._remove_batch()
 
     def removals_pending(self) -> bool:
-        return bool(self._removals or self._removing)
+        return self._removing is not None
 
     async def flush_removals(self) -> None:
-        """Remove every message waiting for its batch, and wait for the batches under way (at stop)."""
-        self._remove_batch()
-        while self._removing:
-            await asyncio.wait(list(self._removing))
+        """Wait until every removal asked for is done (at stop)."""
+        while self._removing is not None:
+            await asyncio.wait([self._removing])
 
     # --- reading -------------------------------------------------------------
 

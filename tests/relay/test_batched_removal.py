@@ -1,10 +1,9 @@
-"""Delivered messages' files are removed in batches: several unlinks per worker-thread hand-off, every
-file gone before its "removed" line, and none left behind by a stop."""
+"""Delivered messages' files are removed in batches: the first at once, those asked for meanwhile
+together after it, every file gone before it is reported removed, and none left behind by a stop."""
 
 import asyncio
 import time
 
-from relay.queue import store as store_module
 from relay.queue.entry import Envelope
 from relay.queue.store import QueueStore
 
@@ -48,28 +47,24 @@ async def test_many_removals_share_hand_offs_and_each_file_is_gone_when_reported
         await asyncio.sleep(0.01)
     assert sorted(reported) == sorted(ids)
     assert list(store.msg.iterdir()) == [] and list(store.state.iterdir()) == []
-    assert sum(batches) == 250 and len(batches) <= 3  # 100, 100, then the rest when the delay is over
+    assert batches == [1, 249]  # the first at once, then all those asked for while it was unlinked
 
 
-async def test_a_lone_removal_waits_at_most_the_delay(tmp_path):
+async def test_a_lone_removal_goes_at_once(tmp_path):
     store = opened(tmp_path)
     [queue_id] = await queued(store, 1)
     gone = asyncio.get_running_loop().create_future()
-    started = time.monotonic()
     store.remove_soon(queue_id, lambda i, error: gone.set_result(error))
     assert await asyncio.wait_for(gone, 5) is None
-    assert time.monotonic() - started < store_module.REMOVAL_DELAY + 1.0
     assert not (store.msg / queue_id).exists()
 
 
-async def test_flush_removes_everything_waiting_at_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "REMOVAL_DELAY", 3600.0)  # only the flush can remove them
+async def test_a_stop_waits_for_every_removal_asked_for(tmp_path):
     store = opened(tmp_path)
     ids = await queued(store, 5)
     reported = []
     for queue_id in ids:
         store.remove_soon(queue_id, lambda i, error: reported.append((i, error)))
-    assert len(list(store.msg.iterdir())) == 5  # not yet
     await store.flush_removals()
     assert list(store.msg.iterdir()) == [] and not store.removals_pending()
     assert reported == [(i, None) for i in ids]
