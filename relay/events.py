@@ -17,6 +17,8 @@ import time
 
 from .printable import printable
 
+_STAMP = "%(asctime)s "  # a format beginning with this is another format's line, stamped
+
 
 class Subscription:
     def __init__(self, hub: EventHub):
@@ -60,18 +62,35 @@ class PrintableFormatter(logging.Formatter):
     Every line goes to stderr and to the control API's buffer: a record is formatted once per format
     and the result kept on the record for the other handler, and the date and time part of the time
     stamp is made once per second, not once per line (together about a quarter of the cost of a log
-    line, with six lines per message relayed)."""
+    line, with six lines per message relayed).
+
+    A format that is the time stamp, a space, then a format without it (the buffer's, when stderr
+    goes to journald, which stamps lines itself) makes that other format's line and puts the stamp
+    in front: the two handlers share the formatting there too, and only the stamp is added."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._key = (type(self), self._fmt, self.datefmt)
         self._second: tuple[int, str] = (-1, "")  # replaced whole, so a worker thread's line reads it safely
+        rest = self._fmt[len(_STAMP):] if self._fmt else ""
+        self._stamped = (type(self._style) is logging.PercentStyle and self._fmt.startswith(_STAMP)
+                         and "%(asctime)" not in rest)
+        if self._stamped:  # the style makes the line without the stamp; format() puts it in front
+            self._style = logging.PercentStyle(rest)
+            self._unstamped_key = (type(self), rest, None)
 
     def format(self, record: logging.LogRecord) -> str:
         lines = record.__dict__.setdefault("_postern_lines", {})
         line = lines.get(self._key)
         if line is None:
-            line = lines[self._key] = super().format(record)
+            if self._stamped:
+                unstamped = lines.get(self._unstamped_key)
+                if unstamped is None:
+                    unstamped = lines[self._unstamped_key] = super().format(record)
+                line = self.formatTime(record, self.datefmt) + " " + unstamped
+            else:
+                line = super().format(record)
+            lines[self._key] = line
         return line
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:

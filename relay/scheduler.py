@@ -94,12 +94,15 @@ class Scheduler:
         return count
 
     def busy(self) -> bool:
-        return bool(self._in_flight)
+        """Messages being delivered, or delivered and not yet removed."""
+        return bool(self._in_flight) or self.store.removals_pending()
 
     async def drain(self) -> None:
-        """Wait for the delivery attempts under way (each saves its state as it ends)."""
+        """Wait for the delivery attempts under way (each saves its state as it ends), and for the
+        removal of the messages delivered."""
         while self._tasks:
             await asyncio.wait(list(self._tasks))
+        await self.store.flush_removals()  # those delivered are not delivered again after the restart
 
     def cut(self) -> int:
         """Stop the attempts still under way: their recipients stay as last saved, to be tried again."""
@@ -294,15 +297,23 @@ class Scheduler:
         counters.bounced += sum(1 for r in bouncing if r.status == BOUNCED)
         counters.deferred += sum(1 for r in tried if r.status == DEFERRED)
         if not entry.open_recipients():
-            await self.store.remove(entry.id)
             self._drop(entry.id)
-            log.info("%s: removed", entry.id)
+            self.store.remove_soon(entry.id, self._removed)
             return
         deferred = [r for r in entry.recipients if r.status == DEFERRED]
         if deferred:
             await self._warn_of_delay(entry, deferred, message, now)
         self._reschedule(entry, deferred[-1].last_reply if deferred else entry.last_reply)
         await self.store.save_state(entry)
+
+    @staticmethod
+    def _removed(queue_id: str, error: OSError | None) -> None:
+        """A finished message's files are gone (or could not be removed: it is sent again after a restart)."""
+        if error is None:
+            log.info("%s: removed", queue_id)
+        else:
+            log.error("%s: cannot remove the delivered message's queue file: %s; it will be delivered again "
+                      "after a restart", queue_id, error)
 
     def _reschedule(self, entry: QueueEntry, reply: str) -> None:
         queue = self.config().queue

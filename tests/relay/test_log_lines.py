@@ -78,3 +78,46 @@ def test_the_daemons_handlers_write_the_same_line_to_stderr_and_the_buffer(monke
     assert isinstance(buffer, LogBuffer)
     assert stderr.getvalue().splitlines() == [line for _, line in buffer.tail(2)]
     assert stderr.getvalue().splitlines()[1].endswith("postern/qmgr: 00000000000000AC: to=<a?b@example.org>")
+
+
+def test_a_stamped_line_is_the_unstamped_line_with_the_stamp_in_front():
+    class Counted:  # counts how often the message is formatted
+        calls = 0
+
+        def __str__(self):
+            Counted.calls += 1
+            return "evil\x1b[2J"
+
+    try:
+        raise ValueError("bad\x07value")
+    except ValueError:
+        made = record("%s: said %s", "0123456789ABCDEF", Counted(), exc_info=sys.exc_info())
+    without = PrintableFormatter("%(name)s: %(message)s").format(made)
+    with_time = PrintableFormatter(FORMAT).format(made)
+    assert Counted.calls == 1  # the message was formatted once for both
+    assert without.startswith("postern/smtp: 0123456789ABCDEF: said evil?[2J\nTraceback")
+    assert with_time.split(" ", 2)[:2] == standard(made).split(" ", 2)[:2]  # the standard stamp
+    assert with_time.split(" ", 2)[2] == without
+
+
+def test_on_the_journal_stderr_gets_the_buffers_lines_without_their_stamp(monkeypatch):
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks"):
+        monkeypatch.setattr(logging, name, getattr(logging, name, True), raising=False)  # set back afterwards
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        buffer = setup_logging(False)
+        logging.getLogger("postern/qmgr").info("%s: removed", "00000000000000AB")
+        logging.getLogger("postern/qmgr").info("%s: to=<%s>", "00000000000000AC", "a\nb@example.org")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    buffered = [line for _, line in buffer.tail(2)]
+    assert stderr.getvalue().splitlines() == ["postern/qmgr: 00000000000000AB: removed",
+                                              "postern/qmgr: 00000000000000AC: to=<a?b@example.org>"]
+    for line, bare in zip(buffered, stderr.getvalue().splitlines()):
+        date, clock, rest = line.split(" ", 2)
+        assert rest == bare and len(date) == 10 and len(clock) == 12  # 2026-12-06 18:05:01,123

@@ -108,3 +108,25 @@ async def test_auth_log_line_is_kept(caplog):
     with caplog.at_level(logging.INFO, logger="mail.log"):
         receiver().protocol()
     assert "Available AUTH mechanisms: LOGIN(builtin) PLAIN(builtin)" in caplog.text
+
+
+@pytest.mark.skipif(aiosmtpd.__version__ != smtp_setup.MIRRORED_VERSION, reason="aiosmtpd's own logging")
+def test_aiosmtpds_command_lines_are_still_logged_when_mail_log_wants_them(caplog):
+    from aiosmtpd import smtp as aiosmtpd_smtp
+
+    mail_log = logging.getLogger("mail.log")
+    level = mail_log.level
+    try:
+        mail_log.setLevel(logging.WARNING)  # as the daemon sets it: nothing made, nothing written
+        with caplog.at_level(logging.WARNING, logger="mail.log"):
+            aiosmtpd_smtp.sanitized_log(mail_log.info, "%r >> %r", ("127.0.0.1", 1), b"AUTH PLAIN c2VjcmV0\r\n")
+        assert caplog.records == []
+        mail_log.setLevel(logging.DEBUG)
+        with caplog.at_level(logging.DEBUG, logger="mail.log"):
+            aiosmtpd_smtp.sanitized_log(mail_log.debug, "_handle_client readline: %r", b"AUTH PLAIN c2VjcmV0\r\n")
+            aiosmtpd_smtp.sanitized_log(mail_log.info, "%r >> %r", ("127.0.0.1", 1), b"MAIL FROM:<a@b.example>")
+    finally:
+        mail_log.setLevel(level)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == ["_handle_client readline: b'AUTH PLAIN ********\\r\\n'",
+                     "('127.0.0.1', 1) >> b'MAIL FROM:<a@b.example>'"]  # the secret still masked
