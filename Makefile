@@ -37,7 +37,7 @@ reliability: setup
 	$(BIN)/python -m reliability
 
 # The VM image (root; several minutes, not part of `make test`): build/image/, docs/image.md.
-image:
+image: setup
 	image-build/build
 
 image-test:

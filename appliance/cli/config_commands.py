@@ -1,4 +1,4 @@
-"""`config versions | show | export | import | diff | restore`: the configuration store.
+"""`config versions | show | export | import | diff | restore | migrate`: the configuration store.
 
     postern-appliance config export FILE
     postern-appliance config export --for-another FILE [--with-certificate] [--passphrase-file F | --encrypt]
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from relay.config import ConfigError
 from relay.config_file import DEFAULT_CONFIG, DEFAULT_KEEP
 
-from .. import twin
+from .. import migrations, twin
 from ..schema import parse_text
 from ..store import ConfigStore
 from . import exit_codes
@@ -64,6 +65,10 @@ def add_commands(commands) -> None:
     restore = actions.add_parser("restore", help="make an older version current again")
     restore.add_argument("version")
     restore.set_defaults(run=run_restore)
+    migrate = actions.add_parser("migrate", help="convert the file between configuration schemas (run by updates)")
+    migrate.add_argument("--from", dest="source", type=int, required=True, metavar="N")
+    migrate.add_argument("--to", dest="target", type=int, required=True, metavar="N")
+    migrate.set_defaults(run=run_migrate)
 
 
 def _root(args) -> Path:
@@ -208,4 +213,25 @@ def run_diff(store: ConfigStore, args) -> int:
 def run_restore(store: ConfigStore, args) -> int:
     version = store.restore(args.version)
     say(f"version {args.version} is the current configuration again (saved as {version.id})")
+    return exit_codes.OK
+
+
+@_guarded
+def run_migrate(store: ConfigStore, args) -> int:
+    """Forward, the result must be valid for this version (whose schema it is); backward, it is for an older
+    release, which checks it when it starts, so it is written as it is."""
+    text = store.current_text()
+    if text is None:
+        say(f"{store.path}: no configuration yet; nothing to migrate")
+        return exit_codes.OK
+    try:
+        document = migrations.migrate(parse_text(text, str(store.path)), args.source, args.target)
+    except migrations.MigrationError as error:
+        complain(f"--from/--to: {error}")
+        return exit_codes.INVALID
+    if args.target >= migrations.SCHEMA:
+        version = store.save(document)
+    else:
+        version = store.write(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+    say(f"migrated from schema {args.source} to {args.target} (saved as {version.id})")
     return exit_codes.OK

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import backup_commands, cert_commands, config_commands, diag_commands, dkim_commands, exit_codes, network_commands, provision_commands
+from . import backup_commands, cert_commands, config_commands, diag_commands, dkim_commands, exit_codes, network_commands, provision_commands, update_commands
 from .output import PROGRAM
 
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     diag_commands.add_commands(commands)
     provision_commands.add_commands(commands)
     backup_commands.add_commands(commands)
+    update_commands.add_commands(commands)
     return parser
 
 
