@@ -40,8 +40,8 @@ reliability: setup
 image: setup
 	image-build/build
 
-image-test:
-	image-build/boot-test
+image-test: setup
+	$(BIN)/python image-build/boot-test
 
 clean:
 	rm -rf $(VENV) .run

@@ -58,10 +58,14 @@ def run_update(args) -> int:
     if (args.rollback or args.finish) == bool(args.bundle):
         complain("name a bundle to install, or give --rollback, --status or --check BUNDLE")
         return exit_codes.USAGE
-    if root == Path("/") and os.geteuid() != 0:
+    if root != Path("/"):
+        complain("--root: an update or rollback acts on the running system (it restarts its relay); "
+                 "--root goes with --status and --check only")
+        return exit_codes.INVALID
+    if os.geteuid() != 0:
         complain("updating needs root: sudo postern-appliance update ...")
         return exit_codes.INVALID
-    updater = update.Updater(root, socket_path=args.socket, timeout=args.timeout, say=lambda line: say(f"  {line}"))
+    updater = update.Updater(socket_path=args.socket, timeout=args.timeout, say=lambda line: say(f"  {line}"))
     try:
         if args.finish:
             outcome = updater.finish_pending()

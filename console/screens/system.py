@@ -65,6 +65,7 @@ class SystemScreen(AreaScreen):
         *(Binding(key, f"power('{verb}')", title, id=f"system.{verb}") for verb, (key, title, _, _) in POWER.items()),
         Binding("s", "shell", "Shell", id="system.shell"),
         Binding("a", "authentication", "Mail authentication", id="system.authentication", show=False),
+        Binding("i", "update", "Update", id="system.update", show=False),
         Binding("escape", "back", "Back", id="system.back"),
     ]
 
@@ -102,7 +103,9 @@ class SystemScreen(AreaScreen):
         text.append("s ", style="bold" if allowed else "dim")
         text.append(f"Shell: {why}\n", style="" if allowed else "dim")
         text.append("a ", style="bold")
-        text.append("Mail authentication: DKIM keys, DNS records, inbound checks, Microsoft 365")
+        text.append("Mail authentication: DKIM keys, DNS records, inbound checks, Microsoft 365\n")
+        text.append("i ", style="bold")
+        text.append("Update Postern: install a signed bundle, or return to the previous release")
         self.query_one("#system-actions", Static).update(text)
 
     @work(thread=True, exclusive=True, group="system-facts", name="Reading the system", exit_on_error=False)
@@ -149,6 +152,11 @@ class SystemScreen(AreaScreen):
         from .authentication import AuthenticationScreen
 
         self.app.push_screen(AuthenticationScreen())
+
+    def action_update(self) -> None:
+        from .update import UpdateScreen
+
+        self.app.push_screen(UpdateScreen())
 
     # --- a shell --------------------------------------------------------------------------------------
 

@@ -21,16 +21,16 @@ class CommandResult:
 Runner = Callable[..., CommandResult]
 
 
-def run_command(argv: list[str], interactive: bool = False) -> CommandResult:
+def run_command(argv: list[str], interactive: bool = False, timeout: float = 120) -> CommandResult:
     """Run a command; interactive ones get the terminal, the others have their output captured."""
     try:
         if interactive:
             return CommandResult(subprocess.run(argv).returncode)
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
         return CommandResult(127, f"{argv[0]}: no such program on this system")
     except subprocess.TimeoutExpired:
-        return CommandResult(124, f"{' '.join(argv)}: no answer within 120 s")
+        return CommandResult(124, f"{' '.join(argv)}: no answer within {timeout:.0f} s")
     return CommandResult(done.returncode, (done.stderr or done.stdout).strip())
 
 

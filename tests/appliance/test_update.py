@@ -9,8 +9,6 @@ dependency, Debian's Python) is checked end to end by `make image-test`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 import os
@@ -18,9 +16,8 @@ import shutil
 import signal
 import smtplib
 import subprocess
-import sys
 import tarfile
-import zipfile
+import time
 from pathlib import Path
 
 import pytest
@@ -32,56 +29,14 @@ from appliance.cli import exit_codes
 from appliance.cli.main import main
 from relay import VERSION
 from relay.control.client import ControlClient
-from tests.support.net import free_port, wait_until
+from tests.support.bundles import BROKEN_RELAY, make_bundle, make_wheel, trust
+from tests.support.net import free_port
 from tests.support.relay import base_mta
-
-GOOD_RELAY = f'#!/bin/sh\nexec {sys.executable} -m relay.daemon "$@"\n'
-APPLIANCE = f'#!/bin/sh\nexec {sys.executable} -m appliance.cli.main "$@"\n'
-# Passes the configuration check, then fails to start: only the health check after the switch sees it.
-BROKEN_RELAY = ('#!/bin/sh\ncase "$*" in *--check*) exit 0 ;; esac\n'
-                'echo "deliberately broken for the update test" >&2\nexit 1\n')
-
-
-def make_wheel(directory: Path, mark: str, relay: str = GOOD_RELAY, appliance: str = APPLIANCE,
-               version: str = VERSION) -> Path:
-    """A real wheel of a `postern` distribution with the two scripts, told apart by `mark`."""
-    files = {
-        f"postern_release_mark.py": f"MARK = {mark!r}\n",
-        f"postern-{version}.data/scripts/postern-relay": relay,
-        f"postern-{version}.data/scripts/postern-appliance": appliance,
-        f"postern-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: postern\nVersion: {version}\n",
-        f"postern-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                              "Tag: py3-none-any\n",
-    }
-    record = [f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
-              f"{len(text.encode())}" for name, text in files.items()]
-    files[f"postern-{version}.dist-info/RECORD"] = "\n".join(record + [f"postern-{version}.dist-info/RECORD,,"]) + "\n"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"postern-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(path, "w") as wheel:
-        for name, text in files.items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (0o100755 if "/scripts/" in name else 0o100644) << 16
-            wheel.writestr(info, text)
-    return path
 
 
 @pytest.fixture(scope="module")
 def key():
     return bundles.new_key()
-
-
-def make_bundle(tmp: Path, name: str, key, schema: int = migrations.SCHEMA, **wheel) -> Path:
-    make_wheel(tmp / f"wheels-{name}", name, **wheel)
-    output = tmp / f"{name}.update"
-    bundles.write_bundle(tmp / f"wheels-{name}", output, key, VERSION, schema)
-    return output
-
-
-def trust(root: Path, key) -> None:
-    directory = root / bundles.KEYS_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "postern.pem").write_bytes(bundles.public_pem(key))
 
 
 # --- the bundle ---------------------------------------------------------------------------------------
@@ -358,7 +313,7 @@ def test_an_update_interrupted_after_the_switch_is_finished_at_boot(appliance, t
     updater, service, first = appliance
     layout = updater.layout
     broken = updater._install(make_bundle(tmp_path, "broken", key, relay=BROKEN_RELAY)).release
-    started = __import__("time").time()
+    started = time.time()
     (layout.pending).write_text(json.dumps({"from": first, "to": broken, "previous": None, "action": "update",
                                             "started": started}))
     updater._point(broken, first)
@@ -403,3 +358,6 @@ def test_config_migrate_and_update_commands(appliance, tmp_path, key, capsys):
     assert main(["update", "--check", str(foreign), "--root", str(root)]) == exit_codes.INVALID
     assert "signature does not verify" in capsys.readouterr().err
     assert main(["update", "--root", str(root)]) == exit_codes.USAGE
+    # An update or rollback restarts the system's relay: never for another root.
+    assert main(["update", "--rollback", "--root", str(root)]) == exit_codes.INVALID
+    assert "--root goes with --status and --check only" in capsys.readouterr().err

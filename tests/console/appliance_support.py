@@ -64,7 +64,7 @@ class Recorder:
         self.calls: list[tuple[list[str], bool]] = []
         self.result = result
 
-    def __call__(self, argv: list[str], interactive: bool = False) -> CommandResult:
+    def __call__(self, argv: list[str], interactive: bool = False, timeout: float = 120) -> CommandResult:
         self.calls.append((list(argv), interactive))
         return self.result
 
