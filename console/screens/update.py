@@ -127,7 +127,8 @@ class UpdateScreen(AreaScreen):
         text = Text()
         if not installed:
             text.append("No releases: this system was not installed from an image with update bundles.", style="yellow")
-        for release in installed:
+        order = {current: 0, previous: 1}
+        for release in sorted(installed, key=lambda release: order.get(release.name, 2)):
             mark = "running" if release.name == current else "previous" if release.name == previous else ""
             text.append(f"{mark:<9}", style="bold green" if mark == "running" else "dim")
             text.append(f"{printable(release.name):<28} installed {printable(release.installed)}\n")
@@ -144,6 +145,9 @@ class UpdateScreen(AreaScreen):
         if not message.bundles:
             options.add_option(Option(Text("none: copy one with scp postern-VERSION.update admin@THIS-GATEWAY:",
                                            style="dim"), id="", disabled=True))
+        elif not self.query_one("#update-path", Input).has_focus:
+            options.highlighted = 0
+            options.focus()
 
     # --- checking a bundle ----------------------------------------------------------------------------
 
@@ -172,7 +176,8 @@ class UpdateScreen(AreaScreen):
             return
         text = Text()
         text.append("Signature good", style="bold green")
-        text.append(f": Postern {manifest.version}, {len(manifest.wheels)} wheels, built {manifest.built}\n")
+        count = len(manifest.wheels)
+        text.append(f": Postern {manifest.version}, {count} wheel{'' if count == 1 else 's'}, built {manifest.built}\n")
         text.append(f"Release {manifest.release}. ")
         text.append("Press i to install it.", style="bold")
         self.post_message(Checked(path, manifest.release, text))
