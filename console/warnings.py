@@ -14,7 +14,8 @@ What differs, and why:
   seen enough, except that counters which began at zero when the relay started need no earlier sample.
 - PosternNextHopDeferring counts outcomes per next hop, which only the endpoint keeps: the deferred
   share's warning names the next hop that failed last instead.
-- PosternDown is the console's own: the relay does not answer on its control socket.
+- PosternDown is not among them: when the relay does not answer, the Relay panel and the top line
+  say so in red, and why.
 """
 
 from __future__ import annotations
@@ -96,14 +97,12 @@ class History:
             self.samples.popleft()
 
 
-def warnings(status: dict | None, history: History | None = None, now: float | None = None,
-             problem: str = "") -> list[Warning]:
+def warnings(status: dict | None, history: History | None = None, now: float | None = None) -> list[Warning]:
     """What the alert rules would say about this relay now, the critical warnings first; [] when all is
-    well. `status` is Status.Get's answer (None when the relay does not answer: `problem` says why),
+    well. `status` is Status.Get's answer (None when the relay does not answer),
     `history` the console's earlier readings, `now` the relay's clock (its start plus its uptime)."""
     if status is None:
-        return [Warning(CRITICAL, f"Relay not reachable: {problem or 'not running'}",
-                        "Is it running? systemctl status postern-relay; the console keeps trying")]
+        return []  # PosternDown's: the dashboard's Relay panel and the top line say so, in red, and why
     if now is None:
         now = status["started"] + status["uptime"]
     samples = list(history.samples) if history else []

@@ -21,6 +21,7 @@ from relay.queue.query import age_text
 
 from ..host import HostFacts, read_facts
 from ..messages import HostFactsRead, RelayStatus
+from ..warnings import CRITICAL, History, Warning, warnings
 from ..widgets.status_line import StatusLine
 from .logs import styled
 
@@ -71,6 +72,17 @@ def aged(status: dict, seconds: float) -> dict:
     if status["oldest_age"] is not None:
         status["oldest_age"] += seconds
     return status
+
+
+def warnings_text(found: list[Warning]) -> Text:
+    """Each warning in its severity's colour, what to do on the line under it (in the panel's own colour)."""
+    text = Text()
+    for index, warning in enumerate(found):
+        if index:
+            text.append("\n")
+        text.append(warning.text, style="bold red" if warning.severity == CRITICAL else "yellow")
+        text.append(f"\n{warning.fix}")
+    return text
 
 
 class TrafficRate:
@@ -149,11 +161,15 @@ class KeyLine(Widget):
 
 
 class DashboardScreen(Screen):
+    # Under 30 rows there is no room for both the warnings and the recent log: the warnings take its place.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+
     def __init__(self):
         super().__init__()
         self.rate = TrafficRate()
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
         self.host_reading: Worker | None = None
+        self.history = History()  # the relay's status once a minute, for the warnings that look back
 
     def compose(self) -> ComposeResult:
         yield StatusLine("Dashboard")
@@ -162,6 +178,7 @@ class DashboardScreen(Screen):
             yield panel("Relay", "relay")
             yield panel("Queue", "queue")
             yield panel("Traffic", "traffic")
+        yield panel("Warnings", "warnings")
         yield panel("Recent log", "recent")
         yield KeyLine(id="areas")
         yield Footer(compact=True)
@@ -194,6 +211,18 @@ class DashboardScreen(Screen):
         relay.update(relay_text(status, problem))
         self.query_one("#queue", Static).update(queue_text(status))
         self.query_one("#traffic", Static).update(traffic_text(status, rates))
+        self.show_warnings(status)
+
+    def show_warnings(self, status: dict | None) -> None:
+        """The alert rules' verdicts (console/warnings.py) on this status and the readings before it."""
+        if status is not None:
+            self.history.add(status, status["started"] + status["uptime"])
+        found = warnings(status, self.history)
+        panel = self.query_one("#warnings", Static)
+        panel.display = bool(found)
+        panel.set_class(any(warning.severity == CRITICAL for warning in found), "critical")
+        self.set_class(bool(found), "-warned")
+        panel.update(warnings_text(found))
 
     def refresh_host(self) -> None:
         """One reading at a time: while the resolver keeps one waiting, the next is not started."""

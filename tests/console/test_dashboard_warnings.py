@@ -1,0 +1,78 @@
+"""The dashboard's Warnings panel with Textual's pilot, against a real relay on its real control socket."""
+
+import datetime
+
+from cryptography import x509
+
+from console.app import make_app
+from tests.console.conftest import text_of, until
+from tests.support.certs import self_signed
+
+
+def warnings_panel(app):
+    return app.screen.query_one("#warnings")
+
+
+async def test_a_certificate_that_expires_in_five_days_is_a_yellow_warning(make_relay, sink, tmp_path, monkeypatch):
+    monkeypatch.setenv("TERM", "linux")
+    cert, key = self_signed(tmp_path, days=5)
+    relay = make_relay(sink.port, tls={"cert_file": str(cert), "key_file": str(key)})
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: warnings_panel(app).display, what="the warnings panel")
+        shown = text_of(app, "#warnings")
+        assert "Certificate mta.tls.cert_file expires in 4d 23h" in shown
+        assert f"Renew {cert} and reload the relay" in shown
+        panel = warnings_panel(app)
+        assert not panel.has_class("critical")
+        assert panel.content.spans[0].style == "yellow"  # the warning's own colour, not the critical red
+        assert panel.region.bottom <= app.screen.query_one("#areas").region.y  # all of it on screen, keys below
+        assert not app.screen.query_one("#recent").display  # at 25 rows the warnings take the log's place
+        await pilot.resize_terminal(120, 40)
+        await pilot.pause(0.2)
+        recent = app.screen.query_one("#recent")
+        assert recent.display and panel.region.bottom <= recent.region.y  # room for both: above the log
+        assert recent.region.bottom <= app.screen.query_one("#areas").region.y
+        app.save_screenshot("/tmp/w.svg")
+
+
+async def test_an_expired_certificate_is_red(make_relay, sink, tmp_path):
+    cert, key = self_signed(tmp_path, days=1)
+    relay = make_relay(sink.port, tls={"cert_file": str(cert), "key_file": str(key)})
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: warnings_panel(app).display, what="the warnings panel")
+        assert "expires in 23h" in text_of(app, "#warnings")
+        assert warnings_panel(app).has_class("critical")
+        assert warnings_panel(app).content.spans[0].style == "bold red"
+
+
+async def test_mail_deferred_by_a_next_hop_that_refuses_is_a_warning(make_relay):
+    relay = make_relay(1)  # nothing listens on port 1: every delivery attempt is deferred
+    for number in range(11):
+        relay.send("alice@example.net", [f"user{number}@example.com"], f"Subject: {number}\r\n\r\nbody\r\n")
+    relay.wait_log(r"status=deferred", count=11)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: "of delivery attempts deferred" in text_of(app, "#warnings"),
+                    what="the deferred share's warning")
+        shown = text_of(app, "#warnings")
+        assert "100% of delivery attempts deferred in " in shown
+        assert "Last deferred by 127.0.0.1:1" in shown
+        assert warnings_panel(app).display and not warnings_panel(app).has_class("critical")
+
+
+async def test_a_healthy_relay_shows_no_warnings(make_relay, sink, tmp_path):
+    cert, key = self_signed(tmp_path, days=90)
+    relay = make_relay(sink.port, tls={"cert_file": str(cert), "key_file": str(key)})
+    for number in range(12):
+        relay.send("alice@example.net", [f"user{number}@example.com"], f"Subject: {number}\r\n\r\nbody\r\n")
+    relay.wait_log(r"status=sent", count=12)
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: "Delivered      12" in text_of(app, "#traffic"), what="the traffic panel")
+        await pilot.pause(1.2)  # a tick or two of the dashboard's clock
+        assert not warnings_panel(app).display
+        assert text_of(app, "#warnings") == ""
+        assert x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc > (
+            datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=14))
