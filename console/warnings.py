@@ -177,7 +177,7 @@ def _disk(status: dict, samples: list[Sample], now: float) -> list[Warning]:
     disk = status.get("disk")
     if not disk or not disk["size"]:
         return []
-    fix = "Free space on the queue's file system, or find what fills the queue (Queue, F3)"
+    fix = "Free space under the queue, or find what fills it (Queue, F3)"
     share = disk["free"] / disk["size"]
     free = f"{_size(disk['free'])} free of {_size(disk['size'])}"
     if share < DISK_CRITICAL:

@@ -74,17 +74,6 @@ def aged(status: dict, seconds: float) -> dict:
     return status
 
 
-def warnings_text(found: list[Warning]) -> Text:
-    """Each warning in its severity's colour, what to do on the line under it (in the panel's own colour)."""
-    text = Text()
-    for index, warning in enumerate(found):
-        if index:
-            text.append("\n")
-        text.append(warning.text, style="bold red" if warning.severity == CRITICAL else "yellow")
-        text.append(f"\n{warning.fix}")
-    return text
-
-
 class TrafficRate:
     """Messages per minute from successive counter readings."""
 
@@ -160,6 +149,41 @@ class KeyLine(Widget):
         return Text("\n").join(self.lines(self.content_size.width))
 
 
+class WarningsPanel(Widget):
+    """The alert rules' verdicts (console/warnings.py): each warning in its severity's colour, what to do on the
+    line under it. When the rows run short, the last warnings lose their fix line first, then the rest are
+    counted: every warning keeps at least its count on screen. Hidden when all is well."""
+
+    def __init__(self):
+        super().__init__(id="warnings", classes="panel")
+        self.border_title = "Warnings"
+        self.found: list[Warning] = []
+
+    def show(self, found: list[Warning]) -> None:
+        self.found = found
+        self.display = bool(found)
+        self.set_class(any(warning.severity == CRITICAL for warning in found), "critical")
+        self.refresh(layout=True)
+
+    def lines(self, rows: int) -> list[Text]:
+        lines: list[Text] = []
+        for index, warning in enumerate(self.found):
+            later = len(self.found) - index - 1
+            if later and len(lines) + 2 > rows:  # room for this one's line and a count of the rest: no more
+                lines.append(Text(f"and {later + 1} more", style="bold"))
+                break
+            lines.append(Text(warning.text, style="bold red" if warning.severity == CRITICAL else "yellow"))
+            if len(lines) + 1 + later <= rows:
+                lines.append(Text(warning.fix))
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return 2 * len(self.found)
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.content_size.height or 2 * len(self.found)))
+
+
 class DashboardScreen(Screen):
     # Under 30 rows there is no room for both the warnings and the recent log: the warnings take its place.
     VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
@@ -178,7 +202,7 @@ class DashboardScreen(Screen):
             yield panel("Relay", "relay")
             yield panel("Queue", "queue")
             yield panel("Traffic", "traffic")
-        yield panel("Warnings", "warnings")
+        yield WarningsPanel()
         yield panel("Recent log", "recent")
         yield KeyLine(id="areas")
         yield Footer(compact=True)
@@ -218,11 +242,8 @@ class DashboardScreen(Screen):
         if status is not None:
             self.history.add(status, status["started"] + status["uptime"])
         found = warnings(status, self.history)
-        panel = self.query_one("#warnings", Static)
-        panel.display = bool(found)
-        panel.set_class(any(warning.severity == CRITICAL for warning in found), "critical")
+        self.query_one(WarningsPanel).show(found)
         self.set_class(bool(found), "-warned")
-        panel.update(warnings_text(found))
 
     def refresh_host(self) -> None:
         """One reading at a time: while the resolver keeps one waiting, the next is not started."""
