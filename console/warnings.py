@@ -120,8 +120,7 @@ def _queue_growing(status: dict, samples: list[Sample], now: float) -> list[Warn
         return []
     if _slope(window) <= 0:
         return []
-    minutes = round((now - window[0][0]) / 60)
-    return [Warning(WARNING, f"Queue grew by {queued - window[0][1]:,} in {minutes} min (now {queued:,})",
+    return [Warning(WARNING, f"Queue grew by {queued - window[0][1]:,} in {_span(now - window[0][0])} (now {queued:,})",
                     "Queue (F3): by domain (g) shows where it goes; the deferred messages' last replies say why")]
 
 
@@ -153,7 +152,7 @@ def _deferred_share(status: dict, samples: list[Sample], now: float) -> list[War
     errors = sorted(status.get("last_errors") or [], key=lambda error: error["time"])
     fix = (f"Last deferred by {printable(errors[-1]['destination'])}: see its reply in the Relay panel"
            if errors else "Queue (F3): the deferred messages' last replies say which next hop, and why")
-    return [Warning(WARNING, f"{share}% of delivery attempts deferred in {max(1, round(since / 60))} min "
+    return [Warning(WARNING, f"{share}% of delivery attempts deferred in {_span(since)} "
                              f"({deferred:,} of {deferred + delivered:,})", fix)]
 
 
@@ -235,6 +234,11 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}h {minutes}m" if minutes else f"{hours}h"
     return f"{minutes}m" if minutes else age_text(seconds)
+
+
+def _span(seconds: float) -> str:
+    """How far back a rule looked: 15 min, or 40s when the relay started since."""
+    return f"{int(seconds)}s" if seconds < 60 else f"{round(seconds / 60)} min"
 
 
 def _size(size: int) -> str:

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import VERSION, replies
-from .config import ConfigError, MetricsSettings
+from .config import ConfigError, MetricsSettings, MtaConfig
 from .queue import query
 from .queue.entry import ACTIVE, DEFERRED, HOLD, QueueEntry
 from .queue.store import QueueStore
@@ -157,10 +157,6 @@ def filesystem(root: str | os.PathLike) -> tuple[int, int, int] | None:
         return None
 
 
-# The configured certificates whose expiry is watched, by the name of their setting.
-CERTIFICATE_SETTINGS = ("mta.tls.cert_file", "mta.tls.client_cert_file", "mta.metrics.cert_file")
-
-
 class CertificateExpiry:
     """When each configured certificate expires (its notAfter), each file read again only when it changed:
     the endpoint's postern_certificate_expiry_timestamp_seconds and Status.Get's `certificates`."""
@@ -168,11 +164,12 @@ class CertificateExpiry:
     def __init__(self):
         self._known: dict[str, tuple[tuple, float | None]] = {}  # path: (stat key, expiry)
 
-    def read(self, config) -> list[tuple[str, str, float]]:
+    def read(self, config: MtaConfig) -> list[tuple[str, str, float]]:
         """(setting, file, expiry) for each certificate configured and readable."""
         found = []
-        for name, path in zip(CERTIFICATE_SETTINGS, (config.tls.cert_file, config.tls.client_cert_file,
-                                                      config.metrics.cert_file)):
+        for name, path in (("mta.tls.cert_file", config.tls.cert_file),
+                           ("mta.tls.client_cert_file", config.tls.client_cert_file),
+                           ("mta.metrics.cert_file", config.metrics.cert_file)):
             expiry = self.expiry(path) if path else None
             if expiry is not None:
                 found.append((name, path, expiry))
@@ -374,6 +371,10 @@ class Metrics:
     def certificates(self) -> list[tuple[str, str, float]]:
         """(setting, file, expiry) of each configured certificate, as the endpoint shows them."""
         return self._collector.certificates.read(self.relay.config)
+
+    def disk(self) -> tuple[int, int, int] | None:
+        """The queue's file system as the endpoint shows it: bytes free, bytes in all, inodes free."""
+        return filesystem(self.relay.store.root)
 
     async def render(self) -> bytes:
         """The text Prometheus reads. The pass over the queue runs in a thread, on a list of the entries

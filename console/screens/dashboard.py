@@ -21,7 +21,7 @@ from relay.queue.query import age_text
 
 from ..host import HostFacts, read_facts
 from ..messages import HostFactsRead, RelayStatus
-from ..warnings import CRITICAL, History, Warning, warnings
+from ..warnings import CRITICAL, SAMPLE_INTERVAL, History, Warning, warnings
 from ..widgets.status_line import StatusLine
 from .logs import styled
 
@@ -194,6 +194,7 @@ class DashboardScreen(Screen):
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
         self.host_reading: Worker | None = None
         self.history = History()  # the relay's status once a minute, for the warnings that look back
+        self.figures: tuple[float, dict] | None = None  # (when, the disk and certificates) read by read_figures
 
     def compose(self) -> ComposeResult:
         yield StatusLine("Dashboard")
@@ -213,6 +214,7 @@ class DashboardScreen(Screen):
         self.refresh_host()
         self.set_interval(HOST_INTERVAL, self.refresh_host)
         self.set_interval(TICK, self.tick)
+        self.set_interval(SAMPLE_INTERVAL, self.read_figures)
         self.run_worker(self.app.link.follow("io.postern.Log.Tail", self._show_log, self._log_failed, lines=RECENT_LINES),
                         group="dashboard-log", exclusive=True)
 
@@ -239,11 +241,22 @@ class DashboardScreen(Screen):
 
     def show_warnings(self, status: dict | None) -> None:
         """The alert rules' verdicts (console/warnings.py) on this status and the readings before it."""
+        if status is not None and self.figures and self.figures[0] > self.app.relay_status_at:
+            status = {**status, **self.figures[1]}
         if status is not None:
             self.history.add(status, status["started"] + status["uptime"])
         found = warnings(status, self.history)
         self.query_one(WarningsPanel).show(found)
         self.set_class(bool(found), "-warned")
+
+    @work(group="dashboard-figures", exclusive=True, exit_on_error=False)
+    async def read_figures(self) -> None:
+        """The disk and the certificates again: the relay sends its status when the queue or the configuration
+        changes, and an idle relay's disk may fill with other files, its certificate be renewed in place."""
+        answer = await self.app.link.attempt("io.postern.Status.Get", lambda words: None)
+        if answer is not None:
+            status = answer["status"]
+            self.figures = (time.monotonic(), {"disk": status.get("disk"), "certificates": status.get("certificates")})
 
     def refresh_host(self) -> None:
         """One reading at a time: while the resolver keeps one waiting, the next is not started."""

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from .. import VERSION, headers, preview
 from ..config import check_domain, parse_mta, to_dict
 from ..config_file import ConfigFile
-from ..metrics import filesystem
 from ..names import check_names
 from ..queue import query
 from ..routing import next_hop
@@ -181,7 +180,7 @@ def status(relay: Relay) -> dict:
 
 
 def _disk(relay: Relay) -> dict | None:
-    found = filesystem(relay.store.root)
+    found = relay.metrics.disk()
     if found is None:
         return None
     free, size, files_free = found

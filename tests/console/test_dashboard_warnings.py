@@ -118,3 +118,21 @@ def test_dashboard_with_warnings(snap_compare, fixed_queue_relay, fixed_clock, m
         "io.postern.Status.Watch": lambda answer: {**answer, "status": warned(answer["status"])},
         "io.postern.Status.Get": lambda answer: {**answer, "status": warned(answer["status"])}})
     assert snap_compare(app, terminal_size=size, run_before=shown)
+
+
+async def test_a_certificate_replaced_while_the_relay_is_idle_is_read_again(make_relay, sink, tmp_path, monkeypatch):
+    """The relay sends its status when the queue or the configuration changes; the dashboard asks again for the
+    disk and the certificates once a minute (here every half second), so an idle relay's are not left stale."""
+    from console.screens import dashboard
+
+    monkeypatch.setattr(dashboard, "SAMPLE_INTERVAL", 0.5)
+    cert, key = self_signed(tmp_path, days=90)
+    relay = make_relay(sink.port, tls={"cert_file": str(cert), "key_file": str(key)})
+    app = make_app(str(relay.workdir / "control.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await until(pilot, lambda: app.relay_status is not None, what="the relay's status")
+        await pilot.pause(1)
+        assert not warnings_panel(app).display
+        self_signed(tmp_path, days=10)  # the same files, no reload, nothing queued
+        await until(pilot, lambda: "expires in 9d 23h" in text_of(app, "#warnings"), what="the new certificate")
+        assert warnings_panel(app).display
