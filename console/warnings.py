@@ -120,7 +120,10 @@ def _queue_growing(status: dict, samples: list[Sample], now: float) -> list[Warn
         return []
     if _slope(window) <= 0:
         return []
-    return [Warning(WARNING, f"Queue grew by {queued - window[0][1]:,} in {_span(now - window[0][0])} (now {queued:,})",
+    grown, span = queued - window[0][1], _span(now - window[0][0])
+    text = (f"Queue grew by {grown:,} in {span} (now {queued:,})" if grown > 0
+            else f"Queue rising over {span} (now {queued:,})")
+    return [Warning(WARNING, text,
                     "Queue (F3): by domain (g) shows where it goes; the deferred messages' last replies say why")]
 
 

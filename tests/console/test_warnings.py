@@ -75,6 +75,14 @@ def test_queue_growing_at_its_edges(now_total, start_total, minutes, hold, shown
     assert bool(growing(now_total, start_total, minutes, hold)) is shown
 
 
+def test_a_queue_rising_on_the_whole_but_back_where_it_was_says_so():
+    """deriv() is a slope over the window: the count can rise on the whole and end where it began."""
+    totals = [300] * 10 + [450] * 19 + [300]
+    readings = [(60 * (30 - i), status(queue=queued(total))) for i, total in enumerate(totals)]
+    [warning] = warnings(status(queue=queued(300)), history_of(*readings), NOW)
+    assert warning.text == "Queue rising over 30 min (now 300)"
+
+
 # --- PosternOldMail: the oldest message has waited over 4 hours -------------------------------------
 
 
