@@ -5,6 +5,7 @@ import shutil
 import ssl
 import time
 
+import varlink
 from cryptography import x509
 
 from relay.control.client import ControlClient
@@ -68,3 +69,13 @@ def test_no_certificate_and_an_unreadable_one_are_left_out(make_relay, sink, tmp
     assert len(status_of(relay)["certificates"]) == 1
     cert.write_text("not a certificate")  # damaged after the relay loaded it
     assert status_of(relay)["certificates"] == []
+
+
+def test_a_third_party_varlink_client_reads_them_by_the_interface(make_relay, sink, tmp_path):
+    cert, key = self_signed(tmp_path, days=5)
+    relay = make_relay(sink.port, tls={"cert_file": str(cert), "key_file": str(key)})
+    with varlink.Client(address=f"unix:{relay.workdir / 'control.sock'}") as client:
+        with client.open("io.postern.Status") as interface:  # parses io.postern.Status.varlink
+            status = interface.Get()["status"]
+    assert [row["certificate"] for row in status["certificates"]] == ["mta.tls.cert_file"]
+    assert set(status["disk"]) == {"free", "size", "files_free"}
