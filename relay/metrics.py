@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import VERSION, replies
-from .config import ConfigError, MetricsSettings
+from .config import ConfigError, MetricsSettings, MtaConfig
 from .queue import query
 from .queue.entry import ACTIVE, DEFERRED, HOLD, QueueEntry
 from .queue.store import QueueStore
@@ -139,11 +139,7 @@ def queue_view(entries: list[QueueEntry], store: QueueStore) -> QueueView:
         column = next((i for i, bound in enumerate(query.BUCKET_MINUTES) if minutes <= bound),
                       len(query.BUCKET_MINUTES))
         recipients[state][column] += len(entry.open_recipients())
-    try:
-        usage = shutil.disk_usage(store.root)
-        disk = (usage.free, usage.total, os.statvfs(store.root).f_favail)
-    except OSError:
-        disk = None
+    disk = filesystem(store.root)
     try:
         corrupt = len(store.corrupt_files())
     except OSError:
@@ -151,12 +147,56 @@ def queue_view(entries: list[QueueEntry], store: QueueStore) -> QueueView:
     return QueueView(now, messages, recipients, oldest, query.summary(entries), corrupt, disk)
 
 
+def filesystem(root: str | os.PathLike) -> tuple[int, int, int] | None:
+    """The queue's file system: bytes free for the daemon, bytes in all, inodes free for the daemon;
+    None when it cannot be read. The endpoint's postern_queue_filesystem_* and Status.Get's `disk`."""
+    try:
+        usage = shutil.disk_usage(root)
+        return usage.free, usage.total, os.statvfs(root).f_favail
+    except OSError:
+        return None
+
+
+class CertificateExpiry:
+    """When each configured certificate expires (its notAfter), each file read again only when it changed:
+    the endpoint's postern_certificate_expiry_timestamp_seconds and Status.Get's `certificates`."""
+
+    def __init__(self):
+        self._known: dict[str, tuple[tuple, float | None]] = {}  # path: (stat key, expiry)
+
+    def read(self, config: MtaConfig) -> list[tuple[str, str, float]]:
+        """(setting, file, expiry) for each certificate configured and readable."""
+        found = []
+        for name, path in (("mta.tls.cert_file", config.tls.cert_file),
+                           ("mta.tls.client_cert_file", config.tls.client_cert_file),
+                           ("mta.metrics.cert_file", config.metrics.cert_file)):
+            expiry = self.expiry(path) if path else None
+            if expiry is not None:
+                found.append((name, path, expiry))
+        return found
+
+    def expiry(self, path: str) -> float | None:
+        """The first certificate's notAfter, read again only when the file changed."""
+        try:
+            info = os.stat(path)
+            key = (info.st_ino, info.st_mtime_ns, info.st_size)
+            known = self._known.get(path)
+            if known and known[0] == key:
+                return known[1]
+            certificate = x509.load_pem_x509_certificate(Path(path).read_bytes())
+            expiry = certificate.not_valid_after_utc.timestamp()
+        except (OSError, ValueError):
+            return None
+        self._known[path] = (key, expiry)
+        return expiry
+
+
 class _RelayCollector:
     """Reads the relay's state when Prometheus asks (prometheus_client's custom collector)."""
 
     def __init__(self, relay: Relay):
         self.relay = relay
-        self._certificates: dict[str, tuple[tuple, float | None]] = {}  # path: (stat key, expiry)
+        self.certificates = CertificateExpiry()
         self.view: QueueView | None = None  # the queue, as Metrics.render had it read in a thread
 
     def collect(self) -> Iterator:
@@ -270,32 +310,12 @@ class _RelayCollector:
         yield family
 
     def _certificate_expiry(self) -> Iterator:
-        config = self.relay.config
         family = GaugeMetricFamily("postern_certificate_expiry_timestamp_seconds",
                                    "When a configured certificate expires (Unix time, its notAfter).",
                                    labels=["certificate", "file"])
-        for name, path in (("mta.tls.cert_file", config.tls.cert_file),
-                           ("mta.tls.client_cert_file", config.tls.client_cert_file),
-                           ("mta.metrics.cert_file", config.metrics.cert_file)):
-            expiry = self._expiry(path) if path else None
-            if expiry is not None:
-                family.add_metric([name, path], expiry)
+        for name, path, expiry in self.certificates.read(self.relay.config):
+            family.add_metric([name, path], expiry)
         yield family
-
-    def _expiry(self, path: str) -> float | None:
-        """The first certificate's notAfter, read again only when the file changed."""
-        try:
-            info = os.stat(path)
-            key = (info.st_ino, info.st_mtime_ns, info.st_size)
-            known = self._certificates.get(path)
-            if known and known[0] == key:
-                return known[1]
-            certificate = x509.load_pem_x509_certificate(Path(path).read_bytes())
-            expiry = certificate.not_valid_after_utc.timestamp()
-        except (OSError, ValueError):
-            return None
-        self._certificates[path] = (key, expiry)
-        return expiry
 
 
 # --- the endpoint ------------------------------------------------------------------------------
@@ -347,6 +367,14 @@ class Metrics:
         """One refusal as the SMTP server logs it."""
         code = reply[:3] if reply[:3].isdigit() else ""
         self.refusals.labels(_stage(stage), refusal_reason(reply), code).inc()
+
+    def certificates(self) -> list[tuple[str, str, float]]:
+        """(setting, file, expiry) of each configured certificate, as the endpoint shows them."""
+        return self._collector.certificates.read(self.relay.config)
+
+    def disk(self) -> tuple[int, int, int] | None:
+        """The queue's file system as the endpoint shows it: bytes free, bytes in all, inodes free."""
+        return filesystem(self.relay.store.root)
 
     async def render(self) -> bytes:
         """The text Prometheus reads. The pass over the queue runs in a thread, on a list of the entries

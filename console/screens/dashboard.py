@@ -21,6 +21,7 @@ from relay.queue.query import age_text
 
 from ..host import HostFacts, read_facts
 from ..messages import HostFactsRead, RelayStatus
+from ..warnings import CRITICAL, SAMPLE_INTERVAL, History, Warning, warnings
 from ..widgets.status_line import StatusLine
 from .logs import styled
 
@@ -148,12 +149,52 @@ class KeyLine(Widget):
         return Text("\n").join(self.lines(self.content_size.width))
 
 
+class WarningsPanel(Widget):
+    """The alert rules' verdicts (console/warnings.py): each warning in its severity's colour, what to do on the
+    line under it. When the rows run short, the last warnings lose their fix line first, then the rest are
+    counted: every warning keeps at least its count on screen. Hidden when all is well."""
+
+    def __init__(self):
+        super().__init__(id="warnings", classes="panel")
+        self.border_title = "Warnings"
+        self.found: list[Warning] = []
+
+    def show(self, found: list[Warning]) -> None:
+        self.found = found
+        self.display = bool(found)
+        self.set_class(any(warning.severity == CRITICAL for warning in found), "critical")
+        self.refresh(layout=True)
+
+    def lines(self, rows: int) -> list[Text]:
+        lines: list[Text] = []
+        for index, warning in enumerate(self.found):
+            later = len(self.found) - index - 1
+            if later and len(lines) + 2 > rows:  # room for this one's line and a count of the rest: no more
+                lines.append(Text(f"and {later + 1} more", style="bold"))
+                break
+            lines.append(Text(warning.text, style="bold red" if warning.severity == CRITICAL else "yellow"))
+            if len(lines) + 1 + later <= rows:
+                lines.append(Text(warning.fix))
+        return lines
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        return 2 * len(self.found)
+
+    def render(self) -> Text:
+        return Text("\n").join(self.lines(self.content_size.height or 2 * len(self.found)))
+
+
 class DashboardScreen(Screen):
+    # Under 30 rows there is no room for both the warnings and the recent log: the warnings take its place.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+
     def __init__(self):
         super().__init__()
         self.rate = TrafficRate()
         self.recent: collections.deque[str] = collections.deque(maxlen=RECENT_LINES)
         self.host_reading: Worker | None = None
+        self.history = History()  # the relay's status once a minute, for the warnings that look back
+        self.figures: tuple[float, dict] | None = None  # (when, the disk and certificates) read by read_figures
 
     def compose(self) -> ComposeResult:
         yield StatusLine("Dashboard")
@@ -162,6 +203,7 @@ class DashboardScreen(Screen):
             yield panel("Relay", "relay")
             yield panel("Queue", "queue")
             yield panel("Traffic", "traffic")
+        yield WarningsPanel()
         yield panel("Recent log", "recent")
         yield KeyLine(id="areas")
         yield Footer(compact=True)
@@ -172,6 +214,7 @@ class DashboardScreen(Screen):
         self.refresh_host()
         self.set_interval(HOST_INTERVAL, self.refresh_host)
         self.set_interval(TICK, self.tick)
+        self.set_interval(SAMPLE_INTERVAL, self.read_figures)
         self.run_worker(self.app.link.follow("io.postern.Log.Tail", self._show_log, self._log_failed, lines=RECENT_LINES),
                         group="dashboard-log", exclusive=True)
 
@@ -194,6 +237,26 @@ class DashboardScreen(Screen):
         relay.update(relay_text(status, problem))
         self.query_one("#queue", Static).update(queue_text(status))
         self.query_one("#traffic", Static).update(traffic_text(status, rates))
+        self.show_warnings(status)
+
+    def show_warnings(self, status: dict | None) -> None:
+        """The alert rules' verdicts (console/warnings.py) on this status and the readings before it."""
+        if status is not None and self.figures and self.figures[0] > self.app.relay_status_at:
+            status = {**status, **self.figures[1]}
+        if status is not None:
+            self.history.add(status, status["started"] + status["uptime"])
+        found = warnings(status, self.history)
+        self.query_one(WarningsPanel).show(found)
+        self.set_class(bool(found), "-warned")
+
+    @work(group="dashboard-figures", exclusive=True, exit_on_error=False)
+    async def read_figures(self) -> None:
+        """The disk and the certificates again: the relay sends its status when the queue or the configuration
+        changes, and an idle relay's disk may fill with other files, its certificate be renewed in place."""
+        answer = await self.app.link.attempt("io.postern.Status.Get", lambda words: None)
+        if answer is not None:
+            status = answer["status"]
+            self.figures = (time.monotonic(), {"disk": status.get("disk"), "certificates": status.get("certificates")})
 
     def refresh_host(self) -> None:
         """One reading at a time: while the resolver keeps one waiting, the next is not started."""

@@ -135,6 +135,8 @@ async def get_version(call: Call) -> dict:
 
 
 def status(relay: Relay) -> dict:
+    """What Status.Get and Status.Watch answer. The certificates' expiry and the queue's file system are
+    read as the Prometheus endpoint reads them (relay/metrics.py), so the console warns on the same figures."""
     now = time.time()
     entries = relay.scheduler.entries.values()
     sizes = {ACTIVE: 0, DEFERRED: 0, HOLD: 0}
@@ -165,6 +167,9 @@ def status(relay: Relay) -> dict:
             {"destination": str(hop), "reply": reply, "time": when}
             for hop, (reply, when) in relay.delivery.last_errors().items()
         ],
+        "certificates": [{"certificate": name, "file": path, "expires": expiry}
+                         for name, path, expiry in relay.metrics.certificates()],
+        "disk": _disk(relay),
         "paused_domains": list(relay.config.paused_domains),
         "paused": [
             {"domain": domain, "since": relay.paused_since.since.get(domain, now),
@@ -172,6 +177,14 @@ def status(relay: Relay) -> dict:
             for domain in relay.config.paused_domains
         ],
     }
+
+
+def _disk(relay: Relay) -> dict | None:
+    found = relay.metrics.disk()
+    if found is None:
+        return None
+    free, size, files_free = found
+    return {"free": free, "size": size, "files_free": files_free}
 
 
 @method("io.postern.Status.Get")

@@ -13,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed(directory: Path, hostname: str = "gw.example.com") -> tuple[Path, Path]:
-    """Write cert.pem and key.pem for `hostname` (and 127.0.0.1) into directory; returns their paths."""
+def self_signed(directory: Path, hostname: str = "gw.example.com", days: float = 1) -> tuple[Path, Path]:
+    """Write cert.pem and key.pem for `hostname` (and 127.0.0.1) into directory, valid for `days` from now;
+    returns their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -25,7 +26,7 @@ def self_signed(directory: Path, hostname: str = "gw.example.com") -> tuple[Path
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
