@@ -154,6 +154,15 @@ def print_status(status: dict) -> None:
     print("messages: " + ", ".join(f"{k} {v}" for k, v in counters.items()))
     print(f"queue: {queue['total']} ({queue['active']} active, {queue['deferred']} deferred, {queue['hold']} hold)"
           f", oldest {age_text(status['oldest_age'])}" + (f", {queue['corrupt']} damaged" if queue["corrupt"] else ""))
+    disk = status.get("disk")
+    if disk and disk["size"]:
+        print(f"disk: {disk['free'] / 2**30:.1f} GiB free of {disk['size'] / 2**30:.1f} GiB "
+              f"({100 * disk['free'] / disk['size']:.0f}%), {disk['files_free']:,} files free")
+    for certificate in status.get("certificates", []):
+        left = certificate["expires"] - time.time()
+        when = time.strftime("%Y-%m-%d", time.gmtime(certificate["expires"]))
+        print(f"certificate {certificate['certificate']} ({certificate['file']}): "
+              + (f"expired {age_text(-left)} ago ({when})" if left < 0 else f"expires in {age_text(left)} ({when})"))
     for error in status["last_errors"]:
         print(f"last error for {error['destination']} ({age_text(time.time() - error['time'])} ago): {error['reply']}")
 

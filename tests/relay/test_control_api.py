@@ -1,6 +1,7 @@
 """The control API on its real Unix socket, against a real daemon whose queue was built over SMTP."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -287,6 +288,8 @@ def test_an_unprivileged_user_is_refused(make_relay):
 def test_posternctl_human_json_mailq_and_exit_codes(down_relay):
     status = ctl(down_relay, "status")
     assert status.returncode == 0 and "queue: 3" in status.stdout
+    disk = os.statvfs(down_relay.state_dir)
+    assert re.search(rf"^disk: [0-9.]+ GiB free of {disk.f_blocks * disk.f_frsize / 2**30:.1f} GiB", status.stdout, re.M)
     mailq = ctl(down_relay, "queue", "list", "--format", "mailq")
     assert mailq.returncode == 0
     assert mailq.stdout.startswith("-Queue ID-")

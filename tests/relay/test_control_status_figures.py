@@ -3,6 +3,8 @@
 import os
 import shutil
 import ssl
+import subprocess
+import sys
 import time
 
 import varlink
@@ -46,6 +48,11 @@ def test_certificates_and_disk_agree_with_the_metrics(make_relay, sink, tmp_path
     assert disk["size"] == usage.total == value(samples, "postern_queue_filesystem_size_bytes")
     assert abs(disk["free"] - usage.free) < 64 * 2**20  # other tests write meanwhile
     assert abs(disk["files_free"] - os.statvfs(relay.state_dir).f_favail) < 10000
+
+    printed = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.workdir / "control.sock"),
+                              "status"], capture_output=True, text=True, timeout=30).stdout
+    assert f"certificate mta.tls.cert_file ({smtp_cert}): expires in 4d" in printed
+    assert "GiB free of" in printed
 
 
 def test_a_renewed_certificate_is_read_again(make_relay, sink, tmp_path):
