@@ -388,7 +388,7 @@ class Updater:
         again = check_health(self.socket_path, started, layout.release(good).version, self.timeout,
                              self.services.relay_failure)
         remove_file(layout.pending)
-        if pending["action"] == "update":
+        if pending["action"] == "update" and bad != pending["previous"]:
             shutil.rmtree(layout.releases / bad, ignore_errors=True)
             self._say(f"removed the failed release {bad}")
         if again:
