@@ -131,6 +131,8 @@ def parse_log(text: str) -> tuple[datetime.datetime | None, str]:
     upgrading = [message[len(WILL_UPGRADE):].split() for message in messages if message.startswith(WILL_UPGRADE)]
     count = len(upgrading[-1]) if upgrading else 0
     if ALL_INSTALLED in messages:
+        if not upgrading:  # the list was before the tail
+            return started, "upgrades installed"
         if count == 0:
             return started, "nothing to upgrade"
         return started, f"{count} package{'s' if count != 1 else ''} upgraded"
