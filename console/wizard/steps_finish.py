@@ -19,8 +19,7 @@ from relay.config_file import DEFAULT_CONFIG
 from .draft import Draft, field_of, reason_of
 from .step import Pick, StepScreen, Tick, field_input, value_of
 
-UPDATES_ON = ("Security updates: Debian's security updates are installed automatically, daily; the appliance "
-              "never restarts by itself (the dashboard says when a restart is needed)")
+UPDATES_ON = "Security updates: installed automatically, daily; no automatic reboot"
 UPDATES_OFF = "Security updates: not installed automatically: install them yourself (apt)"
 
 
