@@ -7,6 +7,12 @@ from tests.console.test_wizard import gateway, next_step, wizard_app  # noqa: F4
 from tests.console.wizard_support import at_step, complete_draft, dns, machine, save_progress, text_of, until  # noqa: F401
 
 
+async def finished(pilot) -> None:
+    """The apply step's test message sent and followed: leaving earlier would cut its worker short."""
+    await until(pilot, lambda: "Next finishes the setup." in text_of(pilot.app, "#step-problems"), timeout=45,
+                what="the test message")
+
+
 async def test_unticked_the_summary_says_so_and_apply_switches_them_off(gateway, machine):
     save_progress(gateway.root, "admin", complete_draft(listen=gateway.mta["listen"][0]))
     app = wizard_app(gateway)
@@ -28,6 +34,7 @@ async def test_unticked_the_summary_says_so_and_apply_switches_them_off(gateway,
         await pilot.press("ctrl+n")  # apply
         await until(pilot, lambda: "security updates: off (wrote /etc/apt/apt.conf.d/20auto-upgrades)"
                     in text_of(app, "#apply-report"), timeout=30, what="the switch written")
+        await finished(pilot)
     assert (gateway.root / AUTO_UPGRADES).read_text() == (
         'APT::Periodic::Update-Package-Lists "0";\nAPT::Periodic::Unattended-Upgrade "0";\n')
     assert not read_state(gateway.root).enabled
@@ -43,6 +50,7 @@ async def test_ticked_by_default_and_applied_on(gateway, machine):
         await pilot.press("ctrl+n")
         await until(pilot, lambda: "security updates: installed automatically, daily" in text_of(app, "#apply-report"),
                     timeout=30, what="the switch written")
+        await finished(pilot)
     assert read_state(gateway.root).enabled
 
 
