@@ -79,7 +79,7 @@ class SystemScreen(AreaScreen):
     BINDINGS = [
         *(Binding(key, f"power('{verb}')", title, id=f"system.{verb}") for verb, (key, title, _, _) in POWER.items()),
         Binding("s", "shell", "Shell", id="system.shell"),
-        Binding("u", "updates", "Security updates", id="system.updates"),
+        Binding("u", "security_updates", "Security updates", id="system.security-updates"),
         Binding("a", "authentication", "Mail authentication", id="system.authentication", show=False),
         Binding("i", "update", "Update", id="system.update", show=False),
         Binding("escape", "back", "Back", id="system.back"),
@@ -139,7 +139,7 @@ class SystemScreen(AreaScreen):
 
     # --- security updates ---------------------------------------------------------------------------------
 
-    def action_updates(self) -> None:
+    def action_security_updates(self) -> None:
         state = self.updates
         if state is None:
             self.notice("Security updates: still reading the system; try again in a moment.")
