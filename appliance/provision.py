@@ -13,6 +13,8 @@ configuration file has) plus what only setup needs:
   (algorithm rsa or ed25519, default rsa; selector default `s` and the year and month). Each
   domain that `mta.authentication.dkim_keys` does not list yet gets a key under
   /etc/postern/dkim and an entry there; one it lists keeps its key;
+- `security_updates:` true (the default, as the image ships) or false: whether Debian's security
+  updates are installed automatically, daily (`appliance.security_updates`);
 - `mta.external_relay.password`: the smart host's password, which is written to its own
   file (root:postern 0640) and named by `password_file`, so the configuration never holds it.
 
@@ -22,7 +24,7 @@ the passwords (`<seed>.provisioned`), so that no secret stays at rest in /boot.
 `check_seed` validates all of it, changing nothing, and returns every problem, one line
 each, naming the field. `carry_out` then makes the changes under a root directory: the
 network (applied on the appliance itself, only rendered into files under any other root),
-the certificate, the password file and the configuration file (through the configuration
+the certificate, the password file, the security updates' switch and the configuration file (through the configuration
 store). The wizard and `postern-appliance provision` both come through here.
 """
 
@@ -41,7 +43,7 @@ from relay.addresses import control_char_problem
 from relay.config import ConfigError, check_domain, check_fqdn, check_selector, refuse_control_chars
 from relay.control.errors import ControlError, NoAnswer, PermissionDenied, Unreachable
 
-from . import admin_login, certificates, dkim, topology
+from . import admin_login, certificates, dkim, security_updates, topology
 from .admin_login import AdminLogin, apply_admin, check_admin, hash_password
 from .certificates import Bundle, CertificateError
 from .files import atomic_write, remove_file
@@ -53,7 +55,7 @@ from .network.render import write_plan
 from .schema import ApplianceConfig, field_paths as config_field_paths, parse_text, validate_document
 from .store import ConfigStore
 
-SEED_ONLY = ("topology", "tls", "admin", "dkim")
+SEED_ONLY = ("topology", "tls", "admin", "dkim", "security_updates")
 TLS_MODES = ("self-signed", "import", "keep", "none")
 TLS_KEYS = ("mode", "key_type", "days", "cert", "chain", "key")
 DKIM_KEYS = ("domains", "algorithm", "selector")
@@ -83,6 +85,7 @@ class Plan:
     admin: AdminLogin | None = None  # the administrator's SSH keys and password
     password: str | None = None  # the smart host's password, for its file
     dkim_keys: list[NewDkimKey] = field(default_factory=list)  # signing keys to make
+    security_updates: bool = True  # Debian's security updates installed automatically
     notes: list[str] = field(default_factory=list)  # warnings: not wrong, but worth a look
 
     @property
@@ -164,6 +167,10 @@ def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
         problems += _set_certificate_paths(mta, root)
     new_keys, dkim_problems = _dkim_request(seed.get("dkim"), mta, root)
     problems += dkim_problems
+    updates = seed.get("security_updates", True)
+    if not isinstance(updates, bool):
+        problems.append(f"security_updates: must be true (Debian's security updates installed automatically, "
+                        f"the default) or false, not {_shown(updates)}")
 
     with tempfile.TemporaryDirectory(prefix="postern-seed-") as scratch:
         if password is not None and isinstance(mta, dict):
@@ -184,7 +191,8 @@ def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
     if name is None:
         name = topology.infer(config.mta)
     problems += topology.check(name, config.mta)
-    plan = Plan(name, config, document, password=password, admin=admin, dkim_keys=new_keys)
+    plan = Plan(name, config, document, password=password, admin=admin, dkim_keys=new_keys,
+                security_updates=updates is not False)
     problems += _certificate(plan, tls, base_dir, root)
     if topology.TOPOLOGIES[name].m365 and not config.mta.tls.cert_file and plan.bundle is None:
         problems.append(
@@ -200,12 +208,18 @@ def _check_seed(seed: Any, root: Path | str, base_dir: Path | str | None,
 
 def field_paths() -> list[tuple[tuple[str, ...], bool]]:
     """Every field of a seed, as (path of keys, is it a list): the configuration's and setup's own."""
-    keys = {"topology": (), "tls": TLS_KEYS, "admin": admin_login.KEYS, "dkim": DKIM_KEYS}
+    keys = {"topology": (), "tls": TLS_KEYS, "admin": admin_login.KEYS, "dkim": DKIM_KEYS, "security_updates": ()}
     assert set(keys) == set(SEED_ONLY), "a section only seeds have is missing here"
     paths = config_field_paths() + [(("mta", "external_relay", "password"), False)]
     for section, section_keys in keys.items():
         paths += [((section, key), key in ("ssh_keys", "domains")) for key in section_keys] or [((section,), False)]
     return paths
+
+
+def _shown(value: Any) -> str:
+    """A wrong value named in a problem: short, and its control characters are said by the seed's own check."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _take_password(mta: Any, problems: list[str]) -> str | None:
@@ -476,6 +490,9 @@ def carry_out(plan: Plan, root: Path | str = "/", network: bool = True) -> list[
     if plan.admin is not None:
         lines += apply_admin(plan.admin, root)
     lines += make_dkim_keys(plan.dkim_keys, root)
+    path = security_updates.set_enabled(root, plan.security_updates)
+    lines.append(f"security updates: {'installed automatically, daily' if plan.security_updates else 'off'} "
+                 f"(wrote {path})")
     store = ConfigStore(real_path(root, CONFIG))
     store.save(plan.document)
     lines.append(f"configuration: wrote {store.path}")

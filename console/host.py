@@ -2,6 +2,8 @@
 
 `read_facts` blocks: the host name goes through the resolver (a fresh appliance's may not answer for
 a long time) and psutil reads /proc. Screens call it in a worker thread, which posts `HostFactsRead`.
+The screens add the security updates' state (`appliance.security_updates.read_state`), read in the same
+worker from the files under the console's root directory (the appliance's own /, or the sandbox's).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import time
 from dataclasses import dataclass
 
 import psutil
+
+from appliance.security_updates import SecurityUpdates
 
 
 @dataclass
@@ -27,6 +31,7 @@ class HostFacts:
     disk_free_gb: float
     memory_used_percent: float
     load: float
+    security_updates: SecurityUpdates | None = None  # None: not read
 
 
 def interface_addresses() -> list[str]:

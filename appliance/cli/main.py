@@ -16,13 +16,14 @@ import argparse
 import sys
 
 from . import backup_commands, cert_commands, config_commands, diag_commands, dkim_commands, exit_codes, network_commands, provision_commands, update_commands
+from . import security_updates_commands
 from .output import PROGRAM
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
-        description="The Postern appliance's system layer: network, configuration, certificates, DKIM keys, diagnostics.",
+        description="The Postern appliance's system layer: network, configuration, certificates, DKIM keys, diagnostics, security updates.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     network_commands.add_commands(commands)
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     provision_commands.add_commands(commands)
     backup_commands.add_commands(commands)
     update_commands.add_commands(commands)
+    security_updates_commands.add_commands(commands)
     return parser
 
 

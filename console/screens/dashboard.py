@@ -16,6 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
+from appliance.security_updates import read_state
 from relay.printable import printable
 from relay.queue.query import age_text
 
@@ -116,6 +117,13 @@ def host_text(facts: HostFacts) -> Text:
         text.append(f"{address}\n")
     text.append(f"Disk {facts.disk_used_percent:.0f}% used, {facts.disk_free_gb:.1f} GB free\n")
     text.append(f"Memory {facts.memory_used_percent:.0f}% used, load {facts.load:.2f}")
+    updates = facts.security_updates
+    if updates is not None and updates.reboot_required:
+        count = len(updates.reboot_packages)
+        text.append(f"\nReboot needed ({count} security update{'s' if count != 1 else ''})" if count
+                    else "\nReboot needed", style="yellow")
+    if updates is not None and updates.installed and not updates.enabled:
+        text.append("\nSecurity updates off", style="yellow")
     return text
 
 
@@ -265,7 +273,9 @@ class DashboardScreen(Screen):
 
     @work(thread=True, group="dashboard-host", name="Reading the host", exit_on_error=False)
     def read_host(self) -> None:
-        self.post_message(HostFactsRead(read_facts()))
+        facts = read_facts()
+        facts.security_updates = read_state(self.app.appliance.root, read_log=False)
+        self.post_message(HostFactsRead(facts))
 
     def on_host_facts_read(self, message: HostFactsRead) -> None:
         self.query_one("#system", Static).update(host_text(message.facts))

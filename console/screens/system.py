@@ -1,4 +1,5 @@
-"""System: the machine itself. Restart the relay, reboot and power off (each after a yes), and the admin's shell.
+"""System: the machine itself. Restart the relay, reboot and power off (each after a yes), the admin's shell,
+and Debian's security updates: how the last run went, whether a reboot waits, U to switch them on or off.
 
 Commands go through the appliance link's command runner (`systemctl restart postern-relay.service`,
 `systemctl reboot`, `systemctl poweroff`), which the factory takes as an argument: the tests give it a
@@ -6,7 +7,8 @@ recorder. They act on the machine the console runs on, so they are refused when 
 works on another root directory (`make run`'s sandbox, `--root`): that machine is not the appliance. A shell suspends the console and gives the terminal to the admin's own login shell
 (as root: through runuser, never root's shell; otherwise the user's $SHELL) until it exits.
 The screen is reached only after the login, and never during first boot; --no-allow-shell
-takes the shell away.
+takes the shell away. The security updates' switch is a file (appliance.security_updates), so it acts
+under the console's root: in the sandbox, on the sandbox's copy.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from textual.app import ComposeResult, SuspendNotSupported
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Footer, Static
+
+from appliance import security_updates
 
 from ..host import HostFacts, read_facts, uptime_text
 from ..messages import HostFactsRead
@@ -50,12 +54,23 @@ class CommandDone(Message):
     result: CommandResult
 
 
+@dataclass
+class UpdatesSwitched(Message):
+    on: bool
+    path: str
+
+
 def facts_text(facts: HostFacts) -> Text:
     text = Text()
     for label, value in (("Hostname", facts.hostname), ("System", facts.os_name), ("Kernel", facts.kernel),
                          ("Up", uptime_text(facts.uptime)), ("Logged in", str(facts.users))):
         text.append(f"{label:<11}", style="dim")
         text.append(f"{value}\n")
+    updates = facts.security_updates
+    if updates is not None:
+        text.append(f"{'Security':<11}", style="dim")
+        worrying = updates.reboot_required or not updates.enabled or updates.last_outcome.startswith("failed")
+        text.append(security_updates.summary(updates), style="yellow" if worrying else "")
     text.rstrip()
     return text
 
@@ -64,10 +79,12 @@ class SystemScreen(AreaScreen):
     BINDINGS = [
         *(Binding(key, f"power('{verb}')", title, id=f"system.{verb}") for verb, (key, title, _, _) in POWER.items()),
         Binding("s", "shell", "Shell", id="system.shell"),
+        Binding("u", "security_updates", "Security updates", id="system.security-updates"),
         Binding("a", "authentication", "Mail authentication", id="system.authentication", show=False),
         Binding("i", "update", "Update", id="system.update", show=False),
         Binding("escape", "back", "Back", id="system.back"),
     ]
+    updates: security_updates.SecurityUpdates | None = None  # as last read, for U to know which way to switch
 
     def compose(self) -> ComposeResult:
         yield StatusLine("System")
@@ -102,6 +119,8 @@ class SystemScreen(AreaScreen):
                         style="" if live else "dim")
         text.append("s ", style="bold" if allowed else "dim")
         text.append(f"Shell: {why}\n", style="" if allowed else "dim")
+        text.append("u ", style="bold")
+        text.append("Security updates: switch Debian's automatic security updates on or off\n")
         text.append("a ", style="bold")
         text.append("Mail authentication: DKIM keys, DNS records, inbound checks, Microsoft 365\n")
         text.append("i ", style="bold")
@@ -110,10 +129,50 @@ class SystemScreen(AreaScreen):
 
     @work(thread=True, exclusive=True, group="system-facts", name="Reading the system", exit_on_error=False)
     def read_host(self) -> None:
-        self.post_message(HostFactsRead(read_facts()))
+        facts = read_facts()
+        facts.security_updates = security_updates.read_state(self.appliance.root)
+        self.post_message(HostFactsRead(facts))
 
     def on_host_facts_read(self, message: HostFactsRead) -> None:
+        self.updates = message.facts.security_updates
         self.query_one("#system-facts", Static).update(facts_text(message.facts))
+
+    # --- security updates ---------------------------------------------------------------------------------
+
+    def action_security_updates(self) -> None:
+        state = self.updates
+        if state is None:
+            self.notice("Security updates: still reading the system; try again in a moment.")
+            return
+        on = not state.enabled
+        if on:
+            question = ("Install Debian's security updates automatically? unattended-upgrades installs them "
+                        "daily; the appliance never restarts by itself: the dashboard says when a restart "
+                        "is needed.")
+        else:
+            question = ("Stop installing Debian's security updates automatically? Security fixes then wait "
+                        "until someone installs them (apt), or switches this on again.")
+        if not state.installed:
+            question += "\n\nunattended-upgrades is not installed on this system: the switch is written, but nothing runs."
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.switch_updates(on)
+            else:
+                self.notice("Security updates: cancelled, nothing was changed.")
+
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    @work(thread=True, exclusive=True, group="system-updates", name="Switching the security updates",
+          exit_on_error=False)
+    def switch_updates(self, on: bool) -> None:
+        path = security_updates.set_enabled(self.appliance.root, on)
+        self.post_message(UpdatesSwitched(on, str(path)))
+
+    def on_updates_switched(self, message: UpdatesSwitched) -> None:
+        self.notice(f"Security updates: {'on, installed daily' if message.on else 'off'} ({message.path}).",
+                    "bold green" if message.on else "bold yellow")
+        self.read_host()
 
     # --- restart the relay, reboot, power off ---------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Steps 9, 11 and 12: the TLS certificate, the administrator's login, the summary with the other side's steps."""
+"""Steps 9, 11 and 12: the TLS certificate, the administrator's login (and the security updates), the summary
+with the other side's steps."""
 
 from __future__ import annotations
 
@@ -10,13 +11,24 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, RadioButton, RadioSet, Static
 
-from appliance import admin_login, certificates
+from appliance import admin_login, certificates, security_updates
 from appliance.certificates import CertificateError
 from appliance.topology import TOPOLOGIES, other_side
 from relay.config_file import DEFAULT_CONFIG
 
 from .draft import Draft, field_of, reason_of
-from .step import Pick, StepScreen, field_input, value_of
+from .step import Pick, StepScreen, Tick, field_input, value_of
+
+UPDATES_ON = "Security updates: installed automatically, daily; no automatic reboot"
+UPDATES_OFF = "Security updates: not installed automatically: install them yourself (apt)"
+
+
+def updates_now(root: Path) -> bool:
+    """Whether the appliance installs its security updates automatically now; on when nothing says
+    (an image ships them on; a system without the switch file gets it written at apply)."""
+    if not (root / security_updates.AUTO_UPGRADES).exists():
+        return True
+    return security_updates.read_state(root, read_log=False).enabled
 
 
 class TlsStep(StepScreen):
@@ -121,7 +133,8 @@ class AdminStep(StepScreen):
             "line from ~/.ssh/id_ed25519.pub), a password, or both: ssh admin@this-address then opens this "
             "console. Leave them empty to keep the current login.")
     FIELDS = {"admin.ssh_keys": ("key", "SSH public key"), "admin.password": ("password", "Password"),
-              "wizard.password2": ("password2", "Password again"), "admin": ("key", "SSH public key")}
+              "wizard.password2": ("password2", "Password again"), "admin": ("key", "SSH public key"),
+              "security_updates": ("security-updates", "Security updates")}
 
     def compose_fields(self) -> ComposeResult:
         yield field_input("key", "SSH public key", placeholder="ssh-ed25519 AAAA... you@laptop")
@@ -129,8 +142,12 @@ class AdminStep(StepScreen):
             yield field_input("password", "Password (10 characters or more)", password=True)
             yield field_input("password2", "Password again", password=True)
         yield Static(id="login", classes="report")
+        yield Tick("Install Debian security updates automatically", id="security-updates")
 
     def load(self, draft: Draft) -> None:
+        updates = draft.get("security_updates")
+        self.query_one("#security-updates", Tick).value = (updates if isinstance(updates, bool)
+                                                           else updates_now(self.wizard.root))
         keys = draft.get("admin.ssh_keys") or []
         self.query_one("#key", Input).value = keys[0] if keys else ""
         for widget_id in ("password", "password2"):
@@ -181,6 +198,7 @@ class AdminStep(StepScreen):
         else:
             draft.remove("admin")
         draft.set("wizard.password2", self.query_one("#password2", Input).value)
+        draft.set("security_updates", self.query_one("#security-updates", Tick).value)
 
     def own_problems(self, draft: Draft) -> list[str]:
         if (draft.get("admin.password") or "") != (draft.get("wizard.password2") or ""):
@@ -233,6 +251,8 @@ class SummaryStep(StepScreen):
             keys = len(plan.admin.ssh_keys)
             text.append(f"Administrator login: {keys} SSH key{'s' if keys != 1 else ''} added"
                         f"{', and a new password' if plan.admin.password or plan.admin.password_hash else ''}\n")
+        text.append((UPDATES_ON if plan.security_updates else UPDATES_OFF) + "\n",
+                    style="" if plan.security_updates else "yellow")
         text.append("\nOn the other side\n", style="bold underline")
         algorithms = {key.domain: key.algorithm for key in plan.dkim_keys}
         for side in other_side(plan.topology, plan.config.mta, address, algorithms):
