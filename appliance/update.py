@@ -187,6 +187,8 @@ def _health(socket_path: str, started: float, version: str) -> str:
         return f"the control API at {socket_path} does not answer ({error})"
     if status["started"] < started - 2:
         return "the relay answering was started before the switch: it has not restarted"
+    if status.get("loading"):
+        return f"the relay is still loading its queue ({status['loading']['loaded']} of {status['loading']['total']})"
     if status["version"] != version:
         return f"the relay reports version {status['version']}, not {version}"
     if not status["listeners"]:

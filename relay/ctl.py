@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 def print_status(status: dict) -> None:
     counters, queue = status["counters"], status["queue"]
     print(f"postern-relay {status['version']} on {status['hostname']}, up {age_text(status['uptime'])}")
+    if status.get("loading"):
+        print(f"loading the queue: {status['loading']['loaded']} of {status['loading']['total']} messages read; "
+              "queue commands wait for the end")
     print(f"listening: {', '.join(status['listeners']) or 'nowhere'}   STARTTLS: {'on' if status['tls'] else 'off'}")
     if status.get("smtps_listeners"):
         print(f"SMTPS: {', '.join(status['smtps_listeners'])}")

@@ -212,6 +212,8 @@ class Relay:
         self.smtps_servers: dict = {}
         self.smtps_context: ssl.SSLContext | None = None
         self._tasks: list[asyncio.Task] = []
+        self.loading: dict | None = None  # {"loaded", "total"} while the queue is read at start
+        self.queue_loaded = asyncio.Event()
         self.sessions = Sessions()
         self._smtp_protocol = self.sessions.protocol(self.receiver.protocol)
         self._smtps_protocol = self.sessions.protocol(self.receiver.smtps_protocol)
@@ -240,8 +242,10 @@ class Relay:
         return False
 
     async def start(self) -> None:
-        """Take mail first, then load the queue: a large queue (8 s for 100,000 messages) must not
-        keep clients waiting. The control API opens once the whole queue is known."""
+        """Take mail first, then load the queue: a large queue (1.5 s for 100,000 messages) must not
+        keep clients waiting. The control API opens before the load too: Status answers at once and
+        says how far the load is (`loading`); the calls that read or change the queue wait for its end
+        (`queue_loaded`), so that none of them sees or acts on part of the queue."""
         self.store.open()
         self.paused_since.load(self.config.paused_domains)
         queued = await asyncio.to_thread(self.store.prepare_load)  # taken before any new mail can arrive
@@ -250,10 +254,14 @@ class Relay:
         self._tasks += [loop.create_task(self.scheduler.run()), loop.create_task(self.mta_sts.run()),
                         loop.create_task(self.reporter.run())]
         await self._update_listeners()
+        self.loading = {"loaded": 0, "total": len(queued)}
         loading = loop.create_task(self._load_queue(queued))
         self._tasks.append(loading)
-        await loading
         await self.control.start()
+        await loading
+        self.loading = None
+        self.queue_loaded.set()
+        self.events.publish("queue")
         log.info("daemon started -- version %s, configuration %s", VERSION, self.config_path)
 
     async def _load_queue(self, names: list[str]) -> None:
@@ -265,6 +273,7 @@ class Relay:
             for entry in entries:
                 self.scheduler.add(entry)
             loaded += len(entries)
+            self.loading["loaded"] = loaded
         log.info("queue loaded: %d messages", loaded)
 
     async def _update_listeners(self) -> None:

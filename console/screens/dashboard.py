@@ -43,6 +43,9 @@ def relay_text(status: dict | None, problem: str) -> Text:
     text = Text()
     text.append("running", style="bold green")
     text.append(f"  {status['version']}, up {age_text(status['uptime'])}\n")
+    if status.get("loading"):
+        loading = status["loading"]
+        text.append(f"Loading the queue: {loading['loaded']:,} of {loading['total']:,}\n", style="yellow")
     text.append(f"Listening  {', '.join(status['listeners']) or 'nowhere'}\n")
     text.append(f"STARTTLS   {'on' if status['tls'] else 'off'}\n")
     for error in status["last_errors"][-2:]:

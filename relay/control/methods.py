@@ -151,6 +151,7 @@ def status(relay: Relay) -> dict:
         "hostname": relay.config.hostname,
         "started": counters.started,
         "uptime": round(now - counters.started, 3),
+        "loading": dict(relay.loading) if relay.loading else None,
         "listeners": [str(address) for address in relay.servers],
         "smtps_listeners": [str(address) for address in relay.smtps_servers],
         "tls": relay.tls_context is not None,

@@ -39,6 +39,9 @@ MAX_REQUEST = 64 * 1024
 IDLE_TIMEOUT = 300.0
 REQUEST_TIMEOUT = 5.0  # once a request has begun, the rest must come within this: no slot held by half a request
 MAX_CLIENTS = 32
+# While the queue is read at start, these interfaces answer at once (Status says how far the load is);
+# every other call waits for the end of the load.
+ANSWERED_WHILE_LOADING = {"org.varlink.service", "io.postern.Control", "io.postern.Status", "io.postern.Log"}
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,8 @@ class ControlServer:
                 if not any(known.rpartition(".")[0] == interface for known in METHODS):
                     raise VarlinkError(errors.INTERFACE_NOT_FOUND, interface=interface)
                 raise VarlinkError(errors.METHOD_NOT_FOUND, method=name)
+            if not self.relay.queue_loaded.is_set() and name.rpartition(".")[0] not in ANSWERED_WHILE_LOADING:
+                await self.relay.queue_loaded.wait()  # no call reads or changes part of the queue
             if method.streams and call.more:
                 return await self._stream(method, call, reader, writer)
             if method.streams:

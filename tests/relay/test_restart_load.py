@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 
 from relay.control.client import ControlClient
@@ -83,3 +85,25 @@ def test_mail_is_taken_while_a_large_queue_loads_and_nothing_old_is_lost_or_doub
         listed = control.call("io.postern.Queue.List", limit=1)
     assert listed["total"] == DEFERRED_COUNT
     assert not (relay.state_dir / "queue" / "tmp" / "leftover").exists()
+
+
+def test_the_control_api_answers_during_the_load_and_queue_calls_see_the_whole_queue(make_relay, sink):
+    """Status answers at once and says how far the load is; a queue call made meanwhile waits for the end
+    of the load, so it never lists (or deletes, holds ...) part of the queue."""
+    relay = make_relay(sink.port, start=False)
+    fill_queue(relay.state_dir, DEFERRED_COUNT, 0)
+    relay.start(wait=False)
+    socket = str(relay.workdir / "control.sock")
+    wait_until(lambda: (relay.workdir / "control.sock").exists(), 10, interval=0.01, what="the control socket")
+    with ControlClient(socket) as control:
+        status = control.call("io.postern.Status.Get")["status"]
+        loaded_yet = "queue loaded" in relay.log()
+        listed = control.call("io.postern.Queue.List", limit=1)
+        after = control.call("io.postern.Status.Get")["status"]
+    assert not loaded_yet, "the load was over before Status answered: no proof"
+    assert status["loading"]["total"] == DEFERRED_COUNT and 0 <= status["loading"]["loaded"] < DEFERRED_COUNT
+    assert listed["total"] == DEFERRED_COUNT
+    assert after["loading"] is None and after["queue"]["total"] == DEFERRED_COUNT
+    printed = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", socket, "status"],
+                             capture_output=True, text=True, timeout=30).stdout
+    assert f"queue: {DEFERRED_COUNT}" in printed and "loading" not in printed
