@@ -151,3 +151,13 @@ async def test_escapes_from_clients_and_next_hops_never_reach_the_screen(make_re
         assert neutral in seen[-1]
     for text in seen:
         assert not raw.findall(text), text
+
+
+def test_the_relay_panel_says_how_far_the_queue_load_is():
+    """At start the relay answers Status before its queue is read: the panel says so, then stops saying it."""
+    from console.screens.dashboard import relay_text
+
+    status = {"version": "0.1.0", "uptime": 2.0, "listeners": ["0.0.0.0:25"], "tls": True, "last_errors": [],
+              "loading": {"loaded": 12000, "total": 100000}}
+    assert "Loading the queue: 12,000 of 100,000" in relay_text(status, "").plain
+    assert "Loading" not in relay_text({**status, "loading": None}, "").plain
