@@ -6,6 +6,8 @@ What an archive holds (paths relative to the root, `/` on the appliance):
   the DKIM keys, the smart host's password, `setup-complete` (part names `configuration`,
   `certificates`, `dkim`);
 - `home/admin/.ssh/authorized_keys`, the admin's SSH keys (`admin`);
+- `etc/apt/apt.conf.d/20auto-upgrades`, whether Debian's security updates install themselves
+  (`appliance.security_updates`; `configuration`);
 - the files `appliance/network/render.py` writes: `etc/systemd/network/10-postern-*.network`,
   `etc/hostname`, `etc/hosts`, `etc/resolv.conf` (when it is a file of ours, not
   systemd-resolved's link) or resolved's drop-in (`network`);
@@ -69,12 +71,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .files import fsync_directory
+from . import security_updates
 from .network import render
 
 FORMAT = 1  # the archive's layout; restore refuses a newer one
 MANIFEST = "manifest.json"
 CONFIG_DIR = "etc/postern"
 CONFIG_FILE = "etc/postern/postern.yaml"
+AUTO_UPGRADES = security_updates.AUTO_UPGRADES
 ADMIN_SSH = "home/admin/.ssh"
 AUTHORIZED_KEYS = "home/admin/.ssh/authorized_keys"
 STATE_DIR = "var/lib/postern"
@@ -108,6 +112,8 @@ def part_of(relative: str) -> str | None:
         return {"tls": "certificates", "dkim": "dkim"}.get(sub, "configuration")
     if relative in (ADMIN_SSH, AUTHORIZED_KEYS):
         return "admin"
+    if relative == AUTO_UPGRADES:
+        return "configuration"
     if relative in _NETWORK_FILES or _NETWORK_FILE.fullmatch(relative):
         return "network"
     if (relative in [f"{STATE_DIR}/{name}" for name in (*QUEUE_DIRS, PAUSED)]
@@ -222,6 +228,8 @@ def _sources(root: Path, state_dir: Path, queue: bool, notes: list[str]) -> Iter
     if (root / ADMIN_SSH).is_dir():
         yield [(ADMIN_SSH, root / ADMIN_SSH)]
         yield [(AUTHORIZED_KEYS, root / AUTHORIZED_KEYS)]
+    if (root / AUTO_UPGRADES).is_file():
+        yield [(AUTO_UPGRADES, root / AUTO_UPGRADES)]
     networkd = root / render.NETWORKD_DIR
     if networkd.is_dir():
         for path in sorted(networkd.glob(f"{render.NETWORK_FILE_PREFIX}*.network")):

@@ -67,6 +67,7 @@ def make_appliance(root: Path) -> None:
     put(root / "etc/postern/tls/postern.key", SECRET_KEY, 0o640, relay)
     put(root / "etc/postern/dkim/example.com.s202612.key", SECRET_KEY, 0o640, relay)
     put(root / "etc/postern/setup-complete", "topology: gateway\n", 0o644)
+    put(root / "etc/apt/apt.conf.d/20auto-upgrades", 'APT::Periodic::Unattended-Upgrade "0";\n', 0o644)
     put(root / "etc/systemd/network/10-postern-eth0.network", "[Match]\nName=eth0\n", 0o644)
     put(root / "etc/hostname", "gw.example.com\n", 0o644)
     put(root / "etc/hosts", "127.0.0.1\tlocalhost\n192.0.2.10\tgw.example.com gw\n", 0o644)
