@@ -154,7 +154,7 @@ def reboot_packages(text: str) -> list[str]:
 
 def read_state(root: Path | str = "/", *, read_log: bool = True) -> SecurityUpdates:
     """The state of the security updates under `root`; without `read_log`, the last run is left out
-    (the dashboard reads the rest every few seconds)."""
+    (for those that need only the switch). The log's last 64 KiB at most are read."""
     root = Path(root)
     switch = _read(root / AUTO_UPGRADES, SMALL_FILE)
     installed = (root / PACKAGE_CONFIG).exists()

@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
-from appliance.security_updates import read_state
+from appliance.security_updates import age_words, read_state
 from relay.printable import printable
 from relay.queue.query import age_text
 
@@ -121,6 +121,9 @@ def host_text(facts: HostFacts) -> Text:
     text.append(f"Disk {facts.disk_used_percent:.0f}% used, {facts.disk_free_gb:.1f} GB free\n")
     text.append(f"Memory {facts.memory_used_percent:.0f}% used, load {facts.load:.2f}")
     updates = facts.security_updates
+    if updates is not None and updates.installed and updates.enabled:
+        when = f"{age_words(updates.last_run)}: {updates.last_outcome}" if updates.last_run else "not run yet"
+        text.append(f"\nUpdates {when}", style="yellow" if updates.last_outcome.startswith("failed") else "")
     if updates is not None and updates.reboot_required:
         count = len(updates.reboot_packages)
         text.append(f"\nReboot needed ({count} security update{'s' if count != 1 else ''})" if count
@@ -277,7 +280,7 @@ class DashboardScreen(Screen):
     @work(thread=True, group="dashboard-host", name="Reading the host", exit_on_error=False)
     def read_host(self) -> None:
         facts = read_facts()
-        facts.security_updates = read_state(self.app.appliance.root, read_log=False)
+        facts.security_updates = read_state(self.app.appliance.root)
         self.post_message(HostFactsRead(facts))
 
     def on_host_facts_read(self, message: HostFactsRead) -> None:

@@ -4,6 +4,7 @@ root, as in `make run`'s sandbox."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from rich.text import Text
@@ -111,6 +112,7 @@ async def test_the_dashboard_says_a_reboot_waits(tmp_path):
     async with app.run_test(size=(80, 25)) as pilot:
         await until(pilot, lambda: "Reboot needed (2 security updates)" in text_of(app, "#system"),
                     what="the reboot line")
+        assert " ago: 2 packages upgraded" in text_of(app, "#system")  # the last run
         assert "Security updates off" not in text_of(app, "#system")
         (root / REBOOT_REQUIRED).unlink()
         (root / AUTO_UPGRADES).write_text(ON.replace('"1"', '"0"'))
@@ -136,5 +138,9 @@ def test_the_host_panel_lines():
         "Reboot needed (1 security update)"]
     assert yellow_lines(host_text(facts(SecurityUpdates(False, True, reboot_required=True)))) == [
         "Reboot needed", "Security updates off"]
+    failed = SecurityUpdates(True, True, last_outcome="failed: E:dpkg was interrupted")
+    failed.last_run = datetime.datetime.now().astimezone()
+    assert yellow_lines(host_text(facts(failed))) == ["Updates 0 min ago: failed: E:dpkg was interrupted"]
+    assert "Updates not run yet" in host_text(facts(SecurityUpdates(True, True))).plain
     # Not installed at all (a development machine, the sandbox): nothing to say on the dashboard.
     assert yellow_lines(host_text(facts(SecurityUpdates(False, False)))) == []
