@@ -122,8 +122,10 @@ def host_text(facts: HostFacts) -> Text:
     text.append(f"Memory {facts.memory_used_percent:.0f}% used, load {facts.load:.2f}")
     updates = facts.security_updates
     if updates is not None and updates.installed and updates.enabled:
-        when = f"{age_words(updates.last_run)}: {updates.last_outcome}" if updates.last_run else "not run yet"
-        text.append(f"\nUpdates {when}", style="yellow" if updates.last_outcome.startswith("failed") else "")
+        # When they last ran fits the panel; what they did is on the System screen.
+        failed = updates.last_outcome.startswith("failed")
+        when = f"{'failed' if failed else 'ran'} {age_words(updates.last_run)}" if updates.last_run else "not run yet"
+        text.append(f"\nSecurity updates {when}", style="yellow" if failed else "")
     if updates is not None and updates.reboot_required:
         count = len(updates.reboot_packages)
         text.append(f"\nReboot needed ({count} security update{'s' if count != 1 else ''})" if count
