@@ -79,7 +79,7 @@ class SystemScreen(AreaScreen):
     BINDINGS = [
         *(Binding(key, f"power('{verb}')", title, id=f"system.{verb}") for verb, (key, title, _, _) in POWER.items()),
         Binding("s", "shell", "Shell", id="system.shell"),
-        Binding("u", "security_updates", "Security updates", id="system.security-updates"),
+        Binding("u", "security_updates", "Security updates", id="system.security-updates", show=False),
         Binding("a", "authentication", "Mail authentication", id="system.authentication", show=False),
         Binding("i", "update", "Update", id="system.update", show=False),
         Binding("escape", "back", "Back", id="system.back"),
