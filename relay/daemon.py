@@ -8,6 +8,9 @@ reloads the configuration file; a file with problems is refused and the running
 configuration stays. SIGTERM and SIGINT stop it gracefully: no new connections, idle
 sessions told `421 4.3.2`, and up to SHUTDOWN_GRACE seconds for messages being received
 or delivered to finish; queued mail stays on disk.
+
+It runs on uvloop where uvloop is installed; POSTERN_EVENT_LOOP=asyncio in its environment
+runs asyncio's own event loop instead. The startup line names the loop.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import sys
 import time
 import types
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -57,6 +61,7 @@ DEFAULT_GROUP = "postern"
 LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 421) instead of being dropped
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start; the event loop adds one slice at a time
+EVENT_LOOP_VARIABLE = "POSTERN_EVENT_LOOP"  # "asyncio" runs the standard loop, e.g. to compare it with uvloop
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
@@ -262,7 +267,8 @@ class Relay:
         self.loading = None
         self.queue_loaded.set()
         self.events.publish("queue")
-        log.info("daemon started -- version %s, configuration %s", VERSION, self.config_path)
+        log.info("daemon started -- version %s, configuration %s, event loop %s",
+                 VERSION, self.config_path, loop_name(loop))
 
     async def _load_queue(self, names: list[str]) -> None:
         """Read the queued messages' envelopes and states in a worker thread, a slice at a time, and hand
@@ -425,6 +431,33 @@ async def serve(relay: Relay) -> None:
     await relay.stop()
 
 
+def choose_event_loop(setting: str | None) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
+    """The event loop to run on, from POSTERN_EVENT_LOOP: its name and a factory (None: asyncio's own).
+
+    uvloop (libuv underneath) is the default where it is installed: its loop turn is in C, which took
+    about a sixth off the CPU per message when one client sends at a time, and made no clear change
+    with 20 (docs/performance.md, "Event loop"). "asyncio" keeps the standard loop, to compare the two
+    or to rule uvloop out; "uvloop" insists on it. Anything else is refused: a misspelt setting must
+    not quietly run the other loop."""
+    wanted = (setting or "").strip().lower()
+    if wanted not in ("", "asyncio", "uvloop"):
+        raise ConfigError([f"{EVENT_LOOP_VARIABLE}={setting!r}: expected asyncio or uvloop"])
+    if wanted == "asyncio":
+        return "asyncio", None
+    try:
+        import uvloop
+    except ImportError:
+        if wanted == "uvloop":
+            raise ConfigError([f"{EVENT_LOOP_VARIABLE}=uvloop, but uvloop is not installed"]) from None
+        return "asyncio", None
+    return "uvloop", uvloop.new_event_loop
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """Which loop really runs, uvloop or asyncio's own, for the startup log line."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="postern-relay", description="Postern's SMTP relay daemon")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"appliance YAML file (default {DEFAULT_CONFIG})")
@@ -437,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log_buffer = setup_logging(args.verbose)
     try:
+        _, loop_factory = choose_event_loop(os.environ.get(EVENT_LOOP_VARIABLE))
         config = load_file(args.config)
         # Building the relay loads the certificates: a bad one is a configuration problem too.
         relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer)
@@ -448,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"postern-relay: {args.config}: configuration is valid")
         return 0
     try:
-        asyncio.run(serve(relay))
+        # asyncio.Runner rather than asyncio.run: its loop_factory exists from Python 3.11 on.
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(relay))
     except OSError as error:
         return refuse([f"cannot start: {error}"])
     except ConfigError as error:
