@@ -68,10 +68,18 @@ def control(relay, method: str, **parameters) -> dict:
 
 
 def metrics_relay(make_relay, next_hop_port: int, **metrics):
-    port = free_port()
-    relay = make_relay(next_hop_port, metrics={"listen": f"127.0.0.1:{port}", **metrics}, queue=SLOW_RETRIES)
-    relay.metrics_port = port
-    return relay
+    """A relay with its endpoint on a free port. Between choosing the port and binding it, another
+    program's outgoing connection may take it (the ports come from the same range): then another port."""
+    for attempt in range(3):
+        port = free_port()
+        try:
+            relay = make_relay(next_hop_port, metrics={"listen": f"127.0.0.1:{port}", **metrics}, queue=SLOW_RETRIES)
+        except AssertionError as error:
+            if "address already in use" in str(error) and attempt < 2:
+                continue
+            raise
+        relay.metrics_port = port
+        return relay
 
 
 def test_scrape_agrees_with_the_control_api(make_relay, sink):
