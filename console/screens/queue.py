@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -13,6 +15,7 @@ from relay.printable import printable
 from relay.queue.query import age_text
 
 from ..messages import RelayStatus
+from ..relay_link import tell
 from ..widgets.queue_list import QueueList
 from ..widgets.status_line import StatusLine
 from .confirm import QUESTIONS, ConfirmScreen
@@ -92,8 +95,10 @@ class QueueScreen(Screen):
         answer = await self.app.link.attempt(
             "io.postern.Queue.List", self._list_failed, filter=self.selection, sort=self.sort, offset=offset,
             limit=count + 1)
-        if answer is None:
-            return
+        if answer is not None:
+            tell(partial(self._show_page, offset), answer)  # the screen may have closed while the relay answered
+
+    def _show_page(self, offset: int, answer: dict) -> None:
         self.queue_list.empty_text = ("No queued message matches the filter (Esc clears it)." if self.selection
                                       else "The queue is empty.")
         self.queue_list.show(offset, answer["messages"], answer["total"])
@@ -209,6 +214,9 @@ class QueueScreen(Screen):
             return
         done = len(answer["ids"])
         self.notify(f"{verb}: {done:,} message{'s' if done != 1 else ''}", title="Queue")
+        tell(self._after_action, None)  # the screen may have closed while the relay acted
+
+    def _after_action(self, _: None) -> None:
         self.queue_list.clear_selection()
         self.queue_list.request_window()
 

@@ -82,3 +82,21 @@ async def test_an_answer_for_a_screen_that_is_gone_ends_the_follow_quietly(tmp_p
     await asyncio.wait_for(link.follow("io.postern.Log.Tail", lambda answer: None, gone, lines=6), timeout=5)
     assert told == ["Relay: not running (no answer on the control socket)"]
     assert await link.attempt("io.postern.Status.Get", gone) is None
+
+
+async def test_the_queue_screen_closing_while_the_relay_answers_is_no_crash(queued_relay):
+    """A page or an action answered after the queue screen's widgets are gone (the console quitting) is
+    dropped: it once ended a test run with 'No nodes match QueueList'."""
+    from console.widgets.queue_list import QueueList
+
+    app = make_app(str(queued_relay.socket))
+    async with app.run_test(size=(80, 25)) as pilot:
+        await app.switch_mode("queue")
+        screen = app.screen
+        await until(pilot, lambda: "of 3" in text_of(app, "#queue-detail"), what="the queue")
+        await screen.query_one(QueueList).remove()  # as the console's shutdown removes it, screen last
+        page = screen._load(0, 16)
+        action = screen.run_worker(screen._act("Hold", []), group="queue-action")
+        await page.wait()
+        await action.wait()
+        assert app._exception is None
