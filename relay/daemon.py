@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import ipaddress
 import logging
 import os
@@ -26,8 +25,6 @@ import socket
 import ssl
 import sys
 import time
-import types
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,7 +42,8 @@ from .hold import PausedSince
 from .metrics import Metrics
 from .mta_sts import MtaSts
 from .queue.entry import Counters, Envelope
-from .queue.store import QueueStore
+from .queue.store import QueueStore, slot_of
+from .receiving import ReceivingProcesses, Sessions
 from .routing import Target, make_resolver
 from .scheduler import Scheduler
 from .smtpd import Receiver
@@ -89,88 +87,12 @@ def sd_notify(state: str) -> None:
         sock.sendall(state.encode())
 
 
-class Sessions:
-    """The open SMTP sessions, so that a stop can tell the idle ones 421 and wait for the busy ones.
-
-    A session is busy while one of its commands runs (DATA being read and queued, above all),
-    idle while it waits for the next command line. It wraps the receiver's protocol factory,
-    so the SMTP protocol itself knows nothing of it."""
-
-    def __init__(self):
-        self.open: weakref.WeakSet = weakref.WeakSet()
-        self.busy: set = set()
-        self.stopping = ""  # the 421 reply, once the daemon is stopping
-        self._settled = asyncio.Event()
-        self._wrapped: dict[tuple, dict] = {}  # the command functions, by the functions they wrap
-
-    def protocol(self, factory):
-        def make():
-            session = factory()
-            self.open.add(session)
-            methods = session._smtp_methods
-            session._smtp_methods = {command: types.MethodType(function, session)
-                                     for command, function in self._tracked_commands(methods).items()}
-            return session
-
-        return make
-
-    def _tracked_commands(self, methods: dict) -> dict:
-        """The session's command methods, each wrapped to mark the session busy while it runs.
-
-        Wrapped once for each set of functions (one per session class) and bound to each
-        new session: wrapping every command of every connection cost 45 µs a connection."""
-        key = tuple((command, method.__func__) for command, method in methods.items())
-        tracked = self._wrapped.get(key)
-        if tracked is None:
-            tracked = self._wrapped[key] = {command: self._tracked(function) for command, function in key}
-        return tracked
-
-    def _tracked(self, function):
-        @functools.wraps(function)  # aiosmtpd's HELP reads the command's syntax from it
-        async def tracked(session, arg):
-            self.busy.add(session)
-            try:
-                await function(session, arg)
-            finally:
-                self.busy.discard(session)
-                self._settled.set()
-                if self.stopping:
-                    self._close(session)
-
-        return tracked
-
-    def _close(self, session) -> None:
-        transport = session.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(self.stopping.encode() + b"\r\n")
-            transport.close()
-
-    def stop(self, reply: str) -> None:
-        """From now on a session is told `reply` and closed as soon as it is idle; the idle ones at once."""
-        self.stopping = reply
-        for session in list(self.open):
-            if session not in self.busy:
-                self._close(session)
-
-    async def wait_idle(self) -> None:
-        while self.busy:
-            self._settled.clear()
-            await self._settled.wait()
-
-    def close_all(self) -> int:
-        """Close what is still busy after the grace: it was told nothing, so its client keeps its mail."""
-        left = [s for s in self.busy if s.transport is not None and not s.transport.is_closing()]
-        for session in left:
-            session.transport.close()
-        return len(left)
-
-
 class Relay:
     """The daemon's long-lived objects and their wiring: each component is given what it uses,
     and only the control API sees the whole."""
 
     def __init__(self, config: MtaConfig, config_path: str, state_dir: str, socket_path: str,
-                 socket_group: str = DEFAULT_GROUP, log_buffer: LogBuffer | None = None):
+                 socket_group: str = DEFAULT_GROUP, log_buffer: LogBuffer | None = None, receivers: int = 0):
         self.config = config
         self.config_path = config_path
         self.store = QueueStore(state_dir)
@@ -222,6 +144,23 @@ class Relay:
         self.sessions = Sessions()
         self._smtp_protocol = self.sessions.protocol(self.receiver.protocol)
         self._smtps_protocol = self.sessions.protocol(self.receiver.smtps_protocol)
+        self.receiving = ReceivingProcesses(
+            receivers, config_path=config_path, state_dir=state_dir, config=current, receiver=self.receiver,
+            added=self.scheduler.add, recover=self.recover,
+            verbose=logging.getLogger().level == logging.DEBUG) if receivers else None
+
+    def recover(self, slot: int) -> int:
+        """Add the messages of a receiving process that ended which the scheduler does not know yet:
+        it committed them, and died before the daemon heard of them. Done in one go on the event
+        loop, so that no message is delivered, removed and then found again in between."""
+        known, leaving = self.scheduler.entries, self.store.being_removed()
+        names = sorted(name for name in os.listdir(self.store.msg)
+                       if slot_of(name) == slot and name not in known and name not in leaving)
+        entries = self.store.load_entries(names)
+        for entry in entries:
+            log.info("%s: queued by receiving process %d, which ended before it said so", entry.id, slot)
+            self.scheduler.add(entry)
+        return len(entries)
 
     async def send_tls_report(self, sender: str, recipients: list[str], message: bytes) -> None:
         """Queue a TLS report (RFC 8460) for delivery like any message, marked so that its own
@@ -283,7 +222,12 @@ class Relay:
         log.info("queue loaded: %d messages", loaded)
 
     async def _update_listeners(self) -> None:
-        """Open listeners the config names and close the others; open sessions carry on."""
+        """Open listeners the config names and close the others; open sessions carry on. With
+        receiving processes, a new set of them with the configuration in force takes over."""
+        if self.receiving is not None:
+            await self.receiving.replace()
+            await self.metrics.update()
+            return
         loop = asyncio.get_running_loop()
         wanted = set(self.config.listen)
         for address in list(self.servers):
@@ -385,6 +329,7 @@ class Relay:
         self.sessions.stop(replies.SHUTTING_DOWN.format(hostname=self.config.hostname))
         await self.control.stop()
         await self.metrics.stop()
+        receiving = asyncio.ensure_future(self.receiving.stop(grace)) if self.receiving is not None else None
         try:
             await asyncio.wait_for(asyncio.gather(self.sessions.wait_idle(), self.scheduler.drain()), grace)
         except asyncio.TimeoutError:
@@ -392,6 +337,8 @@ class Relay:
             attempts = self.scheduler.cut()
             log.warning("stopping: grace of %g s over: cut %d sessions still receiving, %d delivery attempts "
                         "(their messages stay queued)", grace, cut, attempts)
+        if receiving is not None:
+            await receiving  # what they queued meanwhile is on disk: the next start delivers it
         self.receiver.anvil.log_statistics()
         self.tls_stats.flush()
         log.info("daemon stopped; %d messages stay queued", len(self.scheduler.entries))
@@ -466,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket-group", default=DEFAULT_GROUP,
                         help=f"admin group allowed on the control socket (default {DEFAULT_GROUP})")
     parser.add_argument("--check", action="store_true", help="validate the configuration file and exit")
+    parser.add_argument("--receivers", type=int, default=0, metavar="N",
+                        help="receive SMTP in N processes beside the daemon (0, the default: in the daemon itself)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     args = parser.parse_args(argv)
     log_buffer = setup_logging(args.verbose)
@@ -473,7 +422,10 @@ def main(argv: list[str] | None = None) -> int:
         _, loop_factory = choose_event_loop(os.environ.get(EVENT_LOOP_VARIABLE))
         config = load_file(args.config)
         # Building the relay loads the certificates: a bad one is a configuration problem too.
-        relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer)
+        if not 0 <= args.receivers <= 8:
+            raise ConfigError([f"--receivers {args.receivers}: expected 0 to 8 receiving processes"])
+        relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer,
+                      receivers=args.receivers)
     except ConfigError as error:
         return refuse(error.problems)
     except (OSError, ssl.SSLError) as error:

@@ -18,12 +18,12 @@ def make_relay(tmp_path):
     """Start relays with `base_mta` plus overrides; stopped at the end of the test."""
     started = []
 
-    def make(next_hop_port: int, start: bool = True, **overrides) -> RelayProcess:
+    def make(next_hop_port: int, start: bool = True, args: tuple[str, ...] = (), **overrides) -> RelayProcess:
         port = free_port()
         mta = {**base_mta(port, next_hop_port), **overrides}
         workdir = tmp_path / f"relay{len(started)}"
         workdir.mkdir()
-        relay = RelayProcess(workdir, mta, port)
+        relay = RelayProcess(workdir, mta, port, args)
         started.append(relay)
         return relay.start() if start else relay
 

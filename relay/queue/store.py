@@ -57,8 +57,14 @@ class DamagedFile(Exception):
     pass
 
 
+def slot_of(queue_id: str) -> int:
+    """The process that made a queue ID: 0 the daemon, 1 and up its receiving processes."""
+    return int(queue_id[13], 16) if len(queue_id) == 16 else 0
+
+
 class QueueStore:
-    def __init__(self, state_dir: str | Path):
+    def __init__(self, state_dir: str | Path, slot: int = 0):
+        self.slot = slot  # this process's digit in every ID it makes: no two processes make the same ID
         self.root = Path(state_dir) / "queue"
         self.tmp = self.root / "tmp"
         self.msg = self.root / "msg"
@@ -70,14 +76,15 @@ class QueueStore:
         self._writing = False  # a group is being written
         self._removals: list[tuple[str, Callable[[str, OSError | None], None]]] = []  # for the next batch
         self._removing: asyncio.Future | None = None  # the batch being unlinked
+        self._removing_ids: list[str] = []
 
     def open(self) -> None:
         for directory in (self.root, self.tmp, self.msg, self.state, self.corrupt):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def new_id(self) -> str:
-        """Queue IDs sort by arrival: microseconds since the epoch, then a counter."""
-        return f"{time.time_ns() // 1000:013X}{next(self._counter) % 4096:03X}"
+        """Queue IDs sort by arrival: microseconds since the epoch, the process's slot, then a counter."""
+        return f"{time.time_ns() // 1000:013X}{self.slot:X}{next(self._counter) % 256:02X}"
 
     # --- writing -------------------------------------------------------------
 
@@ -182,7 +189,8 @@ class QueueStore:
     def _remove_batch(self) -> None:
         """Hand every waiting removal to a worker thread at once."""
         batch, self._removals = self._removals, []
-        removed = asyncio.get_running_loop().run_in_executor(None, self._remove_batch_sync, [i for i, _ in batch])
+        self._removing_ids = [i for i, _ in batch]
+        removed = asyncio.get_running_loop().run_in_executor(None, self._remove_batch_sync, self._removing_ids)
         self._removing = removed
         removed.add_done_callback(lambda removed: self._batch_removed(batch, removed))
 
@@ -211,6 +219,12 @@ class QueueStore:
 
     def removals_pending(self) -> bool:
         return self._removing is not None
+
+    def being_removed(self) -> set[str]:
+        """The messages whose files are still there but on their way out: delivered ones waiting for
+        their unlink, and those an administrator's delete is removing (they hold their state lock)."""
+        busy = set(self._state_locks) if self._removing is None else {*self._state_locks, *self._removing_ids}
+        return busy.union(queue_id for queue_id, _ in self._removals)
 
     async def flush_removals(self) -> None:
         """Wait until every removal asked for is done (at stop)."""

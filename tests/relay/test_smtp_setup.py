@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP
 
 from relay import smtp_setup
 from relay.config import MtaConfig
-from relay.daemon import Sessions
+from relay.receiving import Sessions
 from relay.queue.entry import Counters
 from relay.smtpd import Receiver, SmtpSession
 from tests.support.certs import self_signed

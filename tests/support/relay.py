@@ -35,9 +35,10 @@ def base_mta(port: int, next_hop_port: int) -> dict:
 
 
 class RelayProcess:
-    def __init__(self, workdir: Path, mta: dict, port: int):
+    def __init__(self, workdir: Path, mta: dict, port: int, args: tuple[str, ...] = ()):
         self.workdir = workdir
         self.port = port
+        self.args = list(args)  # more of the daemon's options, e.g. --receivers 2
         self.config_path = workdir / "postern.yaml"
         self.state_dir = workdir / "state"
         self.log_path = workdir / "relay.log"
@@ -54,7 +55,7 @@ class RelayProcess:
         offset = log.tell()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relay.daemon", "--config", str(self.config_path),
-             "--state-dir", str(self.state_dir), "--socket", str(self.workdir / "control.sock")],
+             "--state-dir", str(self.state_dir), "--socket", str(self.workdir / "control.sock"), *self.args],
             cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()

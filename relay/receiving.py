@@ -1,0 +1,554 @@
+"""Receiving processes: SMTP sessions on more than one core, one queue.
+
+With `--receivers N` (N > 0) the daemon listens through N receiving processes instead of
+itself, as Postfix's smtpd processes receive beside its qmgr. Each receiving process
+
+- accepts on its own listening sockets, which the daemon opened for it with SO_REUSEPORT,
+  so the kernel spreads new connections over the processes;
+- runs the same sessions as the daemon would (`relay.smtpd.Receiver`), and writes each
+  message into the one queue directory with the same fsynced commit, under queue IDs of
+  its own (the slot digit: `relay.queue.store.slot_of`);
+- tells the daemon of each message it queued over its channel (a socket pair), body
+  included, before the client hears 250, and sends its log lines, refusals and open
+  session count the same way; recipient verification is asked of the daemon, so there is
+  one cache.
+
+The daemon keeps the queue manager's part: the scheduler, delivery, the control API and the
+metrics. Nothing accepted is lost when a receiving process dies, however it dies: what it
+committed is in `msg/`, and the daemon, once it has read the channel to its end, adds every
+message of that process's slot that it does not know yet, then starts a new process in the
+slot. A receiving process dies with the daemon (PR_SET_PDEATHSIG), so a restarted daemon
+never loads the queue while an old receiver is still writing to it.
+
+Limits per client (`client_connection_count_limit`, `client_connection_rate_limit`) and
+`max_connections` are shared out: each process allows its part (rounded up), so no client
+ever gets more than the configured limit, and one whose connections all land on one
+process may be told 421 a little earlier.
+
+A reload starts new receiving processes with the new configuration and new sockets, and
+retires the old ones: they stop accepting and exit once their open sessions end. A stop
+sends them SIGTERM: as the daemon does, they tell idle sessions 421 and give busy ones the
+grace to finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import ssl
+import struct
+import sys
+import types
+import weakref
+from collections.abc import Callable
+
+from . import replies
+from .config import ConfigError, MtaConfig, load_file
+from .dkim_sign import load_keys
+from .queue.entry import Counters, Envelope, QueueEntry
+from .queue.store import QueueStore
+from .routing import make_resolver
+from .smtpd import Receiver
+from .tls import server_context
+from .verify import Verdict
+
+log = logging.getLogger("postern/master")
+
+FRAME = struct.Struct("!II")  # the JSON header's length, then the body's
+SHUTDOWN_GRACE = 10.0
+PR_SET_PDEATHSIG = 1
+
+
+class Sessions:
+    """The open SMTP sessions, so that a stop can tell the idle ones 421 and wait for the busy ones.
+
+    A session is busy while one of its commands runs (DATA being read and queued, above all),
+    idle while it waits for the next command line. It wraps the receiver's protocol factory,
+    so the SMTP protocol itself knows nothing of it."""
+
+    def __init__(self):
+        self.open: weakref.WeakSet = weakref.WeakSet()
+        self.busy: set = set()
+        self.stopping = ""  # the 421 reply, once the daemon is stopping
+        self._settled = asyncio.Event()
+        self._wrapped: dict[tuple, dict] = {}  # the command functions, by the functions they wrap
+
+    def protocol(self, factory):
+        def make():
+            session = factory()
+            self.open.add(session)
+            methods = session._smtp_methods
+            session._smtp_methods = {command: types.MethodType(function, session)
+                                     for command, function in self._tracked_commands(methods).items()}
+            return session
+
+        return make
+
+    def _tracked_commands(self, methods: dict) -> dict:
+        """The session's command methods, each wrapped to mark the session busy while it runs.
+
+        Wrapped once for each set of functions (one per session class) and bound to each
+        new session: wrapping every command of every connection cost 45 µs a connection."""
+        key = tuple((command, method.__func__) for command, method in methods.items())
+        tracked = self._wrapped.get(key)
+        if tracked is None:
+            tracked = self._wrapped[key] = {command: self._tracked(function) for command, function in key}
+        return tracked
+
+    def _tracked(self, function):
+        @functools.wraps(function)  # aiosmtpd's HELP reads the command's syntax from it
+        async def tracked(session, arg):
+            self.busy.add(session)
+            try:
+                await function(session, arg)
+            finally:
+                self.busy.discard(session)
+                self._settled.set()
+                if self.stopping:
+                    self._close(session)
+
+        return tracked
+
+    def _close(self, session) -> None:
+        transport = session.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(self.stopping.encode() + b"\r\n")
+            transport.close()
+
+    def stop(self, reply: str) -> None:
+        """From now on a session is told `reply` and closed as soon as it is idle; the idle ones at once."""
+        self.stopping = reply
+        for session in list(self.open):
+            if session not in self.busy:
+                self._close(session)
+
+    async def wait_idle(self) -> None:
+        while self.busy:
+            self._settled.clear()
+            await self._settled.wait()
+
+    async def wait_closed(self) -> None:
+        """Until every session has ended (a retired receiving process)."""
+        while any(s.transport is not None and not s.transport.is_closing() for s in self.open):
+            await asyncio.sleep(0.5)
+
+    def close_all(self) -> int:
+        """Close what is still busy after the grace: it was told nothing, so its client keeps its mail."""
+        left = [s for s in self.busy if s.transport is not None and not s.transport.is_closing()]
+        for session in left:
+            session.transport.close()
+        return len(left)
+
+
+# --- the channel ---------------------------------------------------------------------
+
+
+def frame(header: dict, body: bytes = b"") -> bytes:
+    data = json.dumps(header, separators=(",", ":")).encode()
+    return FRAME.pack(len(data), len(body)) + data + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[dict, bytes] | None:
+    """The next frame; None at the end of the channel (the other side is gone)."""
+    try:
+        sizes = await reader.readexactly(FRAME.size)
+        header_size, body_size = FRAME.unpack(sizes)
+        header = json.loads(await reader.readexactly(header_size))
+        body = await reader.readexactly(body_size) if body_size else b""
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    return header, body
+
+
+def shared_limit(limit: int, processes: int) -> int:
+    """One process's part of a limit shared by `processes` (0 stays no limit)."""
+    return math.ceil(limit / processes) if limit else 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening socket in the port's SO_REUSEPORT group: one per receiving process."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+# --- the daemon's side -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class Child:
+    slot: int
+    process: asyncio.subprocess.Process
+    writer: asyncio.StreamWriter
+    connections: int = 0
+    retiring: bool = False
+    task: asyncio.Task | None = None
+
+
+class ReceivingProcesses:
+    """The daemon's receiving processes: started, heard, replaced, retired and stopped here.
+
+    `added(entry, body)` takes each message a receiving process queued, `recover(slot)` the
+    messages of a process that died; `receiver` is the daemon's own, whose counters, refusal
+    metric, open session count and recipient verification the processes share."""
+
+    def __init__(self, count: int, *, config_path: str, state_dir: str, config: Callable[[], MtaConfig],
+                 receiver: Receiver, added: Callable[[QueueEntry, bytes | None], None],
+                 recover: Callable[[int], int], verbose: bool = False):
+        self.count = count
+        self.config_path = config_path
+        self.state_dir = state_dir
+        self.config = config
+        self.receiver = receiver
+        self.added = added
+        self.recover = recover
+        self.verbose = verbose
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def _free_slots(self) -> list[int]:
+        used = {child.slot for child in self.children}
+        return [slot for slot in range(1, 16) if slot not in used]
+
+    def _open_sockets(self) -> list[tuple[str, socket.socket]]:
+        """One process's listening sockets, for the configuration in force; ConfigError naming the field."""
+        config = self.config()
+        opened: list[tuple[str, socket.socket]] = []
+        for kind, field, addresses in (("smtp", "mta.listen", config.listen),
+                                       ("smtps", "mta.smtps_listen", config.smtps_listen if config.tls.enabled else [])):
+            for address in addresses:
+                try:
+                    opened.append((kind, listening_socket(address.host, address.port)))
+                except OSError as error:
+                    for _, sock in opened:
+                        sock.close()
+                    raise ConfigError([f"{field}: cannot listen on {address}: {error.strerror or error}"]) from None
+        return opened
+
+    async def replace(self) -> None:
+        """Start a full set of processes with the configuration in force; retire the ones running.
+        ConfigError (and the old processes still running) when a listener cannot be opened."""
+        slots = self._free_slots()[:self.count]
+        if len(slots) < self.count:
+            raise ConfigError(["receiving processes: no free slot (retired ones are still finishing sessions)"])
+        sets: list[list[tuple[str, socket.socket]]] = []
+        try:
+            for _ in slots:
+                sets.append(self._open_sockets())
+            old = [child for child in self.children if not child.retiring]
+            for slot, sockets in zip(slots, sets):
+                await self._start(slot, sockets)
+        finally:
+            for sockets in sets:  # each process has its copies now: the daemon keeps none open
+                for _, sock in sockets:
+                    sock.close()
+        for child in old:
+            self._retire(child)
+
+    async def _start(self, slot: int, sockets: list[tuple[str, socket.socket]]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [theirs.fileno(), *(sock.fileno() for _, sock in sockets)]
+        listeners = [f"{kind}:{sock.fileno()}" for kind, sock in sockets]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "relay.receiving", "--config", self.config_path, "--state-dir", self.state_dir,
+                "--slot", str(slot), "--processes", str(self.count), "--channel", str(theirs.fileno()),
+                *(["--verbose"] if self.verbose else []), *listeners, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        child = Child(slot, process, writer)
+        self.children.append(child)
+        child.task = asyncio.get_running_loop().create_task(self._hear(child, reader))
+        log.info("receiving process %d started (pid %d)", slot, process.pid)
+
+    def _retire(self, child: Child) -> None:
+        """Stop accepting; exit once the open sessions end (a reload)."""
+        child.retiring = True
+        if child.process.returncode is None:
+            child.process.send_signal(signal.SIGHUP)
+
+    async def _hear(self, child: Child, reader: asyncio.StreamReader) -> None:
+        """Everything the process says, until its end; then what it left behind, and a new process."""
+        while (received := await read_frame(reader)) is not None:
+            header, body = received
+            kind = header["t"]
+            if kind == "queued":
+                entry = QueueEntry.new(Envelope(**header["envelope"]))
+                entry.hold = header.get("hold", False)
+                self.receiver.counters.received += 1
+                self.added(entry, body)
+            elif kind == "log":
+                logging.getLogger(header["name"]).log(header["level"], "%s", header["message"])
+            elif kind == "connections":
+                child.connections = header["n"]
+                self.receiver.connections = sum(c.connections for c in self.children)
+            elif kind == "refused":
+                self.receiver.counters.rejected += 1
+                if self.receiver.observe_refusal is not None:
+                    self.receiver.observe_refusal(header["stage"], header["reply"])
+            elif kind == "verify":
+                asyncio.get_running_loop().create_task(self._verify(child, header))
+        code = await child.process.wait()
+        child.writer.close()
+        self.children.remove(child)
+        self.receiver.connections = sum(c.connections for c in self.children)
+        recovered = self.recover(child.slot)
+        if recovered:
+            log.warning("receiving process %d: %d message(s) it had queued recovered", child.slot, recovered)
+        if child.retiring or self.stopping:
+            log.info("receiving process %d ended", child.slot)
+            return
+        log.error("receiving process %d (pid %d) exited with status %s; starting another",
+                  child.slot, child.process.pid, code)
+        await asyncio.sleep(1)  # a process that dies at once must not be restarted in a tight loop
+        if not self.stopping:
+            await self._restart(child.slot)
+
+    async def _restart(self, slot: int) -> None:
+        sockets = []
+        try:
+            sockets = self._open_sockets()
+            await self._start(slot, sockets)
+        except (ConfigError, OSError) as error:
+            log.error("receiving process %d could not be started again: %s", slot, error)
+        finally:
+            for _, sock in sockets:
+                sock.close()
+
+    async def _verify(self, child: Child, header: dict) -> None:
+        verdict = await self.receiver.verify(header["address"])
+        if not child.writer.is_closing():
+            child.writer.write(frame({"t": "verdict", "n": header["n"], "verdict": verdict.to_dict()}))
+
+    async def stop(self, grace: float) -> None:
+        """SIGTERM to every process; wait for them and what they say until they end (grace + 5 s at most)."""
+        self.stopping = True
+        for child in self.children:
+            if child.process.returncode is None:
+                child.process.send_signal(signal.SIGTERM)
+        tasks = [child.task for child in self.children if child.task is not None]
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=grace + 5)
+        for child in list(self.children):
+            if child.process.returncode is None:
+                child.process.kill()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+
+# --- the receiving process's side ------------------------------------------------------
+
+
+class Channel:
+    """The receiving process's end of the channel to the daemon."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self._asked: dict[int, asyncio.Future] = {}
+        self._numbers = iter(range(1 << 62))
+
+    def send(self, header: dict, body: bytes = b"") -> None:
+        if not self.writer.is_closing():
+            self.writer.write(frame(header, body))
+
+    def queued(self, entry: QueueEntry, body: bytes) -> None:
+        self.send({"t": "queued", "envelope": entry.envelope.to_dict(), "hold": entry.hold}, body)
+
+    async def verify(self, address: str) -> Verdict:
+        number = next(self._numbers)
+        answer = self._asked[number] = asyncio.get_running_loop().create_future()
+        self.send({"t": "verify", "n": number, "address": address})
+        try:
+            return Verdict(**await answer)
+        finally:
+            self._asked.pop(number, None)
+
+    async def hear(self, reader: asyncio.StreamReader) -> None:
+        """The daemon's answers, until it is gone."""
+        while (received := await read_frame(reader)) is not None:
+            header, _ = received
+            if header["t"] == "verdict" and header["n"] in self._asked:
+                self._asked[header["n"]].set_result(header["verdict"])
+
+
+class ChannelHandler(logging.Handler):
+    """Log lines go to the daemon, which writes them where its own go (the journal, Log.Tail)."""
+
+    def __init__(self, channel: Channel):
+        super().__init__()
+        self.channel = channel
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.channel.send({"t": "log", "name": record.name, "level": record.levelno,
+                               "message": self.format(record)})
+        except Exception:
+            self.handleError(record)
+
+
+class SharedReceiver(Receiver):
+    """The receiver of a receiving process: its refusals told to the daemon, and its open
+    sessions, once a second when their number changed."""
+
+    def __init__(self, *, channel: Channel, **kwargs):
+        super().__init__(**kwargs)
+        self.channel = channel
+        self._told = 0
+        self.observe_refusal = lambda stage, reply: channel.send({"t": "refused", "stage": stage, "reply": reply})
+
+    def tell_connections(self) -> None:
+        if self.connections != self._told:
+            self._told = self.connections
+            self.channel.send({"t": "connections", "n": self.connections})
+        asyncio.get_running_loop().call_later(1, self.tell_connections)
+
+
+def die_with_parent() -> None:
+    """SIGKILL when the daemon dies (Linux), so that no receiver outlives it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+async def receive(args: argparse.Namespace, config: MtaConfig) -> None:
+    loop = asyncio.get_running_loop()
+    channel_socket = socket.socket(fileno=args.channel)
+    reader, writer = await asyncio.open_unix_connection(sock=channel_socket)
+    channel = Channel(writer)
+    root = logging.getLogger()
+    root.handlers[:] = [ChannelHandler(channel)]
+    listening = asyncio.get_running_loop().create_task(channel.hear(reader))
+
+    shared = dataclasses.replace(
+        config, max_connections=shared_limit(config.max_connections, args.processes),
+        client_connection_count_limit=shared_limit(config.client_connection_count_limit, args.processes),
+        client_connection_rate_limit=shared_limit(config.client_connection_rate_limit, args.processes))
+    store = QueueStore(args.state_dir, slot=args.slot)
+    tls_context = server_context(config)
+    dkim_keys = load_keys(config)
+    resolver = make_resolver(config)
+    receiver = SharedReceiver(
+        channel=channel, config=lambda: shared, store=store, counters=Counters(), verify=channel.verify,
+        enqueue=channel.queued, resolver=lambda: resolver, tls_context=lambda: tls_context,
+        dkim_keys=lambda: dkim_keys)
+    receiver.tell_connections()
+    sessions = Sessions()
+
+    servers = []
+    smtps_context = server_context(config) if any(kind == "smtps" for kind, _ in args.listeners) else None
+    for kind, fd in args.listeners:
+        sock = socket.socket(fileno=fd)
+        if kind == "smtp":
+            servers.append(await loop.create_server(sessions.protocol(receiver.protocol), sock=sock))
+        else:
+            servers.append(await loop.create_server(
+                sessions.protocol(receiver.smtps_protocol), sock=sock, ssl=smtps_context,
+                ssl_handshake_timeout=min(config.idle_timeout, 60)))
+
+    ended = asyncio.Event()
+    how = {"stop": False}
+
+    def stop(terminate: bool) -> None:
+        how["stop"] = how["stop"] or terminate
+        ended.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop, True)
+    loop.add_signal_handler(signal.SIGINT, stop, True)
+    loop.add_signal_handler(signal.SIGHUP, stop, False)
+    listening.add_done_callback(lambda _: stop(True))  # the daemon is gone
+    await ended.wait()
+    for server in servers:
+        server.close()
+    if how["stop"]:
+        sessions.stop(replies.SHUTTING_DOWN.format(hostname=config.hostname))
+        try:
+            await asyncio.wait_for(sessions.wait_idle(), SHUTDOWN_GRACE)
+        except asyncio.TimeoutError:
+            sessions.close_all()
+    else:  # retired by a reload: the open sessions end as their clients end them
+        waiting = loop.create_task(sessions.wait_closed())
+        stopping = loop.create_task(ended.wait())
+        ended.clear()
+        await asyncio.wait([waiting, stopping], timeout=config.session_timeout,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            sessions.stop(replies.SHUTTING_DOWN.format(hostname=config.hostname))
+            try:
+                await asyncio.wait_for(sessions.wait_idle(), SHUTDOWN_GRACE)
+            except asyncio.TimeoutError:
+                sessions.close_all()
+    await store.flush_removals()
+    await writer.drain()
+    writer.close()
+
+
+def listener(text: str) -> tuple[str, int]:
+    kind, _, fd = text.partition(":")
+    if kind not in ("smtp", "smtps") or not fd.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected smtp:FD or smtps:FD")
+    return kind, int(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
+    parser = argparse.ArgumentParser(prog="postern-relay receiving process",
+                                     description="A receiving process of postern-relay; the daemon starts it.")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--slot", type=int, required=True)
+    parser.add_argument("--processes", type=int, required=True)
+    parser.add_argument("--channel", type=int, required=True)
+    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("listeners", type=listener, nargs="*")
+    args = parser.parse_args(argv)
+    if os.getppid() == 1:  # the daemon died before we could ask to die with it
+        return 1
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    for noisy in ("mail.log", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    try:
+        config = load_file(args.config)
+    except ConfigError as error:
+        print(f"receiving process: {'; '.join(error.problems)}", file=sys.stderr)
+        return 1
+    from .daemon import choose_event_loop  # noqa: PLC0415 (the daemon imports this module)
+
+    _, loop_factory = choose_event_loop(os.environ.get("POSTERN_EVENT_LOOP"))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(receive(args, config))
+    except (OSError, ssl.SSLError) as error:
+        print(f"receiving process: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
