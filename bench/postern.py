@@ -30,6 +30,8 @@ def postern_python() -> str:
 
 
 class PosternInstance:
+    receivers = 0  # the daemon's --receivers: SMTP received in that many processes beside it
+
     def __init__(self, sink_port: int, parent: Path | None = None):
         self.sink_port = sink_port
         self.port = 0
@@ -60,6 +62,7 @@ class PosternInstance:
         command = [
             postern_python(), "-m", "relay.daemon", "--config", str(self.config_path),
             "--state-dir", str(self.state_dir), "--socket", str(self.root / "control.sock"),
+            "--receivers", str(self.receivers),
         ]
         with open(self.log_path, "ab") as log:
             began = time.monotonic()

@@ -418,6 +418,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the connector's workload: 20 sessions keeping their connections, 75 KB, 3 recipients")
     parser.add_argument("--connector-size", default="75k", help="payload size of the connector's messages")
     parser.add_argument("--connector-recipients", type=int, default=3, help="recipients per connector message")
+    parser.add_argument("--receivers", type=int, default=PosternInstance.receivers,
+                        help=f"Postern's receiving processes (default {PosternInstance.receivers})")
     parser.add_argument("--only", choices=SERVERS, help="run one server only")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every throughput run; the table shows medians")
     parser.add_argument("--latency-messages", type=int, default=2000,
@@ -467,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     servers = [args.only] if args.only else list(SERVERS)
+    PosternInstance.receivers = args.receivers
     for tool in ("smtp-sink", "smtp-source"):
         if not (shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists()):
             print(f"bench.relay: {tool} not found: install Postfix (scripts/install-test-packages)", file=sys.stderr)

@@ -59,6 +59,7 @@ DEFAULT_GROUP = "postern"
 LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 421) instead of being dropped
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start; the event loop adds one slice at a time
+RECEIVERS_VARIABLE = "POSTERN_RECEIVERS"  # the default of --receivers
 EVENT_LOOP_VARIABLE = "POSTERN_EVENT_LOOP"  # "asyncio" runs the standard loop, e.g. to compare it with uvloop
 
 
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket-group", default=DEFAULT_GROUP,
                         help=f"admin group allowed on the control socket (default {DEFAULT_GROUP})")
     parser.add_argument("--check", action="store_true", help="validate the configuration file and exit")
-    parser.add_argument("--receivers", type=int, default=0, metavar="N",
+    parser.add_argument("--receivers", type=int, default=int(os.environ.get(RECEIVERS_VARIABLE) or 0), metavar="N",
                         help="receive SMTP in N processes beside the daemon (0, the default: in the daemon itself)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     args = parser.parse_args(argv)
