@@ -150,6 +150,12 @@ class Relay:
             added=self.scheduler.add, recover=self.recover,
             verbose=logging.getLogger().level == logging.DEBUG) if receivers else None
 
+    def listening(self) -> tuple[list, list]:
+        """The SMTP and SMTPS addresses listened on now, by the daemon or its receiving processes."""
+        if self.receiving is not None:
+            return self.receiving.listening
+        return list(self.servers), list(self.smtps_servers)
+
     def recover(self, slot: int) -> int:
         """Add the messages of a receiving process that ended which the scheduler does not know yet:
         it committed them, and died before the daemon heard of them. Done in one go on the event
@@ -310,7 +316,8 @@ class Relay:
             self.config = previous
             self.tls_context, self.outbound_tls, self.dkim_keys = previous_tls
             self.resolver = make_resolver(previous)
-            await self._update_listeners()
+            if self.receiving is None:  # receiving processes: the running ones were left as they were
+                await self._update_listeners()
             return error.problems
         log.info("reload%s -- configuration %s", who, self.config_path)
         self.paused_since.update(config.paused_domains)
@@ -421,10 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     log_buffer = setup_logging(args.verbose)
     try:
         _, loop_factory = choose_event_loop(os.environ.get(EVENT_LOOP_VARIABLE))
-        config = load_file(args.config)
-        # Building the relay loads the certificates: a bad one is a configuration problem too.
         if not 0 <= args.receivers <= 8:
             raise ConfigError([f"--receivers {args.receivers}: expected 0 to 8 receiving processes"])
+        config = load_file(args.config)
+        # Building the relay loads the certificates: a bad one is a configuration problem too.
         relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer,
                       receivers=args.receivers)
     except ConfigError as error:

@@ -225,6 +225,7 @@ class ReceivingProcesses:
         self.verbose = verbose
         self.children: list[Child] = []
         self.stopping = False
+        self.listening: tuple[list, list] = ([], [])  # the addresses of the processes taking new sessions
 
     def _free_slots(self) -> list[int]:
         used = {child.slot for child in self.children}
@@ -264,6 +265,8 @@ class ReceivingProcesses:
                     sock.close()
         for child in old:
             self._retire(child)
+        config = self.config()
+        self.listening = (list(config.listen), list(config.smtps_listen) if config.tls.enabled else [])
 
     async def _start(self, slot: int, sockets: list[tuple[str, socket.socket]]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -152,8 +152,8 @@ def status(relay: Relay) -> dict:
         "started": counters.started,
         "uptime": round(now - counters.started, 3),
         "loading": dict(relay.loading) if relay.loading else None,
-        "listeners": [str(address) for address in relay.servers],
-        "smtps_listeners": [str(address) for address in relay.smtps_servers],
+        "listeners": [str(address) for address in relay.listening()[0]],
+        "smtps_listeners": [str(address) for address in relay.listening()[1]],
         "tls": relay.tls_context is not None,
         "counters": {
             "received": counters.received,

@@ -1,0 +1,233 @@
+"""Receiving processes (`--receivers N`): SMTP received on more than one core, into one queue.
+
+Real daemons with real child processes, real sockets and real signals: every message any
+process accepts is delivered exactly once, whatever happens to the process that took it."""
+
+import asyncio
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from relay.control.client import ControlClient
+from relay.queue.entry import Envelope
+from relay.queue.store import QueueStore, slot_of
+from tests.relay.test_metrics import scrape, value
+from tests.support.net import free_port, wait_until
+from tests.support.next_hop import NextHop
+
+OUTSIDER = "127.0.0.2"  # not in my_networks: its connections count against the client limits
+
+
+def receivers(relay) -> list[psutil.Process]:
+    return psutil.Process(relay.process.pid).children()
+
+
+def status(relay) -> dict:
+    with ControlClient(str(relay.workdir / "control.sock")) as client:
+        return client.call("io.postern.Status.Get")["status"]
+
+
+def queued_as(relay, subject: str, source: str = "127.0.0.1") -> str:
+    """Send one message; the queue ID in the 250 reply."""
+    with relay.smtp(source) as client:
+        client.mail("alice@example.net")
+        client.rcpt("bob@example.com")
+        code, text = client.data(f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+    assert code == 250, text
+    return text.decode().rsplit(" ", 1)[-1]
+
+
+def test_mail_taken_by_every_receiving_process_is_delivered_once(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "2"))
+    assert len(receivers(relay)) == 2
+    ids = [queued_as(relay, f"m{number}") for number in range(30)]
+    delivered = sink.wait_for(30)
+    assert sorted(m.content.split(b"Subject: ")[1][:3].strip() for m in delivered) == \
+        sorted(f"m{number}".encode() for number in range(30))
+    assert {slot_of(queue_id) for queue_id in ids} == {1, 2}, "the kernel spread the connections over both"
+    assert len(set(ids)) == 30
+    wait_until(lambda: relay.queue_files() == [], 10, what="the queue to empty")
+    time.sleep(1)
+    assert len(sink.messages) == 30
+    counters = status(relay)["counters"]
+    assert (counters["received"], counters["delivered"]) == (30, 30)
+    # The receiving processes' log lines are the daemon's, in the journal and in Log.Tail alike
+    relay.wait_log(rf"postern/smtpd: {ids[0]}: from=<alice@example\.net>, size=\d+, nrcpt=1 \(queue active\)")
+    with ControlClient(str(relay.workdir / "control.sock")) as client:
+        tail = next(client.stream("io.postern.Log.Tail", lines=400))
+    assert any(f"{ids[-1]}: client=unknown[127.0.0.1]" in line["text"] for line in tail["lines"]), tail
+
+
+def test_open_sessions_and_refusals_in_receiving_processes_show_in_the_status_and_metrics(make_relay, sink):
+    port = free_port()
+    relay = make_relay(sink.port, args=("--receivers", "2"), metrics={"listen": f"127.0.0.1:{port}"})
+    assert status(relay)["listeners"] == [f"127.0.0.1:{relay.port}"]
+    sessions = [relay.smtp(OUTSIDER) for _ in range(4)]
+    wait_until(lambda: value(scrape(port), "postern_smtp_connections") == 4, 10, what="4 open sessions counted")
+    sessions[0].mail("someone@example.net")
+    code, _ = sessions[0].rcpt("someone@elsewhere.org")  # relaying for an outsider: refused
+    assert code == 554
+    wait_until(lambda: status(relay)["counters"]["rejected"] == 1, 10, what="the refusal counted")
+    assert value(scrape(port), "postern_smtp_refusals_total", stage="RCPT", reason="relay_denied", code="554") == 1
+    relay.wait_log(r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.2\]: 554 5\.7\.1 <someone@elsewhere\.org>")
+    for session in sessions:
+        session.quit()
+    wait_until(lambda: value(scrape(port), "postern_smtp_connections") == 0, 10, what="no open session counted")
+
+
+def test_the_client_limits_are_shared_out_never_exceeded(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "2"), client_connection_count_limit=4)
+    greetings = []
+    held = []
+    for _ in range(12):
+        client = smtplib.SMTP()
+        code, _ = client.connect("127.0.0.1", relay.port, source_address=(OUTSIDER, 0))
+        greetings.append(code)
+        held.append(client)
+    assert 2 <= greetings.count(220) <= 4 and greetings.count(421) >= 8, greetings  # 2 each process
+    relay.wait_log(r"Connection concurrency limit exceeded: 3 from unknown\[127\.0\.0\.2\] for service smtp")
+    for client in held:
+        client.close()
+
+
+def commit_as_receiver(relay, slot: int, subject: str) -> str:
+    """A message committed in a receiving process's slot that the daemon was never told of: what a
+    process leaves when it dies between its commit and its word to the daemon."""
+    store = QueueStore(relay.state_dir, slot=slot)
+    message = f"Subject: {subject}\r\n\r\nbody\r\n".encode()
+    envelope = Envelope(id=store.new_id(), sender="alice@example.net", recipients=["bob@example.com"],
+                        arrival=time.time(), size=len(message), client="unknown[127.0.0.1]", protocol="ESMTP")
+    asyncio.run(store.commit(envelope, message))
+    return envelope.id
+
+
+def test_a_receiving_process_killed_loses_nothing_and_is_replaced(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "1"))
+    [child] = receivers(relay)
+    delivered_before = [queued_as(relay, f"before{number}") for number in range(3)]
+    sink.wait_for(3)
+    wait_until(lambda: relay.queue_files() == [], 10, what="the first three delivered and removed")
+    # Told and not yet heard: the daemon stopped while the process queues a message and says so.
+    os.kill(relay.process.pid, signal.SIGSTOP)
+    try:
+        told = queued_as(relay, "told")
+        untold = commit_as_receiver(relay, 1, "untold")
+        child.kill()  # a zombie until the stopped daemon reaps it
+        wait_until(lambda: child.status() == psutil.STATUS_ZOMBIE, 10, what="the receiving process dead")
+    finally:
+        os.kill(relay.process.pid, signal.SIGCONT)
+    relay.wait_log(r"receiving process 1 \(pid \d+\) exited with status -9; starting another")
+    relay.wait_log(rf"{untold}: queued by receiving process 1, which ended before it said so")
+    delivered = sink.wait_for(5)
+    time.sleep(1.5)  # nothing else arrives: not the three delivered before, not `told` twice
+    subjects = sorted(m.content.split(b"Subject: ")[1].split(b"\r\n")[0] for m in sink.messages)
+    assert subjects == [b"before0", b"before1", b"before2", b"told", b"untold"], subjects
+    assert len(delivered) == 5 and told not in relay.queue_files() and delivered_before
+    wait_until(lambda: len(receivers(relay)) == 1 and receivers(relay)[0].pid != child.pid, 10,
+               what="a new receiving process")
+    assert queued_as(relay, "after")  # and it takes mail
+    sink.wait_for(6)
+
+
+def test_a_reload_hands_over_to_new_processes_and_open_sessions_finish(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "1"))
+    [old] = receivers(relay)
+    open_session = relay.smtp()
+    relay.reload({**relay.mta, "hostname": "new.example.com"})
+    relay.wait_log(r"reload -- configuration")
+    wait_until(lambda: any(p.pid != old.pid for p in receivers(relay)), 10, what="the new process")
+    client = smtplib.SMTP()
+    _, banner = client.connect("127.0.0.1", relay.port)
+    assert banner.startswith(b"new.example.com"), banner
+    client.quit()
+    # The session opened before the reload goes on in the old process, to the end
+    open_session.mail("alice@example.net")
+    open_session.rcpt("bob@example.com")
+    code, _ = open_session.data(b"Subject: across\r\n\r\nbody\r\n")
+    assert code == 250
+    open_session.quit()
+    [message] = sink.wait_for(1)
+    assert b"Subject: across" in message.content
+    old.wait(10)  # retired: gone once its last session ended
+    relay.wait_log(r"receiving process 1 ended")
+
+
+def test_a_reload_that_cannot_listen_keeps_the_processes_running(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "1"))
+    [old] = receivers(relay)
+    relay.reload({**relay.mta, "listen": [f"127.0.0.1:{relay.port}", "192.0.2.1:25"]})
+    relay.wait_log(r"reload refused: mta\.listen: cannot listen on 192\.0\.2\.1:25")
+    assert [p.pid for p in receivers(relay)] == [old.pid]
+    assert queued_as(relay, "still")
+    sink.wait_for(1)
+
+
+def test_a_stop_tells_idle_sessions_421_and_ends_every_process(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "2"))
+    children = receivers(relay)
+    idle = relay.smtp()
+    relay.stop()
+    code, text = idle.getreply()
+    assert code == 421 and b"shutting down" in text.lower(), (code, text)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive
+    assert relay.process.returncode == 0
+
+
+def test_receiving_processes_die_with_the_daemon(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "2"))
+    children = receivers(relay)
+    relay.kill()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, "no receiver outlives a killed daemon: a restart must not load the queue beside one"
+
+
+def test_recipient_verification_asks_the_daemon_so_there_is_one_cache(make_relay):
+    internal = NextHop().start()
+    try:
+        relay = make_relay(internal.port, args=("--receivers", "2"),
+                           internal_relay={"host": "127.0.0.1", "port": internal.port, "mx": False},
+                           reject_unverified_recipient={"enabled": True})
+        for number in range(6):  # over both processes
+            with relay.smtp(OUTSIDER) as client:
+                client.mail("someone@example.net")
+                assert client.rcpt("bob@example.com")[0] == 250
+                client.rset()
+        assert internal.probes() == ["bob@example.com"], "asked once, whichever process took the session"
+        with ControlClient(str(relay.workdir / "control.sock")) as client:
+            assert client.call("io.postern.Verify.Lookup", address="bob@example.com")["entry"]["status"] == \
+                "deliverable"
+    finally:
+        internal.stop()
+
+
+@pytest.mark.parametrize("count", ["-1", "9", "two"])
+def test_a_receiver_count_out_of_range_is_refused(tmp_path, count):
+    result = subprocess.run([sys.executable, "-m", "relay.daemon", "--config", str(tmp_path / "none.yaml"),
+                             "--receivers", count, "--check"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "--receivers" in result.stderr, result.stderr
+
+
+def test_a_port_held_by_another_program_is_not_shared_with_it(make_relay, sink):
+    """SO_REUSEPORT joins only sockets of the same user that all set it: a program already on the
+    port makes the start fail with the field named, as without receiving processes."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    try:
+        relay = make_relay(sink.port, start=False, args=("--receivers", "1"), listen=[f"127.0.0.1:{port}"])
+        relay.start(wait=False)
+        relay.process.wait(20)
+        assert relay.process.returncode == 1
+        assert f"mta.listen: cannot listen on 127.0.0.1:{port}" in relay.log()
+    finally:
+        squatter.close()
