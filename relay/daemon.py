@@ -37,6 +37,7 @@ from .control.client import DEFAULT_SOCKET
 from .control.server import ControlServer
 from .delivery import Delivery
 from .dkim_sign import load_keys
+from .event_loop import EVENT_LOOP_VARIABLE, choose_event_loop, loop_name
 from .events import EventHub, LogBuffer, PrintableFormatter
 from .hold import PausedSince
 from .metrics import Metrics
@@ -60,7 +61,6 @@ LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 42
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start; the event loop adds one slice at a time
 RECEIVERS_VARIABLE = "POSTERN_RECEIVERS"  # the default of --receivers
-EVENT_LOOP_VARIABLE = "POSTERN_EVENT_LOOP"  # "asyncio" runs the standard loop, e.g. to compare it with uvloop
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
@@ -384,33 +384,6 @@ async def serve(relay: Relay) -> None:
     await stopping.wait()
     sd_notify("STOPPING=1")
     await relay.stop()
-
-
-def choose_event_loop(setting: str | None) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
-    """The event loop to run on, from POSTERN_EVENT_LOOP: its name and a factory (None: asyncio's own).
-
-    uvloop (libuv underneath) is the default where it is installed: its loop turn is in C, which took
-    about a sixth off the CPU per message when one client sends at a time, and made no clear change
-    with 20 (docs/performance.md, "Event loop"). "asyncio" keeps the standard loop, to compare the two
-    or to rule uvloop out; "uvloop" insists on it. Anything else is refused: a misspelt setting must
-    not quietly run the other loop."""
-    wanted = (setting or "").strip().lower()
-    if wanted not in ("", "asyncio", "uvloop"):
-        raise ConfigError([f"{EVENT_LOOP_VARIABLE}={setting!r}: expected asyncio or uvloop"])
-    if wanted == "asyncio":
-        return "asyncio", None
-    try:
-        import uvloop
-    except ImportError:
-        if wanted == "uvloop":
-            raise ConfigError([f"{EVENT_LOOP_VARIABLE}=uvloop, but uvloop is not installed"]) from None
-        return "asyncio", None
-    return "uvloop", uvloop.new_event_loop
-
-
-def loop_name(loop: asyncio.AbstractEventLoop) -> str:
-    """Which loop really runs, uvloop or asyncio's own, for the startup log line."""
-    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 def main(argv: list[str] | None = None) -> int:

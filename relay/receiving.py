@@ -54,6 +54,7 @@ from collections.abc import Callable
 from . import replies
 from .config import ConfigError, MtaConfig, load_file
 from .dkim_sign import load_keys
+from .event_loop import EVENT_LOOP_VARIABLE, choose_event_loop
 from .queue.entry import Counters, Envelope, QueueEntry
 from .queue.store import QueueStore
 from .routing import make_resolver
@@ -541,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"receiving process: {'; '.join(error.problems)}", file=sys.stderr)
         return 1
-    from .daemon import choose_event_loop  # noqa: PLC0415 (the daemon imports this module)
-
-    _, loop_factory = choose_event_loop(os.environ.get("POSTERN_EVENT_LOOP"))
+    _, loop_factory = choose_event_loop(os.environ.get(EVENT_LOOP_VARIABLE))
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(receive(args, config))

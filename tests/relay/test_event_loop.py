@@ -17,7 +17,7 @@ import pytest
 
 from relay.config import ConfigError
 from relay.control.client import ControlClient
-from relay.daemon import choose_event_loop
+from relay.event_loop import choose_event_loop
 from tests.support.certs import self_signed
 from tests.support.relay import ROOT
 
