@@ -38,7 +38,7 @@ from .control.server import ControlServer
 from .delivery import Delivery
 from .dkim_sign import load_keys
 from .event_loop import EVENT_LOOP_VARIABLE, choose_event_loop, loop_name
-from .events import EventHub, LogBuffer, PrintableFormatter
+from .events import EventHub, LogBuffer, log_to
 from .hold import PausedSince
 from .metrics import Metrics
 from .mta_sts import MtaSts
@@ -147,7 +147,7 @@ class Relay:
         self._smtps_protocol = self.sessions.protocol(self.receiver.smtps_protocol)
         self.receiving = ReceivingProcesses(
             receivers, config_path=config_path, state_dir=state_dir, config=current, receiver=self.receiver,
-            added=self.scheduler.add, recover=self.recover,
+            added=self.scheduler.add, recover=self.recover, log_buffer=self.log_buffer,
             verbose=logging.getLogger().level == logging.DEBUG) if receivers else None
 
     def listening(self) -> tuple[list, list]:
@@ -354,22 +354,8 @@ class Relay:
 
 def setup_logging(verbose: bool) -> LogBuffer:
     """Log lines go to stderr and to a buffer the control API's Log.Tail serves."""
-    handler = logging.StreamHandler(sys.stderr)
-    # journald adds its own time stamps; a terminal gets ours.
-    fmt = "%(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(name)s: %(message)s"
-    handler.setFormatter(PrintableFormatter(fmt))
     buffer = LogBuffer()
-    buffer.setFormatter(PrintableFormatter("%(asctime)s %(name)s: %(message)s"))
-    # No line says where in the code it was logged from, or which thread or process logged it: not
-    # looking those up saves a fifth of each line's cost (the logging HOWTO's "Optimization").
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False  # Python 3.12 and later
-    root = logging.getLogger()
-    root.handlers[:] = [handler, buffer]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("mail.log", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    log_to(buffer, verbose)
     return buffer
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
+import sys
 import threading
 import time
 
@@ -131,7 +133,10 @@ class LogBuffer(logging.Handler):
         self._changed = asyncio.Event()
 
     def emit(self, record: logging.LogRecord) -> None:
-        line = self.format(record)
+        self.add(self.format(record))
+
+    def add(self, line: str) -> None:
+        """A line as formatted already: from this process, or from a receiving process."""
         with self.lock:
             self.lines.append((self._next, line))
             self._next += 1
@@ -157,3 +162,23 @@ class LogBuffer(logging.Handler):
     async def wait(self) -> None:
         await self._changed.wait()
         self._changed.clear()
+
+
+def log_to(tail: logging.Handler, verbose: bool) -> None:
+    """Log lines go to stderr, and to `tail` as Log.Tail shows them: the daemon's buffer, or a
+    receiving process's channel to it."""
+    handler = logging.StreamHandler(sys.stderr)
+    # journald adds its own time stamps; a terminal gets ours.
+    fmt = "%(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(name)s: %(message)s"
+    handler.setFormatter(PrintableFormatter(fmt))
+    tail.setFormatter(PrintableFormatter("%(asctime)s %(name)s: %(message)s"))
+    # No line says where in the code it was logged from, or which thread or process logged it: not
+    # looking those up saves a fifth of each line's cost (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # Python 3.12 and later
+    root = logging.getLogger()
+    root.handlers[:] = [handler, tail]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("mail.log", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -55,6 +55,7 @@ from . import replies
 from .config import ConfigError, MtaConfig, load_file
 from .dkim_sign import load_keys
 from .event_loop import EVENT_LOOP_VARIABLE, choose_event_loop
+from .events import LogBuffer, log_to
 from .queue.entry import Counters, Envelope, QueueEntry
 from .queue.store import QueueStore
 from .routing import make_resolver
@@ -215,7 +216,7 @@ class ReceivingProcesses:
 
     def __init__(self, count: int, *, config_path: str, state_dir: str, config: Callable[[], MtaConfig],
                  receiver: Receiver, added: Callable[[QueueEntry, bytes | None], None],
-                 recover: Callable[[int], int], verbose: bool = False):
+                 recover: Callable[[int], int], log_buffer: LogBuffer, verbose: bool = False):
         self.count = count
         self.config_path = config_path
         self.state_dir = state_dir
@@ -223,6 +224,7 @@ class ReceivingProcesses:
         self.receiver = receiver
         self.added = added
         self.recover = recover
+        self.log_buffer = log_buffer
         self.verbose = verbose
         self.children: list[Child] = []
         self.stopping = False
@@ -303,7 +305,7 @@ class ReceivingProcesses:
                 self.receiver.counters.received += 1
                 self.added(entry, body)
             elif kind == "log":
-                logging.getLogger(header["name"]).log(header["level"], "%s", header["message"])
+                self.log_buffer.add(header["line"])
             elif kind == "connections":
                 child.connections = header["n"]
                 self.receiver.connections = sum(c.connections for c in self.children)
@@ -398,17 +400,15 @@ class Channel:
 
 
 class ChannelHandler(logging.Handler):
-    """Log lines go to the daemon, which writes them where its own go (the journal, Log.Tail)."""
+    """Log lines as Log.Tail shows them, to the daemon's buffer (they go to stderr, the journal, here)."""
 
     def __init__(self, channel: Channel):
         super().__init__()
         self.channel = channel
-        self.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.channel.send({"t": "log", "name": record.name, "level": record.levelno,
-                               "message": self.format(record)})
+            self.channel.send({"t": "log", "line": self.format(record)})
         except Exception:
             self.handleError(record)
 
@@ -444,8 +444,7 @@ async def receive(args: argparse.Namespace, config: MtaConfig) -> None:
     channel_socket = socket.socket(fileno=args.channel)
     reader, writer = await asyncio.open_unix_connection(sock=channel_socket)
     channel = Channel(writer)
-    root = logging.getLogger()
-    root.handlers[:] = [ChannelHandler(channel)]
+    log_to(ChannelHandler(channel), args.verbose)
     listening = asyncio.get_running_loop().create_task(channel.hear(reader))
 
     shared = dataclasses.replace(
@@ -532,11 +531,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.getppid() == 1:  # the daemon died before we could ask to die with it
         return 1
-    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    for noisy in ("mail.log", "asyncio"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         config = load_file(args.config)
     except ConfigError as error:
