@@ -156,6 +156,13 @@ class Relay:
             return self.receiving.listening
         return list(self.servers), list(self.smtps_servers)
 
+    def smtp_sessions(self) -> tuple[int, int]:
+        """SMTP sessions open now, and client addresses with one (my_networks not counted): the
+        daemon's, or the sum of its receiving processes' (a client on two counts twice there)."""
+        if self.receiving is not None:
+            return self.receiving.connections, self.receiving.clients
+        return self.receiver.connections, self.receiver.open_clients()
+
     def recover(self, slot: int) -> int:
         """Add the messages of a receiving process that ended which the scheduler does not know yet:
         it committed them, and died before the daemon heard of them. Done in one go on the event

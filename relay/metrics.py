@@ -226,9 +226,8 @@ class _RelayCollector:
         for domain, count in sorted(counters.turned_away.items()):
             paused.add_metric([domain], count)
         yield paused
-        receiver = relay.receiver
-        yield GaugeMetricFamily("postern_smtp_connections", "SMTP sessions open now.", value=receiver.connections)
-        clients = sum(1 for client in receiver.anvil.clients.values() if client.count)
+        connections, clients = relay.smtp_sessions()
+        yield GaugeMetricFamily("postern_smtp_connections", "SMTP sessions open now.", value=connections)
         yield GaugeMetricFamily("postern_smtp_clients", "Client addresses with an SMTP session open now "
                                 "(my_networks are not counted).", value=clients)
 

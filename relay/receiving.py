@@ -203,6 +203,7 @@ class Child:
     process: asyncio.subprocess.Process
     writer: asyncio.StreamWriter
     connections: int = 0
+    clients: int = 0
     retiring: bool = False
     task: asyncio.Task | None = None
 
@@ -229,6 +230,14 @@ class ReceivingProcesses:
         self.children: list[Child] = []
         self.stopping = False
         self.listening: tuple[list, list] = ([], [])  # the addresses of the processes taking new sessions
+
+    @property
+    def connections(self) -> int:
+        return sum(child.connections for child in self.children)
+
+    @property
+    def clients(self) -> int:
+        return sum(child.clients for child in self.children)
 
     def _free_slots(self) -> list[int]:
         used = {child.slot for child in self.children}
@@ -307,8 +316,9 @@ class ReceivingProcesses:
             elif kind == "log":
                 self.log_buffer.add(header["line"])
             elif kind == "connections":
-                child.connections = header["n"]
-                self.receiver.connections = sum(c.connections for c in self.children)
+                child.connections, child.clients = header["n"], header["clients"]
+            elif kind == "turned_away":
+                self.receiver.counters.turned_away[header["entry"]] += 1
             elif kind == "refused":
                 self.receiver.counters.rejected += 1
                 if self.receiver.observe_refusal is not None:
@@ -318,7 +328,6 @@ class ReceivingProcesses:
         code = await child.process.wait()
         child.writer.close()
         self.children.remove(child)
-        self.receiver.connections = sum(c.connections for c in self.children)
         recovered = self.recover(child.slot)
         if recovered:
             log.warning("receiving process %d: %d message(s) it had queued recovered", child.slot, recovered)
@@ -420,13 +429,17 @@ class SharedReceiver(Receiver):
     def __init__(self, *, channel: Channel, **kwargs):
         super().__init__(**kwargs)
         self.channel = channel
-        self._told = 0
+        self._told = (0, 0)
         self.observe_refusal = lambda stage, reply: channel.send({"t": "refused", "stage": stage, "reply": reply})
 
+    def turn_away(self, paused: str) -> None:
+        self.channel.send({"t": "turned_away", "entry": paused})
+
     def tell_connections(self) -> None:
-        if self.connections != self._told:
-            self._told = self.connections
-            self.channel.send({"t": "connections", "n": self.connections})
+        figures = (self.connections, self.open_clients())
+        if figures != self._told:
+            self._told = figures
+            self.channel.send({"t": "connections", "n": figures[0], "clients": figures[1]})
         asyncio.get_running_loop().call_later(1, self.tell_connections)
 
 

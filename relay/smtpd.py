@@ -661,6 +661,14 @@ class Receiver:
         self.peer_names = PeerNames()
         self.observe_refusal: Callable[[str, str], None] | None = None  # (stage, reply) of each refusal: the metrics
 
+    def turn_away(self, paused: str) -> None:
+        """Count an RCPT refused by this paused_domains entry (the migration hold)."""
+        self.counters.turned_away[paused] += 1
+
+    def open_clients(self) -> int:
+        """Client addresses with a session open now (my_networks are not counted)."""
+        return sum(1 for client in self.anvil.clients.values() if client.count)
+
     async def peer_name(self, ip: str) -> str:
         """The client's verified name; "unknown" without a lookup when mta.peername_lookup is off."""
         if not self.config().peername_lookup or not ip:
@@ -724,7 +732,7 @@ class Receiver:
             return reply
         paused = paused_entry(config, envelope.mail_from, address)
         if paused:
-            self.counters.turned_away[paused] += 1
+            self.turn_away(paused)
             self._reject(session, "RCPT", replies.DOMAIN_PAUSED, envelope.mail_from, address)
             return replies.DOMAIN_PAUSED
         if config.reject_unverified_recipient.enabled and not outside:

@@ -71,6 +71,7 @@ def test_open_sessions_and_refusals_in_receiving_processes_show_in_the_status_an
     assert status(relay)["listeners"] == [f"127.0.0.1:{relay.port}"]
     sessions = [relay.smtp(OUTSIDER) for _ in range(4)]
     wait_until(lambda: value(scrape(port), "postern_smtp_connections") == 4, 10, what="4 open sessions counted")
+    assert value(scrape(port), "postern_smtp_clients") in (1, 2)  # one address, counted by each process it is on
     sessions[0].mail("someone@example.net")
     code, _ = sessions[0].rcpt("someone@elsewhere.org")  # relaying for an outsider: refused
     assert code == 554
@@ -80,6 +81,15 @@ def test_open_sessions_and_refusals_in_receiving_processes_show_in_the_status_an
     for session in sessions:
         session.quit()
     wait_until(lambda: value(scrape(port), "postern_smtp_connections") == 0, 10, what="no open session counted")
+
+
+def test_recipients_turned_away_by_the_migration_hold_are_counted_by_the_daemon(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "2"), paused_domains=["example.com"])
+    for _ in range(4):
+        with relay.smtp() as client:
+            client.mail("alice@example.net")
+            assert client.rcpt("bob@example.com")[0] == 451
+    wait_until(lambda: status(relay)["paused"][0]["turned_away"] == 4, 10, what="4 turned away in Status.Get")
 
 
 def test_the_client_limits_are_shared_out_never_exceeded(make_relay, sink):
