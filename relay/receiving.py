@@ -197,23 +197,32 @@ def listening_socket(host: str, port: int) -> socket.socket:
 # --- the daemon's side -----------------------------------------------------------------
 
 
+Listener = tuple[str, object]  # ("smtp" or "smtps", the address)
+
+
 @dataclasses.dataclass(eq=False)
 class Child:
-    slot: int
+    slot: int  # the digit in its queue IDs
+    seat: int  # which set of listening sockets it accepts on
     process: asyncio.subprocess.Process
     writer: asyncio.StreamWriter
     connections: int = 0
     clients: int = 0
     retiring: bool = False
+    closed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # its listeners closed
     task: asyncio.Task | None = None
 
 
 class ReceivingProcesses:
     """The daemon's receiving processes: started, heard, replaced, retired and stopped here.
 
+    The daemon keeps each seat's listening sockets, as Postfix's master keeps smtpd's: a
+    process that ends, or is retired by a reload, leaves them open to its successor, so no
+    connection waiting in a socket's accept queue is reset on the way.
+
     `added(entry, body)` takes each message a receiving process queued, `recover(slot)` the
     messages of a process that died; `receiver` is the daemon's own, whose counters, refusal
-    metric, open session count and recipient verification the processes share."""
+    metric and recipient verification the processes share."""
 
     def __init__(self, count: int, *, config_path: str, state_dir: str, config: Callable[[], MtaConfig],
                  receiver: Receiver, added: Callable[[QueueEntry, bytes | None], None],
@@ -228,6 +237,7 @@ class ReceivingProcesses:
         self.log_buffer = log_buffer
         self.verbose = verbose
         self.children: list[Child] = []
+        self.seats: list[dict[Listener, socket.socket]] = [{} for _ in range(count)]
         self.stopping = False
         self.listening: tuple[list, list] = ([], [])  # the addresses of the processes taking new sessions
 
@@ -243,47 +253,66 @@ class ReceivingProcesses:
         used = {child.slot for child in self.children}
         return [slot for slot in range(1, 16) if slot not in used]
 
-    def _open_sockets(self) -> list[tuple[str, socket.socket]]:
-        """One process's listening sockets, for the configuration in force; ConfigError naming the field."""
+    def _wanted(self) -> list[tuple[Listener, str]]:
         config = self.config()
-        opened: list[tuple[str, socket.socket]] = []
-        for kind, field, addresses in (("smtp", "mta.listen", config.listen),
-                                       ("smtps", "mta.smtps_listen", config.smtps_listen if config.tls.enabled else [])):
-            for address in addresses:
-                try:
-                    opened.append((kind, listening_socket(address.host, address.port)))
-                except OSError as error:
-                    for _, sock in opened:
+        smtps = config.smtps_listen if config.tls.enabled else []
+        return ([(("smtp", address), "mta.listen") for address in config.listen]
+                + [(("smtps", address), "mta.smtps_listen") for address in smtps])
+
+    def _seat_sockets(self, seat: dict[Listener, socket.socket]) -> dict[Listener, socket.socket]:
+        """A seat's sockets for the configuration in force: those it has, and new ones; ConfigError
+        naming the field when one cannot be opened (and nothing new left open)."""
+        sockets: dict[Listener, socket.socket] = {}
+        for listener, field in self._wanted():
+            if listener in seat:
+                sockets[listener] = seat[listener]
+                continue
+            address = listener[1]
+            try:
+                sockets[listener] = listening_socket(address.host, address.port)
+            except OSError as error:
+                for key, sock in sockets.items():
+                    if key not in seat:
                         sock.close()
-                    raise ConfigError([f"{field}: cannot listen on {address}: {error.strerror or error}"]) from None
-        return opened
+                raise ConfigError([f"{field}: cannot listen on {address}: {error.strerror or error}"]) from None
+        return sockets
 
     async def replace(self) -> None:
-        """Start a full set of processes with the configuration in force; retire the ones running.
-        ConfigError (and the old processes still running) when a listener cannot be opened."""
+        """Start a full set of processes with the configuration in force and retire the ones running;
+        returns once the retired ones take no new session. ConfigError, and the running processes
+        left as they were, when a listener cannot be opened."""
         slots = self._free_slots()[:self.count]
         if len(slots) < self.count:
             raise ConfigError(["receiving processes: no free slot (retired ones are still finishing sessions)"])
-        sets: list[list[tuple[str, socket.socket]]] = []
+        seats: list[dict[Listener, socket.socket]] = []
         try:
-            for _ in slots:
-                sets.append(self._open_sockets())
-            old = [child for child in self.children if not child.retiring]
-            for slot, sockets in zip(slots, sets):
-                await self._start(slot, sockets)
-        finally:
-            for sockets in sets:  # each process has its copies now: the daemon keeps none open
-                for _, sock in sockets:
-                    sock.close()
+            for seat in self.seats:
+                seats.append(self._seat_sockets(seat))
+        except ConfigError:
+            for seat, sockets in zip(self.seats, seats):
+                for key, sock in sockets.items():
+                    if key not in seat:
+                        sock.close()
+            raise
+        old = [child for child in self.children if not child.retiring]
+        for seat, (slot, sockets) in enumerate(zip(slots, seats)):
+            await self._start(slot, seat, sockets)
         for child in old:
             self._retire(child)
+        if old:
+            await asyncio.wait([asyncio.ensure_future(child.closed.wait()) for child in old], timeout=10)
+        for seat, sockets in zip(self.seats, seats):
+            for key, sock in seat.items():
+                if key not in sockets:
+                    sock.close()  # an address no longer listened on
+        self.seats = seats
         config = self.config()
         self.listening = (list(config.listen), list(config.smtps_listen) if config.tls.enabled else [])
 
-    async def _start(self, slot: int, sockets: list[tuple[str, socket.socket]]) -> None:
+    async def _start(self, slot: int, seat: int, sockets: dict[Listener, socket.socket]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [theirs.fileno(), *(sock.fileno() for _, sock in sockets)]
-        listeners = [f"{kind}:{sock.fileno()}" for kind, sock in sockets]
+        fds = [theirs.fileno(), *(sock.fileno() for sock in sockets.values())]
+        listeners = [f"{kind}:{sock.fileno()}" for (kind, _), sock in sockets.items()]
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "relay.receiving", "--config", self.config_path, "--state-dir", self.state_dir,
@@ -292,7 +321,7 @@ class ReceivingProcesses:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        child = Child(slot, process, writer)
+        child = Child(slot, seat, process, writer)
         self.children.append(child)
         child.task = asyncio.get_running_loop().create_task(self._hear(child, reader))
         log.info("receiving process %d started (pid %d)", slot, process.pid)
@@ -325,6 +354,9 @@ class ReceivingProcesses:
                     self.receiver.observe_refusal(header["stage"], header["reply"])
             elif kind == "verify":
                 asyncio.get_running_loop().create_task(self._verify(child, header))
+            elif kind == "closed":
+                child.closed.set()
+        child.closed.set()
         code = await child.process.wait()
         child.writer.close()
         self.children.remove(child)
@@ -338,18 +370,10 @@ class ReceivingProcesses:
                   child.slot, child.process.pid, code)
         await asyncio.sleep(1)  # a process that dies at once must not be restarted in a tight loop
         if not self.stopping:
-            await self._restart(child.slot)
-
-    async def _restart(self, slot: int) -> None:
-        sockets = []
-        try:
-            sockets = self._open_sockets()
-            await self._start(slot, sockets)
-        except (ConfigError, OSError) as error:
-            log.error("receiving process %d could not be started again: %s", slot, error)
-        finally:
-            for _, sock in sockets:
-                sock.close()
+            try:
+                await self._start(child.slot, child.seat, self.seats[child.seat])
+            except OSError as error:
+                log.error("receiving process %d could not be started again: %s", child.slot, error)
 
     async def _verify(self, child: Child, header: dict) -> None:
         verdict = await self.receiver.verify(header["address"])
@@ -371,6 +395,9 @@ class ReceivingProcesses:
                 child.process.kill()
         if pending:
             await asyncio.wait(pending, timeout=5)
+        for seat in self.seats:
+            for sock in seat.values():
+                sock.close()
 
 
 # --- the receiving process's side ------------------------------------------------------
@@ -500,6 +527,7 @@ async def receive(args: argparse.Namespace, config: MtaConfig) -> None:
     await ended.wait()
     for server in servers:
         server.close()
+    channel.send({"t": "closed"})  # no new session here from now on
     if how["stop"]:
         sessions.stop(replies.SHUTTING_DOWN.format(hostname=config.hostname))
         try:
