@@ -10,6 +10,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -167,6 +168,35 @@ def test_a_reload_hands_over_to_new_processes_and_open_sessions_finish(make_rela
     assert b"Subject: across" in message.content
     old.wait(10)  # retired: gone once its last session ended
     relay.wait_log(r"receiving process 1 ended")
+
+
+def test_clients_connecting_through_reloads_are_all_greeted(make_relay, sink):
+    """The listening sockets outlive the processes: none is closed with connections waiting in it."""
+    relay = make_relay(sink.port, args=("--receivers", "2"))
+    greetings, stop = [], threading.Event()
+
+    def connect_again_and_again():
+        while not stop.is_set():
+            client = smtplib.SMTP(timeout=10)
+            try:
+                greetings.append(client.connect("127.0.0.1", relay.port)[0])
+                client.quit()
+            except (OSError, smtplib.SMTPException) as error:
+                greetings.append(repr(error))
+
+    clients = [threading.Thread(target=connect_again_and_again) for _ in range(3)]
+    for thread in clients:
+        thread.start()
+    try:
+        for number in range(3):
+            relay.reload({**relay.mta, "hostname": f"gw{number}.example.com"})
+            relay.wait_log(r"reload -- configuration", count=number + 1)
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(15)
+    assert len(greetings) > 20 and set(greetings) == {220}, [g for g in greetings if g != 220]
 
 
 def test_a_reload_that_cannot_listen_keeps_the_processes_running(make_relay, sink):
