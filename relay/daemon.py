@@ -61,6 +61,8 @@ LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 42
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start; the event loop adds one slice at a time
 RECEIVERS_VARIABLE = "POSTERN_RECEIVERS"  # the default of --receivers
+DEFAULT_RECEIVERS = "0"
+MAX_RECEIVERS = 8
 
 
 def server_tls_context(config: MtaConfig) -> ssl.SSLContext | None:
@@ -379,6 +381,16 @@ async def serve(relay: Relay) -> None:
     await relay.stop()
 
 
+def receiver_count(setting: str) -> int:
+    """--receivers: a number from 0 to 8, or auto (one per CPU where there are two or more, at most 8)."""
+    if setting.strip().lower() == "auto":
+        cpus = len(os.sched_getaffinity(0))
+        return min(cpus, MAX_RECEIVERS) if cpus > 1 else 0
+    if not setting.strip().isdigit() or not 0 <= int(setting) <= MAX_RECEIVERS:
+        raise ConfigError([f"--receivers {setting}: expected auto or 0 to {MAX_RECEIVERS} receiving processes"])
+    return int(setting)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="postern-relay", description="Postern's SMTP relay daemon")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help=f"appliance YAML file (default {DEFAULT_CONFIG})")
@@ -387,19 +399,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--socket-group", default=DEFAULT_GROUP,
                         help=f"admin group allowed on the control socket (default {DEFAULT_GROUP})")
     parser.add_argument("--check", action="store_true", help="validate the configuration file and exit")
-    parser.add_argument("--receivers", type=int, default=int(os.environ.get(RECEIVERS_VARIABLE) or 0), metavar="N",
-                        help="receive SMTP in N processes beside the daemon (0, the default: in the daemon itself)")
+    parser.add_argument("--receivers", default=os.environ.get(RECEIVERS_VARIABLE) or DEFAULT_RECEIVERS, metavar="N",
+                        help="receive SMTP in N processes beside the daemon (0: in the daemon itself; "
+                             f"auto: one per CPU on a machine with more than one; default {DEFAULT_RECEIVERS})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
     args = parser.parse_args(argv)
     log_buffer = setup_logging(args.verbose)
     try:
         _, loop_factory = choose_event_loop(os.environ.get(EVENT_LOOP_VARIABLE))
-        if not 0 <= args.receivers <= 8:
-            raise ConfigError([f"--receivers {args.receivers}: expected 0 to 8 receiving processes"])
+        receivers = receiver_count(args.receivers)
         config = load_file(args.config)
         # Building the relay loads the certificates: a bad one is a configuration problem too.
         relay = Relay(config, args.config, args.state_dir, args.socket, args.socket_group, log_buffer,
-                      receivers=args.receivers)
+                      receivers=receivers)
     except ConfigError as error:
         return refuse(error.problems)
     except (OSError, ssl.SSLError) as error:

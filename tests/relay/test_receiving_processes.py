@@ -271,3 +271,16 @@ def test_a_port_held_by_another_program_is_not_shared_with_it(make_relay, sink):
         assert f"mta.listen: cannot listen on 127.0.0.1:{port}" in relay.log()
     finally:
         squatter.close()
+
+
+def test_auto_is_one_receiving_process_per_cpu_and_none_on_one_cpu():
+    from relay.daemon import receiver_count
+
+    cpus = len(os.sched_getaffinity(0))
+    assert receiver_count("auto") == (min(cpus, 8) if cpus > 1 else 0)
+    assert receiver_count(" 3 ") == 3
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        assert receiver_count("AUTO") == 0, "one CPU: receiving in the daemon itself, as before"
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count())))
