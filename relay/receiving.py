@@ -307,7 +307,15 @@ class ReceivingProcesses:
                     sock.close()  # an address no longer listened on
         self.seats = seats
         config = self.config()
-        self.listening = (list(config.listen), list(config.smtps_listen) if config.tls.enabled else [])
+        listening = (list(config.listen), list(config.smtps_listen) if config.tls.enabled else [])
+        for before, now, words in zip(self.listening, listening, ("", " for SMTPS")):
+            for address in before:
+                if address not in now:
+                    log.info("stopped listening%s on %s", words, address)
+            for address in now:
+                if address not in before:
+                    log.info("listening%s on %s", words, address)
+        self.listening = listening
 
     async def _start(self, slot: int, seat: int, sockets: dict[Listener, socket.socket]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -383,6 +391,9 @@ class ReceivingProcesses:
     async def stop(self, grace: float) -> None:
         """SIGTERM to every process; wait for them and what they say until they end (grace + 5 s at most)."""
         self.stopping = True
+        for seat in self.seats:  # new connections are refused from now on, as without receiving processes
+            for sock in seat.values():
+                sock.close()
         for child in self.children:
             if child.process.returncode is None:
                 child.process.send_signal(signal.SIGTERM)
@@ -395,9 +406,6 @@ class ReceivingProcesses:
                 child.process.kill()
         if pending:
             await asyncio.wait(pending, timeout=5)
-        for seat in self.seats:
-            for sock in seat.values():
-                sock.close()
 
 
 # --- the receiving process's side ------------------------------------------------------
@@ -546,6 +554,7 @@ async def receive(args: argparse.Namespace, config: MtaConfig) -> None:
                 await asyncio.wait_for(sessions.wait_idle(), SHUTDOWN_GRACE)
             except asyncio.TimeoutError:
                 sessions.close_all()
+    receiver.anvil.log_statistics()
     await store.flush_removals()
     await writer.drain()
     writer.close()
