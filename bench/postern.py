@@ -30,7 +30,7 @@ def postern_python() -> str:
 
 
 class PosternInstance:
-    receivers = 0  # the daemon's --receivers: SMTP received in that many processes beside it
+    receivers = "auto"  # the daemon's --receivers: SMTP received in that many processes beside it
 
     def __init__(self, sink_port: int, parent: Path | None = None):
         self.sink_port = sink_port

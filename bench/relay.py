@@ -418,7 +418,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the connector's workload: 20 sessions keeping their connections, 75 KB, 3 recipients")
     parser.add_argument("--connector-size", default="75k", help="payload size of the connector's messages")
     parser.add_argument("--connector-recipients", type=int, default=3, help="recipients per connector message")
-    parser.add_argument("--receivers", type=int, default=PosternInstance.receivers,
+    parser.add_argument("--receivers", default=PosternInstance.receivers,
                         help=f"Postern's receiving processes (default {PosternInstance.receivers})")
     parser.add_argument("--only", choices=SERVERS, help="run one server only")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every throughput run; the table shows medians")

@@ -61,7 +61,7 @@ LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 42
 SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start; the event loop adds one slice at a time
 RECEIVERS_VARIABLE = "POSTERN_RECEIVERS"  # the default of --receivers
-DEFAULT_RECEIVERS = "0"
+DEFAULT_RECEIVERS = "auto"
 MAX_RECEIVERS = 8
 
 
@@ -148,9 +148,15 @@ class Relay:
         self._smtp_protocol = self.sessions.protocol(self.receiver.protocol)
         self._smtps_protocol = self.sessions.protocol(self.receiver.smtps_protocol)
         self.receiving = ReceivingProcesses(
-            receivers, config_path=config_path, state_dir=state_dir, config=current, receiver=self.receiver,
+            receivers, state_dir=state_dir, config=current, receiver=self.receiver,
             added=self.scheduler.add, recover=self.recover, log_buffer=self.log_buffer,
             verbose=logging.getLogger().level == logging.DEBUG) if receivers else None
+
+    async def settle(self) -> None:
+        """Before a control call is answered: every message acknowledged so far by a receiving
+        process is known here (nothing to wait for without them)."""
+        if self.receiving is not None:
+            await self.receiving.settle()
 
     def listening(self) -> tuple[list, list]:
         """The SMTP and SMTPS addresses listened on now, by the daemon or its receiving processes."""

@@ -38,10 +38,12 @@ import asyncio
 import ctypes
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import math
 import os
+import pickle
 import signal
 import socket
 import ssl
@@ -52,7 +54,7 @@ import weakref
 from collections.abc import Callable
 
 from . import replies
-from .config import ConfigError, MtaConfig, load_file
+from .config import ConfigError, MtaConfig
 from .dkim_sign import load_keys
 from .event_loop import EVENT_LOOP_VARIABLE, choose_event_loop
 from .events import LogBuffer, log_to
@@ -67,6 +69,7 @@ log = logging.getLogger("postern/master")
 
 FRAME = struct.Struct("!II")  # the JSON header's length, then the body's
 SHUTDOWN_GRACE = 10.0
+SETTLE_SECONDS = 2.0  # settle() waits no longer for a process that does not answer (stopped, or stuck)
 PR_SET_PDEATHSIG = 1
 
 
@@ -210,6 +213,7 @@ class Child:
     clients: int = 0
     retiring: bool = False
     closed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # its listeners closed
+    syncs: dict[int, asyncio.Future] = dataclasses.field(default_factory=dict)  # settle() waiting for it
     task: asyncio.Task | None = None
 
 
@@ -224,11 +228,10 @@ class ReceivingProcesses:
     messages of a process that died; `receiver` is the daemon's own, whose counters, refusal
     metric and recipient verification the processes share."""
 
-    def __init__(self, count: int, *, config_path: str, state_dir: str, config: Callable[[], MtaConfig],
+    def __init__(self, count: int, *, state_dir: str, config: Callable[[], MtaConfig],
                  receiver: Receiver, added: Callable[[QueueEntry, bytes | None], None],
                  recover: Callable[[int], int], log_buffer: LogBuffer, verbose: bool = False):
         self.count = count
-        self.config_path = config_path
         self.state_dir = state_dir
         self.config = config
         self.receiver = receiver
@@ -238,6 +241,7 @@ class ReceivingProcesses:
         self.verbose = verbose
         self.children: list[Child] = []
         self.seats: list[dict[Listener, socket.socket]] = [{} for _ in range(count)]
+        self._numbers = itertools.count()
         self.stopping = False
         self.listening: tuple[list, list] = ([], [])  # the addresses of the processes taking new sessions
 
@@ -319,11 +323,13 @@ class ReceivingProcesses:
 
     async def _start(self, slot: int, seat: int, sockets: dict[Listener, socket.socket]) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        # The configuration in force, not the file: the file may have changed since, or be one a reload refused
+        ours.sendall(frame({"t": "config"}, pickle.dumps(self.config())))
         fds = [theirs.fileno(), *(sock.fileno() for sock in sockets.values())]
         listeners = [f"{kind}:{sock.fileno()}" for (kind, _), sock in sockets.items()]
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "relay.receiving", "--config", self.config_path, "--state-dir", self.state_dir,
+                sys.executable, "-m", "relay.receiving", "--state-dir", self.state_dir,
                 "--slot", str(slot), "--processes", str(self.count), "--channel", str(theirs.fileno()),
                 *(["--verbose"] if self.verbose else []), *listeners, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL)
         finally:
@@ -364,7 +370,14 @@ class ReceivingProcesses:
                 asyncio.get_running_loop().create_task(self._verify(child, header))
             elif kind == "closed":
                 child.closed.set()
+            elif kind == "synced":
+                waiting = child.syncs.pop(header["n"], None)
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(None)
         child.closed.set()
+        for waiting in child.syncs.values():
+            if not waiting.done():
+                waiting.set_result(None)
         code = await child.process.wait()
         child.writer.close()
         self.children.remove(child)
@@ -383,6 +396,21 @@ class ReceivingProcesses:
             except OSError as error:
                 log.error("receiving process %d could not be started again: %s", child.slot, error)
 
+    async def settle(self) -> None:
+        """Until the daemon has heard everything each process said before now: a message whose client
+        has its 250 is in the queue for the control API's next answer."""
+        loop = asyncio.get_running_loop()
+        waiting = []
+        for child in self.children:
+            if child.writer.is_closing():
+                continue
+            number = next(self._numbers)
+            child.syncs[number] = loop.create_future()
+            waiting.append(child.syncs[number])
+            child.writer.write(frame({"t": "sync", "n": number}))
+        if waiting:
+            await asyncio.wait(waiting, timeout=SETTLE_SECONDS)
+
     async def _verify(self, child: Child, header: dict) -> None:
         verdict = await self.receiver.verify(header["address"])
         if not child.writer.is_closing():
@@ -391,8 +419,12 @@ class ReceivingProcesses:
     async def stop(self, grace: float) -> None:
         """SIGTERM to every process; wait for them and what they say until they end (grace + 5 s at most)."""
         self.stopping = True
-        for seat in self.seats:  # new connections are refused from now on, as without receiving processes
-            for sock in seat.values():
+        for seat in self.seats:  # new connections are refused from now on, as without receiving processes:
+            for sock in seat.values():  # shutdown() ends the listening for every process that holds the socket
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 sock.close()
         for child in self.children:
             if child.process.returncode is None:
@@ -441,6 +473,8 @@ class Channel:
             header, _ = received
             if header["t"] == "verdict" and header["n"] in self._asked:
                 self._asked[header["n"]].set_result(header["verdict"])
+            elif header["t"] == "sync":  # after everything said before it
+                self.send({"t": "synced", "n": header["n"]})
 
 
 class ChannelHandler(logging.Handler):
@@ -487,9 +521,23 @@ def die_with_parent() -> None:
         pass
 
 
-async def receive(args: argparse.Namespace, config: MtaConfig) -> None:
+def first_frame(sock: socket.socket) -> tuple[dict, bytes]:
+    """The daemon's first word, read before the event loop starts: the configuration."""
+    def exactly(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("the daemon closed the channel")
+            data += chunk
+        return data
+
+    header_size, body_size = FRAME.unpack(exactly(FRAME.size))
+    return json.loads(exactly(header_size)), exactly(body_size)
+
+
+async def receive(args: argparse.Namespace, channel_socket: socket.socket, config: MtaConfig) -> None:
     loop = asyncio.get_running_loop()
-    channel_socket = socket.socket(fileno=args.channel)
     reader, writer = await asyncio.open_unix_connection(sock=channel_socket)
     channel = Channel(writer)
     log_to(ChannelHandler(channel), args.verbose)
@@ -571,7 +619,6 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     parser = argparse.ArgumentParser(prog="postern-relay receiving process",
                                      description="A receiving process of postern-relay; the daemon starts it.")
-    parser.add_argument("--config", required=True)
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--slot", type=int, required=True)
     parser.add_argument("--processes", type=int, required=True)
@@ -581,15 +628,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if os.getppid() == 1:  # the daemon died before we could ask to die with it
         return 1
+    channel = socket.socket(fileno=args.channel)
     try:
-        config = load_file(args.config)
-    except ConfigError as error:
-        print(f"receiving process: {'; '.join(error.problems)}", file=sys.stderr)
+        header, body = first_frame(channel)
+    except (ConnectionError, ValueError) as error:
+        print(f"receiving process: no configuration from the daemon: {error}", file=sys.stderr)
         return 1
+    config: MtaConfig = pickle.loads(body)  # from the daemon that started this process, over a socket pair
     _, loop_factory = choose_event_loop(os.environ.get(EVENT_LOOP_VARIABLE))
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(receive(args, config))
+            runner.run(receive(args, channel, config))
     except (OSError, ssl.SSLError) as error:
         print(f"receiving process: {error}", file=sys.stderr)
         return 1

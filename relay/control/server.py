@@ -213,6 +213,8 @@ class ControlServer:
                 raise VarlinkError(errors.METHOD_NOT_FOUND, method=name)
             if not self.relay.queue_loaded.is_set() and name.rpartition(".")[0] not in ANSWERED_WHILE_LOADING:
                 await self.relay.queue_loaded.wait()  # no call reads or changes part of the queue
+            if name.rpartition(".")[0] != "org.varlink.service" and not method.streams:
+                await self.relay.settle()  # what a client was told 250 for before this call is in the answer
             if method.streams and call.more:
                 return await self._stream(method, call, reader, writer)
             if method.streams:

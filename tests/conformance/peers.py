@@ -178,7 +178,8 @@ class PosternPeer(Peer):
         cert, key = self_signed(_private_dir(parent, "postern-tls"), self.hostname)
         self.mta = {**base_mta(self.port, hop.port), **POSTERN_SETTINGS, "dns_servers": [dns.address],
                     "tls": {"cert_file": str(cert), "key_file": str(key)}}
-        self.relay = RelayProcess(workdir, self.mta, self.port).start()
+        # As on the appliance: SMTP received in processes of their own beside the daemon
+        self.relay = RelayProcess(workdir, self.mta, self.port, ("--receivers", "2")).start()
 
     def log(self) -> str:
         return self.relay.log()

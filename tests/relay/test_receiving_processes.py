@@ -35,12 +35,12 @@ def status(relay) -> dict:
         return client.call("io.postern.Status.Get")["status"]
 
 
-def queued_as(relay, subject: str, source: str = "127.0.0.1") -> str:
+def queued_as(relay, subject: str, source: str = "127.0.0.1", body: str = "body\r\n") -> str:
     """Send one message; the queue ID in the 250 reply."""
     with relay.smtp(source) as client:
         client.mail("alice@example.net")
         client.rcpt("bob@example.com")
-        code, text = client.data(f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+        code, text = client.data(f"Subject: {subject}\r\n\r\n{body}".encode())
     assert code == 250, text
     return text.decode().rsplit(" ", 1)[-1]
 
@@ -64,6 +64,19 @@ def test_mail_taken_by_every_receiving_process_is_delivered_once(make_relay, sin
     with ControlClient(str(relay.workdir / "control.sock")) as client:
         tail = next(client.stream("io.postern.Log.Tail", lines=400))
     assert any(f"{ids[-1]}: client=unknown[127.0.0.1]" in line["text"] for line in tail["lines"]), tail
+
+
+def test_a_message_acknowledged_is_in_the_next_control_answer(make_relay):
+    """The 250 comes from a receiving process; the control API answers from the daemon, which has
+    heard of the message by then, whichever process took it."""
+    relay = make_relay(1, args=("--receivers", "2"))  # nothing listens on port 1: the mail stays queued
+    big = "x" * 998 + "\r\n"
+    with ControlClient(str(relay.workdir / "control.sock")) as client:
+        for number in range(20):  # 4 MB each: the daemon reads its word about the message a while
+            queue_id = queued_as(relay, f"m{number}", body=big * 4000)
+            listed = {m["id"] for m in client.call("io.postern.Queue.List")["messages"]}
+            assert queue_id in listed, number
+            assert client.call("io.postern.Status.Get")["status"]["counters"]["received"] == number + 1
 
 
 def test_open_sessions_and_refusals_in_receiving_processes_show_in_the_status_and_metrics(make_relay, sink):

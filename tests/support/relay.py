@@ -15,6 +15,9 @@ import yaml
 from .net import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+# The daemon receives SMTP itself unless a test asks for receiving processes (`args`), or the whole
+# run does (POSTERN_RECEIVERS=2 make test): the same sessions, in one process, for a quicker start.
+RECEIVING_IN_THE_DAEMON = {"POSTERN_RECEIVERS": "0"}
 
 
 def base_mta(port: int, next_hop_port: int) -> dict:
@@ -56,7 +59,7 @@ class RelayProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relay.daemon", "--config", str(self.config_path),
              "--state-dir", str(self.state_dir), "--socket", str(self.workdir / "control.sock"), *self.args],
-            cwd=ROOT, stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=ROOT, stdout=log, stderr=log, env={**RECEIVING_IN_THE_DAEMON, **os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
         if wait:
