@@ -11,6 +11,7 @@ and exits 1 if any scenario or test failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -35,8 +36,10 @@ def scenarios(args) -> dict:
     load = crash.CrashLoad(messages=args.messages or (300 if quick else 10_000),
                            clients=args.clients or (10 if quick else 20), kills=args.kills or (3 if quick else 20),
                            seed=args.seed, time_limit=150 if quick else 900)
+    receiving = dataclasses.replace(load, receivers=2, target="receiver")
     return {
-        "crash": lambda: crash.run(load),
+        "crash": lambda: crash.run(dataclasses.replace(load, receivers=2)),
+        "crash-receiver": lambda: crash.run(receiving),
         "recovery": lambda: outage.recovery(outage.Recovery() if quick else outage.Recovery(
             messages=40, spread=4.0, refused_for=6.0, tempfail_for=6.0, maximal_backoff=12)),
         "expiry": lambda: outage.expiry(outage.Expiry() if quick else outage.Expiry(messages=50, lifetime=5)),

@@ -1,4 +1,5 @@
-"""kill -9 of the daemon at chosen moments under load, restart, drain: nothing acknowledged is lost.
+"""kill -9 of the daemon, or of one of its receiving processes, at chosen moments under load,
+restart, drain: nothing acknowledged is lost.
 
 Clients (threads, one connection each) send messages with unique Message-IDs; a message
 that did not get its 250 is sent again, as a real client would. Kills come at a moment
@@ -9,8 +10,10 @@ of one kind, in turn:
     mid-delivery  the next hop has the whole message and has not yet answered
     random        whenever the timer says
 
-After each kill the queue is read as it lies on disk (every file must be whole), then
-the daemon starts again. At the end the queue must drain. A message delivered twice
+After each kill of the daemon the queue is read as it lies on disk (every file must be
+whole), then the daemon starts again; a receiving process killed (`target="receiver"`,
+with `receivers` of them) is replaced by the daemon itself, which takes over what it had
+queued. At the end the queue must drain. A message delivered twice
 must have been in flight at a kill: an attempt of it cut by that kill (the relay may
 have kept it before the client could hear the 250), or queued at the kill and already
 at the next hop (delivered, not yet recorded as delivered).
@@ -26,6 +29,8 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+import psutil
 
 from tests.support.net import free_port
 from tests.support.raw_smtp import RawSmtp
@@ -45,6 +50,8 @@ class CrashLoad:
     size: int = 3000
     seed: int | None = None
     time_limit: float = 150.0  # for the whole run, load and drain
+    receivers: int = 0  # the daemon's --receivers
+    target: str = "daemon"  # what is killed: the daemon, or one of its receiving processes ("receiver")
 
 
 @dataclass
@@ -68,8 +75,10 @@ class Kill:
 class Killer:
     """Kills the daemon from whichever thread reaches the armed moment first."""
 
-    def __init__(self, relay: RelayProcess):
+    def __init__(self, relay: RelayProcess, target: str = "daemon", rng: random.Random | None = None):
         self.relay = relay
+        self.target = target
+        self.rng = rng or random.Random()
         self.lock = threading.Lock()
         self.armed: str | None = None
         self.fired = threading.Event()
@@ -94,7 +103,12 @@ class Killer:
     def _fire(self, kind: str) -> None:
         self.armed = None
         self.kills.append(Kill(kind, time.time()))
-        os.kill(self.relay.process.pid, signal.SIGKILL)  # still ours: only the main thread reaps it
+        if self.target == "receiver":
+            receivers = psutil.Process(self.relay.process.pid).children()
+            if receivers:
+                self.rng.choice(receivers).kill()
+        else:
+            os.kill(self.relay.process.pid, signal.SIGKILL)  # still ours: only the main thread reaps it
         self.fired.set()
 
 
@@ -212,6 +226,9 @@ def kill_in_turn(plan: CrashLoad, load: Load, killer: Killer, relay: RelayProces
             killer.arm(kind)
             if not killer.fired.wait(5.0):
                 killer.fire_now(f"{kind} (not reached in 5 s: on a timer)")
+        if plan.target == "receiver":  # the daemon starts another in its place; the queue is live meanwhile
+            killer.kills[-1].restarted = time.time()
+            continue
         relay.process.wait(15)
         snapshot(relay, killer.kills[-1])
         time.sleep(rng.uniform(0.0, 0.5))  # clients meet a closed port for a while
@@ -224,14 +241,15 @@ def kill_in_turn(plan: CrashLoad, load: Load, killer: Killer, relay: RelayProces
 def run(plan: CrashLoad | None = None) -> Outcome:
     plan = plan or CrashLoad()
     rng = random.Random(plan.seed)
-    outcome = Outcome("crash (kill -9 under load)")
+    outcome = Outcome("crash (kill -9 under load)" if plan.target == "daemon"
+                      else "crash (kill -9 of receiving processes under load)")
     run_id = f"{int(time.time())}{rng.randrange(1000):03d}"
     sink_port = free_port()
     sink = Sink(port=sink_port)
     with scratch(outcome) as relays:
-        relay = relays.make(sink_port, start=False)
+        relay = relays.make(sink_port, start=False, args=("--receivers", str(plan.receivers)))
         load = Load(plan, run_id)
-        killer = Killer(relay)
+        killer = Killer(relay, plan.target, rng)
         sink.on_message = lambda received: killer.fire_if("mid-delivery")
         sink.start()
         try:

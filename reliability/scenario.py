@@ -107,11 +107,11 @@ class Relays:
         self.root = root
         self.started: list[RelayProcess] = []
 
-    def make(self, next_hop_port: int, start: bool = True, **overrides) -> RelayProcess:
+    def make(self, next_hop_port: int, start: bool = True, args: tuple[str, ...] = (), **overrides) -> RelayProcess:
         port = free_port()
         workdir = self.root / f"relay{len(self.started)}"
         workdir.mkdir()
-        relay = RelayProcess(workdir, {**base_mta(port, next_hop_port), **overrides}, port)
+        relay = RelayProcess(workdir, {**base_mta(port, next_hop_port), **overrides}, port, args)
         self.started.append(relay)
         return relay.start() if start else relay
 

@@ -22,6 +22,19 @@ def test_kill_9_under_load_loses_nothing_acknowledged():
     held(crash.run(crash.CrashLoad(messages=300, clients=10, kills=3, seed=8)))
 
 
+@pytest.mark.timeout(150)
+def test_kill_9_under_load_with_receiving_processes_loses_nothing_acknowledged():
+    """The same with two receiving processes: they die with the daemon, and what they took is on disk."""
+    held(crash.run(crash.CrashLoad(messages=300, clients=10, kills=3, seed=9, receivers=2)))
+
+
+@pytest.mark.timeout(150)
+def test_kill_9_of_receiving_processes_under_load_loses_nothing_acknowledged():
+    """A receiving process killed mid-DATA, just after a 250 and mid-delivery: the daemon takes over
+    what it had queued and starts another; no message is lost, none is sent twice unless cut."""
+    held(crash.run(crash.CrashLoad(messages=300, clients=10, kills=3, seed=10, receivers=2, target="receiver")))
+
+
 def test_a_next_hop_that_comes_back_gets_everything_in_retry_order():
     held(outage.recovery(outage.Recovery(messages=10, refused_for=2.5, tempfail_for=2.5, maximal_backoff=5)))
 
