@@ -1,34 +1,39 @@
 """Receiving processes: SMTP sessions on more than one core, one queue.
 
-With `--receivers N` (N > 0) the daemon listens through N receiving processes instead of
-itself, as Postfix's smtpd processes receive beside its qmgr. Each receiving process
+With `--receivers N` (N > 0; `auto`, the default, is one per CPU on a machine with two or more)
+the daemon listens through N receiving processes instead of itself, as Postfix's smtpd
+processes receive beside its qmgr. Each receiving process
 
-- accepts on its own listening sockets, which the daemon opened for it with SO_REUSEPORT,
-  so the kernel spreads new connections over the processes;
+- is handed the configuration in force by the daemon (never the file, which may have changed
+  since or be one a reload refused), and accepts on listening sockets the daemon opened with
+  SO_REUSEPORT and keeps, so the kernel spreads new connections over the processes and a
+  process that ends leaves no waiting connection behind;
 - runs the same sessions as the daemon would (`relay.smtpd.Receiver`), and writes each
   message into the one queue directory with the same fsynced commit, under queue IDs of
   its own (the slot digit: `relay.queue.store.slot_of`);
 - tells the daemon of each message it queued over its channel (a socket pair), body
-  included, before the client hears 250, and sends its log lines, refusals and open
-  session count the same way; recipient verification is asked of the daemon, so there is
-  one cache.
+  included, before the client hears 250, and sends its refusals and open sessions the same
+  way, and its log lines as Log.Tail shows them (the journal gets them from the process
+  itself); recipient verification is asked of the daemon, so there is one cache.
 
 The daemon keeps the queue manager's part: the scheduler, delivery, the control API and the
-metrics. Nothing accepted is lost when a receiving process dies, however it dies: what it
-committed is in `msg/`, and the daemon, once it has read the channel to its end, adds every
-message of that process's slot that it does not know yet, then starts a new process in the
-slot. A receiving process dies with the daemon (PR_SET_PDEATHSIG), so a restarted daemon
-never loads the queue while an old receiver is still writing to it.
+metrics. Before it answers a control call it hears each process out (`settle`), so a message
+whose client has its 250 is in the answer. Nothing accepted is lost when a receiving process
+dies, however it dies: what it committed is in `msg/`, and the daemon, once it has read the
+channel to its end, adds every message of that process's slot it does not know yet, then
+starts a new process in the slot. A receiving process dies with the daemon
+(PR_SET_PDEATHSIG), so a restarted daemon never loads the queue while an old receiver still
+writes to it.
 
 Limits per client (`client_connection_count_limit`, `client_connection_rate_limit`) and
 `max_connections` are shared out: each process allows its part (rounded up), so no client
 ever gets more than the configured limit, and one whose connections all land on one
 process may be told 421 a little earlier.
 
-A reload starts new receiving processes with the new configuration and new sockets, and
-retires the old ones: they stop accepting and exit once their open sessions end. A stop
-sends them SIGTERM: as the daemon does, they tell idle sessions 421 and give busy ones the
-grace to finish.
+A reload starts new receiving processes with the new configuration and retires the old ones:
+they stop accepting at once and exit once their open sessions end. A stop sends them SIGTERM:
+as the daemon does, they tell idle sessions 421 and give busy ones the grace to finish.
+docs/queue.md, "Receiving processes", says how each promise of the queue holds.
 """
 
 from __future__ import annotations
@@ -240,6 +245,9 @@ class ReceivingProcesses:
         self.log_buffer = log_buffer
         self.verbose = verbose
         self.children: list[Child] = []
+        # This release's interpreter, its directory's links resolved: on the appliance /opt/postern/bin
+        # leads through `current`, which an update switches; a process started later runs this code.
+        self.python = os.path.join(os.path.realpath(os.path.dirname(sys.executable)), os.path.basename(sys.executable))
         self.seats: list[dict[Listener, socket.socket]] = [{} for _ in range(count)]
         self._numbers = itertools.count()
         self.stopping = False
@@ -329,7 +337,7 @@ class ReceivingProcesses:
         listeners = [f"{kind}:{sock.fileno()}" for (kind, _), sock in sockets.items()]
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "relay.receiving", "--state-dir", self.state_dir,
+                self.python, "-m", "relay.receiving", "--state-dir", self.state_dir,
                 "--slot", str(slot), "--processes", str(self.count), "--channel", str(theirs.fileno()),
                 *(["--verbose"] if self.verbose else []), *listeners, pass_fds=fds, stdin=asyncio.subprocess.DEVNULL)
         finally:
