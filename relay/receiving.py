@@ -54,6 +54,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import types
 import weakref
 from collections.abc import Callable
@@ -456,12 +457,26 @@ class Channel:
 
     def __init__(self, writer: asyncio.StreamWriter):
         self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._asked: dict[int, asyncio.Future] = {}
         self._numbers = iter(range(1 << 62))
+        self._waiting: list[bytes] = []
 
     def send(self, header: dict, body: bytes = b"") -> None:
+        """Frames go out together once per turn of the event loop: one write for a message's log
+        lines and its word to the daemon, not one each. Order is kept, which is all `settle` needs."""
+        if threading.get_ident() != self._loop_thread:  # a log line from a worker thread
+            self.loop.call_soon_threadsafe(self.send, header, body)
+            return
+        if not self._waiting:
+            self.loop.call_soon(self.flush)
+        self._waiting.append(frame(header, body))
+
+    def flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
         if not self.writer.is_closing():
-            self.writer.write(frame(header, body))
+            self.writer.write(b"".join(waiting))
 
     def queued(self, entry: QueueEntry, body: bytes) -> None:
         self.send({"t": "queued", "envelope": entry.envelope.to_dict(), "hold": entry.hold}, body)
@@ -612,6 +627,7 @@ async def receive(args: argparse.Namespace, channel_socket: socket.socket, confi
                 sessions.close_all()
     receiver.anvil.log_statistics()
     await store.flush_removals()
+    channel.flush()
     await writer.drain()
     writer.close()
 
