@@ -384,13 +384,13 @@ class ReceivingProcesses:
                 if waiting is not None and not waiting.done():
                     waiting.set_result(None)
         child.closed.set()
-        for waiting in child.syncs.values():
-            if not waiting.done():
-                waiting.set_result(None)
         code = await child.process.wait()
         child.writer.close()
         self.children.remove(child)
         recovered = self.recover(child.slot)
+        for waiting in child.syncs.values():  # settled: what it queued is known now, told or recovered
+            if not waiting.done():
+                waiting.set_result(None)
         if recovered:
             log.warning("receiving process %d: %d message(s) it had queued recovered", child.slot, recovered)
         if child.retiring or self.stopping:
