@@ -26,9 +26,10 @@ starts a new process in the slot. A receiving process dies with the daemon
 writes to it.
 
 Limits per client (`client_connection_count_limit`, `client_connection_rate_limit`) and
-`max_connections` are shared out: each process allows its part (rounded up), so no client
-ever gets more than the configured limit, and one whose connections all land on one
-process may be told 421 a little earlier.
+`max_connections` are shared out: each process allows its part, rounded up. A limit that
+the number of processes divides (the defaults, with two) is never passed; another may be
+passed by less than the number of processes (7 with two processes: 4 each). A client whose
+connections mostly land on one process may be told 421 a little before the limit.
 
 A reload starts new receiving processes with the new configuration and retires the old ones:
 they stop accepting at once and exit once their open sessions end. A stop sends them SIGTERM:
