@@ -44,7 +44,7 @@ from .metrics import Metrics
 from .mta_sts import MtaSts
 from .queue.entry import Counters, Envelope
 from .queue.store import QueueStore, slot_of
-from .receiving import ReceivingProcesses, Sessions
+from .receiving import CannotStart, ReceivingProcesses, Sessions
 from .routing import Target, make_resolver
 from .scheduler import Scheduler
 from .smtpd import Receiver
@@ -219,7 +219,12 @@ class Relay:
         loop = asyncio.get_running_loop()
         self._tasks += [loop.create_task(self.scheduler.run()), loop.create_task(self.mta_sts.run()),
                         loop.create_task(self.reporter.run())]
-        await self._update_listeners()
+        try:
+            await self._update_listeners()
+        except CannotStart as error:  # the mail must still come in: the daemon receives it itself
+            log.error("%s; receiving in the daemon itself", "; ".join(error.problems))
+            self.receiving = None
+            await self._update_listeners()
         self.loading = {"loaded": 0, "total": len(queued)}
         loading = loop.create_task(self._load_queue(queued))
         self._tasks.append(loading)

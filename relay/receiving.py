@@ -210,6 +210,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
 Listener = tuple[str, object]  # ("smtp" or "smtps", the address)
 
 
+class CannotStart(ConfigError):
+    """A receiving process could not be started (its interpreter cannot be run, no memory)."""
+
+
 @dataclasses.dataclass(eq=False)
 class Child:
     slot: int  # the digit in its queue IDs
@@ -299,18 +303,24 @@ class ReceivingProcesses:
         if len(slots) < self.count:
             raise ConfigError(["receiving processes: no free slot (retired ones are still finishing sessions)"])
         seats: list[dict[Listener, socket.socket]] = []
+        old = [child for child in self.children if not child.retiring]
+        started: list[Child] = []
         try:
             for seat in self.seats:
                 seats.append(self._seat_sockets(seat))
+            for seat, (slot, sockets) in enumerate(zip(slots, seats)):
+                try:
+                    started.append(await self._start(slot, seat, sockets))
+                except OSError as error:
+                    raise CannotStart([f"receiving processes: cannot start one: {error}"]) from None
         except ConfigError:
+            for child in started:
+                self._retire(child)
             for seat, sockets in zip(self.seats, seats):
                 for key, sock in sockets.items():
                     if key not in seat:
                         sock.close()
             raise
-        old = [child for child in self.children if not child.retiring]
-        for seat, (slot, sockets) in enumerate(zip(slots, seats)):
-            await self._start(slot, seat, sockets)
         for child in old:
             self._retire(child)
         if old:
@@ -331,7 +341,7 @@ class ReceivingProcesses:
                     log.info("listening%s on %s", words, address)
         self.listening = listening
 
-    async def _start(self, slot: int, seat: int, sockets: dict[Listener, socket.socket]) -> None:
+    async def _start(self, slot: int, seat: int, sockets: dict[Listener, socket.socket]) -> Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # The configuration in force, not the file: the file may have changed since, or be one a reload refused
         ours.sendall(frame({"t": "config"}, pickle.dumps(self.config())))
@@ -349,6 +359,7 @@ class ReceivingProcesses:
         self.children.append(child)
         child.task = asyncio.get_running_loop().create_task(self._hear(child, reader))
         log.info("receiving process %d started (pid %d)", slot, process.pid)
+        return child
 
     def _retire(self, child: Child) -> None:
         """Stop accepting; exit once the open sessions end (a reload)."""

@@ -22,6 +22,7 @@ from relay.queue.store import QueueStore, slot_of
 from tests.relay.test_metrics import scrape, value
 from tests.support.net import free_port, wait_until
 from tests.support.next_hop import NextHop
+from tests.support.relay import base_mta
 
 OUTSIDER = "127.0.0.2"  # not in my_networks: its connections count against the client limits
 
@@ -298,3 +299,30 @@ def test_auto_is_one_receiving_process_per_cpu_and_none_on_one_cpu():
         assert receiver_count("AUTO") == 0, "one CPU: receiving in the daemon itself, as before"
     finally:
         os.sched_setaffinity(0, original)
+
+
+async def test_a_daemon_that_cannot_start_receiving_processes_receives_itself(tmp_path, monkeypatch, sink):
+    """An interpreter the daemon's user may not run (a development tree under /root, run as nobody)
+    or no memory for a process: the mail must still come in, so the daemon listens itself."""
+    import yaml
+
+    import relay.receiving
+    from relay.config import load_file
+    from relay.daemon import Relay
+
+    async def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", args[0])
+
+    monkeypatch.setattr(relay.receiving.asyncio, "create_subprocess_exec", refused)
+    path = tmp_path / "postern.yaml"
+    port = free_port()
+    path.write_text(yaml.safe_dump({"mta": base_mta(port, sink.port)}))
+    daemon = Relay(load_file(path), str(path), str(tmp_path / "state"), str(tmp_path / "control.sock"), receivers=2)
+    try:
+        await daemon.start()
+        assert daemon.receiving is None and daemon.listening()[0] == list(daemon.config.listen)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reader.readline()).startswith(b"220 gw.example.com")
+        writer.close()
+    finally:
+        await daemon.stop(grace=1)
