@@ -149,7 +149,9 @@ def print_status(status: dict) -> None:
     if status.get("loading"):
         print(f"loading the queue: {status['loading']['loaded']} of {status['loading']['total']} messages read; "
               "queue commands wait for the end")
-    print(f"listening: {', '.join(status['listeners']) or 'nowhere'}   STARTTLS: {'on' if status['tls'] else 'off'}")
+    receiving = status.get("receiving_processes") or []
+    by = f"   receiving processes: {len(receiving)} (pid {', '.join(map(str, receiving))})" if receiving else ""
+    print(f"listening: {', '.join(status['listeners']) or 'nowhere'}   STARTTLS: {'on' if status['tls'] else 'off'}{by}")
     if status.get("smtps_listeners"):
         print(f"SMTPS: {', '.join(status['smtps_listeners'])}")
     if status.get("paused_domains"):

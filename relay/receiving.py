@@ -267,6 +267,10 @@ class ReceivingProcesses:
     def clients(self) -> int:
         return sum(child.clients for child in self.children)
 
+    def pids(self) -> list[int]:
+        """The process IDs of those taking new sessions (not the retired ones finishing theirs)."""
+        return [child.process.pid for child in self.children if not child.retiring]
+
     def _free_slots(self) -> list[int]:
         used = {child.slot for child in self.children}
         return [slot for slot in range(1, 16) if slot not in used]

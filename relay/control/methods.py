@@ -154,6 +154,7 @@ def status(relay: Relay) -> dict:
         "loading": dict(relay.loading) if relay.loading else None,
         "listeners": [str(address) for address in relay.listening()[0]],
         "smtps_listeners": [str(address) for address in relay.listening()[1]],
+        "receiving_processes": relay.receiving.pids() if relay.receiving is not None else [],
         "tls": relay.tls_context is not None,
         "counters": {
             "received": counters.received,

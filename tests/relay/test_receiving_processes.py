@@ -84,6 +84,11 @@ def test_open_sessions_and_refusals_in_receiving_processes_show_in_the_status_an
     port = free_port()
     relay = make_relay(sink.port, args=("--receivers", "2"), metrics={"listen": f"127.0.0.1:{port}"})
     assert status(relay)["listeners"] == [f"127.0.0.1:{relay.port}"]
+    pids = sorted(p.pid for p in receivers(relay))
+    assert sorted(status(relay)["receiving_processes"]) == pids
+    shown = subprocess.run([sys.executable, "-m", "relay.ctl", "--socket", str(relay.workdir / "control.sock"),
+                            "status"], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert f"receiving processes: 2 (pid {', '.join(map(str, status(relay)['receiving_processes']))})" in shown
     sessions = [relay.smtp(OUTSIDER) for _ in range(4)]
     wait_until(lambda: value(scrape(port), "postern_smtp_connections") == 4, 10, what="4 open sessions counted")
     assert value(scrape(port), "postern_smtp_clients") in (1, 2)  # one address, counted by each process it is on
