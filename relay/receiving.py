@@ -76,6 +76,7 @@ log = logging.getLogger("postern/master")
 
 FRAME = struct.Struct("!II")  # the JSON header's length, then the body's
 SHUTDOWN_GRACE = 10.0
+BODY_BY_CHANNEL = 1 << 20  # bytes of a message's body handed to the daemon with its word
 SETTLE_SECONDS = 2.0  # settle() waits no longer for a process that does not answer (stopped, or stuck)
 PR_SET_PDEATHSIG = 1
 
@@ -380,7 +381,7 @@ class ReceivingProcesses:
                 entry = QueueEntry.new(Envelope(**header["envelope"]))
                 entry.hold = header.get("hold", False)
                 self.receiver.counters.received += 1
-                self.added(entry, body)
+                self.added(entry, body or None)  # none: read from the file when delivered
             elif kind == "log":
                 self.log_buffer.add(header["line"])
             elif kind == "connections":
@@ -495,7 +496,10 @@ class Channel:
             self.writer.write(b"".join(waiting))
 
     def queued(self, entry: QueueEntry, body: bytes) -> None:
-        self.send({"t": "queued", "envelope": entry.envelope.to_dict(), "hold": entry.hold}, body)
+        """The daemon's word of a message on disk; a body of at most BODY_BY_CHANNEL comes along, for
+        its first attempt without reading the file back (a larger one is not copied three times)."""
+        self.send({"t": "queued", "envelope": entry.envelope.to_dict(), "hold": entry.hold},
+                  body if len(body) <= BODY_BY_CHANNEL else b"")
 
     async def verify(self, address: str) -> Verdict:
         number = next(self._numbers)

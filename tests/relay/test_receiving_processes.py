@@ -80,6 +80,14 @@ def test_a_message_acknowledged_is_in_the_next_control_answer(make_relay):
             assert client.call("io.postern.Status.Get")["status"]["counters"]["received"] == number + 1
 
 
+def test_a_message_too_big_to_hand_over_whole_is_read_back_and_delivered_whole(make_relay, sink):
+    relay = make_relay(sink.port, args=("--receivers", "1"))
+    body = "".join(f"line {number:07d} " + "y" * 60 + "\r\n" for number in range(40_000))  # 3 MB
+    queued_as(relay, "big", body=body)
+    [message] = sink.wait_for(1)
+    assert message.content.endswith(body.encode())
+
+
 def test_open_sessions_and_refusals_in_receiving_processes_show_in_the_status_and_metrics(make_relay, sink):
     port = free_port()
     relay = make_relay(sink.port, args=("--receivers", "2"), metrics={"listen": f"127.0.0.1:{port}"})
