@@ -13,6 +13,7 @@ import logging
 import os
 import ssl
 import time
+import types
 
 import dns.asyncresolver
 import h11
@@ -661,6 +662,10 @@ async def test_a_hostile_record_cannot_fan_one_report_out_to_many(tmp_path, make
 async def test_run_sends_the_day_before_and_flushes_the_counts(tmp_path, make_dns, client_context, monkeypatch):
     # the first round at once, the next a day later (in real life: after midnight plus up to an hour)
     monkeypatch.setattr(tls_report, "_next_send", lambda now, first=False: now if first else now + 86400)
+    # The reporter's clock runs from this module's NOW, so "the day before" stays YESTERDAY even when
+    # the run crosses midnight UTC between loading this module and this test.
+    started = time.time()
+    monkeypatch.setattr(tls_report, "time", types.SimpleNamespace(**{**vars(time), "time": lambda: NOW + time.time() - started}))
     dns_server = make_dns({("_smtp._tls.example.org", "TXT"): ['"v=TLSRPTv1; rua=mailto:r@example.org"']})
     mailer = Mailer()
     stats = traffic(tmp_path, "example.org")
