@@ -15,7 +15,9 @@ from textual import events
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.css.query import NoMatches
 from textual.reactive import reactive
+from textual.worker import WorkerFailed
 
 from appliance.relay_log import Journal, LogFile, RelayLog
 
@@ -226,6 +228,14 @@ class PosternConsole(App):
     def _lock_if_idle(self) -> None:
         if not self.first_boot and time.monotonic() - self.last_input >= self.idle_lock:
             self.action_lock()
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Quitting takes each screen apart, its widgets before itself: a worker the relay answers
+        in between finds its widgets gone (NoMatches). Nobody is left to tell, so the console ends
+        quietly instead of with a traceback; while it runs, such an error is a bug and shows."""
+        if not self._running and isinstance(error, WorkerFailed) and isinstance(error.error, NoMatches):
+            return
+        super()._handle_exception(error)
 
     def on_worker_state_changed(self, event) -> None:
         """First boot: the wizard is all there is until setup is complete; then the console locks."""

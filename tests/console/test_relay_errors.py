@@ -100,3 +100,49 @@ async def test_the_queue_screen_closing_while_the_relay_answers_is_no_crash(queu
         await page.wait()
         await action.wait()
         assert app._exception is None
+
+
+async def test_any_screen_answered_while_the_console_quits_ends_without_a_crash(tmp_path):
+    """The console quitting removes a screen's widgets before the screen: a worker that the relay
+    answers in between finds them gone. Whatever the screen, the console ends without an error."""
+    from textual import work
+    from textual.screen import Screen
+    from textual.widgets import Static
+
+    answered = asyncio.Event()
+
+    class Answering(Static):
+        def on_unmount(self) -> None:
+            answered.set()  # the relay's answer comes just as the console takes the screen apart
+
+    class Waiting(Screen):
+        def compose(self):
+            yield Answering(id="answer")
+
+        @work(group="late")
+        async def ask(self) -> None:
+            await answered.wait()
+            self.query_one("#answer", Static).update("too late")
+
+    app = make_app(str(tmp_path / "nobody.sock"))
+    async with app.run_test(size=(80, 25)) as pilot:
+        screen = Waiting()
+        await app.push_screen(screen)
+        await pilot.pause()
+        screen.ask()
+        await pilot.pause()
+    assert app._exception is None
+
+    # While the console runs, the same error is a bug, and it still shows.
+    from textual.worker import WorkerFailed
+
+    answered.clear()
+    app = make_app(str(tmp_path / "nobody.sock"))
+    with pytest.raises(WorkerFailed):
+        async with app.run_test(size=(80, 25)) as pilot:
+            screen = Waiting()
+            await app.push_screen(screen)
+            await pilot.pause()
+            screen.ask()
+            await screen.query_one("#answer").remove()  # sets `answered` while the console runs
+            await pilot.pause(0.2)
