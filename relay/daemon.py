@@ -44,7 +44,7 @@ from .metrics import Metrics
 from .mta_sts import MtaSts
 from .queue.entry import Counters, Envelope
 from .queue.store import QueueStore, slot_of
-from .receiving import CannotStart, ReceivingProcesses, Sessions
+from .receiving import SHUTDOWN_GRACE, CannotStart, ReceivingProcesses, Sessions
 from .routing import Target, make_resolver
 from .scheduler import Scheduler
 from .smtpd import Receiver
@@ -58,7 +58,6 @@ log = logging.getLogger("postern/master")
 DEFAULT_STATE_DIR = "/var/lib/postern"
 DEFAULT_GROUP = "postern"
 LISTEN_BACKLOG = 1024  # a burst of connections waits to be accepted (or told 421) instead of being dropped
-SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 QUEUE_LOAD_SLICE = 2000  # queued messages read per hand-off at start; the event loop adds one slice at a time
 RECEIVERS_VARIABLE = "POSTERN_RECEIVERS"  # the default of --receivers
 DEFAULT_RECEIVERS = "auto"

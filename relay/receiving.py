@@ -75,7 +75,7 @@ from .verify import Verdict
 log = logging.getLogger("postern/master")
 
 FRAME = struct.Struct("!II")  # the JSON header's length, then the body's
-SHUTDOWN_GRACE = 10.0
+SHUTDOWN_GRACE = 10.0  # seconds a stop waits for DATA being read and deliveries under way
 BODY_BY_CHANNEL = 1 << 20  # bytes of a message's body handed to the daemon with its word
 SETTLE_SECONDS = 2.0  # settle() waits no longer for a process that does not answer (stopped, or stuck)
 PR_SET_PDEATHSIG = 1
@@ -612,39 +612,25 @@ async def receive(args: argparse.Namespace, channel_socket: socket.socket, confi
                 sessions.protocol(receiver.smtps_protocol), sock=sock, ssl=smtps_context,
                 ssl_handshake_timeout=min(config.idle_timeout, 60)))
 
-    ended = asyncio.Event()
-    how = {"stop": False}
-
-    def stop(terminate: bool) -> None:
-        how["stop"] = how["stop"] or terminate
-        ended.set()
-
-    loop.add_signal_handler(signal.SIGTERM, stop, True)
-    loop.add_signal_handler(signal.SIGINT, stop, True)
-    loop.add_signal_handler(signal.SIGHUP, stop, False)
-    listening.add_done_callback(lambda _: stop(True))  # the daemon is gone
-    await ended.wait()
+    retired, stopped = asyncio.Event(), asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopped.set)
+    loop.add_signal_handler(signal.SIGINT, stopped.set)
+    loop.add_signal_handler(signal.SIGHUP, retired.set)
+    listening.add_done_callback(lambda _: stopped.set())  # the daemon is gone
+    await asyncio.wait([loop.create_task(retired.wait()), loop.create_task(stopped.wait())],
+                       return_when=asyncio.FIRST_COMPLETED)
     for server in servers:
         server.close()
     channel.send({"t": "closed"})  # no new session here from now on
-    if how["stop"]:
-        sessions.stop(replies.SHUTTING_DOWN.format(hostname=config.hostname))
-        try:
-            await asyncio.wait_for(sessions.wait_idle(), SHUTDOWN_GRACE)
-        except asyncio.TimeoutError:
-            sessions.close_all()
-    else:  # retired by a reload: the open sessions end as their clients end them
-        waiting = loop.create_task(sessions.wait_closed())
-        stopping = loop.create_task(ended.wait())
-        ended.clear()
-        await asyncio.wait([waiting, stopping], timeout=config.session_timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done():
-            sessions.stop(replies.SHUTTING_DOWN.format(hostname=config.hostname))
-            try:
-                await asyncio.wait_for(sessions.wait_idle(), SHUTDOWN_GRACE)
-            except asyncio.TimeoutError:
-                sessions.close_all()
+    if not stopped.is_set():  # retired by a reload: the open sessions end as their clients end them
+        await asyncio.wait([loop.create_task(sessions.wait_closed()), loop.create_task(stopped.wait())],
+                           timeout=config.session_timeout, return_when=asyncio.FIRST_COMPLETED)
+    # Stopped, or sessions still open after session_timeout: as the daemon stops (none left: nothing to do)
+    sessions.stop(replies.SHUTTING_DOWN.format(hostname=config.hostname))
+    try:
+        await asyncio.wait_for(sessions.wait_idle(), SHUTDOWN_GRACE)
+    except asyncio.TimeoutError:
+        sessions.close_all()
     receiver.anvil.log_statistics()
     await store.flush_removals()
     channel.flush()
