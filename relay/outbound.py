@@ -37,6 +37,7 @@ class Offers:
     dsn: bool = False
     size_limit: int = 0  # the number after SIZE; 0: none given
     requiretls: bool = False  # REQUIRETLS (RFC 8689), offered in the EHLO reply inside TLS
+    pipelining: bool = False  # PIPELINING (RFC 2920): MAIL, RCPT and DATA go in one write
 
     @classmethod
     def of(cls, client) -> Offers:
@@ -45,14 +46,14 @@ class Offers:
         REQUIRETLS counts only on a TLS connection: RFC 8689 looks for it in the EHLO
         after the handshake, and one offered in plain text promises nothing.
         """
-        eight_bit, size, smtputf8, dsn, requiretls = (
-            client.supports_extension(name) for name in ("8bitmime", "size", "smtputf8", "dsn", "requiretls"))
+        eight_bit, size, smtputf8, dsn, requiretls, pipelining = (client.supports_extension(name) for name in (
+            "8bitmime", "size", "smtputf8", "dsn", "requiretls", "pipelining"))
         limit = client.esmtp_extensions.get("size", "").strip()
         # A cached connection the hop has closed is found out at MAIL, as before; not here.
         encrypted = client.is_connected and client.get_transport_info("sslcontext") is not None
         # SMTPUTF8 implies 8BITMIME, as in Postfix
         return cls(eight_bit or smtputf8, size, smtputf8, dsn, size_limit=int(limit) if limit.isdigit() else 0,
-                   requiretls=requiretls and encrypted)
+                   requiretls=requiretls and encrypted, pipelining=pipelining)
 
 
 def xtext(text: str) -> str:

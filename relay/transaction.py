@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 
 import aiosmtplib
+from aiosmtplib.response import SMTPResponse
 
 from . import outbound
 from .hop_replies import dsn_of, lost_text, one_line
+from .pipelining import PipeliningProtocol, command
 from .queue.entry import BOUNCED, DEFERRED, SENT, Recipient
 
 class Lost(Exception):
@@ -87,46 +90,57 @@ class Attempt:
                                        f"{offers.size_limit} of server {relay}", relay)
         message, mail_options = outbound.prepare(job.message, envelope, offers)
         encoding = "utf-8" if "SMTPUTF8" in mail_options else "ascii"
-        open_, accepted, retry = list(recipients), [], []
+        try:
+            mail = _command(b"MAIL FROM:", envelope.sender, mail_options, encoding)
+        except (ValueError, UnicodeError):
+            return self.settle_failure(recipients, "5.1.7", f"bad sender address syntax: <{envelope.sender}>", relay)
+        rcpts = []
+        for recipient in recipients:
+            try:
+                rcpts.append((recipient, _command(b"RCPT TO:", recipient.address,
+                                                  outbound.rcpt_options(envelope, recipient, offers), encoding)))
+            except (ValueError, UnicodeError):
+                self.settle_failure([recipient], "5.1.3", f"bad address syntax: <{recipient.address}>", relay)
+        if not rcpts:
+            return []
+        protocol: PipeliningProtocol | None = client.protocol
+        open_, accepted, retry = [recipient for recipient, _ in rcpts], [], []
         stage, before_mail, dot_sent = "sending MAIL FROM", True, False
         try:
-            try:
-                await _command(client, b"MAIL FROM:", envelope.sender, mail_options, encoding,
-                               self.timeouts.command_timeout)
-            except aiosmtplib.SMTPResponseException as error:
-                retry = self.refused(open_, error, relay)
-                await _rset(client)
+            if protocol is None:  # a cached connection the next hop has closed
+                raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+            replies = self._envelope(protocol, mail, rcpts, offers.pipelining)
+            reply = await anext(replies)
+            if reply.code not in (250, 251):
+                retry = self.refused(open_, aiosmtplib.SMTPResponseException(reply.code, reply.message), relay)
+                await self._abandon(client, replies)
                 return retry
-            except (ValueError, UnicodeError):
-                return self.settle_failure(open_, "5.1.7", f"bad sender address syntax: <{envelope.sender}>", relay)
             before_mail, stage = False, "sending RCPT TO"
-            for recipient in recipients:
-                try:
-                    await _command(client, b"RCPT TO:", recipient.address,
-                                   outbound.rcpt_options(envelope, recipient, offers), encoding,
-                                   self.timeouts.command_timeout)
+            for recipient, _ in rcpts:
+                reply = await anext(replies)
+                if reply.code in (250, 251):
                     accepted.append(recipient)
-                except aiosmtplib.SMTPResponseException as error:
-                    retry += self.refused([recipient], error, relay)
+                else:
+                    retry += self.refused([recipient], aiosmtplib.SMTPResponseException(reply.code, reply.message),
+                                          relay)
                     open_.remove(recipient)
-                except (ValueError, UnicodeError):
-                    self.settle_failure([recipient], "5.1.3", f"bad address syntax: <{recipient.address}>", relay)
-                    open_.remove(recipient)
-            if not accepted:
-                await _rset(client)
-                return retry
             stage = "sending DATA command"
-            reply = await client.execute_command(b"DATA", timeout=self.timeouts.data_init_timeout)
-            if reply.code != 354:
-                retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
-                await _rset(client)
+            reply = await anext(replies, None)  # None: DATA was not sent (no recipient was accepted)
+            if not accepted or reply is None or reply.code != 354:
+                if accepted:
+                    retry += self.refused(accepted, aiosmtplib.SMTPDataError(reply.code, reply.message), relay)
+                await self._abandon(client, replies, reply)
                 return retry
             stage = "sending message content"
-            for chunk in outbound.wire_chunks(message):
-                client.protocol.write(chunk)
-                await _drain(client.protocol, self.timeouts.data_xfer_timeout)
+            chunks = outbound.wire_chunks(message)
+            last = next(chunks, b"")
+            for chunk in chunks:  # every chunk but the last, each when the socket takes it
+                protocol.write(last)
+                await _drain(protocol, self.timeouts.data_xfer_timeout)
+                last = chunk
             stage, dot_sent = "sending end of data -- message may be sent more than once", True
-            reply = await client.execute_command(b".", timeout=self.timeouts.data_done_timeout)
+            protocol.send(last + b".\r\n", 1)  # the end of the message and its dot in one write
+            reply = await protocol.reply(self.timeouts.data_done_timeout)
         except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError, asyncio.TimeoutError) as error:
             client.close()
             self.error = ("4.4.2", lost_text(error, relay, stage), relay)
@@ -142,25 +156,65 @@ class Attempt:
         return retry
 
 
+    async def _envelope(self, protocol: PipeliningProtocol, mail: bytes, rcpts: list[tuple[Recipient, bytes]],
+                        pipelining: bool) -> AsyncIterator[SMTPResponse]:
+        """The replies to MAIL, to each RCPT and to DATA, in that order.
+
+        To a next hop that offers PIPELINING they go in one write, DATA last (RFC 2920), as
+        Postfix's smtp sends them. Otherwise each waits for the reply before it: nothing follows a
+        refused MAIL, and DATA is sent only when a recipient was accepted."""
+        timeout = self.timeouts.command_timeout
+        if pipelining:
+            protocol.send(mail + b"".join(line for _, line in rcpts) + b"DATA\r\n", len(rcpts) + 2)
+            for _ in range(len(rcpts) + 1):
+                yield await protocol.reply(timeout)
+            yield await protocol.reply(self.timeouts.data_init_timeout)
+            return
+        protocol.send(mail, 1)
+        yield (reply := await protocol.reply(timeout))
+        if reply.code not in (250, 251):
+            return
+        accepted = False
+        for _, line in rcpts:
+            protocol.send(line, 1)
+            yield (reply := await protocol.reply(timeout))
+            accepted = accepted or reply.code in (250, 251)
+        if accepted:
+            protocol.send(b"DATA\r\n", 1)
+            yield await protocol.reply(self.timeouts.data_init_timeout)
+
+    async def _abandon(self, client: aiosmtplib.SMTP, replies: AsyncIterator[SMTPResponse],
+                       data_reply: SMTPResponse | None = None) -> None:
+        """End a transaction that sends no message: read the pipelined replies still to come, end a DATA
+        the next hop took though it accepted no recipient with an empty message's dot, then RSET.
+        A connection that cannot is closed (and not reused)."""
+        try:
+            async for reply in replies:
+                data_reply = reply  # the last is DATA's
+            if data_reply is not None and data_reply.code == 354:
+                client.protocol.send(b".\r\n", 1)
+                await client.protocol.reply(self.timeouts.data_done_timeout)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            client.close()
+            return
+        await _rset(client)
+
+
 _QUOTED_LOCAL_PART = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"')
 _NOT_IN_A_PATH = re.compile(r'[\s<>"]')
 
 
-async def _command(client: aiosmtplib.SMTP, verb: bytes, address: str, options: list[str], encoding: str,
-                   timeout: float) -> None:
-    """MAIL FROM or RCPT TO with the address exactly as the client gave it to us.
+def _command(verb: bytes, address: str, options: list[str], encoding: str) -> bytes:
+    """The MAIL FROM or RCPT TO line with the address exactly as the client gave it to us.
 
     (aiosmtplib's mail() and rcpt() pass the address through email.utils.parseaddr, which
     rewrites some: "a;b@example.org" would go out as <a>.) ValueError or UnicodeError when
-    the address cannot go on an SMTP command line; SMTPResponseException for a refusal.
+    the address cannot go on an SMTP command line.
     """
     if _NOT_IN_A_PATH.search(_QUOTED_LOCAL_PART.sub("", address, count=1)):
         raise ValueError(f"address {address!r} cannot be sent")
     path = b"<" + address.encode(encoding) + b">"
-    reply = await client.execute_command(verb + path, *(option.encode("ascii") for option in options),
-                                         timeout=timeout)
-    if reply.code not in (250, 251):
-        raise aiosmtplib.SMTPResponseException(reply.code, reply.message)
+    return command(verb + path, *(option.encode("ascii") for option in options))
 
 
 async def _drain(protocol, timeout: float) -> None:

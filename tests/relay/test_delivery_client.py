@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 
+import aiosmtplib
 import pytest
 
 from relay import delivery as delivery_module
@@ -18,6 +19,7 @@ from relay import outbound
 from relay.config import parse_mta
 from relay.daemon import Relay
 from relay.delivery import Delivery, Job, Outcome
+from relay.pipelining import PipeliningProtocol
 from relay.queue.entry import BOUNCED, DEFERRED, PENDING, SENT, Envelope, QueueEntry
 from relay.routing import NextHop
 from tests.support.dns_server import DnsServer
@@ -439,6 +441,106 @@ async def test_an_address_with_a_bracket_bounces_alone(world):
     [hop] = await world.mx(scripted())
     sent = await world.send(["bob@example.org", "eve>@example.org"])
     assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0"), "eve>@example.org": (BOUNCED, "5.1.3")}
+
+
+# --- 11. PIPELINING (RFC 2920), as Postfix's smtp sends ----------------------------------
+
+PIPELINED = (*EXTENSIONS, "PIPELINING")
+
+
+async def test_mail_every_rcpt_and_data_go_in_one_write_to_a_hop_that_offers_pipelining(world):
+    [hop] = await world.mx(scripted(extensions=PIPELINED))
+    sent = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (SENT, "2.0.0")}
+    [taken] = hop.transactions
+    assert taken.after_mail == b"RCPT TO:<bob@example.org>\r\nRCPT TO:<carol@example.org>\r\nDATA\r\n"
+    assert taken.content == MESSAGE
+
+
+async def test_a_hop_without_pipelining_gets_each_command_after_the_reply_before_it(world):
+    [hop] = await world.mx(scripted())
+    await world.send(["bob@example.org", "carol@example.org"])
+    assert hop.transactions[0].after_mail == b""
+    assert hop.verbs() == ["EHLO", "MAIL", "RCPT", "RCPT", "DATA"]
+
+
+@pytest.mark.parametrize("extensions", [EXTENSIONS, PIPELINED], ids=["one by one", "pipelined"])
+async def test_a_refused_mail_refuses_every_recipient_and_the_connection_goes_on_in_step(world, extensions):
+    [hop] = await world.mx(scripted(extensions=extensions, mail=["550 5.7.1 sender refused", "250 2.1.0 Ok"]))
+    first = await world.send(["bob@example.org", "carol@example.org"])
+    assert outcome(first) == {"bob@example.org": (BOUNCED, "5.7.1"), "carol@example.org": (BOUNCED, "5.7.1")}
+    # pipelined, the hop answered the RCPTs after the refused MAIL with 250: none of them counts
+    second = await world.send(["dave@example.org"])
+    assert outcome(second) == {"dave@example.org": (SENT, "2.0.0")}
+    assert hop.connections == 1 and [t.rcpt_addresses() for t in hop.messages()] == [["dave@example.org"]]
+    assert "RSET" in hop.verbs()
+
+
+@pytest.mark.parametrize("extensions", [EXTENSIONS, PIPELINED], ids=["one by one", "pipelined"])
+async def test_some_recipients_refused_the_others_get_the_message(world, extensions):
+    [hop] = await world.mx(scripted(extensions=extensions, rcpt={"carol@example.org": "550 5.1.1 no such user"}))
+    sent = await world.send(["bob@example.org", "carol@example.org", "dave@example.org"])
+    assert outcome(sent) == {"bob@example.org": (SENT, "2.0.0"), "carol@example.org": (BOUNCED, "5.1.1"),
+                             "dave@example.org": (SENT, "2.0.0")}
+    assert hop.messages()[0].rcpt_addresses() == ["bob@example.org", "dave@example.org"]
+
+
+async def test_a_hop_that_takes_pipelined_data_with_no_recipient_gets_an_empty_dot_and_stays_in_step(world):
+    """A broken hop answers 354 to the pipelined DATA though it refused every RCPT: the dot ends it
+    without a message, RSET follows, and the next message on the connection pairs its replies right."""
+    [hop] = await world.mx(scripted(extensions=PIPELINED, data_unwanted="354 go ahead",
+                                    rcpt=["550 5.1.1 no such user", "250 2.1.5 Ok"]))
+    first = await world.send()
+    assert outcome(first) == {"bob@example.org": (BOUNCED, "5.1.1")}
+    second = await world.send(["carol@example.org"])
+    assert outcome(second) == {"carol@example.org": (SENT, "2.0.0")}
+    assert hop.connections == 1 and len(hop.messages()) == 1
+    assert hop.verbs() == ["EHLO", "MAIL", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA"]
+
+
+async def test_a_pipelined_data_refused_defers_and_the_hop_that_hangs_up_mid_group_is_a_lost_connection(world):
+    primary, backup = await world.mx(scripted(extensions=PIPELINED, data="451 4.3.0 busy"),
+                                     scripted(extensions=PIPELINED, rcpt=DROP))
+    sent = await world.send()
+    assert outcome(sent) == {"bob@example.org": (DEFERRED, "4.4.2")}
+    assert "while sending RCPT TO" in sent[0].reply and backup.connections == 1
+    assert primary.verbs()[:5] == ["EHLO", "MAIL", "RCPT", "DATA", "RSET"] and not primary.messages()
+
+
+async def test_replies_that_come_a_byte_at_a_time_are_each_read_whole():
+    """A pipelined group's replies (one of several lines) that arrive in pieces, and data after the last of
+    them that nobody asked for, which must never be read as the reply to a later command."""
+    async def hop(reader, writer):
+        async def dribble(text: bytes):
+            for byte in text:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        await dribble(b"220 hop\r\n")
+        await reader.readuntil(b"\r\n")  # EHLO
+        writer.write(b"250-hop\r\n250 PIPELINING\r\n")
+        await reader.readuntil(b"DATA\r\n")
+        await dribble(b"250-sender\r\n250 ok\r\n550 5.1.1 no\r\n354 go\r\n" + b"250 unasked\r\n")
+        await reader.readuntil(b"NOOP\r\n")
+        writer.write(b"252 noop reply\r\n")
+        await reader.read()
+
+    server = await asyncio.start_server(hop, "127.0.0.1", 0)
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.sockets[0].getsockname()[1], timeout=5,
+                            start_tls=False)
+    try:
+        await client.connect()
+        await client.ehlo()
+        protocol = client.protocol
+        assert isinstance(protocol, PipeliningProtocol)
+        protocol.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n", 3)
+        replies = [await protocol.reply(5) for _ in range(3)]
+        assert [(r.code, r.message) for r in replies] == [(250, "sender\nok"), (550, "5.1.1 no"), (354, "go")]
+        await asyncio.sleep(0.1)  # the unasked line comes meanwhile
+        assert (await client.execute_command(b"NOOP")).code == 252
+    finally:
+        client.close()
+        server.close()
 
 
 # --- The wire format on its own --------------------------------------------------------

@@ -44,6 +44,7 @@ class Script:
     rcpt: Reply | dict[str, Reply] = "250 2.1.5 Ok"  # or recipient address -> reply; others get 250
     data: Reply = "354 End data with <CR><LF>.<CR><LF>"
     dot: Reply = "250 2.0.0 Ok: queued"  # after the final dot, or after BDAT LAST
+    data_unwanted: str = "554 5.5.1 Error: no valid recipients"  # DATA after no accepted RCPT ("354 ..." if broken)
     delay: dict[str, float] = field(default_factory=dict)  # stage ("greeting", "ehlo", "mail", ...) -> seconds
     data_pause: tuple[int, float] | None = None  # read (bytes, then sleep seconds) while taking DATA
     data_stall: bool = False  # stop reading the message after its first bytes, until stopped
@@ -66,6 +67,7 @@ class Transaction:
     raw: bytes = b""  # the message as it came over the wire, dot-stuffing and all
     content: bytes = b""  # with the dot-stuffing undone
     accepted: bool = False  # the reply to the message was 2xx
+    after_mail: bytes = b""  # what had come already, behind the MAIL line, when it was read: pipelined commands
     chunked: bool = False  # sent with BDAT
 
     def mail_params(self) -> dict[str, str]:
@@ -274,7 +276,7 @@ class ScriptedHop:
                 if not await self._say(writer, "helo", self._answer("helo", script.helo, line)):
                     return
             elif verb == "MAIL":
-                current = Transaction(number, helo, line)
+                current = Transaction(number, helo, line, after_mail=bytes(reader._buffer))
                 plain = Script() if _address(line) == "" else script
                 answer = self._answer("mail", plain.mail, line)
                 if not await self._say(writer, "mail", answer):
@@ -292,7 +294,10 @@ class ScriptedHop:
                 if current is not None and answer.startswith("2"):
                     current.rcpts.append(line)
             elif verb == "DATA" and (current is None or not current.rcpts):
-                writer.write(b"554 5.5.1 Error: no valid recipients\r\n")
+                writer.write(script.data_unwanted.encode() + b"\r\n")
+                if script.data_unwanted.startswith("3"):  # a broken server: the data comes, and goes nowhere
+                    await self._read_data(reader, writer)
+                    writer.write(b"554 5.5.1 Error: no valid recipients\r\n")
             elif verb == "DATA":
                 answer = self._answer("data", (Script() if bounce else script).data, line)
                 if not await self._say(writer, "data", answer):
