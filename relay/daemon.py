@@ -374,7 +374,7 @@ class Relay:
 def setup_logging(verbose: bool) -> LogBuffer:
     """Log lines go to stderr and to a buffer the control API's Log.Tail serves."""
     buffer = LogBuffer()
-    log_to(buffer, verbose)
+    log_to(buffer.add, verbose)
     return buffer
 
 

@@ -38,7 +38,7 @@ def _write_all(fd: int, chunks: Iterable[bytes]) -> None:
             view = view[os.write(fd, view):]
 
 
-def write_synced(path: Path, chunks: Iterable[bytes]) -> None:
+def write_synced(path: Path | str, chunks: Iterable[bytes]) -> None:
     """Create `path` (mode 0600, `O_EXCL | O_NOFOLLOW`), write `chunks` and fsync it; removed on any error.
 
     For a directory only the relay's user can write (the queue's `tmp/`); the caller renames it."""

@@ -383,7 +383,7 @@ class ReceivingProcesses:
                 self.receiver.counters.received += 1
                 self.added(entry, body or None)  # none: read from the file when delivered
             elif kind == "log":
-                self.log_buffer.add(header["line"])
+                self.log_buffer.add(header["lines"])
             elif kind == "connections":
                 child.connections, child.clients = header["n"], header["clients"]
             elif kind == "turned_away":
@@ -520,20 +520,6 @@ class Channel:
                 self.send({"t": "synced", "n": header["n"]})
 
 
-class ChannelHandler(logging.Handler):
-    """Log lines as Log.Tail shows them, to the daemon's buffer (they go to stderr, the journal, here)."""
-
-    def __init__(self, channel: Channel):
-        super().__init__()
-        self.channel = channel
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.channel.send({"t": "log", "line": self.format(record)})
-        except Exception:
-            self.handleError(record)
-
-
 class SharedReceiver(Receiver):
     """The receiver of a receiving process: its refusals told to the daemon, and its open
     sessions, once a second when their number changed."""
@@ -583,7 +569,7 @@ async def receive(args: argparse.Namespace, channel_socket: socket.socket, confi
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.open_unix_connection(sock=channel_socket)
     channel = Channel(writer)
-    log_to(ChannelHandler(channel), args.verbose)
+    log_to(lambda lines: channel.send({"t": "log", "lines": lines}), args.verbose)
     listening = asyncio.get_running_loop().create_task(channel.hear(reader))
 
     shared = dataclasses.replace(

@@ -70,6 +70,10 @@ class QueueStore:
         self.msg = self.root / "msg"
         self.state = self.root / "state"
         self.corrupt = self.root / "corrupt"
+        # the paths of each message's files, made as strings: pathlib's joins were 2-3 % of a receiving
+        # process's time per message
+        self._tmp_prefix, self._msg_prefix, self._state_prefix = (
+            f"{directory}{os.sep}" for directory in (self.tmp, self.msg, self.state))
         self._counter = itertools.count()
         self._state_locks: dict[str, asyncio.Lock] = {}
         self._waiting: list[tuple[str, list[bytes], asyncio.Future]] = []  # commits for the next group
@@ -132,12 +136,12 @@ class QueueStore:
         errors: list[OSError | None] = [None] * len(group)
         renamed = []
         for index, (queue_id, chunks, _) in enumerate(group):
-            temporary = self.tmp / queue_id
+            temporary = self._tmp_prefix + queue_id
             try:
                 write_synced(temporary, chunks)
-                os.rename(temporary, self.msg / queue_id)
+                os.rename(temporary, self._msg_prefix + queue_id)
             except OSError as error:
-                temporary.unlink(missing_ok=True)
+                _unlink(temporary)
                 errors[index] = error
             else:
                 renamed.append(index)
@@ -163,8 +167,8 @@ class QueueStore:
         return self._state_locks.setdefault(queue_id, asyncio.Lock())
 
     def _remove_sync(self, queue_id: str) -> None:
-        (self.msg / queue_id).unlink(missing_ok=True)
-        (self.state / queue_id).unlink(missing_ok=True)
+        _unlink(self._msg_prefix + queue_id)
+        _unlink(self._state_prefix + queue_id)
 
     async def remove(self, queue_id: str) -> None:
         """Remove the message's files now (an administrator's delete)."""
@@ -329,3 +333,10 @@ class QueueStore:
 
     def corrupt_files(self) -> list[str]:
         return sorted(p.name for p in self.corrupt.iterdir())
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -93,7 +93,7 @@ async def test_one_failed_write_refuses_only_its_message(store, monkeypatch):
     def write_synced(path, chunks):
         gate.wait(5)  # hold the first group until every commit is waiting
         if sum(len(chunk) for chunk in chunks) > 50_000:
-            too_big.append(path.name)
+            too_big.append(os.path.basename(path))
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, chunks)
 

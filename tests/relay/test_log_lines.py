@@ -1,13 +1,16 @@
 """Log lines: formatted once for stderr and the control API's buffer, with the time stamp made once a
 second, and still exactly the text the standard formatter gives, whatever the time and the message."""
 
+import asyncio
 import io
 import logging
 import sys
 import time
 
+import pytest
+
 from relay.daemon import setup_logging
-from relay.events import LogBuffer, PrintableFormatter
+from relay.events import LogBuffer, LogLines, PrintableFormatter
 
 FORMAT = "%(asctime)s %(name)s: %(message)s"
 
@@ -121,3 +124,46 @@ def test_on_the_journal_stderr_gets_the_buffers_lines_without_their_stamp(monkey
     for line, bare in zip(buffered, stderr.getvalue().splitlines()):
         date, clock, rest = line.split(" ", 2)
         assert rest == bare and len(date) == 10 and len(clock) == 12  # 2026-12-06 18:05:01,123
+
+
+class CountedWrites(io.StringIO):
+    """stderr that counts its writes."""
+
+    writes = 0
+
+    def write(self, text):
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_the_lines_of_one_turn_of_the_loop_go_out_in_one_write_each_way_and_in_order():
+    stderr, tails = CountedWrites(), []
+    handler = LogLines("%(name)s: %(message)s", tails.append, FORMAT)
+    logger = logging.getLogger("postern/test-turns")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "stderr", stderr)
+            for n in range(3):  # one message's lines, logged in one turn
+                logger.info("line %d", n)
+            assert stderr.getvalue() == "" and tails == []  # not yet: at the end of the turn
+            await asyncio.sleep(0)
+            assert stderr.getvalue() == "postern/test-turns: line 0\npostern/test-turns: line 1\n" \
+                                        "postern/test-turns: line 2\n" and stderr.writes == 1
+            assert [[line.split(" ", 2)[2] for line in lines] for lines in tails] == [
+                ["postern/test-turns: line 0", "postern/test-turns: line 1", "postern/test-turns: line 2"]]
+            # a worker thread's line goes out at once, after the loop's lines waiting before it
+            logger.info("from the loop")
+            await asyncio.to_thread(logger.info, "from a worker thread")
+            await asyncio.sleep(0)
+            assert stderr.getvalue().splitlines()[-2:] == ["postern/test-turns: from the loop",
+                                                           "postern/test-turns: from a worker thread"]
+            # lines still waiting when the loop stops are written by logging's flush at exit
+            logger.info("the last line")
+            handler.flush()
+            assert stderr.getvalue().endswith("postern/test-turns: the last line\n")
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
