@@ -221,12 +221,19 @@ class PeerNames:
         self.ttl = ttl
         self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
-    async def lookup(self, resolver: dns.asyncresolver.Resolver, address: str) -> str:
-        now = time.monotonic()
-        cached = self._cache.get(address)
-        if cached and cached[0] > now:
+    def cached(self, address: str) -> str | None:
+        """The name kept for the address, if it is still fresh."""
+        kept = self._cache.get(address)
+        if kept and kept[0] > time.monotonic():
             self._cache.move_to_end(address)
-            return cached[1]
+            return kept[1]
+        return None
+
+    async def lookup(self, resolver: dns.asyncresolver.Resolver, address: str) -> str:
+        name = self.cached(address)
+        if name is not None:
+            return name
+        now = time.monotonic()
         try:
             name = await asyncio.wait_for(_verified_name(resolver, address), self.timeout)
         except (asyncio.TimeoutError, dns.exception.DNSException, ValueError):

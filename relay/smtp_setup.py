@@ -82,7 +82,10 @@ def set_up(session: SMTP, handler: Any, *, hostname: str, ident: str, data_size_
                       timeout=timeout, command_call_limit=command_call_limit)
         return
     session.__ident__ = ident or aiosmtpd_smtp.__ident__
-    session.loop = make_loop()
+    try:  # aiosmtpd's make_loop() sets up warnings filters for each call: 2 % of a connection's cost
+        session.loop = asyncio.get_running_loop()
+    except RuntimeError:  # made outside the event loop
+        session.loop = make_loop()
     super(SMTP, session).__init__(
         asyncio.StreamReader(loop=session.loop, limit=session.line_length_limit),
         client_connected_cb=session._cb_client_connected, loop=session.loop)

@@ -202,7 +202,8 @@ class SmtpSession(Chunking, SMTP):
         """The client's verified name (or unknown), waiting for the lookup begun at connect."""
         lookup = self._peer_lookup
         if lookup is not None:
-            await asyncio.wait([lookup])
+            if not lookup.done():
+                await asyncio.wait([lookup])
             if not lookup.cancelled():
                 self.session.peer_name = lookup.result()
         return self.session.peer_name
@@ -248,9 +249,14 @@ class SmtpSession(Chunking, SMTP):
                 self.config.session_timeout, self._session_expired
             )
         super().connection_made(transport)
-        if first_call:  # looked up while the client reads the greeting; awaited at MAIL
-            self._peer_lookup = asyncio.ensure_future(self.receiver.peer_name(ip))
-            self._peer_lookup.add_done_callback(self._connected)
+        if first_call:
+            known = self.receiver.known_peer_name(ip)
+            if known is not None:  # a client seen before (the usual case): no lookup to wait for
+                self.session.peer_name = known
+                log.info("connect from %s", client_name(self.session))
+            else:  # looked up while the client reads the greeting; awaited at MAIL
+                self._peer_lookup = asyncio.ensure_future(self.receiver.peer_name(ip))
+                self._peer_lookup.add_done_callback(self._connected)
 
     def _connected(self, lookup: asyncio.Future[str]) -> None:
         """Log the connection as Postfix does, with the client's name, once it is known."""
@@ -680,6 +686,12 @@ class Receiver:
     def open_clients(self) -> int:
         """Client addresses with a session open now (my_networks are not counted)."""
         return sum(1 for client in self.anvil.clients.values() if client.count)
+
+    def known_peer_name(self, ip: str) -> str | None:
+        """The client's verified name if it is known without a lookup; None if one is needed."""
+        if not self.config().peername_lookup or not ip:
+            return UNKNOWN
+        return self.peer_names.cached(ip)
 
     async def peer_name(self, ip: str) -> str:
         """The client's verified name; "unknown" without a lookup when mta.peername_lookup is off."""
