@@ -183,6 +183,16 @@ def plain_next_hop(peer):
             "commands": peer.hop.verbs()[:4]}
 
 
+@case("delivery", "a next hop with PIPELINING: MAIL, each RCPT and DATA sent together, the message after the 354")
+def pipelined_next_hop(peer):
+    rcpts = (RCPT, "carol@example.com")
+    mark = send(peer, rcpts=rcpts)
+    outcome(peer, mark, rcpts)
+    got = relayed(peer)[0]
+    return {"sent with MAIL": [line.split(b":")[0].decode() for line in got.after_mail.split(b"\r\n") if line],
+            "recipients": got.rcpt_addresses()}
+
+
 @case("delivery", "SMTPUTF8 mail to a next hop without SMTPUTF8: bounced with 5.6.7 as Postfix does",
       script=lambda: Script(extensions=tuple(e for e in DEFAULT_EXTENSIONS if e != "SMTPUTF8")))
 def smtputf8_to_next_hop_without_it(peer):
