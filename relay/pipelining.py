@@ -42,19 +42,24 @@ class PipeliningProtocol(SMTPProtocol):
 
     async def reply(self, timeout: float | None) -> SMTPResponse:
         """The next reply to what `send` wrote, waiting at most `timeout` seconds for it."""
-        while not self._replies:
-            if self._error is not None:
-                raise self._error
-            if not self._awaited:
-                raise RuntimeError("no reply was asked for")
-            self._arrived = self._loop.create_future()
-            try:
-                await asyncio.wait_for(self._arrived, timeout)
-            except (TimeoutError, asyncio.TimeoutError) as error:
-                self._awaited = 0  # the connection is not used again: the caller closes it
-                raise SMTPReadTimeoutError("Timed out waiting for server response") from error
-            finally:
-                self._arrived = None
+        timer = None
+        try:
+            while not self._replies:
+                if self._error is not None:
+                    raise self._error
+                if not self._awaited:
+                    raise RuntimeError("no reply was asked for")
+                if timer is None and timeout is not None:  # one timer, not asyncio.wait_for's task per reply
+                    timer = self._loop.call_later(timeout, self._end, SMTPReadTimeoutError(
+                        "Timed out waiting for server response"))
+                self._arrived = self._loop.create_future()
+                try:
+                    await self._arrived
+                finally:
+                    self._arrived = None
+        finally:
+            if timer is not None:
+                timer.cancel()
         return self._replies.popleft()
 
     def data_received(self, data: bytes) -> None:

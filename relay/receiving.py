@@ -58,7 +58,7 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from . import replies
 from .config import ConfigError, MtaConfig
@@ -170,16 +170,30 @@ def frame(header: dict, body: bytes = b"") -> bytes:
     return FRAME.pack(len(data), len(body)) + data + body
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[dict, bytes] | None:
-    """The next frame; None at the end of the channel (the other side is gone)."""
-    try:
-        sizes = await reader.readexactly(FRAME.size)
-        header_size, body_size = FRAME.unpack(sizes)
-        header = json.loads(await reader.readexactly(header_size))
-        body = await reader.readexactly(body_size) if body_size else b""
-    except (asyncio.IncompleteReadError, ConnectionError):
-        return None
-    return header, body
+async def frames(reader: asyncio.StreamReader) -> AsyncIterator[tuple[dict, bytes]]:
+    """Each frame as it comes, until the end of the channel (the other side is gone).
+
+    All that has arrived is read at once and every whole frame in it taken: one read for
+    a turn's frames of the other side, not three awaits for each."""
+    buffer = bytearray()
+    while True:
+        try:
+            chunk = await reader.read(1 << 20)
+        except ConnectionError:
+            return
+        if not chunk:
+            return
+        buffer += chunk
+        start = 0
+        while len(buffer) - start >= FRAME.size:
+            header_size, body_size = FRAME.unpack_from(buffer, start)
+            body_start = start + FRAME.size + header_size
+            end = body_start + body_size
+            if len(buffer) < end:
+                break
+            yield json.loads(buffer[start + FRAME.size:body_start]), bytes(buffer[body_start:end])
+            start = end
+        del buffer[:start]
 
 
 def shared_limit(limit: int, processes: int) -> int:
@@ -374,8 +388,7 @@ class ReceivingProcesses:
 
     async def _hear(self, child: Child, reader: asyncio.StreamReader) -> None:
         """Everything the process says, until its end; then what it left behind, and a new process."""
-        while (received := await read_frame(reader)) is not None:
-            header, body = received
+        async for header, body in frames(reader):
             kind = header["t"]
             if kind == "queued":
                 entry = QueueEntry.new(Envelope(**header["envelope"]))
@@ -512,8 +525,7 @@ class Channel:
 
     async def hear(self, reader: asyncio.StreamReader) -> None:
         """The daemon's answers, until it is gone."""
-        while (received := await read_frame(reader)) is not None:
-            header, _ = received
+        async for header, _ in frames(reader):
             if header["t"] == "verdict" and header["n"] in self._asked:
                 self._asked[header["n"]].set_result(header["verdict"])
             elif header["t"] == "sync":  # after everything said before it

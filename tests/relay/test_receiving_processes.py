@@ -339,3 +339,35 @@ async def test_a_daemon_that_cannot_start_receiving_processes_receives_itself(tm
         writer.close()
     finally:
         await daemon.stop(grace=1)
+
+
+async def test_frames_cut_anywhere_on_the_channel_come_out_whole_and_in_order():
+    """The channel carries frames in whatever pieces the socket gives: a turn's frames in one write, a
+    body larger than one read, a frame cut in its length prefix. The end of the channel mid-frame ends
+    the reading quietly (the other side died)."""
+    import random
+
+    from relay.receiving import frame, frames
+
+    rng = random.Random(18)
+    sent = [({"t": "log", "lines": [f"line {n}"] * (n % 4)}, b"") for n in range(200)]
+    sent += [({"t": "queued", "n": n}, bytes([n % 251]) * rng.choice((1, 1000, 70_000))) for n in range(50)]
+    sent.append(({"t": "queued", "n": "big"}, b"x" * (3 << 20)))  # more than one read of the reader
+    rng.shuffle(sent)
+    data = b"".join(frame(header, body) for header, body in sent) + frame({"t": "cut"}, b"y" * 100)[:-7]
+    ours, theirs = socket.socketpair()
+    reader, _ = await asyncio.open_unix_connection(sock=ours)
+
+    def write_in_pieces():
+        position = 0
+        while position < len(data):
+            size = rng.choice((1, 2, 3, 7, 8, 9, 4096, 65536, 300_000))
+            theirs.sendall(data[position:position + size])
+            position += size
+        theirs.close()
+
+    writer = threading.Thread(target=write_in_pieces)
+    writer.start()
+    got = [received async for received in frames(reader)]
+    writer.join()
+    assert got == sent
