@@ -207,7 +207,7 @@ class Relay:
         return False
 
     async def start(self) -> None:
-        """Take mail first, then load the queue: a large queue (1.5 s for 100,000 messages) must not
+        """Take mail first, then load the queue: a large queue (seconds for 100,000 messages) must not
         keep clients waiting. The control API opens before the load too: Status answers at once and
         says how far the load is (`loading`); the calls that read or change the queue wait for its end
         (`queue_loaded`), so that none of them sees or acts on part of the queue."""
