@@ -155,7 +155,6 @@ class Attempt:
                        dsn_passed=offers.dsn)
         return retry
 
-
     async def _envelope(self, protocol: PipeliningProtocol, mail: bytes, rcpts: list[tuple[Recipient, bytes]],
                         pipelining: bool) -> AsyncIterator[SMTPResponse]:
         """The replies to MAIL, to each RCPT and to DATA, in that order.
@@ -192,6 +191,8 @@ class Attempt:
             async for reply in replies:
                 data_reply = reply  # the last is DATA's
             if data_reply is not None and data_reply.code == 354:
+                if client.protocol is None:
+                    raise aiosmtplib.SMTPServerDisconnected("Connection lost")
                 client.protocol.send(b".\r\n", 1)
                 await client.protocol.reply(self.timeouts.data_done_timeout)
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
