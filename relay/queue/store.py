@@ -34,6 +34,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from typing import BinaryIO
 from pathlib import Path
 
 from ..files import atomic_write, fsync_directory, write_synced
@@ -237,11 +238,11 @@ class QueueStore:
 
     # --- reading -------------------------------------------------------------
 
-    def _read_envelope(self, path: Path) -> tuple[Envelope, int]:
-        """The envelope and the offset where the message starts."""
-        with open(path, "rb") as f:
-            magic = f.readline(64)
-            line = f.readline(_ENVELOPE_LIMIT)
+    @staticmethod
+    def _read_envelope(f: BinaryIO, queue_id: str) -> tuple[Envelope, int]:
+        """The envelope of the queue file open as `f`, and the offset where the message starts."""
+        magic = f.readline(64)
+        line = f.readline(_ENVELOPE_LIMIT)
         if magic != MAGIC:
             raise DamagedFile("not a Postern queue file")
         if not line.endswith(b"\n"):
@@ -250,25 +251,21 @@ class QueueStore:
             envelope = Envelope(**json.loads(line))
         except (ValueError, TypeError) as error:
             raise DamagedFile(f"unreadable envelope: {error}") from None
-        if envelope.id != path.name or not envelope.recipients:
+        if envelope.id != queue_id or not envelope.recipients:
             raise DamagedFile("envelope does not match its file")
         return envelope, len(magic) + len(line)
 
     def _read_message_sync(self, queue_id: str) -> bytes:
-        path = self.msg / queue_id
-        envelope, offset = self._read_envelope(path)
-        with open(path, "rb") as f:
-            f.seek(offset)
+        with open(self._msg_prefix + queue_id, "rb") as f:
+            envelope, _ = self._read_envelope(f, queue_id)
             body = f.read()
         if len(body) != envelope.size:
             raise DamagedFile(f"message is {len(body)} bytes, envelope says {envelope.size}")
         return body
 
     def _read_start_sync(self, queue_id: str, limit: int) -> tuple[bytes, bool]:
-        path = self.msg / queue_id
-        envelope, offset = self._read_envelope(path)
-        with open(path, "rb") as f:
-            f.seek(offset)
+        with open(self._msg_prefix + queue_id, "rb") as f:
+            envelope, _ = self._read_envelope(f, queue_id)
             start = f.read(limit)
         return start, len(start) >= envelope.size
 
@@ -307,20 +304,26 @@ class QueueStore:
         return names
 
     def load_entries(self, names: list[str]) -> list[QueueEntry]:
-        """The envelope and delivery state of these messages, in order; damaged ones are moved aside."""
+        """The envelope and delivery state of these messages, in order; damaged ones are moved aside.
+
+        Each message file is opened once (its first two lines and its size), and its state file once
+        if it has one: at a restart this is the time until the queue's calls see the whole queue."""
         entries = []
         for name in names:
-            path = self.msg / name
             try:
-                envelope, _ = self._read_envelope(path)
-                with open(path, "rb") as f:
-                    if os.fstat(f.fileno()).st_size - _ != envelope.size:
+                with open(self._msg_prefix + name, "rb") as f:
+                    envelope, offset = self._read_envelope(f, name)
+                    if os.fstat(f.fileno()).st_size - offset != envelope.size:
                         raise DamagedFile("message is truncated")
                 entry = QueueEntry.new(envelope)
-                state_path = self.state / name
-                if state_path.exists():
+                try:
+                    with open(self._state_prefix + name, "rb") as f:
+                        state = f.read()
+                except FileNotFoundError:  # never tried yet
+                    pass
+                else:
                     try:
-                        entry.apply_state(json.loads(state_path.read_bytes()))
+                        entry.apply_state(json.loads(state))
                     except (ValueError, TypeError, KeyError) as error:
                         raise DamagedFile(f"unreadable delivery state: {error}") from None
             except FileNotFoundError:  # gone since it was listed
