@@ -73,7 +73,7 @@ def test_damaged_queue_files_are_set_aside_and_the_rest_is_delivered(make_relay)
         relay.wait_log(rf"{truncated.name}: damaged queue file moved to \S+corrupt: message is truncated")
         relay.wait_log(r"garbage: damaged queue file moved to \S+corrupt: not a Postern queue file")
         relay.wait_log(rf"{empty.name}: damaged queue file moved to \S+corrupt: ")
-        assert "queue loaded: 2 messages" in relay.log()
+        relay.wait_log(r"queue loaded: 2 messages")
     finally:
         sink.stop()
 
