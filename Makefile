@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml scripts/install-test-packages
 run: setup
 	scripts/run-sandbox
 
+# Two pytest runs side by side (scripts/run-tests): the console's tests and all the others.
+# One file or test alone: .venv/bin/pytest tests/relay/test_bdat.py
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	scripts/run-tests
 
 # Benchmarks (figures in docs/performance.md): the relay against Postfix (throughput of five
 # workloads, end-of-DATA latency, restart on 100,000 queued messages, memory at 500 open
