@@ -34,8 +34,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import BinaryIO
 from pathlib import Path
+from typing import BinaryIO
 
 from ..files import atomic_write, fsync_directory, write_synced
 from .entry import Envelope, QueueEntry
