@@ -48,10 +48,19 @@ def relay_text(status: dict | None, problem: str) -> Text:
         text.append(f"Loading the queue: {loading['loaded']:,} of {loading['total']:,}\n", style="yellow")
     text.append(f"Listening  {', '.join(status['listeners']) or 'nowhere'}\n")
     text.append(f"STARTTLS   {'on' if status['tls'] else 'off'}\n")
-    for error in status["last_errors"][-2:]:
+    for error in latest_errors(status["last_errors"]):
         text.append(f"Last error {error['destination']}:\n", style="bold")
         text.append(f" {printable(error['reply'])}\n", style="yellow")  # a next hop chose it
     return text
+
+
+def latest_errors(errors: list[dict], count: int = 2) -> list[dict]:
+    """The `count` latest next-hop errors, newest first, one per destination as the panel names it
+    (two next hops on one host and port, such as both relays pointed at one server, are one line)."""
+    shown: dict[str, dict] = {}
+    for error in sorted(errors, key=lambda error: -error["time"]):
+        shown.setdefault(error["destination"], error)
+    return list(shown.values())[:count]
 
 
 def queue_text(status: dict | None) -> Text:

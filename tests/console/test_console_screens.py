@@ -161,3 +161,19 @@ def test_the_relay_panel_says_how_far_the_queue_load_is():
               "loading": {"loaded": 12000, "total": 100000}}
     assert "Loading the queue: 12,000 of 100,000" in relay_text(status, "").plain
     assert "Loading" not in relay_text({**status, "loading": None}, "").plain
+
+
+def test_the_relay_panel_shows_the_two_latest_errors_one_per_destination():
+    """Newest first, whatever order the relay lists its next hops in; two next hops on one host and
+    port (both relays pointed at one server) make one line, not the same line twice."""
+    from console.screens.dashboard import relay_text
+
+    errors = [{"destination": "mx.partner.org:25", "reply": "old reply", "time": 100.0},
+              {"destination": "10.0.0.5:25 (no MX)", "reply": "refused, internal", "time": 300.0},
+              {"destination": "10.0.0.5:25 (no MX)", "reply": "refused, external", "time": 200.0},
+              {"destination": "smtp.example.net:587 (no MX)", "reply": "newest reply", "time": 400.0}]
+    status = {"version": "0.1.0", "uptime": 2.0, "listeners": ["0.0.0.0:25"], "tls": True, "last_errors": errors}
+    shown = relay_text(status, "").plain
+    assert shown.count("Last error") == 2
+    assert shown.index("smtp.example.net:587") < shown.index("10.0.0.5:25") and "refused, internal" in shown
+    assert "refused, external" not in shown and "mx.partner.org" not in shown
