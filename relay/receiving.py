@@ -191,7 +191,7 @@ async def frames(reader: asyncio.StreamReader) -> AsyncIterator[tuple[dict, byte
             end = body_start + body_size
             if len(buffer) < end:
                 break
-            yield json.loads(buffer[start + FRAME.size:body_start]), bytes(buffer[body_start:end])
+            yield json.loads(buffer[start + FRAME.size:body_start].decode()), bytes(buffer[body_start:end])
             start = end
         del buffer[:start]
 
