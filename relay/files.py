@@ -38,20 +38,49 @@ def _write_all(fd: int, chunks: Iterable[bytes]) -> None:
             view = view[os.write(fd, view):]
 
 
-def write_synced(path: Path | str, chunks: Iterable[bytes]) -> None:
-    """Create `path` (mode 0600, `O_EXCL | O_NOFOLLOW`), write `chunks` and fsync it; removed on any error.
+def write_renamed(temporary: str, path: str, chunks: Iterable[bytes]) -> int:
+    """Create `temporary` (mode 0600, `O_EXCL | O_NOFOLLOW`), write `chunks` and rename it to `path`:
+    the open descriptor, for the caller to fsync (and close). Nothing is left on any error.
 
-    For a directory only the relay's user can write (the queue's `tmp/`); the caller renames it."""
-    fd = os.open(path, _PRIVATE_FLAGS, 0o600)
+    For a directory only the relay's user can write (the queue's `tmp/`). The rename comes before the
+    fsync so that one fsync makes the content and the new name durable where `fsync_keeps_names` says so."""
+    fd = os.open(temporary, _PRIVATE_FLAGS, 0o600)
     try:
-        try:
-            _write_all(fd, chunks)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_all(fd, chunks)
+        os.rename(temporary, path)
     except BaseException:
-        Path(path).unlink(missing_ok=True)
+        os.close(fd)
+        Path(temporary).unlink(missing_ok=True)
         raise
+    return fd
+
+
+# ext4 with a journal, XFS and btrfs commit a file's inode with every change logged before it (the
+# rename that gave it its name changes its ctime, so it is among them), and ext4 without a journal
+# writes the directory of a file just added to one (ext4_sync_parent): an fsync of the file is
+# enough. Postfix's queue relies on the same and never fsyncs a directory.
+_FSYNC_KEEPS_NAMES = frozenset({"ext4", "xfs", "btrfs"})
+
+
+def file_system_type(path: Path | str) -> str | None:
+    """The type of the file system `path` is on (as in /proc/self/mountinfo), or None if unknown."""
+    device = os.stat(path).st_dev
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == wanted and "-" in fields:
+                    return fields[fields.index("-") + 1]
+    except OSError:
+        pass
+    return None
+
+
+def fsync_keeps_names(directory: Path | str) -> bool:
+    """Does an fsync of a file in `directory` also make durable the name it was last given there?
+    Where it is not known to, the caller fsyncs the directory as well."""
+    return file_system_type(directory) in _FSYNC_KEEPS_NAMES
 
 
 def atomic_write(path: Path | str, data: bytes | str | list[bytes], mode: int = 0o644,

@@ -9,14 +9,16 @@ Layout under `<state-dir>/queue/`:
                  atomically whenever it changes; absent for a message never tried
     corrupt/     damaged files moved aside for an admin to look at
 
-A message is acknowledged only after `commit` has written it to `tmp/`, fsynced
-it, renamed it into `msg/` and fsynced that directory: the rename is the moment
-the message exists. Listing reads the first two lines of each file, never bodies.
+A message is acknowledged only after `commit` has written it to `tmp/`, renamed it
+into `msg/` and fsynced it: the rename is the moment the message exists, and the
+fsync makes the file and its new name durable together on the file systems where one
+fsync does (ext4, XFS, btrfs: `relay.files.fsync_keeps_names`); on any other, `msg/`
+is fsynced too. Listing reads the first two lines of each file, never bodies.
 
-Commits are grouped: one worker thread at a time writes, fsyncs and renames every
-message waiting, then fsyncs `msg/` once for them all, and only then is each of
-their clients answered. Under load that is one thread hand-off and one directory
-fsync for several messages instead of one each; a lone message goes at once.
+Commits are grouped: one worker thread at a time writes and renames every message
+waiting, then fsyncs each, and only then is each of their clients answered. Under
+load that is one thread hand-off and one journal commit for several messages instead
+of one each; a lone message goes at once.
 
 Removals after delivery are grouped by turn of the event loop (`remove_soon`): every
 delivered message of one turn is unlinked at its end. A message whose files are not yet gone
@@ -37,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..files import atomic_write, fsync_directory, write_synced
+from ..files import atomic_write, fsync_directory, fsync_keeps_names, write_renamed
 from .entry import Envelope, QueueEntry
 
 log = logging.getLogger("postern/queue")
@@ -79,6 +81,7 @@ class QueueStore:
         self._state_locks: dict[str, asyncio.Lock] = {}
         self._waiting: list[tuple[str, list[bytes], asyncio.Future]] = []  # commits for the next group
         self._writing = False  # a group is being written
+        self._fsync_directory: bool | None = None  # msg/ fsynced after its files: see _write_group_sync
         self._removals: list[tuple[str, Callable[[str, OSError | None], None]]] = []  # at the end of this turn
 
     def open(self) -> None:
@@ -131,24 +134,31 @@ class QueueStore:
             self._write_group()
 
     def _write_group_sync(self, group: list) -> list[OSError | None]:
-        """Write, fsync and rename each message into msg/, then fsync msg/ once: the error of each, or None."""
+        """Write each message to tmp/ and rename it into msg/, then fsync each (and msg/ once, where the
+        file system needs it): the error of each, or None."""
+        if self._fsync_directory is None:
+            self._fsync_directory = not fsync_keeps_names(self.msg)
         errors: list[OSError | None] = [None] * len(group)
         renamed = []
         for index, (queue_id, chunks, _) in enumerate(group):
-            temporary = self._tmp_prefix + queue_id
             try:
-                write_synced(temporary, chunks)
-                os.rename(temporary, self._msg_prefix + queue_id)
+                renamed.append((index, write_renamed(self._tmp_prefix + queue_id, self._msg_prefix + queue_id, chunks)))
             except OSError as error:
-                _unlink(temporary)
                 errors[index] = error
-            else:
-                renamed.append(index)
-        if renamed:
+        for index, fd in renamed:  # the first fsync of a group commits the others' renames with its own
+            try:
+                os.fsync(fd)
+            except OSError as error:  # never acknowledged: its client keeps the message
+                errors[index] = error
+                _unlink(self._msg_prefix + group[index][0])
+            finally:
+                os.close(fd)
+        synced = [index for index, _ in renamed if errors[index] is None]
+        if synced and self._fsync_directory:
             try:
                 fsync_directory(self.msg)
             except OSError as error:  # their renames may not survive a crash: none of them is acknowledged
-                for index in renamed:
+                for index in synced:
                     errors[index] = error
         return errors
 

@@ -2,6 +2,8 @@
 
 Real files in a real queue directory; the fsyncs are watched (and, to play a failing
 disk, made to fail) by wrapping the functions the store calls, which still do their work.
+Where one fsync of a file keeps its new name too (ext4, XFS, btrfs: this machine's queue), each
+file is fsynced under its name in msg/; elsewhere (a tmpfs here) msg/ is fsynced as well.
 """
 
 from __future__ import annotations
@@ -9,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 
 import pytest
 
+from relay.files import file_system_type, fsync_keeps_names
 from relay.queue import store as store_module
 from relay.queue.entry import Envelope
 from relay.queue.store import QueueFull, QueueStore, QueueWriteError
@@ -32,42 +38,53 @@ def store(tmp_path):
 
 
 @pytest.fixture
-def watched_fsyncs(monkeypatch):
-    """Each fsync of msg/ with the queue files it found there; a slow disk, so that commits pile up."""
-    synced: list[set[str]] = []
-    real = store_module.fsync_directory
+def watched_fsyncs(store, monkeypatch):
+    """The path of each file fsynced; a slow disk (each group of commits takes 20 ms more), so that
+    commits pile up. The number of groups written is in `groups`."""
+    synced: list[str] = []
+    groups: list[int] = []
+    real_fsync, real_group = os.fsync, store._write_group_sync
 
-    def fsync_directory(directory):
+    def fsync(fd):
+        real_fsync(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    def write_group(group):
         time.sleep(0.02)
-        real(directory)
-        synced.append(set(os.listdir(directory)))
+        errors = real_group(group)
+        groups.append(len(group))
+        return errors
 
-    monkeypatch.setattr(store_module, "fsync_directory", fsync_directory)
-    return synced
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(store, "_write_group_sync", write_group)
+    return synced, groups
 
 
-async def test_concurrent_commits_share_directory_fsyncs_and_each_waits_for_its_own(store, watched_fsyncs):
-    acknowledged: dict[str, int] = {}  # queue ID -> directory fsyncs done when its commit returned
+async def test_concurrent_commits_are_grouped_and_each_waits_for_its_own_fsync(store, watched_fsyncs):
+    synced, groups = watched_fsyncs
+    acknowledged: dict[str, int] = {}  # queue ID -> files fsynced when its commit returned
 
     async def commit(number: int) -> None:
         body = b"Subject: %d\r\n\r\n" % number + b"x" * 1000 + b"\r\n"
         entry = await store.commit(envelope(store, len(body)), body)
-        acknowledged[entry.id] = len(watched_fsyncs)
+        acknowledged[entry.id] = len(synced)
 
     await asyncio.gather(*(commit(number) for number in range(40)))
     assert len(acknowledged) == 40
-    assert 1 < len(watched_fsyncs) < 40  # grouped, in more than one group
-    for queue_id, fsyncs_done in acknowledged.items():
-        assert any(queue_id in found for found in watched_fsyncs[:fsyncs_done]), queue_id
+    assert 1 < len(groups) < 40  # grouped, in more than one group
+    for queue_id, fsyncs_done in acknowledged.items():  # fsynced under its name in msg/, before its answer
+        assert os.path.realpath(store.msg / queue_id) in synced[:fsyncs_done], queue_id
     loaded = store.load()
     assert sorted(entry.id for entry in loaded) == sorted(acknowledged)
     assert list(store.tmp.iterdir()) == []
 
 
 async def test_a_lone_commit_is_written_at_once(store, watched_fsyncs):
+    synced, groups = watched_fsyncs
     body = b"Subject: one\r\n\r\nbody\r\n"
     entry = await store.commit(envelope(store, len(body)), body)
-    assert watched_fsyncs == [{entry.id}]
+    assert groups == [1]
+    assert synced == [os.path.realpath(store.msg / entry.id)]
     assert await store.read_message(entry.id) == body
 
 
@@ -86,18 +103,18 @@ async def test_the_envelope_line_is_the_same_json_as_before(store):
 
 async def test_one_failed_write_refuses_only_its_message(store, monkeypatch):
     """A message the disk has no room for gets 452; the others of its group are kept and acknowledged."""
-    real = store_module.write_synced
+    real = store_module.write_renamed
     gate = threading.Event()
     too_big = []
 
-    def write_synced(path, chunks):
+    def write_renamed(temporary, path, chunks):
         gate.wait(5)  # hold the first group until every commit is waiting
         if sum(len(chunk) for chunk in chunks) > 50_000:
             too_big.append(os.path.basename(path))
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, chunks)
+        return real(temporary, path, chunks)
 
-    monkeypatch.setattr(store_module, "write_synced", write_synced)
+    monkeypatch.setattr(store_module, "write_renamed", write_renamed)
 
     async def commit(size: int):
         body = b"x" * size
@@ -117,7 +134,75 @@ async def test_one_failed_write_refuses_only_its_message(store, monkeypatch):
     assert list(store.tmp.iterdir()) == []
 
 
-async def test_a_failed_directory_fsync_acknowledges_none_of_its_group(store, monkeypatch):
+async def test_a_failed_fsync_refuses_only_its_message_and_leaves_no_file(store, monkeypatch):
+    """A disk error on one file's fsync: 451 for it, its file gone from msg/ (its client keeps the
+    message and sends it again), the rest of the group acknowledged."""
+    real = os.fsync
+
+    def fsync(fd):
+        if os.fstat(fd).st_size > 50_000:
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    async def commit(size: int):
+        try:
+            return await store.commit(envelope(store, size), b"x" * size)
+        except QueueWriteError as error:
+            return error
+
+    results = await asyncio.gather(*(commit(size) for size in (100, 100_000, 200)))
+    assert [type(result).__name__ for result in results] == ["QueueEntry", "QueueWriteError", "QueueEntry"]
+    assert "Input/output error" in str(results[1])
+    assert sorted(os.listdir(store.msg)) == sorted([results[0].id, results[2].id])
+    assert list(store.tmp.iterdir()) == []
+
+
+def test_one_fsync_is_trusted_with_the_name_only_on_the_file_systems_known_for_it(tmp_path):
+    """Checked against util-linux's findmnt: the queue's own file system here, and a tmpfs."""
+    for directory in (tmp_path, "/dev/shm"):
+        found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", str(directory)],
+                               capture_output=True, text=True, check=True).stdout.split()[0]
+        assert file_system_type(directory) == found
+        assert fsync_keeps_names(directory) == (found in ("ext4", "xfs", "btrfs"))
+    assert not fsync_keeps_names("/dev/shm")
+
+
+@pytest.fixture
+def store_fsyncing_msg():
+    """A queue on a file system where an fsync of a file is not known to keep its name (a tmpfs)."""
+    directory = tempfile.mkdtemp(dir="/dev/shm")
+    queue = QueueStore(directory)
+    queue.open()
+    yield queue
+    shutil.rmtree(directory)
+
+
+async def test_elsewhere_msg_is_fsynced_once_per_group_before_any_answer(store_fsyncing_msg, monkeypatch):
+    store = store_fsyncing_msg
+    synced: list[set[str]] = []
+    real = store_module.fsync_directory
+
+    def fsync_directory(directory):
+        time.sleep(0.02)
+        real(directory)
+        synced.append(set(os.listdir(directory)))
+
+    monkeypatch.setattr(store_module, "fsync_directory", fsync_directory)
+    acknowledged: dict[str, int] = {}
+
+    async def commit(number: int) -> None:
+        entry = await store.commit(envelope(store, 3), b"abc")
+        acknowledged[entry.id] = len(synced)
+
+    await asyncio.gather(*(commit(number) for number in range(20)))
+    assert 1 < len(synced) < 20
+    for queue_id, fsyncs_done in acknowledged.items():
+        assert any(queue_id in found for found in synced[:fsyncs_done]), queue_id
+
+
+async def test_elsewhere_a_failed_directory_fsync_acknowledges_none_of_its_group(store_fsyncing_msg, monkeypatch):
     def fsync_directory(directory):
         raise OSError(errno.EIO, "Input/output error")
 
@@ -125,7 +210,7 @@ async def test_a_failed_directory_fsync_acknowledges_none_of_its_group(store, mo
 
     async def commit():
         try:
-            await store.commit(envelope(store, 3), b"abc")
+            await store_fsyncing_msg.commit(envelope(store_fsyncing_msg, 3), b"abc")
         except QueueWriteError as error:
             return str(error)
         return "acknowledged"
