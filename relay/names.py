@@ -220,6 +220,7 @@ class PeerNames:
         self.size = size
         self.ttl = ttl
         self._cache: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._pending: dict[str, asyncio.Future[str]] = {}  # lookups under way, by address
 
     def cached(self, address: str) -> str | None:
         """The name kept for the address, if it is still fresh."""
@@ -230,14 +231,25 @@ class PeerNames:
         return None
 
     async def lookup(self, resolver: dns.asyncresolver.Resolver, address: str) -> str:
+        """The name, looked up once for every session that asks while the lookup runs. A session that
+        ends stops only its own wait: the lookup goes on and its answer is kept, so a client that
+        connects and leaves again and again (a probe, a scanner) costs one query, not one each time."""
         name = self.cached(address)
         if name is not None:
             return name
+        pending = self._pending.get(address)
+        if pending is None or pending.done():  # (done: cancelled before it began, as the loop closed)
+            pending = self._pending[address] = asyncio.ensure_future(self._look_up(resolver, address))
+        return await asyncio.shield(pending)
+
+    async def _look_up(self, resolver: dns.asyncresolver.Resolver, address: str) -> str:
         now = time.monotonic()
         try:
             name = await asyncio.wait_for(_verified_name(resolver, address), self.timeout)
         except (asyncio.TimeoutError, dns.exception.DNSException, ValueError):
             name = UNKNOWN
+        finally:
+            self._pending.pop(address, None)
         self._cache[address] = (now + self.ttl, name)
         self._cache.move_to_end(address)
         while len(self._cache) > self.size:

@@ -12,6 +12,8 @@ import re
 import socket
 import ssl
 
+import dns.message as dns_message
+import dns.rcode as dns_rcode
 import pytest
 
 from relay import esmtp
@@ -346,5 +348,35 @@ def test_a_silent_dns_server_delays_neither_the_greeting_nor_ehlo_and_the_client
             queue_id = send(raw, GOOD)  # MAIL waits for the lookup's 5 s limit
         _, message = queued(relay, queue_id)
         assert message.startswith(b"Received: from client.example.net (unknown [127.0.0.1])\r\n")
+    finally:
+        silent.close()
+
+
+def test_clients_that_come_and_go_during_the_lookup_cost_one_query_and_its_answer_is_kept(make_relay):
+    """Five clients from one address that read the greeting and QUIT while the PTR lookup is pending
+    (a monitoring probe, a scanner): one query goes out, and its answer serves the next client."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # answers only when the test says so
+    silent.bind(("127.0.0.1", 0))
+    silent.settimeout(10)
+    try:
+        relay = make_relay(1, dns_servers=[f"127.0.0.1:{silent.getsockname()[1]}"], peername_lookup=True)
+        for _ in range(5):
+            with session(relay, source="127.0.0.5", helo=None) as raw:
+                assert raw.command("QUIT").startswith("221 ")
+        relay.wait_log(r"disconnect from unknown\[127\.0\.0\.5\]", count=5)
+        query, client = silent.recvfrom(512)
+        silent.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # one query, not one a connection
+            silent.recvfrom(512)
+        answer = dns_message.make_response(dns_message.from_wire(query))
+        answer.set_rcode(dns_rcode.NXDOMAIN)
+        silent.sendto(answer.to_wire(), client)
+        silent.settimeout(2)
+        with session(relay, source="127.0.0.5") as raw:
+            queue_id = send(raw, GOOD)
+        _, message = queued(relay, queue_id)
+        assert message.startswith(b"Received: from client.example.net (unknown [127.0.0.5])\r\n")
+        with pytest.raises(TimeoutError):  # the answer was kept: no query for the sixth client
+            silent.recvfrom(512)
     finally:
         silent.close()
