@@ -850,7 +850,9 @@ MTA_FIELDS: tuple[Field, ...] = (
           "log and stamp each client's verified DNS name; off: unknown",
           "Look up each client's name for the log and the `Received:` header: its PTR record, kept only if that "
           "name's A/AAAA record leads back to the address (Postfix's verified name); otherwise, or after 5 seconds "
-          "without an answer, `unknown`. Uses `dns_servers`; answers are kept an hour. `false` writes `unknown` "
+          "without an answer, `unknown`. Uses `dns_servers`; answers are kept an hour, and clients of one address "
+          "that arrive while its lookup runs share that lookup (a client that leaves before the answer does not "
+          "stop it). `false` writes `unknown` "
           "and asks no DNS server."),
     Field("metrics", "section", None, "Metrics (Prometheus)", "an HTTP endpoint for Prometheus; off without an address",
           make=MetricsSettings, fields=(
