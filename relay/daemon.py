@@ -232,8 +232,8 @@ class Relay:
         self.loading = None
         self.queue_loaded.set()
         self.events.publish("queue")
-        log.info("daemon started -- version %s, configuration %s, event loop %s",
-                 VERSION, self.config_path, loop_name(loop))
+        log.info("daemon started -- version %s, configuration %s, %s, event loop %s",
+                 VERSION, self.config_path, self.store.durability(), loop_name(loop))
 
     async def _load_queue(self, names: list[str]) -> None:
         """Read the queued messages' envelopes and states in a worker thread, a slice at a time, and hand

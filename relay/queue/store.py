@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from ..files import atomic_write, fsync_directory, fsync_keeps_names, write_renamed
+from ..files import atomic_write, file_system_type, fsync_directory, fsync_keeps_names, write_renamed
 from .entry import Envelope, QueueEntry
 
 log = logging.getLogger("postern/queue")
@@ -136,8 +136,6 @@ class QueueStore:
     def _write_group_sync(self, group: list) -> list[OSError | None]:
         """Write each message to tmp/ and rename it into msg/, then fsync each (and msg/ once, where the
         file system needs it): the error of each, or None."""
-        if self._fsync_directory is None:
-            self._fsync_directory = not fsync_keeps_names(self.msg)
         errors: list[OSError | None] = [None] * len(group)
         renamed = []
         for index, (queue_id, chunks, _) in enumerate(group):
@@ -154,13 +152,24 @@ class QueueStore:
             finally:
                 os.close(fd)
         synced = [index for index, _ in renamed if errors[index] is None]
-        if synced and self._fsync_directory:
+        if synced and self._fsyncs_directory():
             try:
                 fsync_directory(self.msg)
             except OSError as error:  # their renames may not survive a crash: none of them is acknowledged
                 for index in synced:
                     errors[index] = error
         return errors
+
+    def _fsyncs_directory(self) -> bool:
+        """Must msg/ be fsynced after its files (a file system not known to keep a name with its file)?"""
+        if self._fsync_directory is None:
+            self._fsync_directory = not fsync_keeps_names(self.msg)
+        return self._fsync_directory
+
+    def durability(self) -> str:
+        """How a commit makes a message durable here, for the daemon's start line."""
+        how = "msg/ fsynced after its files" if self._fsyncs_directory() else "one fsync a message"
+        return f"queue on {file_system_type(self.msg) or 'an unknown file system'} ({how})"
 
     def _write_state_sync(self, queue_id: str, data: bytes) -> None:
         atomic_write(self.state / queue_id, data, 0o600, temporary=self.tmp / f"{queue_id}.{next(self._counter)}.state")

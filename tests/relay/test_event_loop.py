@@ -33,6 +33,7 @@ def test_the_daemon_runs_on_uvloop_by_default_and_says_so(monkeypatch, make_rela
     monkeypatch.delenv("POSTERN_EVENT_LOOP", raising=False)
     relay = make_relay(sink.port)
     assert started_line(relay).endswith(", event loop uvloop")
+    assert re.search(r", queue on \S+ \((one fsync a message|msg/ fsynced after its files)\), ", started_line(relay))
     relay.send("alice@example.net", ["bob@example.com"])
     [message] = sink.wait_for(1)
     assert message.recipients == ["bob@example.com"]

@@ -169,6 +169,14 @@ def test_one_fsync_is_trusted_with_the_name_only_on_the_file_systems_known_for_i
     assert not fsync_keeps_names("/dev/shm")
 
 
+def test_the_start_line_says_how_a_message_is_made_durable(store, store_fsyncing_msg):
+    found = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", str(store.msg)],
+                           capture_output=True, text=True, check=True).stdout.split()[0]
+    how = "one fsync a message" if found in ("ext4", "xfs", "btrfs") else "msg/ fsynced after its files"
+    assert store.durability() == f"queue on {found} ({how})"
+    assert store_fsyncing_msg.durability() == "queue on tmpfs (msg/ fsynced after its files)"
+
+
 @pytest.fixture
 def store_fsyncing_msg():
     """A queue on a file system where an fsync of a file is not known to keep its name (a tmpfs)."""
