@@ -289,11 +289,12 @@ class QueueStore:
     def prepare_load(self) -> list[str]:
         """The queued messages' IDs, oldest first, after removing what no message needs any more.
 
-        Called before the daemon takes mail: a file in tmp/ then was never acknowledged,
-        and a state file whose message is gone is an orphan. A message queued after this
+        Called before the daemon takes mail: a name in tmp/ then is a message never acknowledged
+        (or, after a power cut on ext4 without a journal, the old name of one also in msg/, which
+        keeps it), and a state file whose message is gone is an orphan. A message queued after this
         is not in the list, so loading the list while mail comes in never adds one twice."""
         for leftover in self.tmp.iterdir():
-            # Never acknowledged: the client was not told 250 and will retry.
+            # Never acknowledged (the client was not told 250 and will retry), or a second name.
             log.info("removing unfinished queue file %s", leftover.name)
             leftover.unlink(missing_ok=True)
         names = sorted(os.listdir(self.msg))
