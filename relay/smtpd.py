@@ -166,6 +166,7 @@ class SmtpSession(Chunking, SMTP):
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
         self._reply_lines: list[bytes] | None = None  # an EHLO reply being gathered: see smtp_EHLO
+        self._greeting: str | None = None  # the 220 written at connect, until aiosmtpd pushes it too
         self._junk_commands = 0
         # aiosmtpd's per-command limits (512) are tighter than Postfix's: the reader's limit rules.
         self.command_size_limits = collections.defaultdict(lambda: LINE_LENGTH_LIMIT)
@@ -248,6 +249,10 @@ class SmtpSession(Chunking, SMTP):
             self._session_timer = asyncio.get_running_loop().call_later(
                 self.config.session_timeout, self._session_expired
             )
+            # The greeting goes out now, ahead of the set-up below and aiosmtpd's, which would send it
+            # from the session's first step: every client waits for it (see push for aiosmtpd's own).
+            self._greeting = "220 {} {}".format(self.hostname, self.__ident__)
+            transport.write(printable(self._greeting).encode() + b"\r\n")
         super().connection_made(transport)
         if first_call:
             known = self.receiver.known_peer_name(ip)
@@ -530,6 +535,9 @@ class SmtpSession(Chunking, SMTP):
         await super().smtp_STARTTLS(arg)
 
     async def push(self, status):
+        if self._greeting is not None and status == self._greeting:  # sent at connect already
+            self._greeting = None
+            return
         original = status
         if isinstance(status, str) and status[:1] in ("4", "5"):
             await self.peer_name()  # for the log lines below

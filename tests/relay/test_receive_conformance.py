@@ -380,3 +380,18 @@ def test_clients_that_come_and_go_during_the_lookup_cost_one_query_and_its_answe
             silent.recvfrom(512)
     finally:
         silent.close()
+
+
+def test_the_greeting_comes_once_at_connect_and_nothing_before_the_first_reply(gateway):
+    """The 220 is written as the connection is taken, not from the session's first step; aiosmtpd's
+    own greeting must then not follow it (a client would read it as the reply to its EHLO)."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.settimeout(10)
+        first = sock.recv(4096)
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # nothing more until the client speaks
+            sock.recv(4096)
+        assert re.fullmatch(rb"220 gw\.example\.com [^\r\n]*\r\n", first), first
+        sock.settimeout(10)
+        sock.sendall(b"EHLO client.example.net\r\n")
+        assert sock.recv(4096).startswith(b"250-gw.example.com")
