@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import ctypes
 import dataclasses
-import functools
 import itertools
 import json
 import logging
@@ -56,7 +55,6 @@ import ssl
 import struct
 import sys
 import threading
-import types
 import weakref
 from collections.abc import AsyncIterator, Callable
 
@@ -93,43 +91,22 @@ class Sessions:
         self.busy: set = set()
         self.stopping = ""  # the 421 reply, once the daemon is stopping
         self._settled = asyncio.Event()
-        self._wrapped: dict[tuple, dict] = {}  # the command functions, by the functions they wrap
 
     def protocol(self, factory):
         def make():
             session = factory()
+            session.sessions = self  # its command loop calls busy.add and idle around each command
             self.open.add(session)
-            methods = session._smtp_methods
-            session._smtp_methods = {command: types.MethodType(function, session)
-                                     for command, function in self._tracked_commands(methods).items()}
             return session
 
         return make
 
-    def _tracked_commands(self, methods: dict) -> dict:
-        """The session's command methods, each wrapped to mark the session busy while it runs.
-
-        Wrapped once for each set of functions (one per session class) and bound to each
-        new session: wrapping every command of every connection cost 45 µs a connection."""
-        key = tuple((command, method.__func__) for command, method in methods.items())
-        tracked = self._wrapped.get(key)
-        if tracked is None:
-            tracked = self._wrapped[key] = {command: self._tracked(function) for command, function in key}
-        return tracked
-
-    def _tracked(self, function):
-        @functools.wraps(function)  # aiosmtpd's HELP reads the command's syntax from it
-        async def tracked(session, arg):
-            self.busy.add(session)
-            try:
-                await function(session, arg)
-            finally:
-                self.busy.discard(session)
-                self._settled.set()
-                if self.stopping:
-                    self._close(session)
-
-        return tracked
+    def idle(self, session) -> None:
+        """A command of `session` has ended: a stop waiting for it may go on."""
+        self.busy.discard(session)
+        self._settled.set()
+        if self.stopping:
+            self._close(session)
 
     def _close(self, session) -> None:
         transport = session.transport

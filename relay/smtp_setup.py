@@ -7,7 +7,9 @@ connection: 480 µs of the 490 µs a connection's protocol object cost, about a 
 of the relay's CPU per message with one connection per message. The names it finds
 depend only on the classes, so `set_up` finds them once per (session class, handler
 class) and then only binds them to the new connection; everything else is what
-aiosmtpd's `__init__` does, for the arguments Postern gives it.
+aiosmtpd's `__init__` does, for the arguments Postern gives it. The `smtp_*` commands
+are not bound at all: the session's command loop looks them up in its class's table
+(relay/smtpd.py), so the session has no `_smtp_methods` of its own.
 
 It mirrors that one version: with any other aiosmtpd, `set_up` calls aiosmtpd's own
 `__init__` (tests/relay/test_smtp_setup.py compares the two attribute by attribute).
@@ -42,7 +44,6 @@ class _Names:
             if name.startswith("auth_")
         ]
         self.hooks = [name for name in dir(handler) if name.startswith("handle_")]
-        self.commands = [name for name in dir(session) if name.startswith("smtp_")]
         ehlo = getattr(handler, "handle_EHLO", None)
         if ehlo is None:
             self.ehlo_version = None
@@ -54,24 +55,6 @@ class _Names:
 
 
 _names: dict[tuple[type, type], _Names] = {}
-_sanitized_log = aiosmtpd_smtp.sanitized_log
-
-
-def _sanitized_log_if_enabled(func, msg, *args, **kwargs) -> None:
-    """aiosmtpd 1.4.6's `sanitized_log`, skipped when mail.log would drop the line anyway.
-
-    aiosmtpd passes every command line to it twice (once for debug, once for info), and it
-    matches the line against its AUTH pattern before the logger looks at the level; the
-    daemon logs only mail.log's warnings (relay/daemon.py), so that was 1.4 % of its CPU
-    per message for nothing. Its only callers log at debug or info."""
-    if aiosmtpd_smtp.log.isEnabledFor(logging.DEBUG if func.__name__ == "debug" else logging.INFO):
-        _sanitized_log(func, msg, *args, **kwargs)
-
-
-if aiosmtpd.__version__ == MIRRORED_VERSION:
-    aiosmtpd_smtp.sanitized_log = _sanitized_log_if_enabled
-
-
 def set_up(session: SMTP, handler: Any, *, hostname: str, ident: str, data_size_limit: int | None,
            enable_SMTPUTF8: bool, decode_data: bool, tls_context: ssl.SSLContext | None, timeout: float,
            command_call_limit: dict[str, int] | int | None) -> None:
@@ -80,6 +63,7 @@ def set_up(session: SMTP, handler: Any, *, hostname: str, ident: str, data_size_
         SMTP.__init__(session, handler, hostname=hostname, ident=ident, data_size_limit=data_size_limit,
                       enable_SMTPUTF8=enable_SMTPUTF8, decode_data=decode_data, tls_context=tls_context,
                       timeout=timeout, command_call_limit=command_call_limit)
+        del session._smtp_methods  # the session class's own table rules (relay/smtpd.py)
         return
     session.__ident__ = ident or aiosmtpd_smtp.__ident__
     try:  # aiosmtpd's make_loop() sets up warnings filters for each call: 2 % of a connection's cost
@@ -132,7 +116,6 @@ def set_up(session: SMTP, handler: Any, *, hostname: str, ident: str, data_size_
             m + "(builtin)" if impl.is_builtin else m for m, impl in sorted(session._auth_methods.items())))
     session._handle_hooks = {name.replace("handle_", ""): getattr(handler, name) for name in names.hooks}
     session._ehlo_hook_ver = names.ehlo_version
-    session._smtp_methods = {name.replace("smtp_", ""): getattr(session, name) for name in names.commands}
     if command_call_limit is None:
         session._enforce_call_limit = False
     else:

@@ -16,16 +16,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
-import functools
 import logging
 import re
 import ssl
 import time
-import types
 from collections.abc import Awaitable, Callable, Mapping
 
 import dns.asyncresolver
-from aiosmtpd.smtp import MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, syntax
+from aiosmtpd.smtp import BOGUS_LIMIT, MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, TLSSetupException, syntax
 
 from . import addresses, arc, dkim_sign, esmtp, headers, mail_auth, replies, smtp_setup
 from .anvil import Anvil
@@ -49,6 +47,7 @@ _END_OF_DATA = b"\r\n.\r\n"
 # Postfix's line_length_limit: a longer command line gets "command too long". A line of
 # DATA may be of any length; message_size_limit bounds the whole message.
 LINE_LENGTH_LIMIT = 2048
+TRUSTED_IPS_KEPT = 10_000  # client addresses whose my_networks answer is remembered
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
 # RFC 8689 (REQUIRETLS): the parameter takes no value, is given once, and only inside TLS: asked for
 # in plain text, the path the message came by already broke the promise. 5.7.10 is RFC 5248's
@@ -83,60 +82,6 @@ def client_ip(session: Session) -> str:
     return session.peer[0] if isinstance(session.peer, tuple) else ""
 
 
-def _checked_commands(cls: type, methods: Mapping[str, Callable]) -> dict[str, Callable]:
-    """The class's smtp_* functions with Postern's checks around them, by command.
-
-    Made once per class: a connection binds them (a method object each) instead of
-    building and wrapping closures for every command, which cost 40 µs per connection."""
-    commands = _commands_by_class.get(cls)
-    if commands is None:
-        commands = {}
-        for command, method in methods.items():
-            function = method.__func__
-            if command in _JUNK_COMMANDS:
-                function = _counted_as_junk(function)
-            commands[command] = _checked(command, function)
-        _commands_by_class[cls] = commands
-    return commands
-
-
-_commands_by_class: dict[type, dict[str, Callable]] = {}
-
-
-def _counted_as_junk(function):
-    """NOOP, VRFY, EXPN and HELP count against one junk_command_limit per session, as in Postfix."""
-
-    @functools.wraps(function)
-    async def counted(self: SmtpSession, arg):
-        self._junk_commands += 1
-        if self._junk_commands > self.config.junk_command_limit:
-            log.warning("junk command limit %d exceeded by %s", self.config.junk_command_limit,
-                        client_name(self.session))
-            await self.push(replies.TOO_MANY_JUNK_COMMANDS.format(hostname=self.config.hostname))
-            self.transport.close()
-            return
-        await function(self, arg)
-
-    return counted
-
-
-def _checked(command: str, function):
-    """Refuse a command line that is not UTF-8 (Postfix's smtputf8_enable); note the stage."""
-
-    @functools.wraps(function)
-    async def checked(self: SmtpSession, arg):
-        self.stage = self.last_command = command
-        try:
-            if arg and not _is_utf8(arg):
-                await self.push(replies.BAD_UTF8)
-                return
-            await function(self, arg)
-        finally:
-            self.stage, self.sender, self.rcpt = "UNKNOWN", "", ""
-
-    return checked
-
-
 class SmtpSession(Chunking, SMTP):
     """One client connection; BDAT comes from `Chunking`."""
 
@@ -144,7 +89,6 @@ class SmtpSession(Chunking, SMTP):
 
     def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None,
                  implicit_tls: bool = False):
-        limits = {"*": 1_000_000}  # junk commands share one budget: see _counted_as_junk
         smtp_setup.set_up(  # SMTP.__init__, its scans of the classes done once (relay/smtp_setup.py)
             self,
             receiver,
@@ -155,7 +99,7 @@ class SmtpSession(Chunking, SMTP):
             enable_SMTPUTF8=True,
             tls_context=tls_context,
             timeout=config.idle_timeout,
-            command_call_limit=limits,
+            command_call_limit=None,  # no per-command budgets: the junk commands share one (see _run)
         )
         self.receiver = receiver
         self.config = config
@@ -166,7 +110,6 @@ class SmtpSession(Chunking, SMTP):
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
         self._reply_lines: list[bytes] | None = None  # an EHLO reply being gathered: see smtp_EHLO
-        self._greeting: str | None = None  # the 220 written at connect, until aiosmtpd pushes it too
         self._junk_commands = 0
         # aiosmtpd's per-command limits (512) are tighter than Postfix's: the reader's limit rules.
         self.command_size_limits = collections.defaultdict(lambda: LINE_LENGTH_LIMIT)
@@ -176,14 +119,109 @@ class SmtpSession(Chunking, SMTP):
         self.rcpt = ""  # the recipient of the RCPT being answered, for the reject log
         self._peer_lookup: asyncio.Future[str] | None = None
         self._trusted: bool | None = None  # the client is in my_networks: see client_trusted
-        self._smtp_methods = {command: types.MethodType(function, self)
-                              for command, function in _checked_commands(type(self), self._smtp_methods).items()}
+        self.sessions = None  # the receiving process's open sessions (relay/receiving.py), told when busy
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._smtp_methods = _commands(cls)
+
+    async def _handle_client(self) -> None:
+        """aiosmtpd's command loop, with Postern's checks around each command.
+
+        The greeting went out at connect. A command line that is too long, empty, not ASCII
+        in its verb, unknown or not UTF-8 in its argument is answered here; aiosmtpd's
+        bogus-command budget and its TLS checks are kept. The junk commands (NOOP, VRFY,
+        EXPN, HELP, ETRN) share one junk_command_limit, as in Postfix. Each command is looked
+        up in the class's table (made once, not per connection), and the session is marked
+        busy while it runs, so that a stop waits for it (relay/receiving.py)."""
+        reader = self._reader
+        bogus_budget = BOGUS_LIMIT
+        while self.transport is not None:
+            try:
+                try:
+                    line = await reader.readuntil()
+                except asyncio.LimitOverrunError as error:  # too long: skip to its end, then answer
+                    await reader.read(error.consumed)
+                    while True:
+                        try:
+                            await reader.readuntil()
+                            break
+                        except asyncio.LimitOverrunError as more:
+                            await reader.read(more.consumed)
+                    await self.push("500 Command line too long")
+                    continue
+                line = line.rstrip(b"\r\n")
+                if not line:
+                    await self.push("500 Error: bad syntax")
+                    continue
+                verb, _, arg_bytes = line.partition(b" ")
+                try:
+                    command = verb.upper().decode("ascii")
+                except UnicodeDecodeError:
+                    await self.push("500 Error: bad syntax")
+                    continue
+                # Not UTF-8, the argument keeps its bytes as surrogates (aiosmtpd's way): refused below.
+                arg = str(arg_bytes.strip(), "utf-8", "surrogateescape") if arg_bytes else None
+                limit = self.command_size_limits[command] if self.session.extended_smtp else self.command_size_limit
+                if len(line) > limit:
+                    await self.push("500 Command line too long")
+                    continue
+                if not self._tls_handshake_okay and command != "QUIT":
+                    await self.push("554 Command refused due to lack of security")
+                    continue
+                function = self._smtp_methods.get(command)
+                if function is None:
+                    bogus_budget -= 1
+                    if bogus_budget < 1:
+                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                        self.transport.close()
+                        continue
+                    await self.push(f'500 Error: command "{command}" not recognized')
+                    continue
+                self._reset_timeout()
+                await self._run(command, function, arg)
+            except (asyncio.CancelledError, ConnectionResetError):  # the connection ended
+                self._writer.close()
+                raise
+            except Exception as error:  # logged with its traceback, and answered 500 (aiosmtpd's way)
+                status = await self.handle_exception(error)
+                if isinstance(error, TLSSetupException):
+                    self.transport.close()
+                    self.connection_lost(error)
+                else:
+                    await self.push(status)
+
+    async def _run(self, command: str, function: Callable, arg: str | None) -> None:
+        """One command: refused if its argument is not UTF-8 (Postfix's smtputf8_enable), counted
+        if it is junk, and the session marked busy while it runs."""
+        self.stage = self.last_command = command
+        if arg and not _is_utf8(arg):
+            await self.push(replies.BAD_UTF8)
+            self.stage = "UNKNOWN"
+            return
+        if command in _JUNK_COMMANDS:
+            self._junk_commands += 1
+            if self._junk_commands > self.config.junk_command_limit:
+                log.warning("junk command limit %d exceeded by %s", self.config.junk_command_limit,
+                            client_name(self.session))
+                await self.push(replies.TOO_MANY_JUNK_COMMANDS.format(hostname=self.config.hostname))
+                self.transport.close()
+                return
+        sessions = self.sessions
+        if sessions is not None:
+            sessions.busy.add(self)
+        try:
+            await function(self, arg)
+        finally:
+            self.stage, self.sender, self.rcpt = "UNKNOWN", "", ""
+            if sessions is not None:
+                sessions.idle(self)
 
     def client_trusted(self) -> bool:
         """Is the client in my_networks? Its address and this session's configuration never change,
         so it is asked once (at connect) rather than for every RCPT and message."""
         if self._trusted is None:
-            self._trusted = self.config.is_trusted(client_ip(self.session))
+            self._trusted = self.receiver.is_trusted(self.config, client_ip(self.session))
         return self._trusted
 
     @property
@@ -251,8 +289,8 @@ class SmtpSession(Chunking, SMTP):
             )
             # The greeting goes out now, ahead of the set-up below and aiosmtpd's, which would send it
             # from the session's first step: every client waits for it (see push for aiosmtpd's own).
-            self._greeting = "220 {} {}".format(self.hostname, self.__ident__)
-            transport.write(printable(self._greeting).encode() + b"\r\n")
+            greeting = "220 {} {}".format(self.hostname, self.__ident__)
+            transport.write(printable(greeting).encode() + b"\r\n")
         super().connection_made(transport)
         if first_call:
             known = self.receiver.known_peer_name(ip)
@@ -277,7 +315,7 @@ class SmtpSession(Chunking, SMTP):
         smtpd_client_event_limit_exceptions): a flood from outside must not lock out our own mail server.
         """
         config = self.config
-        self._trusted = config.is_trusted(ip)
+        self._trusted = self.receiver.is_trusted(config, ip)
         if self._trusted:
             return None
         if self.receiver.connections >= config.max_connections:
@@ -535,9 +573,6 @@ class SmtpSession(Chunking, SMTP):
         await super().smtp_STARTTLS(arg)
 
     async def push(self, status):
-        if self._greeting is not None and status == self._greeting:  # sent at connect already
-            self._greeting = None
-            return
         original = status
         if isinstance(status, str) and status[:1] in ("4", "5"):
             await self.peer_name()  # for the log lines below
@@ -551,10 +586,21 @@ class SmtpSession(Chunking, SMTP):
             if status[:1] in ("4", "5") and self.session.logged_reply not in (original, status):
                 self.receiver.refused(self, status)
             self.session.logged_reply = None
+        data = (status.encode() if isinstance(status, str) else status) + b"\r\n"
         if self._reply_lines is not None:
-            self._reply_lines.append((status.encode() if isinstance(status, str) else status) + b"\r\n")
+            self._reply_lines.append(data)
             return
-        await super().push(status)
+        self._writer.write(data)
+        if self._paused or self._connection_lost:  # what StreamWriter.drain waits for, without its coroutines
+            await self._drain_helper()
+
+
+def _commands(cls: type) -> dict[str, Callable]:
+    """A session class's commands: its smtp_* functions by verb, in aiosmtpd's order (HELP lists them)."""
+    return {name[len("smtp_"):]: getattr(cls, name) for name in dir(cls) if name.startswith("smtp_")}
+
+
+SmtpSession._smtp_methods = _commands(SmtpSession)
 
 
 def requiretls_param(params: list[str]) -> tuple[list[str], bool]:
@@ -685,7 +731,21 @@ class Receiver:
         self.connections = 0
         self.anvil = Anvil()
         self.peer_names = PeerNames()
+        self._trusted_in: MtaConfig | None = None  # the configuration _trusted_ips were asked of
+        self._trusted_ips: dict[str, bool] = {}
         self.observe_refusal: Callable[[str, str], None] | None = None  # (stage, reply) of each refusal: the metrics
+
+    def is_trusted(self, config: MtaConfig, ip: str) -> bool:
+        """Is `ip` in config's my_networks? Remembered for each address while `config` is in force:
+        reading the address and testing each network cost more than the rest of a refusal check."""
+        if config is not self._trusted_in:
+            self._trusted_in, self._trusted_ips = config, {}
+        trusted = self._trusted_ips.get(ip)
+        if trusted is None:
+            if len(self._trusted_ips) >= TRUSTED_IPS_KEPT:  # a scan from many addresses: start afresh
+                self._trusted_ips.clear()
+            trusted = self._trusted_ips[ip] = config.is_trusted(ip)
+        return trusted
 
     def turn_away(self, paused: str) -> None:
         """Count an RCPT refused by this paused_domains entry (the migration hold)."""

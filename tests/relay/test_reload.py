@@ -1,10 +1,15 @@
 """SIGHUP reloads the configuration file; a file with problems is refused and the old one stays in force."""
 
+import dataclasses
+import ipaddress
 import subprocess
 import sys
 
 import yaml
 
+from relay.config import MtaConfig
+from relay.queue.entry import Counters
+from relay.smtpd import Receiver
 from tests.support.mail import make_message
 from tests.support.relay import ROOT
 
@@ -34,6 +39,27 @@ def test_a_new_relay_domain_is_accepted_by_sessions_opened_after_sighup(relay, s
     code, text = before.rcpt("dave@example.org")
     assert (code, text) == (554, b"5.7.1 <dave@example.org>: Relay access denied")
     before.quit()
+
+
+def test_my_networks_changed_by_sighup_rule_the_next_session_of_an_address_seen_before(relay, sink):
+    assert rcpt_code(relay, "carol@example.net") == 554  # an outside recipient from outside: relay denied
+    relay.reload({**relay.mta, "my_networks": ["127.0.0.1/32", f"{OUTSIDER}/32"]})
+    relay.wait_log(r"reload -- configuration ")
+    assert rcpt_code(relay, "carol@example.net") == 250
+    relay.reload({**relay.mta, "my_networks": ["127.0.0.1/32"]})
+    relay.wait_log(r"reload -- configuration ", count=2)
+    assert rcpt_code(relay, "carol@example.net") == 554
+
+
+def test_the_receiver_asks_my_networks_again_once_the_configuration_is_replaced():
+    """The answer for an address is remembered only while the configuration that gave it is in force."""
+    before = MtaConfig(my_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    after = dataclasses.replace(before, my_networks=before.my_networks + (ipaddress.ip_network("127.0.0.2/32"),))
+    receiver = Receiver(config=lambda: before, store=None, counters=Counters(), verify=None, enqueue=None,
+                        resolver=None, tls_context=lambda: None)
+    assert [receiver.is_trusted(before, ip) for ip in ("127.0.0.1", "127.0.0.2", "127.0.0.2")] == [True, False, False]
+    assert [receiver.is_trusted(after, ip) for ip in ("127.0.0.1", "127.0.0.2")] == [True, True]
+    assert receiver.is_trusted(before, "127.0.0.2") is False
 
 
 def test_a_reload_with_problems_is_refused_and_the_old_configuration_stays(relay, sink):
