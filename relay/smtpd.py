@@ -109,7 +109,6 @@ class SmtpSession(Chunking, SMTP):
         self._anvil_key = ""  # the client's key in the per-client counts, once counted there
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
-        self._reply_lines: list[bytes] | None = None  # an EHLO reply being gathered: see smtp_EHLO
         self._junk_commands = 0
         # aiosmtpd's per-command limits (512) are tighter than Postfix's: the reader's limit rules.
         self.command_size_limits = collections.defaultdict(lambda: LINE_LENGTH_LIMIT)
@@ -365,19 +364,25 @@ class SmtpSession(Chunking, SMTP):
             self.transport.close()
 
     async def smtp_EHLO(self, hostname: str):
-        """aiosmtpd's EHLO, its lines sent in one write: one line a write cost a system call and a
-        TCP segment each, and woke the client for each of its nine lines."""
-        self._in_greeting_reply = True
-        self._reply_lines = []
+        """aiosmtpd's EHLO, its reply (the receiver's handle_EHLO) sent in one write: one line a write
+        cost a system call and a TCP segment each, and woke the client for each of its lines."""
+        self._in_greeting_reply = True  # its replies as aiosmtpd and Postfix word them: no enhanced code
         try:
-            await super().smtp_EHLO(hostname)
-            lines = self._reply_lines
+            if not hostname:
+                await self.push("501 Syntax: EHLO hostname")
+                return
+            self._set_rset_state()
+            self.session.extended_smtp = True
+            self.command_size_limits["MAIL"] += 36  # aiosmtpd's room for SIZE= (26) and SMTPUTF8 (10)
+            lines = await self._call_handler_hook("EHLO", hostname, [])
+            if len(lines) == 1:  # refused
+                await self.push(lines[0])
+                return
         finally:
             self._in_greeting_reply = False
-            self._reply_lines = None
-        if lines:
-            self._writer.write(b"".join(lines))
-            await self._writer.drain()
+        self._writer.write("".join(printable(line) + "\r\n" for line in lines).encode())
+        if self._paused or self._connection_lost:
+            await self._drain_helper()
 
     async def smtp_HELO(self, hostname: str):
         self._in_greeting_reply = True
@@ -586,11 +591,7 @@ class SmtpSession(Chunking, SMTP):
             if status[:1] in ("4", "5") and self.session.logged_reply not in (original, status):
                 self.receiver.refused(self, status)
             self.session.logged_reply = None
-        data = (status.encode() if isinstance(status, str) else status) + b"\r\n"
-        if self._reply_lines is not None:
-            self._reply_lines.append(data)
-            return
-        self._writer.write(data)
+        self._writer.write((status.encode() if isinstance(status, str) else status) + b"\r\n")
         if self._paused or self._connection_lost:  # what StreamWriter.drain waits for, without its coroutines
             await self._drain_helper()
 
