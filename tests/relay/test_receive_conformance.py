@@ -111,6 +111,17 @@ def test_a_command_longer_than_postfix_line_limit_is_refused_and_the_session_goe
     gateway.wait_log(r"warning: client\.example\.net\[127\.0\.0\.1\]: request longer than 2048")
 
 
+def test_lines_that_are_no_command_are_refused_and_the_fifth_unknown_command_ends_the_session(gateway):
+    with session(gateway) as raw:
+        assert raw.command("") == "500 5.5.2 Error: bad syntax"
+        assert raw.command(b"N\xd6OP") == "500 5.5.2 Error: bad syntax"  # a verb is ASCII
+        for verb in ("FOO", "BAR", "BAZ", "QUX"):
+            assert raw.command(verb) == f'500 5.5.2 Error: command "{verb}" not recognized'
+        assert raw.command("noop") == "250 2.0.0 Ok"  # the verb in any case; the session goes on
+        assert raw.command("ZAP") == "502 5.5.1 Too many unrecognized commands, goodbye."
+        assert raw.wait_closed(5) == b""
+
+
 # --- SMTPUTF8 -----------------------------------------------------------------------
 
 
