@@ -25,9 +25,9 @@ test: setup
 	scripts/run-tests
 
 # Benchmarks (figures in docs/performance.md): the relay against Postfix (throughput of five
-# workloads, end-of-DATA latency, restart on 100,000 queued messages, memory at 500 open
-# sessions; about 15 minutes), then a 100,000-message queue through the control API and in
-# the console. Bigger: make bench BENCH_ARGS="--messages 10000 --repeat 3".
+# workloads in three interleaved rounds, end-of-DATA latency, restart on 100,000 queued messages,
+# memory at 500 open sessions; about 15 minutes), then a 100,000-message queue through the control
+# API and in the console. Bigger: make bench BENCH_ARGS="--messages 10000 --repeat 5".
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m bench.relay $(BENCH_ARGS)

@@ -421,7 +421,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--receivers", default=PosternInstance.receivers,
                         help=f"Postern's receiving processes (default {PosternInstance.receivers})")
     parser.add_argument("--only", choices=SERVERS, help="run one server only")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds of every throughput run; the table shows medians")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of every throughput run, interleaved; the table shows medians (default 3)")
     parser.add_argument("--latency-messages", type=int, default=2000,
                         help="messages for the end-of-DATA-to-250 latency (default 2000; 0: skip it)")
     parser.add_argument("--latency-sessions", type=int, default=20, help="concurrent sessions for the latency")

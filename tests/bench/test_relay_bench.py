@@ -33,7 +33,7 @@ def test_table_takes_medians_over_rounds_and_says_which_failed():
 
 def test_a_small_run_against_the_real_daemon_prints_every_figure(tmp_path, capsys):
     output = tmp_path / "result.json"
-    code = main(["--only", "postern", "--messages", "30", "--sizes", "", "--connector-size", "8k",
+    code = main(["--only", "postern", "--messages", "30", "--repeat", "1", "--sizes", "", "--connector-size", "8k",
                  "--latency-messages", "40", "--restart-messages", "100", "--connections", "40",
                  "--quiet-wait", "0", "--output", str(output)])
     printed = capsys.readouterr().out
