@@ -286,8 +286,8 @@ class SmtpSession(Chunking, SMTP):
             self._session_timer = asyncio.get_running_loop().call_later(
                 self.config.session_timeout, self._session_expired
             )
-            # The greeting goes out now, ahead of the set-up below and aiosmtpd's, which would send it
-            # from the session's first step: every client waits for it (see push for aiosmtpd's own).
+            # The greeting goes out now, ahead of the set-up below and aiosmtpd's: every client waits
+            # for it. The command loop (_handle_client) does not send it again.
             greeting = "220 {} {}".format(self.hostname, self.__ident__)
             transport.write(printable(greeting).encode() + b"\r\n")
         super().connection_made(transport)
