@@ -3,6 +3,7 @@
 import socket
 import time
 
+import psutil
 import pytest
 
 from tests.support.net import wait_until
@@ -233,6 +234,37 @@ def test_junk_command_limit_counts_all_junk_commands_together(make_relay, sink):
         reply = client.command("VRFY bob")
         assert reply == "421 4.7.0 gw.example.com Error: too many junk commands"
         client.wait_closed(timeout=5)
+
+
+def relay_rss(relay) -> int:
+    """The resident memory of the daemon and its receiving processes, in bytes."""
+    daemon = psutil.Process(relay.process.pid)
+    return sum(p.memory_info().rss for p in [daemon, *daemon.children(recursive=True)])
+
+
+def test_a_client_that_never_reads_its_replies_does_not_fill_the_relays_memory(make_relay, sink):
+    """EHLO after EHLO, pipelined by a client that reads no reply (each short line asks for a long
+    answer): once the replies fill the socket, the relay stops taking its commands instead of keeping
+    every answer in memory; other clients are served meanwhile."""
+    relay = make_relay(sink.port)
+    before = relay_rss(relay)
+    client = socket.create_connection(("127.0.0.1", relay.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    commands = b"EHLO x\r\n" * 8192
+    try:
+        deadline = time.monotonic() + 8  # long enough for 30 MB or more of replies, were they kept
+        while time.monotonic() < deadline:
+            try:
+                client.send(commands)
+            except BlockingIOError:
+                time.sleep(0.01)
+        grown = relay_rss(relay) - before
+        assert grown < 16 * 1024 * 1024, f"the relay grew by {grown // 1024} KiB"
+        relay.send("alice@example.net", ["bob@example.com"])
+        sink.wait_for(1)
+    finally:
+        client.close()
 
 
 def test_max_connections_refuses_one_more_and_the_others_still_work(make_relay, sink):
