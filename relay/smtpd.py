@@ -19,8 +19,10 @@ import email.utils
 import logging
 import re
 import ssl
+import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 
 import dns.asyncresolver
 from aiosmtpd.smtp import BOGUS_LIMIT, MISSING, SMTP, Envelope as AiosmtpdEnvelope, Session, TLSSetupException, syntax
@@ -49,6 +51,8 @@ _END_OF_DATA = b"\r\n.\r\n"
 LINE_LENGTH_LIMIT = 2048
 TRUSTED_IPS_KEPT = 10_000  # client addresses whose my_networks answer is remembered
 _JUNK_COMMANDS = ("NOOP", "VRFY", "EXPN", "HELP", "ETRN")
+_TOO_LONG = object()  # SmtpSession._take_line's "a command line too long came"
+EAGER_TASKS = sys.version_info >= (3, 12)  # asyncio.Task(..., eager_start=True)
 # RFC 8689 (REQUIRETLS): the parameter takes no value, is given once, and only inside TLS: asked for
 # in plain text, the path the message came by already broke the promise. 5.7.10 is RFC 5248's
 # "Encryption Needed".
@@ -85,7 +89,7 @@ def client_ip(session: Session) -> str:
 class SmtpSession(Chunking, SMTP):
     """One client connection; BDAT comes from `Chunking`."""
 
-    line_length_limit = LINE_LENGTH_LIMIT  # aiosmtpd's reader refuses a longer command line
+    line_length_limit = LINE_LENGTH_LIMIT  # a longer command line is refused (_take_line)
 
     def __init__(self, receiver: Receiver, config: MtaConfig, tls_context: ssl.SSLContext | None,
                  implicit_tls: bool = False):
@@ -110,6 +114,9 @@ class SmtpSession(Chunking, SMTP):
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
         self._junk_commands = 0
+        self._bogus_budget = BOGUS_LIMIT  # unknown commands left before the session ends (aiosmtpd's)
+        self._command: asyncio.Task | None = None  # the command line's task, while it waits for something
+        self._skipping = False  # the rest of a command line too long is being skipped
         # aiosmtpd's per-command limits (512) are tighter than Postfix's: the reader's limit rules.
         self.command_size_limits = collections.defaultdict(lambda: LINE_LENGTH_LIMIT)
         self.stage = "CONNECT"  # the command being answered, for the reject log
@@ -124,71 +131,100 @@ class SmtpSession(Chunking, SMTP):
         super().__init_subclass__(**kwargs)
         cls._smtp_methods = _commands(cls)
 
-    async def _handle_client(self) -> None:
-        """aiosmtpd's command loop, with Postern's checks around each command.
+    def _serve(self) -> None:
+        """Answer the command lines buffered, in order, each in this call unless it has to wait.
 
-        The greeting went out at connect. A command line that is too long, empty, not ASCII
-        in its verb, unknown or not UTF-8 in its argument is answered here; aiosmtpd's
-        bogus-command budget and its TLS checks are kept. The junk commands (NOOP, VRFY,
-        EXPN, HELP, ETRN) share one junk_command_limit, as in Postfix. Each command is looked
-        up in the class's table (made once, not per connection), and the session is marked
-        busy while it runs, so that a stop waits for it (relay/receiving.py)."""
+        A command runs here, at once (no task, no turn of the event loop), until it waits for
+        something: a name lookup, the message's data, the queue's fsync, a full socket buffer.
+        Then a task goes on with it, and the lines after it wait until it is done
+        (`_command_done`). A task and a wake-up per command line cost a receiving process
+        about as much CPU again as answering the line."""
+        while self._command is None and self.transport is not None and not self.transport.is_closing():
+            line = self._take_line()
+            if line is None:
+                return
+            self._command = _start(self._answer(line), self.loop)
+            if self._command is not None:
+                self._command.add_done_callback(self._command_done)
+
+    def _command_done(self, task: asyncio.Task) -> None:
+        self._command = None
+        if not task.cancelled():
+            task.exception()  # retrieved: _answer answers and logs its own errors
+        self._serve()
+
+    def _take_line(self) -> bytes | object | None:
+        """The next command line buffered, its line end included; _TOO_LONG for one longer than
+        line_length_limit, once its end has come (the rest of it is skipped, as Postfix does);
+        None while no line has ended. Taken from the reader's buffer, where DATA and BDAT read too."""
         reader = self._reader
-        bogus_budget = BOGUS_LIMIT
-        while self.transport is not None:
+        buffer = reader._buffer
+        end = buffer.find(b"\n")
+        if end < 0:
+            if len(buffer) > self.line_length_limit:  # too long already: what came is dropped
+                buffer.clear()
+                self._skipping = True
+                reader._maybe_resume_transport()
+            return None
+        line = bytes(buffer[:end + 1])
+        del buffer[:end + 1]
+        reader._maybe_resume_transport()
+        if self._skipping or end > self.line_length_limit:
+            self._skipping = False
+            return _TOO_LONG
+        return line
+
+    async def _answer(self, line: bytes | object) -> None:
+        """One command line: answered here when it is too long, empty, not ASCII in its verb or
+        unknown (the fifth unknown one ends the session: aiosmtpd's bogus-command budget), and
+        refused before STARTTLS's handshake is done; else looked up in the class's table (made
+        once, not per connection) and run."""
+        try:
+            if line is _TOO_LONG:
+                await self.push("500 Command line too long")
+                return
+            line = line.rstrip(b"\r\n")
+            if not line:
+                await self.push("500 Error: bad syntax")
+                return
+            verb, _, arg_bytes = line.partition(b" ")
             try:
-                try:
-                    line = await reader.readuntil()
-                except asyncio.LimitOverrunError as error:  # too long: skip to its end, then answer
-                    await reader.read(error.consumed)
-                    while True:
-                        try:
-                            await reader.readuntil()
-                            break
-                        except asyncio.LimitOverrunError as more:
-                            await reader.read(more.consumed)
-                    await self.push("500 Command line too long")
-                    continue
-                line = line.rstrip(b"\r\n")
-                if not line:
-                    await self.push("500 Error: bad syntax")
-                    continue
-                verb, _, arg_bytes = line.partition(b" ")
-                try:
-                    command = verb.upper().decode("ascii")
-                except UnicodeDecodeError:
-                    await self.push("500 Error: bad syntax")
-                    continue
-                # Not UTF-8, the argument keeps its bytes as surrogates (aiosmtpd's way): refused below.
-                arg = str(arg_bytes.strip(), "utf-8", "surrogateescape") if arg_bytes else None
-                limit = self.command_size_limits[command] if self.session.extended_smtp else self.command_size_limit
-                if len(line) > limit:
-                    await self.push("500 Command line too long")
-                    continue
-                if not self._tls_handshake_okay and command != "QUIT":
-                    await self.push("554 Command refused due to lack of security")
-                    continue
-                function = self._smtp_methods.get(command)
-                if function is None:
-                    bogus_budget -= 1
-                    if bogus_budget < 1:
-                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
-                        self.transport.close()
-                        continue
-                    await self.push(f'500 Error: command "{command}" not recognized')
-                    continue
-                self._reset_timeout()
-                await self._run(command, function, arg)
-            except (asyncio.CancelledError, ConnectionResetError):  # the connection ended
-                self._writer.close()
-                raise
-            except Exception as error:  # logged with its traceback, and answered 500 (aiosmtpd's way)
-                status = await self.handle_exception(error)
-                if isinstance(error, TLSSetupException):
+                command = verb.upper().decode("ascii")
+            except UnicodeDecodeError:
+                await self.push("500 Error: bad syntax")
+                return
+            # Not UTF-8, the argument keeps its bytes as surrogates (aiosmtpd's way): refused in _run.
+            arg = str(arg_bytes.strip(), "utf-8", "surrogateescape") if arg_bytes else None
+            limit = self.command_size_limits[command] if self.session.extended_smtp else self.command_size_limit
+            if len(line) > limit:
+                await self.push("500 Command line too long")
+                return
+            if not self._tls_handshake_okay and command != "QUIT":
+                await self.push("554 Command refused due to lack of security")
+                return
+            function = self._smtp_methods.get(command)
+            if function is None:
+                self._bogus_budget -= 1
+                if self._bogus_budget < 1:
+                    await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
                     self.transport.close()
-                    self.connection_lost(error)
-                else:
-                    await self.push(status)
+                    return
+                await self.push(f'500 Error: command "{command}" not recognized')
+                return
+            self._reset_timeout()
+            await self._run(command, function, arg)
+        except asyncio.CancelledError:  # the connection ended
+            self._writer.close()
+            raise
+        except ConnectionResetError:
+            self._writer.close()
+        except Exception as error:  # logged with its traceback, and answered 500 (aiosmtpd's way)
+            status = await self.handle_exception(error)
+            if isinstance(error, TLSSetupException):
+                self.transport.close()
+                self.connection_lost(error)
+            else:
+                await self.push(status)
 
     async def _run(self, command: str, function: Callable, arg: str | None) -> None:
         """One command: refused if its argument is not UTF-8 (Postfix's smtputf8_enable), counted
@@ -252,6 +288,8 @@ class SmtpSession(Chunking, SMTP):
         if self._counted:
             self._reset_timeout()
         super().data_received(data)
+        if self._command is None:
+            self._serve()
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         """aiosmtpd's idle timer without a new timer per read and per command: each call moves the
@@ -286,11 +324,18 @@ class SmtpSession(Chunking, SMTP):
             self._session_timer = asyncio.get_running_loop().call_later(
                 self.config.session_timeout, self._session_expired
             )
-            # The greeting goes out now, ahead of the set-up below and aiosmtpd's: every client waits
-            # for it. The command loop (_handle_client) does not send it again.
+            # The greeting goes out now, ahead of the set-up below: every client waits for it.
             greeting = "220 {} {}".format(self.hostname, self.__ident__)
             transport.write(printable(greeting).encode() + b"\r\n")
-        super().connection_made(transport)
+            # aiosmtpd's set-up, without the task of its command loop: _serve answers the commands.
+            self._set_rset_state()
+            self.session = self._create_session()
+            self.session.peer = peer
+            self._reset_timeout()
+            asyncio.StreamReaderProtocol.connection_made(self, transport)
+            self.transport = transport
+        else:  # STARTTLS's TLS transport: aiosmtpd's set-up for it (the session afresh, plain text dropped)
+            super().connection_made(transport)
         if first_call:
             known = self.receiver.known_peer_name(ip)
             if known is not None:  # a client seen before (the usual case): no lookup to wait for
@@ -347,7 +392,21 @@ class SmtpSession(Chunking, SMTP):
             self._session_timer.cancel()
         if self.session is not None:
             log.info("disconnect from %s", client_name(self.session))
-        super().connection_lost(error)
+        # aiosmtpd's end of a connection, with the command's task (if one waits) in place of its loop's
+        self._timeout_handle.cancel()
+        if self._original_transport is not None:  # after STARTTLS: the TCP transport under the TLS one
+            self._original_transport.close()
+        asyncio.StreamReaderProtocol.connection_lost(self, error)
+        if self._command is not None:
+            self._command.cancel()
+        self.transport = None
+
+    def eof_received(self) -> bool:
+        """The client closed its side: the command waiting is cancelled and the connection closes (aiosmtpd's way)."""
+        if self._command is not None:
+            self._command.cancel()
+        asyncio.StreamReaderProtocol.eof_received(self)  # a read waiting sees the end
+        return False  # the transport closes itself
 
     def _timeout_cb(self) -> None:
         """idle_timeout passed (aiosmtpd's timer): say so before hanging up, as Postfix's smtpd does."""
@@ -570,6 +629,16 @@ class SmtpSession(Chunking, SMTP):
             self._reader.feed_data(rest)
         return (bytes(buffer[2:end + 2]) if not dropped else b""), dropped + end
 
+    @syntax("QUIT")
+    async def smtp_QUIT(self, arg: str):
+        """aiosmtpd's QUIT, without a command loop's task to cancel: the connection closes after the reply."""
+        if arg:
+            await self.push("501 Syntax: QUIT")
+            return
+        status = await self._call_handler_hook("QUIT")
+        await self.push("221 Bye" if status is MISSING else status)
+        self.transport.close()
+
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str):
         if self.encrypted and not arg:  # after STARTTLS, or on an SMTPS connection: as Postfix
@@ -594,6 +663,38 @@ class SmtpSession(Chunking, SMTP):
         self._writer.write((status.encode() if isinstance(status, str) else status) + b"\r\n")
         if self._paused or self._connection_lost:  # what StreamWriter.drain waits for, without its coroutines
             await self._drain_helper()
+
+
+def _start(coroutine: Coroutine, loop: asyncio.AbstractEventLoop) -> asyncio.Task | None:
+    """Run `coroutine` now, up to where it first waits; a task goes on with it from there.
+    None when it ended without waiting (no task made)."""
+    if EAGER_TASKS:  # Python 3.12 and later: the task runs eagerly, as the current task
+        task = asyncio.Task(coroutine, loop=loop, eager_start=True)
+        if not task.done():
+            return task
+        if not task.cancelled():
+            task.exception()  # retrieved: _answer answers and logs its own errors
+        return None
+    try:
+        awaited = coroutine.send(None)
+    except (StopIteration, asyncio.CancelledError):  # it ended, or the connection did (_answer closed it)
+        return None
+    return loop.create_task(_go_on(coroutine, awaited))
+
+
+@types.coroutine
+def _go_on(coroutine: Coroutine, awaited: object):
+    """The rest of a coroutine that `_start` began outside a task and that yielded `awaited` (the
+    future it waits for): the task waits for it, then resumes the coroutine, passing it a cancellation."""
+    try:
+        yield awaited
+    except BaseException as error:  # cancelled while it waited: the coroutine is told, as in a task
+        try:
+            awaited = coroutine.throw(error)
+        except StopIteration as done:
+            return done.value
+        return (yield from _go_on(coroutine, awaited))
+    return (yield from coroutine)
 
 
 def _commands(cls: type) -> dict[str, Callable]:
