@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import ssl
+import time
 
 import dns.message as dns_message
 import dns.rcode as dns_rcode
@@ -119,6 +120,40 @@ def test_lines_that_are_no_command_are_refused_and_the_fifth_unknown_command_end
             assert raw.command(verb) == f'500 5.5.2 Error: command "{verb}" not recognized'
         assert raw.command("noop") == "250 2.0.0 Ok"  # the verb in any case; the session goes on
         assert raw.command("ZAP") == "502 5.5.1 Too many unrecognized commands, goodbye."
+        assert raw.wait_closed(5) == b""
+
+
+def test_a_command_line_that_comes_in_pieces_is_answered_once_whole(gateway):
+    with session(gateway) as raw:
+        for piece in (b"MAIL FROM:<ali", b"ce@exam", b"ple.net>\r", b"\n"):
+            raw.send(piece)
+            time.sleep(0.05)  # each piece its own read on the relay's side
+        assert raw.reply() == ["250 2.1.0 Ok"]
+        for _ in range(3):  # too long, in pieces: refused once, when its end has come
+            raw.send(b"NOOP " + b"x" * 1000)
+            time.sleep(0.05)
+        raw.send(b"\r\nRSET\r\n")
+        assert raw.reply() == ["500 5.5.2 gw.example.com Error: command too long"]
+        assert raw.reply() == ["250 2.0.0 Ok"]
+        assert raw.command("NOOP") == "250 2.0.0 Ok"
+
+
+def test_commands_pipelined_in_one_write_are_answered_in_order_each_once(gateway):
+    with session(gateway, source="127.0.0.3") as raw:  # outside my_networks: the second RCPT is refused
+        raw.send(b"NOOP\r\nRSET\r\nMAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.com>\r\n"
+                 b"RCPT TO:<nobody@elsewhere.example.org>\r\nDATA\r\n")
+        assert [raw.reply()[-1] for _ in range(6)] == [
+            "250 2.0.0 Ok", "250 2.0.0 Ok", "250 2.1.0 Ok", "250 2.1.5 Ok",
+            "554 5.7.1 <nobody@elsewhere.example.org>: Relay access denied",
+            "354 End data with <CR><LF>.<CR><LF>"]
+        assert raw.command(GOOD + b".").startswith("250 2.0.0 Ok: queued as ")
+        assert raw.command("QUIT") == "221 2.0.0 Bye"
+        assert raw.wait_closed(5) == b""
+
+
+def test_a_client_that_closes_its_side_between_commands_is_disconnected(gateway):
+    with session(gateway) as raw:
+        raw.sock.shutdown(socket.SHUT_WR)
         assert raw.wait_closed(5) == b""
 
 
