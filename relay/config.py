@@ -223,6 +223,9 @@ class MtaConfig:
     idle_timeout: int = 300
     session_timeout: int = 3600
     junk_command_limit: int = 100
+    soft_error_limit: int = 10
+    hard_error_limit: int = 20
+    error_sleep_time: int = 1
     dns_servers: tuple[str, ...] = ()
     tls: TlsFiles = TlsFiles()
     tls_policy: dict[str, TlsPolicy] = field(default_factory=dict)
@@ -720,7 +723,21 @@ MTA_FIELDS: tuple[Field, ...] = (
     _duration("session_timeout", "Session timeout", "the longest one SMTP session may last",
               "Longest SMTP session, however busy; then `421 4.4.2`."),
     _number("junk_command_limit", "Junk command limit", "most useless commands before hanging up",
-            "`NOOP`, `VRFY`, `EXPN`, `HELP`, `ETRN` allowed per session; then `421`."),
+            "`NOOP`, `VRFY`, `EXPN`, `HELP`, `ETRN` allowed per session, counted afresh after each message "
+            "taken (as Postfix's `smtpd_junk_command_limit`); then `421`."),
+    _number("soft_error_limit", "Soft error limit", "errors before every reply is slowed down",
+            "Errors a client may make before each reply waits `error_sleep_time` (Postfix's "
+            "`smtpd_soft_error_limit`, same default). An error is a command refused with `4xx` or `5xx` (a "
+            "line too long aside, as in Postfix); a message taken forgives the errors before it."),
+    _number("hard_error_limit", "Hard error limit", "errors before the client is disconnected",
+            "The error that reaches this count is followed by `421 4.7.0 <hostname> Error: too many errors` "
+            "and the end of the session, logged as `too many errors after RCPT from CLIENT` (Postfix's "
+            "`smtpd_hard_error_limit`, same default). It bounds what one client can make the relay refuse and "
+            "log, such as a dictionary attack on recipient addresses."),
+    Field("error_sleep_time", "duration", check_duration_or_off, "Error sleep time",
+          "the wait before each reply past the soft error limit; 0: none",
+          "How long each reply waits once a client has made `soft_error_limit` errors (Postfix's "
+          "`smtpd_error_sleep_time`, same default); `0` for no wait."),
     Field("dns_servers", "list", check_dns_server, "DNS servers", "resolvers for MX lookups, one per line; empty: system",
           "DNS servers for delivery lookups (`192.0.2.53` or `127.0.0.1:5353`); empty uses the system's resolver."),
     Field("tls", "section", None, "TLS (receiving)", "the certificate this system offers with STARTTLS", make=TlsFiles, fields=(

@@ -11,6 +11,7 @@ CLIENT_TOO_MANY_CONNECTIONS = "421 4.7.0 {hostname} Error: too many connections 
 SESSION_TOO_LONG = "421 4.4.2 {hostname} Error: session time limit exceeded"
 IDLE_TIMEOUT = "421 4.4.2 {hostname} Error: timeout exceeded"
 TOO_MANY_JUNK_COMMANDS = "421 4.7.0 {hostname} Error: too many junk commands"
+TOO_MANY_ERRORS = "421 4.7.0 {hostname} Error: too many errors"
 SHUTTING_DOWN = "421 4.3.2 {hostname} Service shutting down"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
 INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"

@@ -114,6 +114,7 @@ class SmtpSession(Chunking, SMTP):
         self._session_timer: asyncio.TimerHandle | None = None
         self._in_greeting_reply = False
         self._junk_commands = 0
+        self._errors = 0  # refused commands since the last message taken (Postfix's error count)
         self._bogus_budget = BOGUS_LIMIT  # unknown commands left before the session ends (aiosmtpd's)
         self._command: asyncio.Task | None = None  # the command line's task, while it waits for something
         self._skipping = False  # the rest of a command line too long is being skipped
@@ -601,6 +602,8 @@ class SmtpSession(Chunking, SMTP):
             self.envelope.content = self.envelope.original_content = content
             status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
+            if isinstance(status, str) and status.startswith("250"):  # Postfix forgives what came before
+                self._errors = self._junk_commands = 0
             await self.push("250 OK" if status is MISSING else status)
             return
         self._set_post_data_state()
@@ -647,9 +650,18 @@ class SmtpSession(Chunking, SMTP):
         await super().smtp_STARTTLS(arg)
 
     async def push(self, status):
+        """A reply, as Postfix's smtpd gives it: with an enhanced status code, printable, a refusal
+        logged. A client with soft_error_limit errors waits error_sleep_time for every reply; the
+        error that reaches hard_error_limit ends the session (Postfix's smtpd_soft_error_limit,
+        smtpd_error_sleep_time and smtpd_hard_error_limit)."""
         original = status
+        config = self.config
+        if self._errors >= config.soft_error_limit and config.error_sleep_time:
+            await asyncio.sleep(config.error_sleep_time)
         if isinstance(status, str) and status[:1] in ("4", "5"):
             await self.peer_name()  # for the log lines below
+            if status != "500 Command line too long" and not status.startswith("421"):  # not one, in Postfix
+                self._errors += 1
         if status == "500 Command line too long":  # aiosmtpd's reader skipped the rest of the line, as Postfix does
             log.warning("warning: %s: request longer than %d", client_name(self.session), LINE_LENGTH_LIMIT)
             status = replies.COMMAND_TOO_LONG.format(hostname=self.config.hostname)
@@ -661,6 +673,10 @@ class SmtpSession(Chunking, SMTP):
                 self.receiver.refused(self, status)
             self.session.logged_reply = None
         self._writer.write((status.encode() if isinstance(status, str) else status) + b"\r\n")
+        if self._errors >= config.hard_error_limit and self.transport is not None and not self.transport.is_closing():
+            self._writer.write(replies.TOO_MANY_ERRORS.format(hostname=config.hostname).encode() + b"\r\n")
+            log.info("too many errors after %s from %s", self.last_command, client_name(self.session))
+            self.transport.close()
         if self._paused or self._connection_lost:  # what StreamWriter.drain waits for, without its coroutines
             await self._drain_helper()
 

@@ -236,6 +236,54 @@ def test_junk_command_limit_counts_all_junk_commands_together(make_relay, sink):
         client.wait_closed(timeout=5)
 
 
+# --- errors: Postfix's smtpd_soft_error_limit, smtpd_error_sleep_time, smtpd_hard_error_limit ---------
+
+
+def test_the_error_that_reaches_hard_error_limit_ends_the_session(make_relay, sink):
+    """A dictionary attack from outside: every RCPT refused, until the relay hangs up."""
+    relay = make_relay(sink.port, hard_error_limit=4, error_sleep_time=0)
+    with RawSmtp(relay.port, source="127.0.0.2") as client:  # not in my_networks
+        client.start_session()
+        assert client.command("MAIL FROM:<spammer@example.net>").startswith("250 ")
+        for n in range(3):
+            assert client.command(f"RCPT TO:<guess{n}@elsewhere.example.org>").startswith("554 5.7.1 ")
+        client.send(b"RCPT TO:<guess3@elsewhere.example.org>\r\nRCPT TO:<guess4@elsewhere.example.org>\r\n")
+        assert client.reply() == ["554 5.7.1 <guess3@elsewhere.example.org>: Relay access denied"]
+        # the 421 follows the fourth refusal at once; the RCPT pipelined behind it is not answered
+        assert client.wait_closed(timeout=5) == b"421 4.7.0 gw.example.com Error: too many errors\r\n"
+    relay.wait_log(r"too many errors after RCPT from unknown\[127\.0\.0\.2\]")
+    assert "guess4" not in relay.log()
+
+
+def test_a_message_taken_forgives_the_errors_before_it(make_relay, sink):
+    relay = make_relay(sink.port, hard_error_limit=4, error_sleep_time=0)
+    with RawSmtp(relay.port) as client:
+        client.start_session()
+        for _ in range(2):
+            for _ in range(3):
+                assert client.command("MAIL FROM:<not an address").startswith("501 ")
+            assert client.command("MAIL FROM:<alice@example.net>").startswith("250 ")
+            assert client.command("RCPT TO:<bob@example.com>").startswith("250 ")
+            assert client.command("DATA").startswith("354 ")
+            assert client.command(b"Subject: hi\r\n\r\nhello\r\n.").startswith("250 2.0.0 Ok: queued as ")
+        assert client.command("NOOP") == "250 2.0.0 Ok"  # six errors in the session, never four in a row
+
+
+def test_past_soft_error_limit_every_reply_waits_error_sleep_time(make_relay, sink):
+    relay = make_relay(sink.port, soft_error_limit=2, error_sleep_time="1s")
+    with RawSmtp(relay.port) as client:
+        client.start_session()
+        started = time.monotonic()
+        for _ in range(2):
+            assert client.command("RCPT TO:<bob@example.com>").startswith("503 ")  # no MAIL yet
+        before = time.monotonic() - started
+        started = time.monotonic()
+        assert client.command("NOOP") == "250 2.0.0 Ok"  # a good command is slowed down too
+        slowed = time.monotonic() - started
+    assert slowed >= 0.95, slowed
+    assert before < slowed, (before, slowed)
+
+
 def relay_rss(relay) -> int:
     """The resident memory of the daemon and its receiving processes, in bytes."""
     daemon = psutil.Process(relay.process.pid)
