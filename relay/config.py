@@ -735,7 +735,7 @@ MTA_FIELDS: tuple[Field, ...] = (
             "`smtpd_hard_error_limit`, same default). It bounds what one client can make the relay refuse and "
             "log, such as a dictionary attack on recipient addresses."),
     Field("error_sleep_time", "duration", check_duration_or_off, "Error sleep time",
-          "the wait before each reply past the soft error limit; 0: none",
+          "wait for each reply past the soft limit; 0: none",
           "How long each reply waits once a client has made `soft_error_limit` errors (Postfix's "
           "`smtpd_error_sleep_time`, same default); `0` for no wait."),
     Field("dns_servers", "list", check_dns_server, "DNS servers", "resolvers for MX lookups, one per line; empty: system",

@@ -675,7 +675,7 @@ class SmtpSession(Chunking, SMTP):
         self._writer.write((status.encode() if isinstance(status, str) else status) + b"\r\n")
         if self._errors >= config.hard_error_limit and self.transport is not None and not self.transport.is_closing():
             self._writer.write(replies.TOO_MANY_ERRORS.format(hostname=config.hostname).encode() + b"\r\n")
-            log.info("too many errors after %s from %s", self.last_command, client_name(self.session))
+            log.info("too many errors after %s from %s", self.stage, client_name(self.session))
             self.transport.close()
         if self._paused or self._connection_lost:  # what StreamWriter.drain waits for, without its coroutines
             await self._drain_helper()
