@@ -214,6 +214,20 @@ def relay_access_denied(peer):
     return {"replies": [code(r) for r in replies], "log": rejects(peer, mark)}
 
 
+@case("receive", "a dictionary attack from an outside client, RCPT after refused RCPT: the replies until the "
+      "server hangs up (smtpd_hard_error_limit, 20 by default); its log line")
+def too_many_errors(peer):
+    mark = peer.mark()
+    with Session(peer, source=OUTSIDER) as session:
+        replies = [session.ask(f"MAIL FROM:<{SENDER}>")]
+        for n in range(25):
+            replies.append(session.ask(f"RCPT TO:<guess{n}@elsewhere.org>"))
+            if not replies[-1].startswith("554"):
+                break
+    logged = peer.wait_log(r"too many errors after (\w+) from", mark)
+    return {"replies": [code(r) for r in replies], "log": logged}
+
+
 def _every_refusal_logged(postern: dict, postfix: dict) -> None:
     assert postern["replies"] == postfix["replies"]
     assert postfix["log"] == ["RCPT 554"] and postern["log"] == ["DATA 503", "RCPT 554", "DATA 554"]

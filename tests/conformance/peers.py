@@ -51,6 +51,7 @@ POSTFIX_SETTINGS = {
 }
 
 POSTERN_SETTINGS = {
+    "error_sleep_time": 0,  # as Postfix's smtpd_error_sleep_time above: a client past the soft error limit is not slowed
     "queue": {"minimal_backoff_time": 1, "maximal_backoff_time": 2},
     "delivery": {"connect_timeout": REPLY_TIMEOUT, "command_timeout": REPLY_TIMEOUT,
                  "data_init_timeout": REPLY_TIMEOUT, "data_xfer_timeout": REPLY_TIMEOUT,

@@ -48,7 +48,8 @@ def settings() -> str:
     rows = ["| server | setting | value |", "|---|---|---|"]
     rows += [f"| Postfix | `{key}` | `{value}` |" for key, value in POSTFIX_SETTINGS.items()]
     for key, value in POSTERN_SETTINGS.items():
-        rows += [f"| Postern | `{key}.{inner}` | `{item}` |" for inner, item in value.items()]
+        items = value.items() if isinstance(value, dict) else [(None, value)]
+        rows += [f"| Postern | `{key}{'' if inner is None else '.' + inner}` | `{item}` |" for inner, item in items]
     return "\n".join(rows)
 
 
