@@ -262,7 +262,9 @@ class PosternConsole(App):
         self.relay_status_at = time.monotonic()
         self.relay_problem = message.problem
         self.relay_status = message.status
-        if message.target_is_app:
+        # No screen to tell for a moment while one stack of screens gives way to another (the lock
+        # screen's): the next status, a few seconds on, reaches the screen that is up by then.
+        if message.target_is_app and self.screen_stack:
             self.screen.post_message(RelayStatus(message.status, message.changed, message.problem, target_is_app=False))
 
     def get_key_display(self, binding: Binding) -> str:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from console.app import make_app
+from console.messages import RelayStatus
 from console.relay_link import RelayLink
 from console.screens.message_detail import MessageScreen
 from relay.control.client import ControlClient, ControlError
@@ -146,3 +147,12 @@ async def test_any_screen_answered_while_the_console_quits_ends_without_a_crash(
             screen.ask()
             await screen.query_one("#answer").remove()  # sets `answered` while the console runs
             await pilot.pause(0.2)
+
+
+def test_a_relay_status_that_comes_while_no_screen_is_up_is_not_a_crash(tmp_path):
+    """The status watcher starts with the console; its first word can come before the first screen
+    is up (or while the lock screen takes over): it waits for the next one instead of failing."""
+    app = make_app(str(tmp_path / "nobody.sock"))
+    assert not app.screen_stack
+    app.on_relay_status(RelayStatus(None, problem="the relay is not running"))
+    assert app.relay_problem == "the relay is not running"
