@@ -87,7 +87,8 @@ class QueueScreen(Screen):
         self._load(message.offset, message.count)
 
     def on_relay_status(self, message: RelayStatus) -> None:
-        if "queue" in message.changed or message.status is None:
+        # the list is gone while the console quits (its widgets go before the screen): nothing to refresh
+        if ("queue" in message.changed or message.status is None) and self.query(QueueList):
             self.queue_list.request_window()
 
     @work(group="queue-page", exclusive=True)

@@ -98,8 +98,10 @@ async def test_the_queue_screen_closing_while_the_relay_answers_is_no_crash(queu
         await screen.query_one(QueueList).remove()  # as the console's shutdown removes it, screen last
         page = screen._load(0, 16)
         action = screen.run_worker(screen._act("Hold", []), group="queue-action")
+        screen.post_message(RelayStatus(app.relay_status, changed=frozenset({"queue"})))  # "the queue changed"
         await page.wait()
         await action.wait()
+        await pilot.pause()
         assert app._exception is None
 
 
