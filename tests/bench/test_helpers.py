@@ -204,16 +204,15 @@ def test_cpu_counts_children_that_ran_and_exited_and_live_grandchildren():
 
 
 def test_memory_sums_rss_and_pss_over_the_tree():
+    """The child says it is ready only once its 60 MiB are written, so the figures are read after."""
+    child = "import time; b = bytearray(60 << 20); print('ready', flush=True); time.sleep(30)"
     script = ("import subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; b = bytearray(60 << 20); time.sleep(30)'])\n"
+              f"child = subprocess.Popen([sys.executable, '-c', {child!r}])\n"
               "time.sleep(30)\n")
-    parent = subprocess.Popen([sys.executable, "-c", script])
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
-        root = psutil.Process(parent.pid)
-        deadline = time.monotonic() + 10
-        while (tree_memory(process_tree(root)) or {}).get("rss", 0) < 60 << 20 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        figures = tree_memory(process_tree(root))
+        assert parent.stdout.readline() == b"ready\n"
+        figures = tree_memory(process_tree(psutil.Process(parent.pid)))
         assert figures["processes"] == 2
         assert figures["rss"] >= 60 << 20
         assert 60 << 20 <= figures["pss"] <= figures["rss"]  # the 60 MiB are the child's own
