@@ -513,6 +513,8 @@ class SharedReceiver(Receiver):
     """The receiver of a receiving process: its refusals told to the daemon, and its open
     sessions, once a second when their number changed."""
 
+    alone_in_process = True
+
     def __init__(self, *, channel: Channel, **kwargs):
         super().__init__(**kwargs)
         self.channel = channel

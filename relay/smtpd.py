@@ -833,6 +833,10 @@ class Receiver:
     (a reload replaces them), `verify` asks whether the internal mail server takes a recipient,
     and `enqueue` hands a message the store has on disk to the scheduler."""
 
+    # Nothing but its sessions waits on this process's event loop (a receiving process): with one
+    # session open, its message is committed on the loop's own thread (QueueStore.commit's `here`).
+    alone_in_process = False
+
     def __init__(self, *, config: Callable[[], MtaConfig], store: QueueStore, counters: Counters,
                  verify: Callable[[str], Awaitable[Verdict]], enqueue: Callable[[QueueEntry, bytes], None],
                  resolver: Callable[[], dns.asyncresolver.Resolver],
@@ -1044,7 +1048,7 @@ class Receiver:
             requiretls=envelope.requiretls,
         )
         try:
-            entry = await store.commit(queued, message)
+            entry = await store.commit(queued, message, here=self.alone_in_process and self.connections == 1)
         except QueueFull as error:
             log.error("%s: queue file system full: %s", queue_id, error)
             return replies.INSUFFICIENT_STORAGE

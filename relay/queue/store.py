@@ -94,16 +94,28 @@ class QueueStore:
 
     # --- writing -------------------------------------------------------------
 
-    async def commit(self, envelope: Envelope, body: bytes) -> QueueEntry:
-        """Write the message durably (file and directory entry fsynced); only then return its entry."""
+    async def commit(self, envelope: Envelope, body: bytes, *, here: bool = False) -> QueueEntry:
+        """Write the message durably (file and directory entry fsynced); only then return its entry.
+
+        `here`: the caller knows that nothing else in this process waits on the event loop (a receiving
+        process with one session open), so the message is written and fsynced on the loop's own thread,
+        which holds the loop up for that fsync but saves the hand-off to a worker thread and back. A group
+        already being written takes the message along instead, as always."""
         header = json.dumps(envelope.to_dict(), separators=(",", ":")).encode() + b"\n"
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.append((envelope.id, [MAGIC, header, body], done))
-        if not self._writing:
-            self._write_group()
-        try:
-            await done
-        except OSError as error:
+        chunks = [MAGIC, header, body]
+        if here and not self._writing and not self._waiting:
+            error = self._write_group_sync([(envelope.id, chunks, None)])[0]
+        else:
+            done = asyncio.get_running_loop().create_future()
+            self._waiting.append((envelope.id, chunks, done))
+            if not self._writing:
+                self._write_group()
+            try:
+                await done
+                error = None
+            except OSError as raised:
+                error = raised
+        if error is not None:
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise QueueFull(str(error)) from error
             raise QueueWriteError(str(error)) from error

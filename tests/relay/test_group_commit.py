@@ -240,3 +240,68 @@ async def test_a_client_gone_during_its_commit_does_not_stop_the_others(store, w
     assert len(done) == 5
     after = await store.commit(envelope(store, 3), b"abc")  # the store goes on
     assert after.id in {entry.id for entry in store.load()}
+
+
+def finished_without_waiting(coroutine):
+    """Run `coroutine` without an event loop turning: its result if it never waited on the loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    raise AssertionError("the commit waited on the event loop")
+
+
+async def test_a_commit_here_is_durable_before_it_returns_without_the_loop_turning(store, monkeypatch):
+    """A receiving process with one session: the file is written and fsynced on the loop's own thread."""
+    fsynced: list[tuple[str, int]] = []
+    real = os.fsync
+
+    def fsync(fd):
+        real(fd)
+        fsynced.append((os.readlink(f"/proc/self/fd/{fd}"), threading.get_ident()))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    body = b"Subject: here\r\n\r\nbody\r\n"
+    entry = finished_without_waiting(store.commit(envelope(store, len(body)), body, here=True))
+    assert fsynced == [(os.path.realpath(store.msg / entry.id), threading.get_ident())]
+    assert await store.read_message(entry.id) == body
+    assert list(store.tmp.iterdir()) == []
+
+
+async def test_a_commit_here_refuses_as_a_grouped_one_does(store, monkeypatch):
+    def full(temporary, path, chunks):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module, "write_renamed", full)
+    with pytest.raises(QueueFull, match="No space left"):
+        finished_without_waiting(store.commit(envelope(store, 3), b"abc", here=True))
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(QueueWriteError, match="Input/output error"):
+        finished_without_waiting(store.commit(envelope(store, 3), b"abc", here=True))
+    assert os.listdir(store.msg) == [] and list(store.tmp.iterdir()) == []
+
+
+async def test_a_commit_here_joins_a_group_being_written(store, monkeypatch):
+    """A group in a worker thread is not waited for on the loop's thread: the message goes in the
+    next group, written by a worker thread too."""
+    threads: dict[str, int] = {}
+    real = os.fsync
+
+    def fsync(fd):
+        time.sleep(0.02)
+        real(fd)
+        threads[os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))] = threading.get_ident()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    first = asyncio.ensure_future(store.commit(envelope(store, 3), b"abc"))
+    await asyncio.sleep(0)  # the first group is being written
+    second = await store.commit(envelope(store, 3), b"def", here=True)
+    first = await first
+    assert set(threads) == {first.id, second.id} and threading.get_ident() not in threads.values()
+    assert await store.read_message(second.id) == b"def"

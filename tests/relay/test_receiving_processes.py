@@ -371,3 +371,70 @@ async def test_frames_cut_anywhere_on_the_channel_come_out_whole_and_in_order():
     got = [received async for received in frames(reader)]
     writer.join()
     assert got == sent
+
+
+async def test_a_lone_session_commits_on_the_event_loops_thread_and_two_in_a_worker(tmp_path, monkeypatch):
+    """A receiving process's Receiver, served on a real socket: with one session open, nothing else waits
+    on its loop, so the message is fsynced on the loop's thread (no hand-off); once a second session is
+    open, in a worker thread again, so that the other session is answered meanwhile. The daemon's own
+    Receiver (`--receivers 0`), whose loop also delivers, always hands it off."""
+    import ipaddress
+
+    from relay.config import MtaConfig
+    from relay.queue.entry import Counters
+    from relay.receiving import SharedReceiver
+    from relay.smtpd import Receiver
+
+    store = QueueStore(tmp_path)
+    store.open()
+    fsynced: dict[str, int] = {}
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        real_fsync(fd)
+        fsynced[os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))] = threading.get_ident()
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    config = MtaConfig(hostname="gw.example.com", relay_domains=("example.com",), peername_lookup=False,
+                       my_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    receiver = Receiver(config=lambda: config, store=store, counters=Counters(), verify=None,
+                        enqueue=lambda entry, body: None, resolver=None, tls_context=lambda: None)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(receiver.protocol, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def session():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reader.readline()).startswith(b"220 ")
+        return reader, writer
+
+    async def send(reader, writer) -> str:
+        """One message; the thread that fsynced it."""
+        writer.write(b"HELO client.example.net\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        for _ in range(4):
+            await reader.readline()
+        writer.write(b"Subject: t\r\n\r\nbody\r\n.\r\nRSET\r\n")
+        queued = (await reader.readline()).decode()
+        assert queued.startswith("250 2.0.0 Ok: queued as "), queued
+        assert (await reader.readline()).startswith(b"250 ")
+        return fsynced[queued.split()[-1]]
+
+    try:
+        first = await session()
+        assert await send(*first) != threading.get_ident()  # the daemon's Receiver
+        receiver.alone_in_process = SharedReceiver.alone_in_process
+        assert await send(*first) == threading.get_ident()
+        second = await session()
+        assert await send(*first) != threading.get_ident()
+        second[1].close()
+        await wait_until_async(lambda: receiver.connections == 1)
+        assert await send(*first) == threading.get_ident()
+    finally:
+        server.close()
+
+
+async def wait_until_async(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
