@@ -438,3 +438,45 @@ async def wait_until_async(predicate, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+async def test_a_line_that_came_while_its_command_waited_is_answered_as_that_command_ends(tmp_path, monkeypatch):
+    """A client's QUIT right behind its message: the DATA command waits for the queue's fsync, and
+    the QUIT is answered as soon as DATA's 250 is out, not a turn of the event loop later behind
+    whatever that turn has to do (the log lines' writes, the word to the daemon)."""
+    import ipaddress
+
+    from relay.config import MtaConfig
+    from relay.queue.entry import Counters
+    from relay.smtpd import Receiver, SmtpSession
+
+    store = QueueStore(tmp_path)
+    store.open()
+    config = MtaConfig(hostname="gw.example.com", relay_domains=("example.com",), peername_lookup=False,
+                       my_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    receiver = Receiver(config=lambda: config, store=store, counters=Counters(), verify=None,
+                        enqueue=lambda entry, body: None, resolver=None, tls_context=lambda: None)
+    loop = asyncio.get_running_loop()
+    said: list[str] = []
+    push = SmtpSession.push
+
+    async def noted(session, status):
+        said.append(status[:3])
+        if status.startswith("250 2.0.0 Ok: queued"):
+            loop.call_soon(said.append, "the next turn")
+        await push(session, status)
+
+    monkeypatch.setattr(SmtpSession, "push", noted)
+    server = await loop.create_server(receiver.protocol, "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.write(b"HELO client.example.net\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+        for _ in range(5):
+            await reader.readline()
+        writer.write(b"Subject: t\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+        assert (await reader.readline()).startswith(b"250 2.0.0 Ok: queued as ")
+        assert (await reader.readline()).startswith(b"221 ")
+        await asyncio.sleep(0)
+        assert said[-3:] == ["250", "221", "the next turn"]
+    finally:
+        server.close()
