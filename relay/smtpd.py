@@ -144,25 +144,15 @@ class SmtpSession(Chunking, SMTP):
             line = self._take_line()
             if line is None:
                 return
-            self._command = _start(self._answered(line), self.loop)
+            self._command = _start(self._answer(line), self.loop)
             if self._command is not None:
                 self._command.add_done_callback(self._command_done)
 
-    async def _answered(self, line: bytes | object) -> None:
-        """`_answer`, then, if the command had to wait (it ends in its task), the lines that came
-        meanwhile at once: a done callback would answer them a turn of the loop later, behind that
-        turn's other work (a client's QUIT right after its 250, behind the log lines' writes)."""
-        await self._answer(line)
-        if self._command is not None and asyncio.current_task() is self._command:
-            self._command = None
-            self._serve()
-
     def _command_done(self, task: asyncio.Task) -> None:
+        self._command = None
         if not task.cancelled():
             task.exception()  # retrieved: _answer answers and logs its own errors
-        if self._command is task:  # cancelled, or failed: _answered did not go on
-            self._command = None
-            self._serve()
+        self._serve()
 
     def _take_line(self) -> bytes | object | None:
         """The next command line buffered, its line end included; _TOO_LONG for one longer than
